@@ -1,0 +1,23 @@
+"""mobilevt: MobileViT-family vision transformers for phones and small devices."""
+from . import models  # noqa: F401  (registers the model families)
+from .factory import create_model
+from .registry import get_model_entry, list_models
+from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
+from .weights.entries import PreprocessConfig, Weights
+from .weights.loading import WeightsNotFoundError, load_weights, save_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointMismatchError",
+    "PreprocessConfig",
+    "Weights",
+    "WeightsNotFoundError",
+    "convert_state_dict",
+    "create_model",
+    "detect_layout",
+    "get_model_entry",
+    "list_models",
+    "load_weights",
+    "save_weights",
+]

@@ -1,0 +1,20 @@
+"""Building blocks shared by the model families."""
+from .attention import LinearSelfAttention, MultiHeadSelfAttention
+from .conv import ConvNormAct, make_divisible
+from .inverted_residual import InvertedResidual
+from .mobilevit_block import MobileViTBlock, MobileViTV2Block
+from .transformer import ConvMlp, LinearTransformerLayer, Mlp, TransformerLayer
+
+__all__ = [
+    "ConvMlp",
+    "ConvNormAct",
+    "InvertedResidual",
+    "LinearSelfAttention",
+    "LinearTransformerLayer",
+    "MobileViTBlock",
+    "MobileViTV2Block",
+    "Mlp",
+    "MultiHeadSelfAttention",
+    "TransformerLayer",
+    "make_divisible",
+]

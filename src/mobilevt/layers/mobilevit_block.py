@@ -1,0 +1,136 @@
+"""MobileViT blocks: local convolutions + a transformer over unfolded patches.
+
+Unfolding and folding are pure reshape/permute (no ``F.unfold``/``F.fold``), which keeps
+the blocks scriptable and exportable to ONNX opset 17, Core ML and ExecuTorch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv import ConvNormAct
+from .transformer import LinearTransformerLayer, TransformerLayer
+
+
+def _padded_size(size: int, patch: int) -> int:
+    return (size + patch - 1) // patch * patch
+
+
+class MobileViTBlock(nn.Module):
+    """MobileViT (v1) block.
+
+    local 3x3 conv -> 1x1 to ``transformer_dim`` -> unfold into ``patch_h * patch_w``
+    sequences of ``num_patches`` tokens -> transformer -> fold -> 1x1 back to
+    ``channels`` -> 3x3 fusion with the block input. Maps whose size is not a multiple
+    of the patch are bilinearly resized up to the next multiple and back afterwards
+    (ml-cvnets' rule, ``align_corners=False``).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        transformer_dim: int,
+        mlp_dim: int,
+        depth: int,
+        num_heads: int = 4,
+        patch_size: int = 2,
+        dilation: int = 1,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        ffn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch_h = patch_size
+        self.patch_w = patch_size
+        self.local_kxk = ConvNormAct(channels, channels, 3, dilation=dilation)
+        self.local_1x1 = nn.Conv2d(channels, transformer_dim, 1, bias=False)
+        self.transformer = nn.Sequential(
+            *[
+                TransformerLayer(transformer_dim, mlp_dim, num_heads, drop, attn_drop, ffn_drop, drop_path)
+                for _ in range(depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(transformer_dim)
+        self.proj = ConvNormAct(transformer_dim, channels, 1)
+        self.fusion = ConvNormAct(2 * channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.local_1x1(self.local_kxk(x))
+
+        batch, dim, height, width = x.shape
+        ph, pw = self.patch_h, self.patch_w
+        new_h, new_w = _padded_size(height, ph), _padded_size(width, pw)
+        resized = new_h != height or new_w != width
+        if resized:
+            x = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=False)
+        nh, nw = new_h // ph, new_w // pw
+
+        # [B, C, nh, ph, nw, pw] -> [B * ph * pw, nh * nw, C]: one sequence per pixel
+        # position inside a patch, one token per patch.
+        x = x.reshape(batch, dim, nh, ph, nw, pw).permute(0, 3, 5, 2, 4, 1)
+        x = x.reshape(batch * ph * pw, nh * nw, dim)
+        x = self.norm(self.transformer(x))
+        x = x.reshape(batch, ph, pw, nh, nw, dim).permute(0, 5, 3, 1, 4, 2)
+        x = x.reshape(batch, dim, new_h, new_w)
+
+        if resized:
+            x = F.interpolate(x, size=[height, width], mode="bilinear", align_corners=False)
+        x = self.proj(x)
+        return self.fusion(torch.cat([shortcut, x], dim=1))
+
+
+class MobileViTV2Block(nn.Module):
+    """MobileViTv2 block: depthwise 3x3 -> 1x1 -> separable-attention transformer over
+    ``[B, C, pixels, patches]`` -> fold -> 1x1 projection (no fusion, no activation).
+
+    Maps whose size is not a multiple of the patch are resized up to the next multiple
+    on entry (bilinear, ``align_corners=True``) and not resized back, as ml-cvnets does.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        transformer_dim: int,
+        mlp_dim: int,
+        depth: int,
+        patch_size: int = 2,
+        dilation: int = 1,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        ffn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch_h = patch_size
+        self.patch_w = patch_size
+        self.local_kxk = ConvNormAct(channels, channels, 3, groups=channels, dilation=dilation)
+        self.local_1x1 = nn.Conv2d(channels, transformer_dim, 1, bias=False)
+        self.transformer = nn.Sequential(
+            *[
+                LinearTransformerLayer(transformer_dim, mlp_dim, drop, attn_drop, ffn_drop, drop_path)
+                for _ in range(depth)
+            ]
+        )
+        self.norm = nn.GroupNorm(1, transformer_dim)
+        self.proj = ConvNormAct(transformer_dim, channels, 1, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2], x.shape[3]
+        ph, pw = self.patch_h, self.patch_w
+        new_h, new_w = _padded_size(height, ph), _padded_size(width, pw)
+        if new_h != height or new_w != width:
+            x = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=True)
+        x = self.local_1x1(self.local_kxk(x))
+
+        batch, dim = x.shape[0], x.shape[1]
+        nh, nw = new_h // ph, new_w // pw
+        # [B, C, nh, ph, nw, pw] -> [B, C, ph * pw, nh * nw]
+        x = x.reshape(batch, dim, nh, ph, nw, pw).permute(0, 1, 3, 5, 2, 4)
+        x = x.reshape(batch, dim, ph * pw, nh * nw)
+        x = self.norm(self.transformer(x))
+        x = x.reshape(batch, dim, ph, pw, nh, nw).permute(0, 1, 4, 2, 5, 3)
+        x = x.reshape(batch, dim, new_h, new_w)
+        return self.proj(x)

@@ -1,0 +1,378 @@
+"""MobileViT (v1) and MobileViTv2 image classifiers, as apple/ml-cvnets defines them.
+
+One table of named variants drives one builder. The module layout is mobilevt's own
+(``stem``, ``stages``, ``final_conv``, ``head``); ``mobilevt.weights.convert`` maps the
+ml-cvnets, timm, Hugging Face and mmpretrain checkpoint layouts onto it.
+
+Papers: MobileViT, arXiv:2110.02178; MobileViTv2 (separable self-attention), arXiv:2206.02680.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from ..layers import ConvNormAct, InvertedResidual, MobileViTBlock, MobileViTV2Block, make_divisible
+from ..registry import ModelEntry, register_model
+from ..weights.entries import PreprocessConfig, Weights
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One of the five stages (``layer_1`` .. ``layer_5`` in ml-cvnets).
+
+    A stage is ``num_mv2`` inverted residual blocks, the first with ``stride``, followed
+    by one MobileViT block when ``transformer_depth > 0``.
+    """
+
+    channels: int
+    stride: int
+    expand_ratio: float
+    num_mv2: int = 1
+    transformer_dim: int = 0
+    mlp_dim: int = 0
+    transformer_depth: int = 0
+    patch_size: int = 2
+    num_heads: int = 4
+
+
+@dataclass(frozen=True)
+class MobileViTArch:
+    version: int  # 1: multi-head attention + fusion; 2: separable linear attention
+    stem_channels: int
+    stages: tuple[StageConfig, ...]
+    final_channels: int = 0  # v1's conv_1x1_exp; 0 = none (v2)
+    classifier_dropout: float = 0.1
+    transformer_dropout: float = 0.0
+    attn_dropout: float = 0.0
+    ffn_dropout: float = 0.0
+
+
+class MobileViT(nn.Module):
+    """MobileViT v1 / v2 classifier.
+
+    Args:
+        arch: architecture table entry.
+        num_classes: classifier outputs; 0 gives pooled features from ``forward``.
+        in_chans: input channels.
+        drop_rate: classifier dropout (defaults to the architecture's).
+        drop_path_rate: stochastic depth, increased linearly over transformer layers and
+            applied to residual inverted-residual blocks.
+        output_stride: 32 (classification), 16 or 8 (dense prediction: the last stages
+            keep their resolution and dilate their convolutions, as ml-cvnets does).
+    """
+
+    def __init__(
+        self,
+        arch: MobileViTArch,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float | None = None,
+        drop_path_rate: float = 0.0,
+        output_stride: int = 32,
+        transformer_dropout: float | None = None,
+        attn_dropout: float | None = None,
+        ffn_dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.arch = arch
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        drop = arch.transformer_dropout if transformer_dropout is None else transformer_dropout
+        attn_drop = arch.attn_dropout if attn_dropout is None else attn_dropout
+        ffn_drop = arch.ffn_dropout if ffn_dropout is None else ffn_dropout
+
+        self.stem = ConvNormAct(in_chans, arch.stem_channels, 3, stride=2)
+        total_blocks = sum(s.num_mv2 + s.transformer_depth for s in arch.stages)
+        block_idx = 0
+        stride, dilation = 2, 1
+        in_ch = arch.stem_channels
+        stages: List[nn.Module] = []
+        self.feature_info: List[Dict[str, int]] = []
+        for stage in arch.stages:
+            stage_stride = stage.stride
+            block_dilation = dilation
+            if stride * stage_stride > output_stride:
+                # keep resolution: dilate from here on instead of striding
+                dilation *= stage_stride
+                stage_stride = 1
+            stride *= stage_stride
+            blocks: List[nn.Module] = []
+            for i in range(stage.num_mv2):
+                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                blocks.append(
+                    InvertedResidual(
+                        in_ch,
+                        stage.channels,
+                        stride=stage_stride if i == 0 else 1,
+                        expand_ratio=stage.expand_ratio,
+                        dilation=block_dilation if i == 0 else dilation,
+                        drop_path=dpr,
+                    )
+                )
+                in_ch = stage.channels
+                block_idx += 1
+            if stage.transformer_depth > 0:
+                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                block_cls = MobileViTBlock if arch.version == 1 else MobileViTV2Block
+                kwargs = dict(num_heads=stage.num_heads) if arch.version == 1 else {}
+                blocks.append(
+                    block_cls(
+                        stage.channels,
+                        stage.transformer_dim,
+                        stage.mlp_dim,
+                        stage.transformer_depth,
+                        patch_size=stage.patch_size,
+                        dilation=dilation,
+                        drop=drop,
+                        attn_drop=attn_drop,
+                        ffn_drop=ffn_drop,
+                        drop_path=dpr,
+                        **kwargs,
+                    )
+                )
+                block_idx += stage.transformer_depth
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append({"channels": stage.channels, "stride": stride})
+        self.stages = nn.ModuleList(stages)
+
+        if arch.final_channels:
+            self.final_conv: nn.Module = ConvNormAct(in_ch, arch.final_channels, 1)
+            self.num_features = arch.final_channels
+        else:
+            self.final_conv = nn.Identity()
+            self.num_features = in_ch
+        self.head_drop = nn.Dropout(arch.classifier_dropout if drop_rate is None else drop_rate)
+        self.head = _make_classifier(self.num_features, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # ml-cvnets' initialisation: kaiming-normal convs, truncated-normal linears.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one (0 removes it)."""
+        self.num_classes = num_classes
+        self.head = _make_classifier(self.num_features, num_classes)
+        if isinstance(self.head, nn.Linear):
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(
+                "MobileViT expects a 4-D image batch [batch, channels, height, width], got a tensor with "
+                "{} dimension(s) of shape {}; add a batch dimension with x.unsqueeze(0)".format(x.dim(), list(x.shape))
+            )
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                "MobileViT expects {} input channels in dimension 1, got shape {}; convert grayscale or RGBA "
+                "images to RGB and use channels-first [B, C, H, W] layout".format(self.in_chans, list(x.shape))
+            )
+
+    def forward_feature_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Outputs of the five stages, at strides 2, 4, 8, 16, 32 (see ``feature_info``;
+        strides stop growing at ``output_stride``)."""
+        self._check_input(x)
+        x = self.stem(x)
+        features: List[torch.Tensor] = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final feature map ``[B, num_features, H/32, W/32]`` (before pooling)."""
+        self._check_input(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.final_conv(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
+        if pre_logits:
+            return x
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _make_classifier(num_features: int, num_classes: int) -> nn.Module:
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+# ---------------------------------------------------------------------------------------
+# Architecture tables (ml-cvnets cvnets/models/classification/config/mobilevit*.py)
+
+
+def _v1_arch(
+    channels: tuple[int, int, int, int, int],
+    transformer_dims: tuple[int, int, int],
+    final_channels: int,
+    expand_ratio: float,
+    transformer_dropout: float,
+) -> MobileViTArch:
+    c1, c2, c3, c4, c5 = channels
+    d3, d4, d5 = transformer_dims
+    return MobileViTArch(
+        version=1,
+        stem_channels=16,
+        stages=(
+            StageConfig(c1, stride=1, expand_ratio=expand_ratio, num_mv2=1),
+            StageConfig(c2, stride=2, expand_ratio=expand_ratio, num_mv2=3),
+            StageConfig(c3, 2, expand_ratio, 1, d3, 2 * d3, transformer_depth=2),
+            StageConfig(c4, 2, expand_ratio, 1, d4, 2 * d4, transformer_depth=4),
+            StageConfig(c5, 2, expand_ratio, 1, d5, 2 * d5, transformer_depth=3),
+        ),
+        final_channels=final_channels,
+        classifier_dropout=0.1,
+        transformer_dropout=transformer_dropout,
+    )
+
+
+def _v2_arch(width: float) -> MobileViTArch:
+    def ch(c: int, divisor: int = 8) -> int:
+        return make_divisible(c * width, divisor)
+
+    def mlp(d: int) -> int:
+        return int(2 * d // 16 * 16)  # ffn_multiplier 2, rounded down to a multiple of 16
+
+    d3, d4, d5 = ch(128), ch(192), ch(256)
+    return MobileViTArch(
+        version=2,
+        stem_channels=make_divisible(32 * width, 8, min_value=16),
+        stages=(
+            StageConfig(ch(64, 16), stride=1, expand_ratio=2, num_mv2=1),
+            StageConfig(ch(128), stride=2, expand_ratio=2, num_mv2=2),
+            StageConfig(ch(256), 2, 2, 1, d3, mlp(d3), transformer_depth=2),
+            StageConfig(ch(384), 2, 2, 1, d4, mlp(d4), transformer_depth=4),
+            StageConfig(ch(512), 2, 2, 1, d5, mlp(d5), transformer_depth=3),
+        ),
+        final_channels=0,
+        classifier_dropout=0.0,
+    )
+
+
+ARCHS: dict[str, MobileViTArch] = {
+    "mobilevit_xxs": _v1_arch((16, 24, 48, 64, 80), (64, 80, 96), 320, 2.0, 0.05),
+    "mobilevit_xs": _v1_arch((32, 48, 64, 80, 96), (96, 120, 144), 384, 4.0, 0.1),
+    "mobilevit_s": _v1_arch((32, 64, 96, 128, 160), (144, 192, 240), 640, 4.0, 0.1),
+    **{f"mobilevitv2_{int(w * 100):03d}": _v2_arch(w) for w in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)},
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Published checkpoints and their preprocessing
+
+# ml-cvnets v1 trained on OpenCV-decoded (BGR) images; evaluation resizes the shorter
+# side to 288 (bilinear) and center-crops 256, pixels in [0, 1], no mean/std.
+CVNETS_V1_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR")
+# ml-cvnets v2 moved to PIL (RGB) and bicubic resizing.
+CVNETS_V2_PREPROCESS = PreprocessConfig((256, 256), 288, "bicubic", channel_order="RGB")
+# timm re-hosts the ml-cvnets weights with the stem flipped to RGB, crop_pct 0.9 / 0.888.
+TIMM_V1_PREPROCESS = PreprocessConfig.from_crop_pct(256, 0.9, interpolation="bicubic")
+TIMM_V2_PREPROCESS = PreprocessConfig.from_crop_pct(256, 0.888, interpolation="bicubic")
+# transformers' MobileViTImageProcessor: shortest edge 288, crop 256, bilinear, flip to BGR.
+HF_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR")
+
+_CVNETS_V1_URL = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/classification/{}.pt"
+_CVNETS_V2_URL = (
+    "https://docs-assets.developer.apple.com/ml-research/models/cvnets-v2/classification/"
+    "mobilevitv2/imagenet1k/256x256/mobilevitv2-{}.pt"
+)
+_MMPRETRAIN_URL = "https://download.openmmlab.com/mmclassification/v0/mobilevit/{}.pth"
+
+# name: (cvnets file, HF repo, mmpretrain file, published params M, MACs G, top-1 ml-cvnets, top-1 mmpretrain)
+_V1_PUBLISHED = {
+    "mobilevit_xxs": ("mobilevit_xxs", "apple/mobilevit-xx-small", "mobilevit-xxsmall_3rdparty_in1k_20221018-77835605", 1.3, 0.42, 69.0, 69.02),
+    "mobilevit_xs": ("mobilevit_xs", "apple/mobilevit-x-small", "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7", 2.3, 1.05, 74.8, 74.75),
+    "mobilevit_s": ("mobilevit_s", "apple/mobilevit-small", "mobilevit-small_3rdparty_in1k_20221018-cb4f741c", 5.6, 2.03, 78.4, 78.25),
+}
+# width: (published params M, MACs G, top-1)
+_V2_PUBLISHED = {
+    0.5: (1.37, 0.466, 70.18),
+    0.75: (2.87, 1.030, 75.56),
+    1.0: (4.90, 1.844, 78.09),
+    1.25: (7.48, 2.856, 79.65),
+    1.5: (10.59, 4.068, 80.38),
+    1.75: (14.25, 5.519, 80.84),
+    2.0: (18.45, 7.215, 81.17),
+}
+
+
+def _builder(arch: MobileViTArch):
+    def build(**kwargs) -> MobileViT:
+        return MobileViT(arch, **kwargs)
+
+    return build
+
+
+def _register_v1(name: str) -> None:
+    cvnets_file, hf_repo, mm_file, params, macs, top1, mm_top1 = _V1_PUBLISHED[name]
+    weights = (
+        Weights(name, "cvnets_in1k", _CVNETS_V1_URL.format(cvnets_file), "cvnets", CVNETS_V1_PREPROCESS, top1,
+                paper_source="ml-cvnets model zoo"),
+        Weights(name, "timm_in1k", f"hf-hub:timm/{name}.cvnets_in1k", "timm", TIMM_V1_PREPROCESS, top1,
+                paper_source="ml-cvnets (timm re-hosts the same weights, stem flipped to RGB)"),
+        Weights(name, "hf_in1k", f"hf-hub:{hf_repo}", "hf", HF_PREPROCESS, top1,
+                paper_source="ml-cvnets (converted by Hugging Face)"),
+        Weights(name, "mmpretrain_in1k", _MMPRETRAIN_URL.format(mm_file), "mmpretrain", CVNETS_V1_PREPROCESS, mm_top1,
+                paper_source="mmpretrain metafile"),
+    )
+    register_model(
+        ModelEntry(name, _builder(ARCHS[name]), "mobilevit", CVNETS_V1_PREPROCESS, weights, params, macs)
+    )
+
+
+def _register_v2(width: float) -> None:
+    name = f"mobilevitv2_{int(width * 100):03d}"
+    params, macs, top1 = _V2_PUBLISHED[width]
+    width_text = f"{width:g}" if width != 1.0 and width != 2.0 else f"{width:.1f}"
+    weights = [
+        Weights(name, "cvnets_in1k", _CVNETS_V2_URL.format(width_text), "cvnets", CVNETS_V2_PREPROCESS, top1,
+                paper_source="ml-cvnets model zoo"),
+        Weights(name, "timm_in1k", f"hf-hub:timm/{name}.cvnets_in1k", "timm", TIMM_V2_PREPROCESS, top1,
+                paper_source="ml-cvnets (timm re-hosts the same weights)"),
+    ]
+    if width == 1.0:
+        weights.append(
+            Weights(name, "hf_in1k", "hf-hub:apple/mobilevitv2-1.0-imagenet1k-256", "hf", HF_PREPROCESS, top1,
+                    paper_source="ml-cvnets (converted by Hugging Face)")
+        )
+    if width >= 1.5:
+        weights.append(
+            Weights(name, "timm_in22k_ft_in1k", f"hf-hub:timm/{name}.cvnets_in22k_ft_in1k", "timm",
+                    TIMM_V2_PREPROCESS, None, dataset="ImageNet-21k -> ImageNet-1k")
+        )
+        weights.append(
+            Weights(name, "timm_in22k_ft_in1k_384", f"hf-hub:timm/{name}.cvnets_in22k_ft_in1k_384", "timm",
+                    PreprocessConfig.from_crop_pct(384, 1.0, interpolation="bicubic"), None,
+                    dataset="ImageNet-21k -> ImageNet-1k, 384x384")
+        )
+    register_model(
+        ModelEntry(name, _builder(ARCHS[name]), "mobilevitv2", CVNETS_V2_PREPROCESS, tuple(weights), params, macs)
+    )
+
+
+for _name in _V1_PUBLISHED:
+    _register_v1(_name)
+for _width in _V2_PUBLISHED:
+    _register_v2(_width)

@@ -1,0 +1,76 @@
+"""Model registry: every variant is registered by name with its builder and weights."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from .weights.entries import PreprocessConfig, Weights
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    default_preprocess: PreprocessConfig
+    weights: tuple[Weights, ...] = ()
+    published_params_m: float | None = None
+    published_macs_g: float | None = None
+
+    @property
+    def default_weights(self) -> Weights | None:
+        return self.weights[0] if self.weights else None
+
+    def get_weights(self, tag: str) -> Weights:
+        for entry in self.weights:
+            if tag in (entry.tag, entry.name):
+                return entry
+        known = ", ".join(w.tag for w in self.weights) or "none"
+        raise ValueError(f"model {self.name!r} has no weights tagged {tag!r}; known tags: {known}")
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+class UnknownModelError(KeyError, ValueError):
+    def __str__(self) -> str:  # KeyError would print the message with quotes
+        return str(self.args[0])
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    base = name.split(".", 1)[0]
+    try:
+        return _REGISTRY[base]
+    except KeyError:
+        close = difflib.get_close_matches(base, list(_REGISTRY), n=4, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} `mobilevt.list_models()` lists all {len(_REGISTRY)} models."
+        ) from None
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of all registered models, optionally filtered by a shell-style pattern
+    (``"mobilevitv2_*"``)."""
+    names = sorted(_REGISTRY)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    entry = get_model_entry(name)
+    model = entry.builder(**kwargs)
+    model.model_name = entry.name
+    return model

@@ -1,0 +1,240 @@
+"""Reading checkpoints from local files, URLs and the Hugging Face Hub, and writing
+mobilevt's own safetensors format."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import urllib.error
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .convert import CheckpointMismatchError, check_shapes, convert_state_dict, detect_layout, unwrap_state_dict
+from .entries import PreprocessConfig, Weights
+
+HF_PREFIX = "hf-hub:"
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+_LOCAL_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
+_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights source could not be found or downloaded; the message says what was
+    tried and where to put the file by hand."""
+
+
+class Checkpoint:
+    """A state dict read from somewhere, with the metadata mobilevt files carry."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor], origin: str, metadata: Mapping[str, str] | None = None):
+        self.state_dict = state_dict
+        self.origin = origin
+        self.metadata = dict(metadata or {})
+
+
+# ---------------------------------------------------------------------------------------
+# Resolving a source to a local file
+
+
+def resolve_source(source: str | os.PathLike, sha256: str | None = None) -> Path:
+    """Local path of a weights source: a file, a model folder, an http(s) URL (downloaded
+    once into torch.hub's cache) or ``hf-hub:<repo>[@revision]`` (via huggingface_hub)."""
+    text = os.fspath(source)
+    if text.startswith(HF_PREFIX):
+        return _download_from_hub(text[len(HF_PREFIX) :])
+    if urlparse(text).scheme in ("http", "https", "file"):
+        return _download_url(text, sha256)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        for name in _LOCAL_FILES:
+            if (path / name).is_file():
+                return path / name
+        candidates = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
+        if len(candidates) == 1:
+            return candidates[0]
+        raise WeightsNotFoundError(
+            f"no weights file in folder {path}: expected one of {', '.join(_LOCAL_FILES)} "
+            f"or a single *.safetensors / *.pt / *.pth / *.bin file, found {[p.name for p in candidates]}"
+        )
+    if path.is_file():
+        return path
+    raise WeightsNotFoundError(
+        f"weights {text!r} not found: it is not an existing file or folder, an http(s) URL, or a "
+        f"'{HF_PREFIX}<org>/<repo>' id, and not a weights tag of this model"
+    )
+
+
+def _download_from_hub(repo: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError as err:  # pragma: no cover - a runtime dependency
+        raise ImportError("loading from the Hugging Face Hub needs `pip install huggingface_hub`") from err
+    repo_id, _, revision = repo.partition("@")
+    errors: list[str] = []
+    for filename in _HUB_FILES:
+        try:
+            return Path(hf_hub_download(repo_id, filename, revision=revision or None))
+        except Exception as err:  # EntryNotFound, offline, connection, auth ...
+            errors.append(f"{filename}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            if type(err).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+                break
+    raise WeightsNotFoundError(
+        f"could not get weights for {HF_PREFIX}{repo} from the Hugging Face Hub; tried:\n  "
+        + "\n  ".join(errors)
+        + f"\nIf this machine is offline, download {_HUB_FILES[0]} (or {_HUB_FILES[1]}) of {repo_id} elsewhere "
+        f"and pass its local path as weights=..., or fill the Hub cache at {HF_HUB_CACHE} "
+        "(`huggingface-cli download` on a connected machine, then copy the folder)."
+    )
+
+
+def _download_url(url: str, sha256: str | None) -> Path:
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    filename = os.path.basename(urlparse(url).path) or "weights.pt"
+    target = cache_dir / filename
+    if target.is_file():
+        if sha256:
+            _check_sha256(target, sha256)
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Downloads into a temporary file and renames it: never a half-written cache entry.
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=None, progress=True)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise WeightsNotFoundError(
+            f"could not download {url}: {err}\nIf this machine is offline, download the file elsewhere and "
+            f"put it at {target} (or pass its local path as weights=...)."
+        ) from err
+    if sha256:
+        _check_sha256(target, sha256)
+    return target
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(expected):
+        raise CheckpointMismatchError(
+            f"{path} has sha256 {digest.hexdigest()}, expected {expected}: the download is corrupt or a different "
+            "file; delete it and try again"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a safetensors file or a weights-only pickle (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    metadata: dict[str, str] = {}
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                metadata = fh.metadata() or {}
+                state = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError) as err:
+            raise CheckpointMismatchError(f"{path} is not a readable safetensors file: {err}") from err
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise CheckpointMismatchError(
+                f"{path} is not a weights-only checkpoint: loading it would run arbitrary code, which mobilevt "
+                f"refuses ({str(err).splitlines()[0]}). If you trust the file, re-save its state dict with "
+                "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path) or as safetensors."
+            ) from err
+        except (RuntimeError, EOFError, OSError) as err:
+            raise CheckpointMismatchError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+        if not isinstance(raw, Mapping):
+            raise CheckpointMismatchError(f"{path} holds a {type(raw).__name__}, not a state dict")
+        state = unwrap_state_dict(raw)
+    return Checkpoint(unwrap_state_dict(state), str(path), metadata)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading into a model
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike | Weights | Checkpoint | Mapping) -> nn.Module:
+    """Load any supported checkpoint layout into ``model`` strictly.
+
+    ``source`` is a file, folder, URL, ``hf-hub:`` id, ``Weights`` entry, an already read
+    ``Checkpoint`` or a state dict. Every key must match in name and shape: a checkpoint
+    of another variant or task raises ``CheckpointMismatchError`` naming the keys.
+    """
+    checkpoint = _as_checkpoint(source)
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise ValueError("load_weights needs a model made by mobilevt.create_model (it has no model_name)")
+    layout = detect_layout(checkpoint.state_dict)
+    converted = convert_state_dict(checkpoint.state_dict, name, layout)
+    check_shapes(model, converted, layout, checkpoint.state_dict)
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
+def _as_checkpoint(source) -> Checkpoint:
+    if isinstance(source, Checkpoint):
+        return source
+    if isinstance(source, Weights):
+        return read_checkpoint(resolve_source(source.source, source.sha256))
+    if isinstance(source, Mapping):
+        return Checkpoint(unwrap_state_dict(source), "<state dict>")
+    return read_checkpoint(resolve_source(source))
+
+
+# ---------------------------------------------------------------------------------------
+# mobilevt's own format
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: PreprocessConfig | None = None) -> Path:
+    """Write ``model`` as mobilevt safetensors (keys, model name, classes and preprocessing
+    in the metadata), atomically: a crash never leaves a half-written file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"mobilevt weights are safetensors files; use a .safetensors path, not {path.name!r}")
+    preprocess = preprocess or getattr(model, "preprocess", None)
+    metadata = {
+        "format": "mobilevt",
+        "model": str(getattr(model, "model_name", "")),
+        "num_classes": str(getattr(model, "num_classes", "")),
+    }
+    if preprocess is not None:
+        metadata["preprocess"] = json.dumps(asdict(preprocess))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def preprocess_from_metadata(metadata: Mapping[str, str]) -> PreprocessConfig | None:
+    raw = metadata.get("preprocess")
+    if not raw:
+        return None
+    fields = json.loads(raw)
+    return PreprocessConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    )
