@@ -107,8 +107,5 @@ def _preprocess_for(entry, weights_entry: Weights | None, layout: str, checkpoin
     stored = preprocess_from_metadata(checkpoint.metadata)
     if stored is not None:
         return stored
-    # An unlisted file: use the preprocessing of this model's published weights in the same layout.
-    for candidate in entry.weights:
-        if candidate.layout == layout:
-            return candidate.preprocess
-    return entry.default_preprocess
+    # An unlisted file: assume what that layout's publisher uses for this family.
+    return dict(entry.preprocess_by_layout).get(layout, entry.default_preprocess)

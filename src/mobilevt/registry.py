@@ -20,6 +20,8 @@ class ModelEntry:
     weights: tuple[Weights, ...] = ()
     published_params_m: float | None = None
     published_macs_g: float | None = None
+    # preprocessing to assume for an unlisted checkpoint, by its layout
+    preprocess_by_layout: tuple[tuple[str, PreprocessConfig], ...] = ()
 
     @property
     def default_weights(self) -> Weights | None:
@@ -61,9 +63,9 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Names of all registered models, optionally filtered by a shell-style pattern
-    (``"mobilevitv2_*"``)."""
-    names = sorted(_REGISTRY)
+    """Names of all registered models in registration order (families, then size),
+    optionally filtered by a shell-style pattern (``"mobilevitv2_*"``)."""
+    names = list(_REGISTRY)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     return names

@@ -338,7 +338,13 @@ def _register_v1(name: str) -> None:
                 paper_source="mmpretrain metafile"),
     )
     register_model(
-        ModelEntry(name, _builder(ARCHS[name]), "mobilevit", CVNETS_V1_PREPROCESS, weights, params, macs)
+        ModelEntry(
+            name, _builder(ARCHS[name]), "mobilevit", CVNETS_V1_PREPROCESS, weights, params, macs,
+            preprocess_by_layout=(
+                ("cvnets", CVNETS_V1_PREPROCESS), ("timm", TIMM_V1_PREPROCESS), ("hf", HF_PREPROCESS),
+                ("mmpretrain", CVNETS_V1_PREPROCESS),
+            ),
+        )
     )
 
 
@@ -368,7 +374,12 @@ def _register_v2(width: float) -> None:
                     dataset="ImageNet-21k -> ImageNet-1k, 384x384")
         )
     register_model(
-        ModelEntry(name, _builder(ARCHS[name]), "mobilevitv2", CVNETS_V2_PREPROCESS, tuple(weights), params, macs)
+        ModelEntry(
+            name, _builder(ARCHS[name]), "mobilevitv2", CVNETS_V2_PREPROCESS, tuple(weights), params, macs,
+            preprocess_by_layout=(
+                ("cvnets", CVNETS_V2_PREPROCESS), ("timm", TIMM_V2_PREPROCESS), ("hf", HF_PREPROCESS),
+            ),
+        )
     )
 
 

@@ -36,7 +36,20 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 class CheckpointMismatchError(RuntimeError):
-    """The checkpoint does not fit the model; the message names the keys."""
+    """The checkpoint does not fit the model; the message names the keys, and
+    ``missing`` / ``unexpected`` / ``mis_shaped`` list them all."""
+
+    def __init__(
+        self,
+        message: str,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mis_shaped: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing or []
+        self.unexpected = unexpected or []
+        self.mis_shaped = mis_shaped or []
 
 
 def unwrap_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
@@ -337,7 +350,7 @@ def convert_state_dict(
     unexpected = [k for k in state if k not in used]
     if missing or unexpected:
         raise CheckpointMismatchError(
-            _mismatch_message(entry.name, layout, missing, unexpected, [], state)
+            _mismatch_message(entry.name, layout, missing, unexpected, [], state), missing, unexpected
         )
     return out
 
@@ -411,4 +424,6 @@ def check_shapes(
     ]
     if missing or unexpected or mis_shaped:
         name = getattr(model, "model_name", type(model).__name__)
-        raise CheckpointMismatchError(_mismatch_message(name, layout, missing, unexpected, mis_shaped, source_state))
+        raise CheckpointMismatchError(
+            _mismatch_message(name, layout, missing, unexpected, mis_shaped, source_state), missing, unexpected, mis_shaped
+        )

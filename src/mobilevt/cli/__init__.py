@@ -1,0 +1,1 @@
+"""The ``mobilevt`` command line."""

@@ -1,0 +1,73 @@
+"""``mobilevt`` command line: ``mobilevt models`` (more subcommands plug in here)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _models_table(pattern: str | None, as_json: bool) -> int:
+    import mobilevt
+    from mobilevt.profiling import count_macs
+
+    rows = []
+    for name in mobilevt.list_models(pattern):
+        entry = mobilevt.get_model_entry(name)
+        model = mobilevt.create_model(name)
+        size = entry.default_preprocess.input_size
+        cost = count_macs(model, size)
+        top1 = entry.default_weights.top1 if entry.default_weights else None
+        rows.append(
+            {
+                "model": name,
+                "params_m": round(cost.params / 1e6, 3),
+                "macs_g": round(cost.macs / 1e9, 3),
+                "published_macs_g": entry.published_macs_g,
+                "resolution": f"{size[0]}x{size[1]}",
+                "top1": top1,
+                "weights": [w.tag for w in entry.weights],
+            }
+        )
+    if not rows:
+        print(f"no model matches {pattern!r}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = (
+        "| model | params (M) | MACs (G) | published MACs (G) | input | ImageNet top-1 (published) | weights |\n"
+        "|---|---:|---:|---:|---|---:|---|"
+    )
+    print(
+        "MACs = multiply-accumulates of one image at the input size: convolutions, linear layers and "
+        "attention matmuls counted; element-wise ops not."
+    )
+    print(header)
+    for r in rows:
+        top1 = f"{r['top1']:.2f}" if r["top1"] is not None else "-"
+        print(
+            f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {r['published_macs_g']} | {r['resolution']} "
+            f"| {top1} | {', '.join(r['weights'])} |"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobilevt", description="MobileViT models for mobile and edge devices")
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="table of every model: params, MACs, published accuracy, weights")
+    models.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'mobilevitv2_*'")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "models":
+        return _models_table(args.pattern, args.json)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Shared helpers for the test suite.
+
+Reference models (timm, transformers) are given random weights that exercise every
+parameter and BatchNorm statistic: default initialisations leave BatchNorm at identity
+and transformers' MobileViT drives activations to denormals, which would let a wrong
+model pass (see ../shared/README.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PARITY_ATOL = 1e-4  # max-abs logit difference accepted against a reference library
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter and BatchNorm statistic a random, well-scaled value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator) * 0.05
+            is_norm_scale = param.dim() == 1 and name.endswith("weight") and any(
+                tag in name for tag in ("norm", "bn", "layernorm", "ln")
+            )
+            param.copy_(noise + (1.0 if is_norm_scale else 0.0))
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=generator) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """A batch of two images in [0, 1] (random: parity does not depend on content)."""
+    return torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
