@@ -6,12 +6,12 @@ ml-cvnets, timm, Hugging Face and mmpretrain checkpoint layouts onto it.
 
 Papers: MobileViT, arXiv:2110.02178; MobileViTv2 (separable self-attention), arXiv:2206.02680.
 """
-from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvNormAct, InvertedResidual, MobileViTBlock, MobileViTV2Block, make_divisible
@@ -92,7 +92,7 @@ class MobileViT(nn.Module):
         stride, dilation = 2, 1
         in_ch = arch.stem_channels
         stages: List[nn.Module] = []
-        self.feature_info: List[Dict[str, int]] = []
+        feature_info: List[Dict[str, int]] = []
         for stage in arch.stages:
             stage_stride = stage.stride
             block_dilation = dilation
@@ -137,8 +137,9 @@ class MobileViT(nn.Module):
                 )
                 block_idx += stage.transformer_depth
             stages.append(nn.Sequential(*blocks))
-            self.feature_info.append({"channels": stage.channels, "stride": stride})
+            feature_info.append({"channels": stage.channels, "stride": stride})
         self.stages = nn.ModuleList(stages)
+        self.feature_info = feature_info
 
         if arch.final_channels:
             self.final_conv: nn.Module = ConvNormAct(in_ch, arch.final_channels, 1)
@@ -185,6 +186,7 @@ class MobileViT(nn.Module):
                 "images to RGB and use channels-first [B, C, H, W] layout".format(self.in_chans, list(x.shape))
             )
 
+    @torch.jit.export
     def forward_feature_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Outputs of the five stages, at strides 2, 4, 8, 16, 32 (see ``feature_info``;
         strides stop growing at ``output_stride``)."""
@@ -196,6 +198,7 @@ class MobileViT(nn.Module):
             features.append(x)
         return features
 
+    @torch.jit.export
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final feature map ``[B, num_features, H/32, W/32]`` (before pooling)."""
         self._check_input(x)
@@ -205,7 +208,7 @@ class MobileViT(nn.Module):
         return self.final_conv(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # GlobalAveragePool in ONNX
         x = self.head_drop(x)
         if pre_logits:
             return x
