@@ -146,7 +146,9 @@ def _cvnets_conv(rest: str) -> str:
 
 def _cvnets_keys(key: str, arch) -> list[str]:
     if key.startswith("head."):
-        return ["classifier.fc." + key[len("head.") :]]
+        # v1: Sequential(global_pool, [dropout], fc); v2: Sequential(GlobalPool, LinearLayer)
+        head = "classifier.fc." if arch.version == 1 else "classifier.1."
+        return [head + key[len("head.") :]]
     if key.startswith("stem."):
         return ["conv_1." + _cvnets_conv(key[len("stem.") :])]
     if key.startswith("final_conv."):
@@ -157,10 +159,12 @@ def _cvnets_keys(key: str, arch) -> list[str]:
     mv2 = {"expand": "exp_1x1", "depthwise": "conv_3x3", "project": "red_1x1"}
     if first in mv2:
         return [prefix + f"block.{mv2[first]}." + _cvnets_conv(tail)]
+    # v1 names the local convs, v2 builds them as an unnamed Sequential.
+    local_kxk, local_1x1 = ("conv_3x3", "conv_1x1") if arch.version == 1 else ("0", "1")
     if first == "local_kxk":
-        return [prefix + "local_rep.conv_3x3." + _cvnets_conv(tail)]
+        return [prefix + f"local_rep.{local_kxk}." + _cvnets_conv(tail)]
     if first == "local_1x1":
-        return [prefix + "local_rep.conv_1x1.block.conv." + tail]
+        return [prefix + f"local_rep.{local_1x1}.block.conv." + tail]
     if first == "proj":
         return [prefix + "conv_proj." + _cvnets_conv(tail)]
     if first == "fusion":
@@ -187,8 +191,8 @@ def _cvnets_keys(key: str, arch) -> list[str]:
             "attn.qkv": "pre_norm_attn.1.qkv_proj.block.conv",
             "attn.proj": "pre_norm_attn.1.out_proj.block.conv",
             "norm2": "pre_norm_ffn.0",
-            "mlp.fc1": "pre_norm_ffn.1.block.conv",
-            "mlp.fc2": "pre_norm_ffn.4.block.conv",
+            "mlp.fc1": "pre_norm_ffn.1.block.conv",  # ConvLayer2d with its activation inside
+            "mlp.fc2": "pre_norm_ffn.3.block.conv",
         }
     return [base + _rename_prefix(sub, table)]
 
