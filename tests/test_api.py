@@ -268,3 +268,25 @@ def test_corrupt_files_give_clear_errors(tmp_path):
         mobilevt.create_model("mobilevit_xxs", weights=str(bad_pt))
     with pytest.raises(WeightsNotFoundError, match="not found"):
         mobilevt.create_model("mobilevit_xxs", weights=str(tmp_path / "missing.pt"))
+
+
+def test_default_weights_resolve_through_torch_hub_cache(tmp_path, monkeypatch):
+    """weights='DEFAULT' is ml-cvnets' published file; once it sits in torch.hub's cache
+    (downloaded earlier, or put there by hand on an offline machine) it loads from there."""
+    timm = pytest.importorskip("timm")
+    from test_layouts import _depths, timm_to_cvnets
+
+    entry = mobilevt.get_model_entry("mobilevit_xxs").default_weights
+    assert entry.layout == "cvnets" and entry.source.endswith("/mobilevit_xxs.pt")
+    reference = randomize_(timm.create_model("mobilevit_xxs"), seed=9)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    state = timm_to_cvnets(reference.state_dict(), _depths(mobilevt.create_model("mobilevit_xxs")), v2=False)
+    torch.save(state, cache / "mobilevit_xxs.pt")
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    model = mobilevt.create_model("mobilevit_xxs", weights="DEFAULT").eval()
+    assert model.pretrained_weights is entry
+    assert model.preprocess.channel_order == "BGR" and model.preprocess.resize_size == 288
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        assert max_abs(model(x), reference(x)) <= 1e-4

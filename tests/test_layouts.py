@@ -111,6 +111,36 @@ def _depths(model) -> dict[int, int]:
 
 
 V1 = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
+CVNETS_KEY_FILES = {
+    "mobilevit_xxs": "ref_v1_xx_small.txt",
+    "mobilevit_xs": "ref_v1_x_small.txt",
+    "mobilevit_s": "ref_v1_small.txt",
+    **{f"mobilevitv2_{int(w * 100):03d}": f"ref_v2_{w}.txt" for w in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)},
+}
+
+
+def read_key_list(path: Path) -> dict[str, list[int]]:
+    listed = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape = line.split(" ", 1)
+        listed[key] = [int(s) for s in re.findall(r"\d+", shape)]
+    return listed
+
+
+@pytest.mark.parametrize("name", list(CVNETS_KEY_FILES))
+def test_cvnets_keys_and_shapes_match_the_reference_dump(name):
+    """mobilevt's own map, run in reverse over its key list, names every key of the
+    ml-cvnets model with the right shape, and nothing else."""
+    from mobilevt.weights.convert import source_keys
+
+    model = mobilevt.create_model(name)
+    produced = {}
+    for key, tensor in model.state_dict().items():
+        (source,) = source_keys("cvnets", key, model.arch)
+        produced[source] = list(tensor.shape)
+    assert produced == read_key_list(DATA / "cvnets_keys" / CVNETS_KEY_FILES[name])
 
 
 @pytest.mark.parametrize("name", V1 + ["mobilevitv2_050", "mobilevitv2_100"])
@@ -132,6 +162,8 @@ def test_cvnets_layout(name, tmp_path):
         assert "layer_3.1.fusion.block.conv.weight" in cvnets_state
         assert "classifier.fc.weight" in cvnets_state
     assert mobilevt.detect_layout(cvnets_state) == "cvnets"
+    reference_keys = read_key_list(DATA / "cvnets_keys" / CVNETS_KEY_FILES[name])
+    assert {k: list(v.shape) for k, v in cvnets_state.items()} == reference_keys
     # ml-cvnets publishes bare state dicts as *.pt files
     path = tmp_path / f"{name}.pt"
     torch.save(cvnets_state, path)
@@ -148,10 +180,7 @@ def test_mmpretrain_layout(name, tmp_path):
     reference = randomize_(timm.create_model(name), seed=33)
     mm_state = timm_to_mmpretrain(reference.state_dict(), _depths(mobilevt.create_model(name)))
     if name == "mobilevit_xxs":
-        listed = {}
-        for line in (DATA / "mmpretrain_mobilevit_xxs_keys.txt").read_text().splitlines():
-            key, shape = line.split(" ", 1)
-            listed[key] = [int(s) for s in re.findall(r"\d+", shape)]
+        listed = read_key_list(DATA / "mmpretrain_mobilevit_xxs_keys.txt")
         assert set(mm_state) == set(listed)
         assert all(list(mm_state[k].shape) == listed[k] for k in listed)
     # mmpretrain checkpoints wrap the weights: {"meta": ..., "state_dict": ...}

@@ -303,11 +303,11 @@ _CVNETS_V2_URL = (
 )
 _MMPRETRAIN_URL = "https://download.openmmlab.com/mmclassification/v0/mobilevit/{}.pth"
 
-# name: (cvnets file, HF repo, mmpretrain file, published params M, MACs G, top-1 ml-cvnets, top-1 mmpretrain)
+# name: (cvnets file, HF repo, mmpretrain file, params M, MACs G, top-1 paper, top-1 ml-cvnets zoo, top-1 mmpretrain)
 _V1_PUBLISHED = {
-    "mobilevit_xxs": ("mobilevit_xxs", "apple/mobilevit-xx-small", "mobilevit-xxsmall_3rdparty_in1k_20221018-77835605", 1.3, 0.42, 69.0, 69.02),
-    "mobilevit_xs": ("mobilevit_xs", "apple/mobilevit-x-small", "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7", 2.3, 1.05, 74.8, 74.75),
-    "mobilevit_s": ("mobilevit_s", "apple/mobilevit-small", "mobilevit-small_3rdparty_in1k_20221018-cb4f741c", 5.6, 2.03, 78.4, 78.25),
+    "mobilevit_xxs": ("mobilevit_xxs", "apple/mobilevit-xx-small", "mobilevit-xxsmall_3rdparty_in1k_20221018-77835605", 1.3, 0.42, 69.0, 69.0, 69.02),
+    "mobilevit_xs": ("mobilevit_xs", "apple/mobilevit-x-small", "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7", 2.3, 1.05, 74.8, 74.7, 74.75),
+    "mobilevit_s": ("mobilevit_s", "apple/mobilevit-small", "mobilevit-small_3rdparty_in1k_20221018-cb4f741c", 5.6, 2.03, 78.4, 78.3, 78.25),
 }
 # width: (published params M, MACs G, top-1)
 _V2_PUBLISHED = {
@@ -329,14 +329,14 @@ def _builder(arch: MobileViTArch):
 
 
 def _register_v1(name: str) -> None:
-    cvnets_file, hf_repo, mm_file, params, macs, top1, mm_top1 = _V1_PUBLISHED[name]
+    cvnets_file, hf_repo, mm_file, params, macs, top1, zoo_top1, mm_top1 = _V1_PUBLISHED[name]
     weights = (
-        Weights(name, "cvnets_in1k", _CVNETS_V1_URL.format(cvnets_file), "cvnets", CVNETS_V1_PREPROCESS, top1,
-                paper_source="ml-cvnets model zoo"),
+        Weights(name, "cvnets_in1k", _CVNETS_V1_URL.format(cvnets_file), "cvnets", CVNETS_V1_PREPROCESS, zoo_top1,
+                paper_source="ml-cvnets model zoo (the paper reports {})".format(top1)),
         Weights(name, "timm_in1k", f"hf-hub:timm/{name}.cvnets_in1k", "timm", TIMM_V1_PREPROCESS, top1,
-                paper_source="ml-cvnets (timm re-hosts the same weights, stem flipped to RGB)"),
+                paper_source="MobileViT paper (timm re-hosts the ml-cvnets weights, stem flipped to RGB)"),
         Weights(name, "hf_in1k", f"hf-hub:{hf_repo}", "hf", HF_PREPROCESS, top1,
-                paper_source="ml-cvnets (converted by Hugging Face)"),
+                paper_source="MobileViT paper (Hugging Face converted the ml-cvnets weights)"),
         Weights(name, "mmpretrain_in1k", _MMPRETRAIN_URL.format(mm_file), "mmpretrain", CVNETS_V1_PREPROCESS, mm_top1,
                 paper_source="mmpretrain metafile"),
     )
