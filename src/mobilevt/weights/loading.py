@@ -160,7 +160,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise CheckpointMismatchError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
         if not isinstance(raw, Mapping):
             raise CheckpointMismatchError(f"{path} holds a {type(raw).__name__}, not a state dict")
-        state = unwrap_state_dict(raw)
+        state = raw
     return Checkpoint(unwrap_state_dict(state), str(path), metadata)
 
 
