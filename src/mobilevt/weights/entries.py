@@ -4,7 +4,7 @@ weights=entry)`` and ``entry.transforms()`` go together."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -81,7 +81,6 @@ class Weights:
     dataset: str = "ImageNet-1k"
     sha256: str | None = None
     paper_source: str = ""  # where the accuracy figure comes from
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from .convert import CheckpointMismatchError, check_shapes, convert_state_dict, 
 from .entries import PreprocessConfig, Weights
 
 HF_PREFIX = "hf-hub:"
-_HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 _LOCAL_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
