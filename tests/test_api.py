@@ -165,7 +165,13 @@ def test_url_download_is_cached(xxs_reference, tmp_path, monkeypatch):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/xxs.safetensors"
-        model = mobilevt.create_model("mobilevit_xxs", weights=url)
+        wrong = mobilevt.Weights("mobilevit_xxs", "test", url, "mobilevt", mobilevt.PreprocessConfig(), sha256="0" * 64)
+        with pytest.raises(CheckpointMismatchError, match="corrupt or a different file"):
+            mobilevt.create_model("mobilevit_xxs", weights=wrong)
+        assert not (tmp_path / "hub" / "checkpoints" / "xxs.safetensors").exists()  # nothing half-trusted kept
+        digest = __import__("hashlib").sha256((served / "xxs.safetensors").read_bytes()).hexdigest()
+        right = mobilevt.Weights("mobilevit_xxs", "test", url, "mobilevt", mobilevt.PreprocessConfig(), sha256=digest)
+        model = mobilevt.create_model("mobilevit_xxs", weights=right)
     finally:
         server.shutdown()
     assert _same_weights(model, xxs_reference)
@@ -264,8 +270,16 @@ def test_corrupt_files_give_clear_errors(tmp_path):
         mobilevt.create_model("mobilevit_xxs", weights=str(bad_st))
     bad_pt = tmp_path / "broken.pt"
     bad_pt.write_bytes(b"garbage")
-    with pytest.raises(CheckpointMismatchError, match="not"):
+    with pytest.raises(CheckpointMismatchError, match="corrupt or in another format"):
         mobilevt.create_model("mobilevit_xxs", weights=str(bad_pt))
+    good = tmp_path / "good.pt"
+    torch.save(mobilevt.create_model("mobilevit_xxs").state_dict(), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointMismatchError, match="not a readable PyTorch checkpoint"):
+        mobilevt.create_model("mobilevit_xxs", weights=str(truncated))
+    with pytest.raises(TypeError, match="weights='DEFAULT'"):
+        mobilevt.create_model("mobilevit_xxs", weights=True)
     with pytest.raises(WeightsNotFoundError, match="not found"):
         mobilevt.create_model("mobilevit_xxs", weights=str(tmp_path / "missing.pt"))
 

@@ -43,6 +43,11 @@ def create_model(
     expect) and ``model.pretrained_weights`` (the ``Weights`` entry, if any).
     """
     entry = get_model_entry(name)
+    if weights is not None and not isinstance(weights, (str, os.PathLike, Weights)):
+        raise TypeError(
+            f"weights must be a weights tag, 'DEFAULT', a path, a URL, an 'hf-hub:' id or a Weights entry, "
+            f"not {type(weights).__name__} {weights!r} (for the published weights use weights='DEFAULT')"
+        )
     if weights is None and "." in name:
         weights = name.split(".", 1)[1]
     weights_entry = _find_entry(entry, weights)

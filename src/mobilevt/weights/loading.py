@@ -32,9 +32,8 @@ class WeightsNotFoundError(FileNotFoundError):
 class Checkpoint:
     """A state dict read from somewhere, with the metadata mobilevt files carry."""
 
-    def __init__(self, state_dict: dict[str, torch.Tensor], origin: str, metadata: Mapping[str, str] | None = None):
+    def __init__(self, state_dict: dict[str, torch.Tensor], metadata: Mapping[str, str] | None = None):
         self.state_dict = state_dict
-        self.origin = origin
         self.metadata = dict(metadata or {})
 
 
@@ -105,14 +104,14 @@ def _download_url(url: str, sha256: str | None) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
         # Downloads into a temporary file and renames it: never a half-written cache entry.
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=None, progress=True)
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=sha256, progress=True)
+    except RuntimeError as err:  # torch.hub's hash mismatch; it has removed the file
+        raise CheckpointMismatchError(f"{url}: {err}; the download is corrupt or a different file") from err
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"could not download {url}: {err}\nIf this machine is offline, download the file elsewhere and "
             f"put it at {target} (or pass its local path as weights=...)."
         ) from err
-    if sha256:
-        _check_sha256(target, sha256)
     return target
 
 
@@ -151,17 +150,22 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
+            if "global" not in str(err):  # not a pickled object we refuse, just not a pickle at all
+                raise CheckpointMismatchError(
+                    f"{path} is not a readable PyTorch checkpoint: the file is corrupt or in another format"
+                ) from err
             raise CheckpointMismatchError(
                 f"{path} is not a weights-only checkpoint: loading it would run arbitrary code, which mobilevt "
-                f"refuses ({str(err).splitlines()[0]}). If you trust the file, re-save its state dict with "
+                "refuses. If you trust the file, re-save its state dict with "
                 "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path) or as safetensors."
             ) from err
         except (RuntimeError, EOFError, OSError) as err:
-            raise CheckpointMismatchError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+            reason = str(err).splitlines()[0] if str(err) else f"{type(err).__name__} (empty or truncated file)"
+            raise CheckpointMismatchError(f"{path} is not a readable PyTorch checkpoint: {reason}") from err
         if not isinstance(raw, Mapping):
             raise CheckpointMismatchError(f"{path} holds a {type(raw).__name__}, not a state dict")
         state = raw
-    return Checkpoint(unwrap_state_dict(state), str(path), metadata)
+    return Checkpoint(unwrap_state_dict(state), metadata)
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,7 +196,7 @@ def _as_checkpoint(source) -> Checkpoint:
     if isinstance(source, Weights):
         return read_checkpoint(resolve_source(source.source, source.sha256))
     if isinstance(source, Mapping):
-        return Checkpoint(unwrap_state_dict(source), "<state dict>")
+        return Checkpoint(unwrap_state_dict(source))
     return read_checkpoint(resolve_source(source))
 
 
