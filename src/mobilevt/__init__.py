@@ -1,7 +1,9 @@
 """mobilevt: MobileViT-family vision transformers for phones and small devices."""
 from . import models  # noqa: F401  (registers the model families)
 from .factory import create_model
+from .data import ImagePreprocess, load_image
 from .registry import get_model_entry, list_models
+from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_for
 from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
 from .weights.entries import PreprocessConfig, Weights
 from .weights.loading import WeightsNotFoundError, load_weights, save_weights
@@ -10,14 +12,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointMismatchError",
+    "EvaluationResult",
+    "ImagePreprocess",
+    "Prediction",
     "PreprocessConfig",
     "Weights",
     "WeightsNotFoundError",
     "convert_state_dict",
     "create_model",
     "detect_layout",
+    "evaluate",
     "get_model_entry",
     "list_models",
+    "load_image",
     "load_weights",
+    "predict",
     "save_weights",
+    "transforms_for",
 ]

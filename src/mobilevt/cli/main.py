@@ -1,10 +1,12 @@
-"""``mobilevt`` command line: ``mobilevt models`` (more subcommands plug in here)."""
+"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from typing import Sequence
+
+from . import classify
 
 
 def _models_table(pattern: str | None, as_json: bool) -> int:
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="table of every model: params, MACs, published accuracy, weights")
     models.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'mobilevitv2_*'")
     models.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    classify.add_predict_parser(sub)
+    classify.add_evaluate_parser(sub)
     return parser
 
 
@@ -66,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
         return _models_table(args.pattern, args.json)
+    if args.command == "predict":
+        return classify.run_predict(args)
+    if args.command == "evaluate":
+        return classify.run_evaluate(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -286,15 +286,20 @@ ARCHS: dict[str, MobileViTArch] = {
 # Published checkpoints and their preprocessing
 
 # ml-cvnets v1 trained on OpenCV-decoded (BGR) images; evaluation resizes the shorter
-# side to 288 (bilinear) and center-crops 256, pixels in [0, 1], no mean/std.
-CVNETS_V1_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR")
+# side to 288 (PIL bilinear) and center-crops 256 (margin floored), pixels in [0, 1].
+CVNETS_V1_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR", crop_rounding="floor")
 # ml-cvnets v2 moved to PIL (RGB) and bicubic resizing.
-CVNETS_V2_PREPROCESS = PreprocessConfig((256, 256), 288, "bicubic", channel_order="RGB")
-# timm re-hosts the ml-cvnets weights with the stem flipped to RGB, crop_pct 0.9 / 0.888.
+CVNETS_V2_PREPROCESS = PreprocessConfig((256, 256), 288, "bicubic", channel_order="RGB", crop_rounding="floor")
+# timm re-hosts the ml-cvnets weights with the stem flipped to RGB, crop_pct 0.9 / 0.888,
+# PIL bicubic, torchvision's rounded center crop.
 TIMM_V1_PREPROCESS = PreprocessConfig.from_crop_pct(256, 0.9, interpolation="bicubic")
 TIMM_V2_PREPROCESS = PreprocessConfig.from_crop_pct(256, 0.888, interpolation="bicubic")
-# transformers' MobileViTImageProcessor: shortest edge 288, crop 256, bilinear, flip to BGR.
-HF_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR")
+# transformers' MobileViTImageProcessor with the apple/* repos' settings: shortest edge
+# 288 (bilinear), crop 256 (margin floored), no mean/std, flip to BGR.
+HF_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR", crop_rounding="floor")
+# mmpretrain: OpenCV decoding (BGR) and cv2.resize (bilinear, no antialiasing), mmcv's
+# rounded center crop, pixels divided by 255.
+MMPRETRAIN_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR", antialias=False)
 
 _CVNETS_V1_URL = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/classification/{}.pt"
 _CVNETS_V2_URL = (
@@ -337,7 +342,7 @@ def _register_v1(name: str) -> None:
                 paper_source="MobileViT paper (timm re-hosts the ml-cvnets weights, stem flipped to RGB)"),
         Weights(name, "hf_in1k", f"hf-hub:{hf_repo}", "hf", HF_PREPROCESS, top1,
                 paper_source="MobileViT paper (Hugging Face converted the ml-cvnets weights)"),
-        Weights(name, "mmpretrain_in1k", _MMPRETRAIN_URL.format(mm_file), "mmpretrain", CVNETS_V1_PREPROCESS, mm_top1,
+        Weights(name, "mmpretrain_in1k", _MMPRETRAIN_URL.format(mm_file), "mmpretrain", MMPRETRAIN_PREPROCESS, mm_top1,
                 paper_source="mmpretrain metafile"),
     )
     register_model(
@@ -345,7 +350,7 @@ def _register_v1(name: str) -> None:
             name, _builder(ARCHS[name]), "mobilevit", CVNETS_V1_PREPROCESS, weights, params, macs,
             preprocess_by_layout=(
                 ("cvnets", CVNETS_V1_PREPROCESS), ("timm", TIMM_V1_PREPROCESS), ("hf", HF_PREPROCESS),
-                ("mmpretrain", CVNETS_V1_PREPROCESS),
+                ("mmpretrain", MMPRETRAIN_PREPROCESS),
             ),
         )
     )

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 ChannelOrder = Literal["RGB", "BGR"]
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+CropRounding = Literal["round", "floor"]
 Layout = Literal["mobilevt", "cvnets", "timm", "hf", "mmpretrain"]
 
 
@@ -18,18 +20,36 @@ Layout = Literal["mobilevt", "cvnets", "timm", "hf", "mmpretrain"]
 class PreprocessConfig:
     """Evaluation preprocessing a checkpoint was trained with.
 
-    ``resize_size`` is the length of the shorter side before the center crop of
-    ``input_size`` (height, width). Pixels are scaled to [0, 1], then normalised with
-    ``mean``/``std``, then put in ``channel_order`` (ml-cvnets v1 weights were trained on
-    OpenCV's BGR images).
+    The shorter side is resized to ``resize_size`` (the longer one keeps the aspect ratio,
+    truncated to an integer as every reference does), then ``input_size`` (height, width)
+    is cropped from the center. Pixels are scaled to [0, 1], normalised with
+    ``mean``/``std`` (given in RGB order) and put in ``channel_order``: ml-cvnets v1
+    weights were trained on OpenCV's BGR images.
+
+    The details that differ between the reference pipelines are explicit so that each
+    can be reproduced: ``antialias`` (PIL and torchvision filter when shrinking, OpenCV's
+    ``cv2.resize`` used by mmpretrain does not) and ``crop_rounding`` (torchvision/timm and
+    mmcv round an odd margin, ml-cvnets and transformers floor it).
     """
 
     input_size: tuple[int, int] = (256, 256)
     resize_size: int = 288
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    interpolation: Interpolation = "bilinear"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     channel_order: ChannelOrder = "RGB"
+    antialias: bool = True
+    crop_rounding: CropRounding = "round"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', not {self.interpolation!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+        if self.crop_rounding not in ("round", "floor"):
+            raise ValueError(f"crop_rounding must be 'round' or 'floor', not {self.crop_rounding!r}")
+        if self.resize_size <= 0 or min(self.input_size) <= 0:
+            raise ValueError(f"sizes must be positive: input_size={self.input_size}, resize_size={self.resize_size}")
 
     @classmethod
     def from_crop_pct(cls, input_size: int, crop_pct: float, **kwargs) -> "PreprocessConfig":
@@ -40,15 +60,24 @@ class PreprocessConfig:
     def crop_pct(self) -> float:
         return self.input_size[0] / self.resize_size
 
-    def transforms(self) -> nn.Module:
-        """A torchvision transforms-v2 pipeline from a PIL image or uint8 tensor to the
-        model's input tensor."""
+    def transforms(self, *, channels_last_input: bool = False) -> nn.Module:
+        """The scriptable preprocessing module (:class:`mobilevt.data.ImagePreprocess`):
+        a PIL image or uint8 ``[3, H, W]`` / ``[B, 3, H, W]`` tensor in, the model's input
+        tensor out."""
+        from ..data.preprocess import ImagePreprocess
+
+        return ImagePreprocess(self, channels_last_input=channels_last_input)
+
+    def torchvision_transforms(self) -> nn.Module:
+        """The same steps as a torchvision transforms-v2 pipeline, for composing with
+        other torchvision transforms (resizing happens in torchvision's own kernels, so a
+        few pixels may differ by one level from :meth:`transforms`)."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import v2
 
         steps: list[nn.Module] = [
             v2.ToImage(),
-            v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True),
+            v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=self.antialias),
             v2.CenterCrop(list(self.input_size)),
             v2.ToDtype(torch.float32, scale=True),
         ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import urllib.error
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..fileio import atomic_path
 from .convert import CheckpointMismatchError, check_shapes, convert_state_dict, detect_layout, unwrap_state_dict
 from .entries import PreprocessConfig, Weights
 
@@ -221,16 +222,8 @@ def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: Preproce
     if preprocess is not None:
         metadata["preprocess"] = json.dumps(asdict(preprocess))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 
@@ -239,6 +232,8 @@ def preprocess_from_metadata(metadata: Mapping[str, str]) -> PreprocessConfig | 
     if not raw:
         return None
     fields = json.loads(raw)
+    known = {f.name for f in dataclass_fields(PreprocessConfig)}
+    # Ignore fields a newer mobilevt may have written; missing ones take their defaults.
     return PreprocessConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known}
     )

@@ -1,0 +1,130 @@
+"""``mobilevt predict`` and ``mobilevt evaluate``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+
+def add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="top-k ImageNet classes of images or folders of images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
+    _add_model_args(p)
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="top-1/top-5 on an ImageFolder tree or the flat ILSVRC validation folder",
+        description="Evaluate a classifier. Distributed: torchrun --nproc_per_node N -m mobilevt evaluate ...",
+    )
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="ImageFolder root (wnid, index or named folders) or ILSVRC val folder")
+    p.add_argument("--labels", help="ground truth of a flat ILSVRC val folder (LOC_val_solution.csv format)")
+    p.add_argument("--real-labels", help="ImageNet-ReaL real.json, to report ReaL top-1 as well")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, CPUs))")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast) on CUDA")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", "-o", help="write the results as JSON to this file")
+    p.add_argument("--per-class-csv", help="write per-class accuracy to this CSV file")
+    p.add_argument("--predictions-csv", help="write every image's target and top-5 classes to this CSV file")
+    p.add_argument("--distributed", action="store_true", help="force distributed mode (automatic under torchrun)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name, e.g. mobilevit_s or mobilevit_s.timm_in1k")
+    p.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="weights tag, file, folder, URL or hf-hub:<repo> (default: the model's published weights; "
+        "'none' for random initialisation)",
+    )
+
+
+def _create(args) -> torch.nn.Module:
+    import mobilevt
+
+    weights = None if str(args.weights).lower() in ("none", "random") else args.weights
+    if weights is not None and weights.upper() == "DEFAULT" and "." in args.model:
+        weights = None  # the tag in "name.tag" chooses
+    if weights is None and "." not in args.model:
+        print(f"warning: {args.model} has random weights (--weights none); its predictions are meaningless", file=sys.stderr)
+    return mobilevt.create_model(args.model, weights=weights)
+
+
+def run_predict(args) -> int:
+    from mobilevt.tasks.classification import expand_image_inputs, predict
+
+    model = _create(args)
+    missing = [p for p in args.inputs if not os.path.exists(p)]
+    items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
+    predictions = predict(
+        model, items, topk=args.topk, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        on_error="report",
+    )
+    failed = len(missing) + sum(p.error is not None for p in predictions)
+    for path in missing:
+        print(f"error: {path}: no such file or directory", file=sys.stderr)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    for p in predictions:
+        if p.error is not None:
+            print(f"error: {p.source}: {p.error}", file=sys.stderr)
+        elif not args.json:
+            print(f"{p.source}: " + ", ".join(f"{c.name} {100 * c.probability:.1f}%" for c in p.top))
+    if not items and not missing:
+        print("error: no image files found in the given folders", file=sys.stderr)
+        return 1
+    if failed:
+        print(f"{failed} of {len(predictions) + len(missing)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from mobilevt.tasks.classification import evaluate
+
+    model = _create(args)
+    result = evaluate(
+        model,
+        args.data,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+        limit=args.limit,
+        labels=args.labels,
+        real_labels=args.real_labels,
+        progress=not args.no_progress,
+        distributed=True if args.distributed else None,
+    )
+    result.details.update({"model": args.model, "weights": str(args.weights), "data": os.path.abspath(args.data)})
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 1 if result.failures else 0
+    result.write(args.output, args.per_class_csv, args.predictions_csv)
+    if args.json:
+        print(result.to_json())
+    else:
+        real = f", ReaL top-1 {result.real_top1:.2f}% ({result.real_images} images)" if result.real_top1 is not None else ""
+        print(
+            f"{args.model}: top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.images} images{real} "
+            f"[{result.images_per_second:.1f} images/s, {result.world_size} process(es)]"
+        )
+    for path, reason in result.failures:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.failures)} image(s) could not be decoded and were not counted", file=sys.stderr)
+        return 1
+    return 0

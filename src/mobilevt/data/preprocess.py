@@ -1,0 +1,174 @@
+"""Evaluation preprocessing as a TorchScript-compatible module.
+
+The module reproduces each reference pipeline from its uint8 image:
+
+* PIL's resize (timm, ml-cvnets, transformers' PIL path): filters when shrinking and
+  rounds to uint8 after each of its two 1-D passes (horizontal first). Bilinear uses
+  torch's uint8 antialiased kernel, which implements the same algorithm; bicubic runs
+  the two passes in float with the same rounding.
+* OpenCV's ``cv2.resize`` (mmpretrain): no antialiasing.
+* The center crop's odd margin is rounded (torchvision, mmcv) or floored (ml-cvnets,
+  transformers).
+
+It has no Python-only code on the tensor path, so ``torch.jit.script`` and
+``torch.export`` can put it in front of a model that ships to a phone.
+"""
+from typing import Any, List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.io import ImageReadMode, decode_image
+
+from ..weights.entries import PreprocessConfig
+
+
+class ImagePreprocess(nn.Module):
+    """Resize the shorter side, center crop, scale to [0, 1], normalise, order channels.
+
+    Input: a uint8 image ``[3, H, W]`` or batch ``[B, 3, H, W]`` (``[H, W, 3]`` /
+    ``[B, H, W, 3]`` with ``channels_last_input=True``, the layout camera frames and
+    bitmaps come in); float input is taken as already scaled to [0, 1]. In eager mode a PIL
+    image or a numpy ``HxWx3`` array also works. Output: float32 ``[3, h, w]`` or
+    ``[B, 3, h, w]`` in the model's channel order.
+    """
+
+    def __init__(self, config: PreprocessConfig, channels_last_input: bool = False):
+        super().__init__()
+        self.config = config
+        self.crop_height = int(config.input_size[0])
+        self.crop_width = int(config.input_size[1])
+        self.resize_size = int(config.resize_size)
+        self.interpolation = str(config.interpolation)
+        self.antialias = bool(config.antialias)
+        self.floor_crop = config.crop_rounding == "floor"
+        self.flip_channels = config.channel_order == "BGR"
+        self.normalize = tuple(config.mean) != (0.0, 0.0, 0.0) or tuple(config.std) != (1.0, 1.0, 1.0)
+        self.channels_last_input = bool(channels_last_input)
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor):  # eager only: TorchScript knows it is a tensor
+            image = self._python_image_to_tensor(image)
+        batched = image.dim() == 4
+        if image.dim() == 3:
+            image = image.unsqueeze(0)
+        if image.dim() != 4:
+            raise ValueError(f"expected an image [3, H, W] or a batch [B, 3, H, W], got shape {list(image.shape)}")
+        if self.channels_last_input:
+            image = image.permute(0, 3, 1, 2)
+        if image.shape[1] != 3:
+            raise ValueError(
+                f"expected 3 (RGB) channels, got shape {list(image.shape)}; grayscale or RGBA images must be "
+                "converted first (mobilevt.data.load_image does it)"
+                + ("" if self.channels_last_input else ", and an HxWx3 image needs channels_last_input=True")
+            )
+        image = self.resize(image)
+        image = self.center_crop(image)
+        if image.dtype == torch.uint8:
+            x = image.float().div(255.0)
+        else:
+            x = image.float()
+        if self.normalize:
+            x = x.sub(self.mean).div(self.std)
+        if self.flip_channels:
+            x = x.flip(1)
+        x = x.contiguous()
+        return x if batched else x[0]
+
+    @torch.jit.export
+    def output_size(self, height: int, width: int) -> List[int]:
+        """Height and width after the resize step for an input of ``height`` x ``width``."""
+        short, long = (height, width) if height <= width else (width, height)
+        new_long = int(self.resize_size * long / short)
+        if height <= width:
+            return [self.resize_size, new_long]
+        return [new_long, self.resize_size]
+
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2], image.shape[-1]
+        size = self.output_size(height, width)
+        if size[0] == height and size[1] == width:
+            return image
+        if self.interpolation == "nearest":
+            # PIL's and OpenCV's nearest pick the pixel whose center is closest.
+            return F.interpolate(image, size=size, mode="nearest-exact")
+        antialias = self.antialias and (size[0] < height or size[1] < width)
+        if (
+            image.dtype == torch.uint8
+            and self.interpolation == "bilinear"
+            and antialias
+            and image.device.type == "cpu"
+        ):
+            # torch's uint8 antialiased bilinear kernel is PIL's algorithm.
+            return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        is_uint8 = image.dtype == torch.uint8
+        x = image.float()
+        if antialias:
+            # Two 1-D passes, horizontal first, as PIL does; uint8 images are rounded
+            # after each pass as PIL's 8-bit buffers are.
+            if size[1] != width:
+                x = F.interpolate(x, size=[height, size[1]], mode=self.interpolation, align_corners=False, antialias=True)
+                if is_uint8:
+                    x = x.round().clamp(0.0, 255.0)
+            if size[0] != height:
+                x = F.interpolate(x, size=size, mode=self.interpolation, align_corners=False, antialias=True)
+        else:
+            x = F.interpolate(x, size=size, mode=self.interpolation, align_corners=False)
+        if is_uint8:
+            return x.round().clamp(0.0, 255.0).to(torch.uint8)
+        return x
+
+    def center_crop(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2], image.shape[-1]
+        if self.crop_height > height or self.crop_width > width:
+            # As torchvision's CenterCrop: pad with zeros to the crop size first.
+            pad_h = max(self.crop_height - height, 0)
+            pad_w = max(self.crop_width - width, 0)
+            image = F.pad(image, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+            height, width = image.shape[-2], image.shape[-1]
+        top = self._margin(height - self.crop_height)
+        left = self._margin(width - self.crop_width)
+        return image[..., top : top + self.crop_height, left : left + self.crop_width]
+
+    def _margin(self, extra: int) -> int:
+        if self.floor_crop:
+            return extra // 2
+        # torchvision and mmcv: int(round(extra / 2)), rounding half to even.
+        return int(round(extra / 2.0))
+
+    @torch.jit.unused
+    def _python_image_to_tensor(self, image: Any) -> torch.Tensor:
+        import numpy as np
+        from PIL import Image
+
+        from .images import pil_to_tensor
+
+        if isinstance(image, Image.Image):
+            tensor = pil_to_tensor(image)
+            return tensor.permute(1, 2, 0) if self.channels_last_input else tensor
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"a numpy image must be HxWx3 RGB, got shape {image.shape}")
+            tensor = torch.from_numpy(np.ascontiguousarray(image))
+            return tensor if self.channels_last_input else tensor.permute(2, 0, 1)
+        raise TypeError(f"expected a tensor, PIL image or numpy array, got {type(image).__name__}")
+
+    @torch.jit.export
+    def preprocess_encoded(self, data: torch.Tensor) -> torch.Tensor:
+        """Decode an encoded image (JPEG/PNG/WebP bytes as a 1-D uint8 tensor, e.g. from
+        ``torchvision.io.read_file``) with torchvision's decoders, then preprocess it.
+        Needs torchvision's image ops in the runtime that loads the scripted module."""
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        if self.channels_last_input:
+            image = image.permute(1, 2, 0)
+        return self.forward(image)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"resize_shorter={c.resize_size} ({c.interpolation}, antialias={c.antialias}), "
+            f"crop={c.input_size} ({c.crop_rounding} margin), mean={c.mean}, std={c.std}, "
+            f"channel_order={c.channel_order}"
+        )
