@@ -43,3 +43,40 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 def images() -> torch.Tensor:
     """A batch of two images in [0, 1] (random: parity does not depend on content)."""
     return torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+
+
+IMAGENET_SAMPLE = SHARED / "data" / "imagenet-sample"
+IMAGENET_VAL10 = SHARED / "data" / "imagenet-val-first10"
+IMAGENET_META = SHARED / "data" / "imagenet-meta"
+
+# Real photos shipped inside PyPI packages: the fallback when ../shared is absent.
+_PACKAGED_PHOTOS = {
+    "skimage": ["data/chelsea.png", "data/coffee.png", "data/astronaut.png", "data/rocket.jpg", "data/motorcycle_left.png",
+                "data/camera.png", "data/hubble_deep_field.jpg", "data/retina.jpg"],
+    "sklearn": ["datasets/images/china.jpg", "datasets/images/flower.jpg"],
+}
+
+
+def packaged_photos() -> list[Path]:
+    import importlib.util
+
+    found = []
+    for package, files in _PACKAGED_PHOTOS.items():
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        root = Path(spec.origin).parent
+        found += [root / f for f in files if (root / f).is_file()]
+    return found
+
+
+def real_photos(limit: int | None = None) -> list[Path]:
+    """The 1000 ImageNet sample photos (class i = i-th file) when ../shared is present,
+    else the photos shipped in scikit-image and scikit-learn."""
+    if IMAGENET_SAMPLE.is_dir():
+        photos = sorted(IMAGENET_SAMPLE.glob("*.JPEG"))
+    else:
+        photos = packaged_photos()
+    if not photos:
+        pytest.skip("no real photos: ../shared is absent and scikit-image / scikit-learn are not installed")
+    return photos[:limit] if limit else photos

@@ -94,7 +94,9 @@ class ImagePreprocess(nn.Module):
         if self.interpolation == "nearest":
             # PIL's and OpenCV's nearest pick the pixel whose center is closest.
             return F.interpolate(image, size=size, mode="nearest-exact")
-        antialias = self.antialias and (size[0] < height or size[1] < width)
+        # PIL filters with its own kernels (bicubic a=-0.5) whether it shrinks or enlarges:
+        # torch's antialias kernels are those, so they are used in both directions.
+        antialias = self.antialias
         if (
             image.dtype == torch.uint8
             and self.interpolation == "bilinear"
