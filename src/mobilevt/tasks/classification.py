@@ -359,6 +359,8 @@ def evaluate(
             persistent_workers=False,
         )
         model = model.to(device).eval()
+        if amp and device.type != "cuda":
+            logger.warning("mixed precision (amp) applies on CUDA only; evaluating in float32 on %s", device)
         num_classes = int(getattr(getattr(model, "module", model), "num_classes", 0) or 0)
         autocast = (
             torch.autocast(device_type="cuda", dtype=amp_dtype)
