@@ -1,4 +1,5 @@
-"""mobilevt eager vs timm eager latency for every variant, measured in the same run.
+"""mobilevt eager (plain, and the inference fast path: BatchNorm folded with ``model.fuse()``
+plus channels-last weights) vs timm eager latency for every variant, measured in the same run.
 
 Both models get the same random weights; runs alternate between the two (interleaved)
 so that machine noise hits both alike. Prints a markdown table of median latency and the
@@ -9,6 +10,7 @@ ratio mobilevt / timm (below 1 = mobilevt faster).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -30,17 +32,21 @@ def bench(name: str, batch: int, runs: int, warmup: int, size: int) -> dict:
     reference = timm.create_model(name).eval()
     ours = mobilevt.create_model(name).eval()
     ours.load_state_dict(mobilevt.convert_state_dict(reference.state_dict(), name))
+    fused = copy.deepcopy(ours).fuse().to(memory_format=torch.channels_last)
     x = torch.rand(batch, 3, size, size)
-    times: dict[str, list[float]] = {"mobilevt": [], "timm": []}
+    times: dict[str, list[float]] = {"mobilevt": [], "fused": [], "timm": []}
     with torch.inference_mode():
         diff = (ours(x) - reference(x)).abs().max().item()
+        fused_diff = (fused(x) - ours(x)).abs().max().item()
         for _ in range(warmup):
             _time_once(ours, x)
+            _time_once(fused, x)
             _time_once(reference, x)
         for i in range(runs):
-            # alternate which goes first so neither always runs on a warmer cache
-            pair = [("mobilevt", ours), ("timm", reference)]
-            for label, model in pair if i % 2 == 0 else reversed(pair):
+            # rotate which goes first so none always runs on a warmer cache
+            trio = [("mobilevt", ours), ("fused", fused), ("timm", reference)]
+            shift = i % 3
+            for label, model in trio[shift:] + trio[:shift]:
                 times[label].append(_time_once(model, x))
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     return {
@@ -48,8 +54,11 @@ def bench(name: str, batch: int, runs: int, warmup: int, size: int) -> dict:
         "batch": batch,
         "mobilevt_ms": med["mobilevt"],
         "timm_ms": med["timm"],
+        "fused_ms": med["fused"],
         "ratio": med["mobilevt"] / med["timm"],
+        "fused_ratio": med["fused"] / med["timm"],
         "max_abs_diff": diff,
+        "fused_max_abs_diff": fused_diff,
     }
 
 
@@ -67,16 +76,20 @@ def main() -> None:
 
     rows = []
     print(f"torch {torch.__version__}, {args.threads} threads, fp32, {args.size}x{args.size}, median of {args.runs} runs")
-    print("| model | batch | mobilevt eager (ms) | timm eager (ms) | ratio mobilevt/timm | max-abs logit diff |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| model | batch | mobilevt eager (ms) | mobilevt fused + channels_last (ms) | timm eager (ms) "
+        "| ratio eager/timm | ratio fast/timm | logit diff vs timm | fast vs eager |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.models or mobilevt.list_models():
         for batch in args.batches:
             runs = args.runs if batch == 1 else max(5, args.runs // 2)
             row = bench(name, batch, runs, args.warmup, args.size)
             rows.append(row)
             print(
-                f"| {name} | {batch} | {row['mobilevt_ms']:.1f} | {row['timm_ms']:.1f} | {row['ratio']:.2f} "
-                f"| {row['max_abs_diff']:.1e} |",
+                f"| {name} | {batch} | {row['mobilevt_ms']:.1f} | {row['fused_ms']:.1f} | {row['timm_ms']:.1f} "
+                f"| {row['ratio']:.2f} | {row['fused_ratio']:.2f} | {row['max_abs_diff']:.1e} "
+                f"| {row['fused_max_abs_diff']:.1e} |",
                 flush=True,
             )
     if args.json:

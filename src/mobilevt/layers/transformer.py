@@ -18,7 +18,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, ffn_drop: float = 0.0, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)  # fc1's output is fresh
         self.ffn_drop = nn.Dropout(ffn_drop)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
@@ -60,7 +60,7 @@ class ConvMlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, ffn_drop: float = 0.0, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(dim, hidden_dim, kernel_size=1)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)  # fc1's output is fresh
         self.ffn_drop = nn.Dropout(ffn_drop)
         self.fc2 = nn.Conv2d(hidden_dim, dim, kernel_size=1)
         self.drop = nn.Dropout(drop)

@@ -166,6 +166,19 @@ class MobileViT(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @torch.jit.ignore
+    def fuse(self) -> "MobileViT":
+        """Fold every BatchNorm into its convolution for inference, in place; returns the
+        model. Outputs change by float rounding only (< 1e-5); the model can no longer be
+        trained or loaded from unfused checkpoints, so fuse after loading weights."""
+        if self.training:
+            raise RuntimeError("call model.eval() before model.fuse(): folded BatchNorm cannot be trained")
+        for module in self.modules():
+            if isinstance(module, ConvNormAct):
+                module.fuse()
+        self.is_fused = True
+        return self
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one (0 removes it)."""
         self.num_classes = num_classes
