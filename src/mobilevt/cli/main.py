@@ -1,4 +1,4 @@
-"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``."""
+"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from . import classify
+from . import classify, export
 
 
 def _models_table(pattern: str | None, as_json: bool) -> int:
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     classify.add_predict_parser(sub)
     classify.add_evaluate_parser(sub)
+    export.add_export_parser(sub)
     return parser
 
 
@@ -74,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return classify.run_predict(args)
     if args.command == "evaluate":
         return classify.run_evaluate(args)
+    if args.command == "export":
+        return export.run_export(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,0 +1,51 @@
+"""``mobilevt export``."""
+from __future__ import annotations
+
+import sys
+
+
+def add_export_parser(sub) -> None:
+    from mobilevt.export.core import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="export a model to a deployment format, verified against eager on real photos and timed",
+    )
+    p.add_argument("model", help="model name, e.g. mobilevit_xxs or mobilevit_s.timm_in1k")
+    p.add_argument("--weights", default="DEFAULT", help="weights tag, file, URL or hf-hub:<repo>; 'none' = random")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("-o", "--output", required=True, help="output file (.pt/.ptl for torchscript, .onnx)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the weights')")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (ONNX)")
+    p.add_argument("--include-preprocessing", action="store_true",
+                   help="the exported model takes a uint8 HxWx3 RGB image of any size (torchscript)")
+    p.add_argument("--lite", action="store_true", help="torchscript: optimize_for_mobile + lite-interpreter .ptl")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 18+ uses the dynamo exporter)")
+    p.add_argument("--check-images", help="folder of photos to verify the export on (default: packaged photos)")
+    p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into convs)")
+
+
+def run_export(args) -> int:
+    import mobilevt
+    from mobilevt.export import ExportError, export_model
+
+    weights = None if str(args.weights).lower() in ("none", "random") else args.weights
+    if weights is not None and weights.upper() == "DEFAULT" and "." in args.model:
+        weights = None
+    model = mobilevt.create_model(args.model, weights=weights).eval()
+    try:
+        report = export_model(
+            model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
+            include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
+            check_images=args.check_images, fuse=not args.no_fuse,
+        )
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); on {report.check_images} photos: "
+        f"max-abs diff {report.max_abs_diff:.2e}, top-1 agreement {100 * report.top1_agreement:.1f}%, "
+        f"top-5 {100 * report.top5_agreement:.1f}%; batch-1 latency {report.exported_latency_ms:.1f} ms "
+        f"(eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
+    )
+    return 0

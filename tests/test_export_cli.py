@@ -1,0 +1,113 @@
+"""``mobilevt export`` / ``mobilevt.export.export_model``: the written files run in their
+runtimes and agree with eager on real photos; dynamic batch and non-square inputs work in
+the exported files; the preprocessing-included TorchScript takes raw photos.
+Tolerances: TorchScript runs torch's kernels (1e-5); onnxruntime its own (1e-4)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mobilevt
+from conftest import max_abs, randomize_, real_photos
+from mobilevt.export import ExportError, export_model
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in real_photos(6):
+        shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+def _model(name):
+    return randomize_(mobilevt.create_model(name), seed=5)
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_torchscript_export_runs_and_agrees(name, tmp_path, photo_dir):
+    model = _model(name)
+    out = tmp_path / f"{name}.pt"
+    report = export_model(model, out, "torchscript", image_size=(224, 320), check_images=photo_dir, latency_runs=3)
+    assert report.top1_agreement == 1.0 and report.max_abs_diff <= 1e-5 and report.check_images == 6
+    assert json.loads((tmp_path / f"{name}.pt.report.json").read_text())["file_bytes"] == out.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.pt", f"{name}.pt.report.json"]  # no temp files
+    loaded = torch.jit.load(str(out))
+    x = torch.rand(3, 3, 224, 320)
+    with torch.no_grad():
+        assert max_abs(loaded(x), model.eval()(x)) <= 1e-5  # another batch size, non-square
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_onnx_export_dynamic_batch_non_square(name, tmp_path, photo_dir):
+    ort = pytest.importorskip("onnxruntime")
+    model = _model(name)
+    out = tmp_path / f"{name}.onnx"
+    report = export_model(model, out, "onnx", image_size=(224, 320), check_images=photo_dir, latency_runs=3)
+    assert report.top1_agreement == 1.0 and report.top5_agreement == 1.0 and report.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 3, 224, 320)
+    (logits,) = session.run(None, {"pixel_values": x.numpy()})
+    with torch.no_grad():
+        assert max_abs(torch.from_numpy(logits), model.eval()(x)) <= 1e-4
+
+
+def test_torchscript_with_preprocessing_takes_raw_photos(tmp_path, photo_dir):
+    model = _model("mobilevit_xxs")
+    out = tmp_path / "with_preprocessing.pt"
+    report = export_model(model, out, "torchscript", include_preprocessing=True, check_images=photo_dir,
+                          latency_runs=3)
+    assert report.include_preprocessing and report.top1_agreement == 1.0
+    loaded = torch.jit.load(str(out))
+    preprocess = mobilevt.transforms_for(model)
+    for photo in sorted(photo_dir.iterdir())[:3]:
+        image = mobilevt.load_image(photo)  # any size, uint8
+        with torch.no_grad():
+            expected = model.eval()(preprocess(image)[None])
+            assert max_abs(loaded(image.permute(1, 2, 0).contiguous()), expected) <= 1e-5
+
+
+def test_lite_interpreter_file(tmp_path, photo_dir):
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    model = _model("mobilevitv2_050")
+    out = tmp_path / "model.ptl"
+    report = export_model(model, out, "torchscript", lite=True, check_images=photo_dir, latency_runs=2)
+    assert report.runtime == "PyTorch lite interpreter" and report.top1_agreement == 1.0
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        assert max_abs(_load_for_lite_interpreter(str(out))(x), model.eval()(x)) <= 1e-5
+
+
+def test_unsupported_options_and_missing_packages(tmp_path, monkeypatch, photo_dir):
+    model = mobilevt.create_model("mobilevit_xxs")
+    with pytest.raises(ExportError, match="include-preprocessing"):
+        export_model(model, tmp_path / "m.onnx", "onnx", include_preprocessing=True)
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_model(model, tmp_path / "m.bin", "caffe")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ExportError, match=r"pip install \"mobilevt\[onnx\]\""):
+        export_model(model, tmp_path / "m.onnx", "onnx", check_images=photo_dir)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_export(tmp_path, photo_dir):
+    weights = tmp_path / "xxs.safetensors"
+    mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), weights)
+    out = tmp_path / "xxs.onnx"
+    run = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", str(weights), "--format", "onnx",
+         "-o", str(out), "--check-images", str(photo_dir)], capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "top-1 agreement 100.0%" in run.stdout and out.is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", "none", "--format", "onnx",
+         "--include-preprocessing", "-o", str(tmp_path / "x.onnx")], capture_output=True, text=True,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
