@@ -111,3 +111,41 @@ def test_cli_export(tmp_path, photo_dir):
          "--include-preprocessing", "-o", str(tmp_path / "x.onnx")], capture_output=True, text=True,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir):
+    pytest.importorskip("executorch")
+    from executorch.runtime import Runtime
+
+    model = _model(name)
+    out = tmp_path / f"{name}.pte"
+    report = export_model(model, out, "executorch", image_size=(224, 320), check_images=photo_dir, latency_runs=3,
+                          max_batch=4)
+    assert report.top1_agreement == 1.0 and report.top5_agreement == 1.0 and report.max_abs_diff <= 1e-4
+    method = Runtime.get().load_program(str(out)).load_method("forward")
+    # v1 keeps a dynamic batch; for v2 ExecuTorch 1.5's XNNPACK delegate cannot, and the
+    # exporter falls back to batch 1 and says so
+    batch = 3 if report.dynamic_batch else 1
+    assert report.dynamic_batch == (name == "mobilevit_xxs"), report.notes
+    x = torch.rand(batch, 3, 224, 320)
+    with torch.no_grad():
+        assert max_abs(method.execute([x])[0], model.eval()(x)) <= 1e-4
+
+
+@pytest.mark.parametrize("name, tag", [("mobilevit_xxs", "cvnets_in1k"), ("mobilevitv2_050", "timm_in1k")])
+def test_coreml_package_has_image_input_and_validates(name, tag, tmp_path):
+    ct = pytest.importorskip("coremltools")
+    model = _model(name)
+    model.preprocess = mobilevt.get_model_entry(name).get_weights(tag).preprocess
+    out = tmp_path / f"{name}.mlpackage"
+    report = export_model(model, out, "coreml")
+    assert out.is_dir() and report.file_bytes > 1e6 and "needs macOS" in " ".join(report.notes)
+    spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
+    image = spec.description.input[0].type.imageType
+    expected_space = ct.proto.FeatureTypes_pb2.ImageFeatureType.BGR if model.preprocess.channel_order == "BGR" \
+        else ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    assert (image.width, image.height, image.colorSpace) == (256, 256, expected_space)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    with pytest.raises(ExportError, match=".mlpackage"):
+        export_model(model, tmp_path / "model.mlmodel", "coreml")

@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from .common import create_model_from_args
+
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-k ImageNet classes of images or folders of images")
@@ -54,14 +56,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _create(args) -> torch.nn.Module:
-    import mobilevt
-
-    weights = None if str(args.weights).lower() in ("none", "random") else args.weights
-    if weights is not None and weights.upper() == "DEFAULT" and "." in args.model:
-        weights = None  # the tag in "name.tag" chooses
-    if weights is None and "." not in args.model:
-        print(f"warning: {args.model} has random weights (--weights none); its predictions are meaningless", file=sys.stderr)
-    model = mobilevt.create_model(args.model, weights=weights).eval()
+    model = create_model_from_args(args.model, args.weights)
     # Inference fast path: BatchNorm folded, channels-last convolutions (same outputs
     # within 1e-5, about 1.5x faster on CPU).
     if hasattr(model, "fuse"):

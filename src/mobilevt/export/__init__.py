@@ -1,7 +1,8 @@
 """Export to deployment formats, each export checked against the eager model and timed.
 
-Formats available now: TorchScript (``.pt``, or the mobile lite-interpreter ``.ptl``) and
-ONNX (opset 17 by default). Every export writes its file atomically plus a JSON report.
+Formats: TorchScript (``.pt``, or the mobile lite-interpreter ``.ptl``), ONNX (opset 17 by
+default), ExecuTorch (``.pte``, XNNPACK) and Core ML (``.mlpackage``). Every export writes its
+file atomically plus a JSON report.
 """
 from .core import ExportError, ExportReport, export_model
 

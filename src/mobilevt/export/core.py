@@ -21,11 +21,15 @@ from torch import nn
 
 from ..data.images import list_images, load_image
 from ..data.preprocess import ImagePreprocess
-from ..fileio import atomic_path, write_text_atomic
+from ..fileio import atomic_directory, atomic_path, write_text_atomic
 from ..weights.entries import PreprocessConfig
 
-FORMATS = ("torchscript", "onnx")
-_EXTRAS = {"onnx": 'pip install "mobilevt[onnx]"  (onnx, onnxruntime)'}
+FORMATS = ("torchscript", "onnx", "executorch", "coreml")
+_EXTRAS = {
+    "onnx": 'pip install "mobilevt[onnx]"  (onnx, onnxruntime)',
+    "executorch": 'pip install "mobilevt[executorch]"  (executorch)',
+    "coreml": 'pip install "mobilevt[coreml]"  (coremltools)',
+}
 
 
 class ExportError(RuntimeError):
@@ -42,9 +46,9 @@ class ExportReport:
     include_preprocessing: bool
     check_images: int
     check_source: str
-    max_abs_diff: float
-    top1_agreement: float
-    top5_agreement: float
+    max_abs_diff: Optional[float]
+    top1_agreement: Optional[float]
+    top5_agreement: Optional[float]
     eager_latency_ms: Optional[float]
     exported_latency_ms: Optional[float]
     runtime: str
@@ -69,11 +73,15 @@ def export_model(
     max_check_images: int = 32,
     latency_runs: int = 20,
     fuse: bool = True,
+    max_batch: int = 32,
+    coreml_precision: str = "float16",
 ) -> ExportReport:
     """Export ``model`` (a mobilevt classifier with ``model.preprocess``) to ``output``.
 
     Args:
-        format: ``"torchscript"`` or ``"onnx"``.
+        format: ``"torchscript"``, ``"onnx"``, ``"executorch"`` (``.pte`` lowered to XNNPACK)
+            or ``"coreml"`` (ML Program ``.mlpackage`` whose input is an image with the
+            pixel scale and channel order baked in).
         image_size: (height, width) of the exported input; default: the weights' crop.
         dynamic_batch: let the batch dimension vary (ONNX axis / TorchScript always does).
         include_preprocessing: the exported model takes one uint8 ``[H, W, 3]`` RGB image
@@ -84,6 +92,10 @@ def export_model(
         check_images: folder of photos to verify on; default: the sample photos shipped
             in scikit-learn / scikit-image when installed.
         fuse: fold BatchNorm into convolutions first (outputs change < 1e-5).
+        max_batch: ExecuTorch plans memory for the largest batch: the dynamic batch
+            dimension's upper bound.
+        coreml_precision: ``"float16"`` (Core ML's default, what the Neural Engine runs)
+            or ``"float32"``.
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -118,10 +130,30 @@ def export_model(
         else:
             actual = run(batch)
             latency_input = batch[:1]
-    else:
+    elif format == "onnx":
         run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, opset)
         actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
         latency_input = batch[:1]
+    elif format == "executorch":
+        run, runtime = _export_executorch(eager, output, height, width, dynamic_batch, max_batch)
+        if dynamic_batch and not _runs_at(run, [1, max_batch], height, width):
+            # The XNNPACK delegate keeps some MobileViTv2 tensors at the example batch
+            # (ExecuTorch 1.5); a static batch-1 program is what runs correctly.
+            notes.append("dynamic batch failed in the ExecuTorch runtime for this model: exported with batch 1")
+            dynamic_batch = False
+            run, runtime = _export_executorch(eager, output, height, width, False, 1)
+        actual = torch.cat([run(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)]) \
+            if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
+        latency_input = batch[:1]
+    else:
+        runtime = _export_coreml(eager, output, height, width, config, coreml_precision, notes)
+        return _write_report(ExportReport(
+            format=format, path=str(output), file_bytes=_size(output), input_size=(height, width),
+            dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
+            max_abs_diff=None, top1_agreement=None, top5_agreement=None, eager_latency_ms=None,
+            exported_latency_ms=None, runtime=runtime, notes=notes,
+            details={"preprocess": asdict(config), "precision": coreml_precision, "threads": torch.get_num_threads()},
+        ))
 
     agreement = _agreement(actual, expected)
     eager_input = batch[:1]
@@ -133,9 +165,9 @@ def export_model(
     report = ExportReport(
         format=format,
         path=str(output),
-        file_bytes=output.stat().st_size,
+        file_bytes=_size(output),
         input_size=(height, width),
-        dynamic_batch=dynamic_batch if format == "onnx" else True,
+        dynamic_batch=dynamic_batch if format in ("onnx", "executorch") else True,
         include_preprocessing=include_preprocessing,
         check_images=len(images),
         check_source=source,
@@ -147,10 +179,21 @@ def export_model(
         runtime=runtime,
         notes=notes,
         details={"preprocess": asdict(config), "opset": opset if format == "onnx" else None, "lite": lite,
-                 "fused": bool(fuse and hasattr(model, "fuse")), "threads": torch.get_num_threads()},
+                 "fused": bool(fuse and hasattr(model, "fuse")), "threads": torch.get_num_threads(),
+                 "max_batch": max_batch if format == "executorch" else None},
     )
-    write_text_atomic(_report_path(output), report.to_json() + "\n")
+    return _write_report(report)
+
+
+def _write_report(report: ExportReport) -> ExportReport:
+    write_text_atomic(_report_path(Path(report.path)), report.to_json() + "\n")
     return report
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def _report_path(output: Path) -> Path:
@@ -248,6 +291,90 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
         return torch.from_numpy(logits)
 
     return run, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def _export_executorch(model, output: Path, height: int, width: int, dynamic_batch: bool, max_batch: int):
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.runtime import Runtime
+    except ImportError as exc:
+        raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
+    # batch 2 in the example: torch.export specialises a size-1 dimension to a constant
+    example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
+    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=max_batch)}} if dynamic_batch else None
+    program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(lowered.buffer)
+    method = Runtime.get().load_program(str(output)).load_method("forward")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return method.execute([x.contiguous()])[0]
+
+    return run, "ExecuTorch runtime (XNNPACK delegate)"
+
+
+def _runs_at(run, batches: list[int], height: int, width: int) -> bool:
+    for batch in batches:
+        try:
+            if run(torch.zeros(batch, 3, height, width)).shape[0] != batch:
+                return False
+        except RuntimeError:
+            return False
+    return True
+
+
+def _export_coreml(model, output: Path, height: int, width: int, config, precision: str, notes: list[str]) -> str:
+    try:
+        import coremltools as ct
+    except ImportError as exc:
+        raise ExportError(f"the coreml export needs {exc.name}: {_EXTRAS['coreml']}") from None
+    if output.suffix != ".mlpackage":
+        raise ExportError(f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {output.name}")
+    if precision not in ("float16", "float32"):
+        raise ExportError(f"coreml precision must be float16 or float32, not {precision!r}")
+    module: nn.Module = model
+    if tuple(config.mean) != (0.0, 0.0, 0.0) or tuple(config.std) != (1.0, 1.0, 1.0):
+        # Core ML's image input applies one scale for all channels: normalise in the graph
+        module = _Normalize(model, config)
+    example = torch.rand(1, 3, height, width)
+    # coremltools converts torch.export programs once decomposed to core ATen ops (its
+    # TorchScript path fails on MobileViT, see ../shared/README.md)
+    program = torch.export.export(module.eval(), (example,)).run_decompositions({})
+    layout = ct.colorlayout.BGR if config.channel_order == "BGR" else ct.colorlayout.RGB
+    converted = ct.convert(
+        program,
+        inputs=[ct.ImageType(name="image", shape=example.shape, scale=1.0 / 255.0, color_layout=layout)],
+        outputs=[ct.TensorType(name="logits")],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32,
+        minimum_deployment_target=ct.target.iOS16,
+    )
+    with atomic_directory(output) as tmp:
+        converted.save(str(tmp))
+    spec = ct.models.MLModel(str(output), skip_model_load=True).get_spec()
+    image_input = spec.description.input[0].type
+    if image_input.WhichOneof("Type") != "imageType" or [o.name for o in spec.description.output] != ["logits"]:
+        raise ExportError("the written Core ML model does not have the expected image input / logits output")
+    notes.append(
+        f"input 'image': a {width}x{height} {config.channel_order} image, pixels scaled by 1/255 inside; resize "
+        "and crop the photo in the app (or with Vision's VNCoreMLRequest)"
+    )
+    notes.append("spec validated here; running the model needs macOS/iOS, so no output comparison or latency on Linux")
+    return f"Core ML (coremltools {ct.__version__}, ML Program, {precision})"
+
+
+class _Normalize(nn.Module):
+    def __init__(self, model: nn.Module, config):
+        super().__init__()
+        self.model = model
+        order = [2, 1, 0] if config.channel_order == "BGR" else [0, 1, 2]
+        self.register_buffer("mean", torch.tensor(config.mean)[order].view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(config.std)[order].view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
 
 
 def _check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:

@@ -1,0 +1,27 @@
+"""Helpers shared by the subcommands."""
+from __future__ import annotations
+
+import sys
+
+from torch import nn
+
+
+def create_model_from_args(name: str, weights: str | None) -> nn.Module:
+    """``--model``/``--weights`` to a model in eval mode.
+
+    ``weights``: ``DEFAULT`` (the published weights, or the tag in ``name.tag``), any source
+    ``create_model`` takes, or ``none`` for random weights (with ``name.tag``, the tag's
+    preprocessing is kept).
+    """
+    import mobilevt
+
+    base, _, tag = name.partition(".")
+    if weights is not None and weights.lower() in ("none", "random"):
+        print(f"warning: {name} has random weights (--weights none); its predictions are meaningless", file=sys.stderr)
+        model = mobilevt.create_model(base)
+        if tag:
+            model.preprocess = mobilevt.get_model_entry(base).get_weights(tag).preprocess
+        return model.eval()
+    if weights is None or (weights.upper() == "DEFAULT" and tag):
+        return mobilevt.create_model(name).eval() if tag else mobilevt.create_model(name, weights="DEFAULT").eval()
+    return mobilevt.create_model(name, weights=weights).eval()
