@@ -284,7 +284,11 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None,
             )
         onnx.checker.check_model(onnx.load(str(tmp)))
-    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    # Idle onnxruntime threads spin for a while after each run and would slow the eager
+    # runs measured beside them; without spinning both latencies are fair.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:
         (logits,) = session.run(None, {"pixel_values": x.numpy()})
