@@ -12,6 +12,7 @@ from .datasets import (
 from .imagenet import ImageNetClasses, imagenet_classes
 from .images import IMAGE_EXTENSIONS, ImageDecodeError, list_images, load_image, pil_to_tensor
 from .preprocess import ImagePreprocess
+from .sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -21,12 +22,16 @@ __all__ = [
     "ImageDecodeError",
     "ImageNetClasses",
     "ImagePreprocess",
+    "MultiScaleBatchSampler",
+    "MultiScaleDataset",
+    "Resolution",
     "collate_classification",
     "image_folder",
     "imagenet_classes",
     "imagenet_val",
     "list_images",
     "load_image",
+    "multiscale_resolutions",
     "open_classification_dataset",
     "pil_to_tensor",
     "read_validation_labels",
