@@ -150,3 +150,20 @@ def test_coreml_package_has_image_input_and_validates(name, tag, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
     with pytest.raises(ExportError, match=".mlpackage"):
         export_model(model, tmp_path / "model.mlmodel", "coreml")
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_onnx_dynamic_height_and_width(name, tmp_path, photo_dir):
+    ort = pytest.importorskip("onnxruntime")
+    model = _model(name)
+    out = tmp_path / "dynamic.onnx"
+    report = export_model(model, out, "onnx", dynamic_size=True, check_images=photo_dir, latency_runs=2)
+    assert report.top1_agreement == 1.0 and report.details["dynamic_size"]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 200, 300), (2, 3, 320, 192), (1, 3, 256, 256)]:
+        x = torch.rand(*shape)
+        (logits,) = session.run(None, {"pixel_values": x.numpy()})
+        with torch.no_grad():
+            assert max_abs(torch.from_numpy(logits), model.eval()(x)) <= 1e-4, shape
+    with pytest.raises(ExportError, match="dynamic-size"):
+        export_model(model, tmp_path / "x.pt", "torchscript", dynamic_size=True)

@@ -17,6 +17,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.pt/.ptl torchscript, .onnx, .pte executorch, .mlpackage coreml)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the weights')")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (ONNX)")
+    p.add_argument("--dynamic-size", action="store_true", help="ONNX: height and width may vary too")
     p.add_argument("--include-preprocessing", action="store_true",
                    help="the exported model takes a uint8 HxWx3 RGB image of any size (torchscript)")
     p.add_argument("--lite", action="store_true", help="torchscript: optimize_for_mobile + lite-interpreter .ptl")
@@ -36,6 +37,7 @@ def run_export(args) -> int:
     try:
         report = export_model(
             model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
+            dynamic_size=args.dynamic_size,
             include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
             check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
             coreml_precision=args.coreml_precision,

@@ -66,6 +66,7 @@ def export_model(
     *,
     image_size: Optional[Sequence[int]] = None,
     dynamic_batch: bool = True,
+    dynamic_size: bool = False,
     include_preprocessing: bool = False,
     lite: bool = False,
     opset: int = 17,
@@ -84,6 +85,7 @@ def export_model(
             pixel scale and channel order baked in).
         image_size: (height, width) of the exported input; default: the weights' crop.
         dynamic_batch: let the batch dimension vary (ONNX axis / TorchScript always does).
+        dynamic_size: ONNX (opset <= 17): let height and width vary too.
         include_preprocessing: the exported model takes one uint8 ``[H, W, 3]`` RGB image
             of any size and does resize, crop, scaling and channel order inside
             (TorchScript only for now).
@@ -99,6 +101,8 @@ def export_model(
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if dynamic_size and (format != "onnx" or opset > 17):
+        raise ExportError("--dynamic-size applies to onnx at opset 17 or lower (TorchScript files take any size)")
     if lite and format != "torchscript":
         raise ExportError("--lite applies to the torchscript format only")
     if include_preprocessing and format != "torchscript":
@@ -131,7 +135,7 @@ def export_model(
             actual = run(batch)
             latency_input = batch[:1]
     elif format == "onnx":
-        run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, opset)
+        run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, dynamic_size, opset)
         actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
         latency_input = batch[:1]
     elif format == "executorch":
@@ -180,7 +184,7 @@ def export_model(
         notes=notes,
         details={"preprocess": asdict(config), "opset": opset if format == "onnx" else None, "lite": lite,
                  "fused": bool(fuse and hasattr(model, "fuse")), "threads": torch.get_num_threads(),
-                 "max_batch": max_batch if format == "executorch" else None},
+                 "max_batch": max_batch if format == "executorch" else None, "dynamic_size": dynamic_size},
     )
     return _write_report(report)
 
@@ -261,7 +265,7 @@ def _export_torchscript(
     return run, runtime
 
 
-def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
+def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bool, dynamic_size: bool, opset: int):
     try:
         import onnx
         import onnxruntime as ort
@@ -275,7 +279,7 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
             torch.onnx.export(
                 model, (example,), str(tmp), dynamo=False, opset_version=opset,
                 input_names=["pixel_values"], output_names=["logits"],
-                dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+                dynamic_axes=_onnx_axes(dynamic_batch, dynamic_size),
             )
         else:
             torch.onnx.export(
@@ -295,6 +299,13 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
         return torch.from_numpy(logits)
 
     return run, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def _onnx_axes(dynamic_batch: bool, dynamic_size: bool):
+    axes = ({0: "batch"} if dynamic_batch else {}) | ({2: "height", 3: "width"} if dynamic_size else {})
+    if not axes:
+        return None
+    return {"pixel_values": axes, "logits": {0: "batch"} if dynamic_batch else {}}
 
 
 def _export_executorch(model, output: Path, height: int, width: int, dynamic_batch: bool, max_batch: int):

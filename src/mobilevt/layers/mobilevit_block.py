@@ -63,7 +63,9 @@ class MobileViTBlock(nn.Module):
         batch, dim, height, width = x.shape
         ph, pw = self.patch_h, self.patch_w
         new_h, new_w = _padded_size(height, ph), _padded_size(width, pw)
-        resized = new_h != height or new_w != width
+        # When tracing (ONNX export) the size test would be frozen at the example's size:
+        # always emit the resize, an exact identity when the size already fits.
+        resized = new_h != height or new_w != width or torch.jit.is_tracing()
         if resized:
             x = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=False)
         nh, nw = new_h // ph, new_w // pw
@@ -121,7 +123,7 @@ class MobileViTV2Block(nn.Module):
         height, width = x.shape[2], x.shape[3]
         ph, pw = self.patch_h, self.patch_w
         new_h, new_w = _padded_size(height, ph), _padded_size(width, pw)
-        if new_h != height or new_w != width:
+        if new_h != height or new_w != width or torch.jit.is_tracing():  # see MobileViTBlock
             x = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=True)
         x = self.local_1x1(self.local_kxk(x))
 
