@@ -11,7 +11,13 @@ from torch import nn
 from .registry import build_model, get_model_entry
 from .weights.convert import check_shapes, convert_state_dict, detect_layout
 from .weights.entries import PreprocessConfig, Weights
-from .weights.loading import Checkpoint, preprocess_from_metadata, read_checkpoint, resolve_source
+from .weights.loading import (
+    Checkpoint,
+    class_names_from_metadata,
+    preprocess_from_metadata,
+    read_checkpoint,
+    resolve_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +88,9 @@ def create_model(
     model.load_state_dict(converted, strict=True)
     model.preprocess = _preprocess_for(entry, weights_entry, layout, checkpoint)
     model.pretrained_weights = weights_entry
+    names = class_names_from_metadata(checkpoint.metadata)
+    if names and len(names) == num_classes:
+        model.class_names = names
     return model
 
 

@@ -1,4 +1,4 @@
-"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``."""
+"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``, ``train``."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from . import classify, export
+from . import classify, export, train
 
 
 def _models_table(pattern: str | None, as_json: bool) -> int:
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_predict_parser(sub)
     classify.add_evaluate_parser(sub)
     export.add_export_parser(sub)
+    train.add_train_parser(sub)
     return parser
 
 
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return classify.run_evaluate(args)
     if args.command == "export":
         return export.run_export(args)
+    if args.command == "train":
+        return train.run_train(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -137,6 +137,11 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
             steps.append((resolution, mine))
         return steps
 
+    @property
+    def start_step(self) -> int:
+        """The step the next pass starts from (non-zero after resuming mid-epoch)."""
+        return self._start_step
+
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         start, self._start_step = self._start_step, 0  # a resume point applies once
         for step, (resolution, indices) in enumerate(self.plan()):

@@ -221,10 +221,18 @@ def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: Preproce
     }
     if preprocess is not None:
         metadata["preprocess"] = json.dumps(asdict(preprocess))
+    class_names = getattr(model, "class_names", None)
+    if class_names:
+        metadata["class_names"] = json.dumps(list(class_names))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
+
+
+def class_names_from_metadata(metadata: Mapping[str, str]) -> list[str] | None:
+    raw = metadata.get("class_names")
+    return list(json.loads(raw)) if raw else None
 
 
 def preprocess_from_metadata(metadata: Mapping[str, str]) -> PreprocessConfig | None:

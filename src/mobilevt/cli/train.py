@@ -1,0 +1,33 @@
+"""``mobilevt train``."""
+from __future__ import annotations
+
+import sys
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune from a YAML recipe (built-in: digits, mobilevit_imagenet, ...)",
+        description="Multi-GPU / multi-node: torchrun --nproc_per_node N -m mobilevt train --config ...",
+    )
+    p.add_argument("--config", default="digits", help="YAML file or built-in recipe name (default: digits)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. epochs=5 optim.lr=1e-3 data.workers=4")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+
+
+def run_train(args) -> int:
+    from mobilevt.data.datasets import DatasetLayoutError
+    from mobilevt.training import ConfigError, TrainingError, load_config, train
+
+    try:
+        config = load_config(args.config, args.overrides)
+        result = train(config, resume=args.resume)
+    except (ConfigError, TrainingError, DatasetLayoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"best val top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}) in {result.seconds:.0f} s, "
+        f"{result.steps} steps; weights: {result.best_path} "
+        f"(mobilevt predict IMAGE --model {config.model} --weights {result.best_path})"
+    )
+    return 0

@@ -1,0 +1,14 @@
+"""Training: typed YAML configs, the multi-scale training loop, checkpoints and resume."""
+from .config import ConfigError, TrainConfig, builtin_recipes, load_config
+from .trainer import TrainingError, TrainResult, train, warmup_cosine
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "builtin_recipes",
+    "load_config",
+    "train",
+    "warmup_cosine",
+]
