@@ -1,6 +1,7 @@
 """``mobilevt train``."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -25,6 +26,8 @@ def run_train(args) -> int:
     except (ConfigError, TrainingError, DatasetLayoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(
         f"best val top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}) in {result.seconds:.0f} s, "
         f"{result.steps} steps; weights: {result.best_path} "

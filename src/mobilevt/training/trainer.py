@@ -137,6 +137,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     state = {"epoch": 0, "step": 0, "best_top1": -1.0, "best_epoch": -1, "history": []}
     if resume:
         state = _load_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler)
+        if is_main:  # drop log rows written after the checkpoint by the interrupted run
+            _truncate_csv(out / "steps.csv", "step", state["step"])
+            _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
 
     val_loader = DataLoader(EvalDataset(val_set, config.sampler.image_size), batch_size=config.batch_size,
                             num_workers=config.data.workers, collate_fn=collate_train)
@@ -198,6 +201,16 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 ema.update_parameters(model)
             step += 1
             rate = epoch_images * world_size / max(1e-9, time.perf_counter() - epoch_start)
+            step_loss = loss.detach().float()
+            if distributed:  # the loss of the global batch, as one process would see it
+                dist.all_reduce(step_loss)
+                step_loss /= world_size
+            if is_main:
+                _append_csv(out / "steps.csv", {
+                    "step": step, "epoch": epoch, "loss": step_loss.item(), "lr": scheduler.get_last_lr()[0],
+                    "height": images.shape[-2], "width": images.shape[-1], "global_batch": len(images) * world_size,
+                    "images_per_s": rate,
+                })
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                             img_s=f"{rate:.0f}", res=f"{images.shape[-2]}x{images.shape[-1]}", refresh=False)
             if config.save_every_steps and step % config.save_every_steps == 0 and is_main:
@@ -216,9 +229,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                "seconds": seconds, "failed_images": failed_images}
         state["history"].append(row)
         best_candidate = max(top1, ema_top1 if ema_top1 is not None else -1.0)
+        improved = best_candidate > state["best_top1"]
+        if improved:  # every rank evaluates the whole val set: all agree
+            state["best_top1"], state["best_epoch"] = best_candidate, epoch
         if is_main:
-            if best_candidate > state["best_top1"]:
-                state["best_top1"], state["best_epoch"] = best_candidate, epoch
+            if improved:
                 source = ema.module if ema is not None and (ema_top1 or -1) > top1 else model
                 _export_best(source, model, out / BEST)
             _append_csv(csv_path, row)
@@ -378,6 +393,20 @@ def _load_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scale
     state["epoch"] = int(checkpoint["sampler"]["epoch"])
     state["history"] = json.loads(checkpoint["history"])
     return state
+
+
+def _truncate_csv(path: Path, column: str, last: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [r for r in rows if int(r[column]) <= last]
+    if len(kept) == len(rows):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
 
 
 def _append_csv(path: Path, row: dict) -> None:
