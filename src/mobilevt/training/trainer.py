@@ -114,6 +114,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         resolutions = [Resolution(config.sampler.image_size, config.sampler.image_size, config.batch_size)]
     sampler = MultiScaleBatchSampler(len(train_set), resolutions, seed=config.seed, rank=rank, world_size=world_size)
     train_data = SeededTrainDataset(train_set, config.augment, config.seed)
+    # multi-scale epochs differ slightly in step count: the schedule's length is epoch 0's
+    # (the cosine holds at min_lr if a run goes a few steps beyond)
     steps_per_epoch = math.ceil(len(sampler) / config.optim.accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -140,6 +142,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         if is_main:  # drop log rows written after the checkpoint by the interrupted run
             _truncate_csv(out / "steps.csv", "step", state["step"])
             _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
+    elif is_main:  # a new run in a used folder: its logs start over (its last.pt is replaced too)
+        for log in ("steps.csv", "metrics.csv"):
+            (out / log).unlink(missing_ok=True)
 
     val_loader = DataLoader(EvalDataset(val_set, config.sampler.image_size), batch_size=config.batch_size,
                             num_workers=config.data.workers, collate_fn=collate_train)
