@@ -3,7 +3,6 @@ an end-to-end check against timm (its transform + its model) on the same random 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

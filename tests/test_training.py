@@ -2,7 +2,7 @@
 exports loadable weights, exact resume after SIGKILL, and clear errors for bad input."""
 from __future__ import annotations
 
-import math
+import importlib.util
 import os
 import signal
 import subprocess
@@ -71,6 +71,14 @@ def test_digits_run_exports_weights_that_predict(tmp_path):
     result = train(_digits(tmp_path / "run", "epochs=4", "optim.warmup_steps=20"))
     assert result.epochs_run == 4 and result.best_top1 > 80  # 4 epochs instead of the recipe's 12
     assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 5
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    if importlib.util.find_spec("tensorboard"):
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+        events.Reload()
+        assert len(events.Scalars("val/top1")) == 4 and len(events.Scalars("train/loss")) == result.steps
     model = mobilevt.create_model("mobilevit_xxs", weights=result.best_path)
     assert model.num_classes == 10 and model.class_names == [str(i) for i in range(10)]
     assert model.preprocess.input_size == (64, 64)

@@ -5,7 +5,6 @@ import logging
 import os
 from typing import Any
 
-import torch
 from torch import nn
 
 from .registry import build_model, get_model_entry

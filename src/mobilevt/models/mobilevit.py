@@ -7,7 +7,7 @@ ml-cvnets, timm, Hugging Face and mmpretrain checkpoint layouts onto it.
 Papers: MobileViT, arXiv:2110.02178; MobileViTv2 (separable self-attention), arXiv:2206.02680.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, List
 
 import torch

@@ -146,6 +146,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         for log in ("steps.csv", "metrics.csv"):
             (out / log).unlink(missing_ok=True)
 
+    board = _tensorboard(out) if is_main else None
     val_loader = DataLoader(EvalDataset(val_set, config.sampler.image_size), batch_size=config.batch_size,
                             num_workers=config.data.workers, collate_fn=collate_train)
     csv_path = out / "metrics.csv"
@@ -210,6 +211,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             if distributed:  # the loss of the global batch, as one process would see it
                 dist.all_reduce(step_loss)
                 step_loss /= world_size
+            if board is not None:
+                board.add_scalar("train/loss", step_loss.item(), step)
+                board.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                board.add_scalar("train/images_per_s", rate, step)
             if is_main:
                 _append_csv(out / "steps.csv", {
                     "step": step, "epoch": epoch, "loss": step_loss.item(), "lr": scheduler.get_last_lr()[0],
@@ -242,6 +247,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 source = ema.module if ema is not None and (ema_top1 or -1) > top1 else model
                 _export_best(source, model, out / BEST)
             _append_csv(csv_path, row)
+            if board is not None:
+                board.add_scalar("val/top1", top1, step)
+                board.add_scalar("val/top5", top5, step)
+                if ema_top1 is not None:
+                    board.add_scalar("val/ema_top1", ema_top1, step)
+                board.flush()
             _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
                              {**state, "epoch": epoch + 1, "step": step}, steps_done=0)
             ema_text = f", EMA {ema_top1:.2f}%" if ema_top1 is not None else ""
@@ -250,6 +261,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         state["epoch"], state["step"] = epoch + 1, step
         if stop:
             break
+    if board is not None:
+        board.close()
     if is_main:
         _plot(csv_path, out / "curves.png")
     if distributed:
@@ -421,6 +434,15 @@ def _append_csv(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _plot(csv_path: Path, png_path: Path) -> None:
