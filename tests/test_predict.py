@@ -112,3 +112,20 @@ def test_same_top5_as_timm_transform_and_model(tmp_path):
             # a different class at rank k is only acceptable as a tie within logit tolerance
             assert abs(logits[row, ours_k] - logits[row, theirs_k]) <= PARITY_ATOL, (photos[row].name, got, expected)
     assert exact >= 0.95 * len(photos)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["predict", "x.jpg", "--model", "mobilevit_ss"], "Did you mean: mobilevit_s"),
+        (["export", "mobilevit_xxs", "--weights", "/nonexistent.pt", "--format", "onnx", "-o", "x.onnx"],
+         "not found"),
+        (["evaluate", "--model", "mobilevit_xxs", "--weights", "none", "--data", "/nonexistent"], "not a directory"),
+        (["train", "--config", "digits", "model=mobilevit_q"], "unknown model"),
+    ],
+)
+def test_cli_user_errors_are_one_line(args, expected, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "mobilevt", *args], capture_output=True, text=True, cwd=tmp_path)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert len(errors) == 1 and expected in errors[0], run.stderr

@@ -97,3 +97,18 @@ def test_dataloader_batches_have_the_step_resolution():
     for (images, targets), (resolution, indices) in zip(batches, plan):
         assert images.shape == (resolution.batch_size, 3, resolution.height, resolution.width)
         assert targets.tolist() == indices
+
+
+def test_seeded_dataset_augments_by_sample_not_by_call_order():
+    photos = real_photos(3)
+    dataset = [(load_image(p), i) for i, p in enumerate(photos)]
+
+    def transform(size):
+        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.ToDtype(torch.float32, scale=True)])
+
+    seeded = MultiScaleDataset(dataset, transform, seed=4)
+    forward = [seeded[(i, 32, 32)][0] for i in range(3)]
+    backward = [seeded[(i, 32, 32)][0] for i in reversed(range(3))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    seeded.epoch = 1  # another epoch, other crops
+    assert not all(torch.equal(a, seeded[(i, 32, 32)][0]) for i, a in enumerate(forward))

@@ -1,8 +1,6 @@
 """``mobilevt export``."""
 from __future__ import annotations
 
-import sys
-
 
 def add_export_parser(sub) -> None:
     from mobilevt.export.core import FORMATS
@@ -29,22 +27,18 @@ def add_export_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from mobilevt.export import ExportError, export_model
+    from mobilevt.export import export_model
 
     from .common import create_model_from_args
 
     model = create_model_from_args(args.model, args.weights)
-    try:
-        report = export_model(
-            model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
-            dynamic_size=args.dynamic_size,
-            include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
-            check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
-            coreml_precision=args.coreml_precision,
-        )
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    report = export_model(
+        model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
+        dynamic_size=args.dynamic_size,
+        include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
+        check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
+        coreml_precision=args.coreml_precision,
+    )
     if report.top1_agreement is None:
         print(f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); " + "; ".join(report.notes))
         return 0

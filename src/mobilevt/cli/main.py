@@ -70,6 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except _user_errors() as exc:
+        # A wrong name, path, file or option: one line saying what and how to fix it.
+        message = str(exc).strip().replace("\n", " ")
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mobilevt.data.datasets import DatasetLayoutError
+    from mobilevt.data.images import ImageDecodeError
+    from mobilevt.export.core import ExportError
+    from mobilevt.registry import UnknownModelError
+    from mobilevt.training.config import ConfigError
+    from mobilevt.training.trainer import TrainingError
+    from mobilevt.weights.convert import CheckpointMismatchError
+    from mobilevt.weights.loading import WeightsNotFoundError
+
+    # ValueError / ImportError: the library raises them with messages meant for users
+    # (bad option values, a missing optional package with its pip command).
+    return (
+        UnknownModelError, WeightsNotFoundError, CheckpointMismatchError, DatasetLayoutError, ImageDecodeError,
+        ExportError, ConfigError, TrainingError, ValueError, ImportError,
+    )
+
+
+def _run(args) -> int:
     if args.command == "models":
         return _models_table(args.pattern, args.json)
     if args.command == "predict":

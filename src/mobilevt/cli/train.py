@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 
 def add_train_parser(sub) -> None:
@@ -17,15 +16,10 @@ def add_train_parser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from mobilevt.data.datasets import DatasetLayoutError
-    from mobilevt.training import ConfigError, TrainingError, load_config, train
+    from mobilevt.training import load_config, train
 
-    try:
-        config = load_config(args.config, args.overrides)
-        result = train(config, resume=args.resume)
-    except (ConfigError, TrainingError, DatasetLayoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    config = load_config(args.config, args.overrides)
+    result = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(

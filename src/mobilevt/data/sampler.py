@@ -178,6 +178,11 @@ class MultiScaleDataset(Dataset):
     ``transform_for_size((height, width))`` builds the training transform of one
     resolution (e.g. ``RandomResizedCrop((h, w))`` + flip + ...); one is built per
     resolution and reused. A plain integer key uses ``default_size``.
+
+    With ``seed``, a sample's random augmentation is seeded by ``(seed, epoch, index)``
+    (set ``epoch`` each epoch) instead of DataLoader worker state: a run resumed
+    mid-epoch, with any number of workers, augments every sample exactly as the
+    uninterrupted run does. An image of ``None`` (undecodable) is passed through.
     """
 
     def __init__(
@@ -185,10 +190,13 @@ class MultiScaleDataset(Dataset):
         dataset: Dataset,
         transform_for_size: Callable[[tuple[int, int]], Callable],
         default_size: tuple[int, int] = (256, 256),
+        seed: Optional[int] = None,
     ):
         self.dataset = dataset
         self.transform_for_size = transform_for_size
         self.default_size = default_size
+        self.seed = seed
+        self.epoch = 0
         self._transforms: dict[tuple[int, int], Callable] = {}
 
     def __len__(self) -> int:
@@ -200,7 +208,13 @@ class MultiScaleDataset(Dataset):
             size = (int(height), int(width))
         else:
             index, size = key, self.default_size
+        image, target = self.dataset[index][:2]
+        if image is None:
+            return None, target
         if size not in self._transforms:
             self._transforms[size] = self.transform_for_size(size)
-        image, target = self.dataset[index][:2]
-        return self._transforms[size](image), target
+        if self.seed is None:
+            return self._transforms[size](image), target
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
+            return self._transforms[size](image), target

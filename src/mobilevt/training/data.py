@@ -105,38 +105,6 @@ def eval_transform(size: int) -> Callable:
                        v2.ToDtype(torch.float32, scale=True)])
 
 
-class SeededTrainDataset(Dataset):
-    """Keys ``(index, height, width)`` from the multi-scale sampler to augmented tensors.
-
-    The random augmentation of a sample is seeded by ``(seed, epoch, index)``, not by
-    DataLoader worker state: a run resumed mid-epoch, with any number of workers,
-    augments every sample exactly as the uninterrupted run does. Undecodable images come
-    back as ``None`` and are dropped (and counted) by :func:`collate_train`.
-    """
-
-    def __init__(self, dataset: Dataset, augment: AugmentConfig, seed: int):
-        self.dataset = dataset
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-        self._transforms: dict[tuple[int, int], Callable] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key):
-        index, height, width = key
-        image, target = self.dataset[index]
-        if image is None:
-            return None, target
-        size = (int(height), int(width))
-        if size not in self._transforms:
-            self._transforms[size] = train_transform(size, self.augment)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-            return self._transforms[size](image), target
-
-
 class EvalDataset(Dataset):
     def __init__(self, dataset: Dataset, size: int):
         self.dataset = dataset

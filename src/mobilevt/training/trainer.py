@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import math
@@ -22,16 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.sampler import MultiScaleBatchSampler, Resolution, multiscale_resolutions
+from ..data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 from ..fileio import atomic_path
 from .config import TrainConfig
 from .data import (
     EvalDataset,
-    SeededTrainDataset,
     batch_mixer,
     build_datasets,
     collate_train,
     preprocess_config_for_eval,
+    train_transform,
 )
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     else:
         resolutions = [Resolution(config.sampler.image_size, config.sampler.image_size, config.batch_size)]
     sampler = MultiScaleBatchSampler(len(train_set), resolutions, seed=config.seed, rank=rank, world_size=world_size)
-    train_data = SeededTrainDataset(train_set, config.augment, config.seed)
+    train_data = MultiScaleDataset(
+        train_set, functools.partial(train_transform, augment=config.augment), seed=config.seed
+    )
     # multi-scale epochs differ slightly in step count: the schedule's length is epoch 0's
     # (the cosine holds at min_lr if a run goes a few steps beyond)
     steps_per_epoch = math.ceil(len(sampler) / config.optim.accumulation_steps)
