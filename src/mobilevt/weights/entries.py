@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import nn
 
 ChannelOrder = Literal["RGB", "BGR"]
@@ -67,32 +66,6 @@ class PreprocessConfig:
         from ..data.preprocess import ImagePreprocess
 
         return ImagePreprocess(self, channels_last_input=channels_last_input)
-
-    def torchvision_transforms(self) -> nn.Module:
-        """The same steps as a torchvision transforms-v2 pipeline, for composing with
-        other torchvision transforms (resizing happens in torchvision's own kernels, so a
-        few pixels may differ by one level from :meth:`transforms`)."""
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import v2
-
-        steps: list[nn.Module] = [
-            v2.ToImage(),
-            v2.Resize(self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=self.antialias),
-            v2.CenterCrop(list(self.input_size)),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-        if self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0):
-            steps.append(v2.Normalize(list(self.mean), list(self.std)))
-        if self.channel_order == "BGR":
-            steps.append(FlipChannels())
-        return v2.Compose(steps)
-
-
-class FlipChannels(nn.Module):
-    """RGB <-> BGR on a ``[..., 3, H, W]`` tensor."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flip(-3)
 
 
 @dataclass(frozen=True)
