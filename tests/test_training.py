@@ -168,3 +168,114 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path):
     for a, b in zip(*rows):
         assert a["global_batch"] == b["global_batch"] == "32"
         assert abs(float(a["loss"]) - float(b["loss"])) <= 0.03 * float(a["loss"]), (a, b)
+
+
+class _PhotosWithBrokenItems(torch.utils.data.Dataset):
+    """Real photos as uint8 tensors plus undecodable items (``None``), like a folder
+    with corrupt files."""
+
+    def __init__(self, photos, broken_at: set[int]):
+        self.images = [mobilevt.load_image(p) for p in photos]
+        self.broken_at = broken_at
+        self.length = len(self.images) + len(broken_at)
+        self.targets = [i % 7 for i in range(self.length)]
+        self.order: list = []
+        photo = iter(self.images)
+        for i in range(self.length):
+            self.order.append(None if i in broken_at else next(photo))
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        return self.order[index], self.targets[index]
+
+
+def _designed_validation(limit=11):
+    """The validation set, an oracle model whose ranking is designed in advance, and the
+    top-1 / top-5 (%) that the design implies."""
+    from conftest import real_photos
+    from oracle import OracleClassifier, designed_logits
+
+    from mobilevt.training.data import EvalDataset
+
+    data = _PhotosWithBrokenItems(real_photos(limit), broken_at={1, 4})
+    good = [i for i in range(len(data)) if i not in data.broken_at]
+    targets = [data.targets[i] for i in good]
+    first = [t if k % 3 == 0 else (t + 1) % 7 for k, t in enumerate(targets)]  # every third image right
+    logits = designed_logits(targets, first, num_classes=7)
+    inputs = torch.stack([EvalDataset(data, 32)[i][0] for i in good])
+    model = OracleClassifier(inputs, logits, None)
+    hits1 = sum(f == t for f, t in zip(first, targets))
+    hits5 = hits1 + sum(1 for k, (f, t) in enumerate(zip(first, targets)) if f != t and k % 2 == 0)
+    return data, model, 100.0 * hits1 / len(good), 100.0 * hits5 / len(good)
+
+
+def _validate_rank(rank, world_size, port, out):
+    import json
+
+    import torch.distributed as dist
+
+    from mobilevt.training.trainer import evaluate_classifier, validation_loader
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    data, model, _, _ = _designed_validation()
+    loader = validation_loader(data, 32, batch_size=3, workers=0, rank=rank, world_size=world_size)
+    shard = list(loader.dataset.indices)
+    top1, top5, failed = evaluate_classifier(model, loader, torch.device("cpu"), distributed=True)
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump({"top1": top1, "top5": top5, "failed": failed, "shard": shard}, handle)
+
+
+def test_validation_is_sharded_over_ranks_with_exact_totals_and_broken_images_counted(tmp_path):
+    """Each rank validates its own images (no padding) and the summed counts equal the
+    designed accuracy of the whole set; the two undecodable items are counted, not
+    crashed on."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from mobilevt.training.trainer import evaluate_classifier, validation_loader
+
+    data, model, top1, top5 = _designed_validation()
+    single = evaluate_classifier(model, validation_loader(data, 32, batch_size=4, workers=0), torch.device("cpu"))
+    assert single == (pytest.approx(top1), pytest.approx(top5), 2)
+    assert 0 < top1 < top5 < 100  # the design exercises hits and misses of both kinds
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_validate_rank, args=(2, port, str(tmp_path / "rank")), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank.{r}").read_text()) for r in range(2)]
+    for result in results:
+        assert (result["top1"], result["top5"], result["failed"]) == (pytest.approx(top1), pytest.approx(top5), 2)
+    shards = [set(r["shard"]) for r in results]
+    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(len(data)))
+
+
+def test_undecodable_images_are_skipped_and_counted_in_a_run(tmp_path):
+    import csv
+    import shutil
+
+    from conftest import real_photos
+
+    photos = real_photos(8)
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for i, photo in enumerate(photos):
+            folder = root / split / ("even" if i % 2 == 0 else "odd")
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, folder / photo.name)
+        (root / split / "odd" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    run = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "train", "--config", "finetune_folder", f"data.dataset={root}",
+         "model=mobilevit_xxs", "weights=null", "epochs=1", "batch_size=4", "sampler.image_size=64",
+         "sampler.name=fixed", "data.workers=0", f"output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = next(csv.DictReader(open(tmp_path / "out" / "metrics.csv")))
+    assert (row["failed_images"], row["val_failed_images"]) == ("1", "1")
+    assert "skipped undecodable images: 1 train, 1 val" in run.stdout

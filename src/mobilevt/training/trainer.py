@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 from ..fileio import atomic_path
@@ -150,12 +150,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             (out / log).unlink(missing_ok=True)
 
     board = _tensorboard(out) if is_main else None
-    val_loader = DataLoader(EvalDataset(val_set, config.sampler.image_size), batch_size=config.batch_size,
-                            num_workers=config.data.workers, collate_fn=collate_train)
+    val_loader = validation_loader(val_set, config.sampler.image_size, config.batch_size, config.data.workers,
+                                   rank, world_size)
     csv_path = out / "metrics.csv"
     start = time.perf_counter()
     step = state["step"]
-    failed_images = 0
     stop = False
     for epoch in range(state["epoch"], config.epochs):
         sampler.set_epoch(epoch)  # keeps a resumed mid-epoch position for the same epoch
@@ -166,6 +165,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         )
         wrapped.train()
         epoch_loss, epoch_images, epoch_start = 0.0, 0, time.perf_counter()
+        failed_images = 0  # undecodable training images met this epoch (skipped)
         micro = 0
         # batches consumed so far in this epoch: the DataLoader prefetches ahead of the
         # training step, so the sampler's own position is not where to resume
@@ -233,17 +233,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 stop = True  # the partial epoch is evaluated and counts as done
                 break
         bar.close()
-        top1, top5 = _evaluate(model, val_loader, device, config.channels_last)
-        ema_top1 = _evaluate(ema.module, val_loader, device, config.channels_last)[0] if ema is not None else None
+        top1, top5, val_failed = evaluate_classifier(model, val_loader, device, config.channels_last, distributed)
+        ema_top1 = evaluate_classifier(ema.module, val_loader, device, config.channels_last, distributed)[0] \
+            if ema is not None else None
         seconds = time.perf_counter() - start
+        train_failed = _sum_over_ranks(failed_images, device) if distributed else failed_images
         row = {"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, epoch_images),
                "lr": scheduler.get_last_lr()[0], "val_top1": top1, "val_top5": top5, "ema_top1": ema_top1,
                "images_per_s": epoch_images * world_size / max(1e-9, time.perf_counter() - epoch_start),
-               "seconds": seconds, "failed_images": failed_images}
+               "seconds": seconds, "failed_images": train_failed, "val_failed_images": val_failed}
         state["history"].append(row)
         best_candidate = max(top1, ema_top1 if ema_top1 is not None else -1.0)
         improved = best_candidate > state["best_top1"]
-        if improved:  # every rank evaluates the whole val set: all agree
+        if improved:  # the metrics are summed over ranks: all ranks agree
             state["best_top1"], state["best_epoch"] = best_candidate, epoch
         if is_main:
             if improved:
@@ -259,8 +261,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
                              {**state, "epoch": epoch + 1, "step": step}, steps_done=0)
             ema_text = f", EMA {ema_top1:.2f}%" if ema_top1 is not None else ""
+            skipped = f", skipped undecodable images: {train_failed} train, {val_failed} val" \
+                if train_failed or val_failed else ""
             print(f"epoch {epoch}: loss {row['train_loss']:.4f}, val top-1 {top1:.2f}%{ema_text}, "
-                  f"{row['images_per_s']:.0f} img/s, {seconds:.0f} s", flush=True)
+                  f"{row['images_per_s']:.0f} img/s, {seconds:.0f} s{skipped}", flush=True)
         state["epoch"], state["step"] = epoch + 1, step
         if stop:
             break
@@ -318,12 +322,29 @@ def _make_ema(model: nn.Module, decay: Optional[float]):
     return AveragedModel(model, avg_fn=average, use_buffers=True)
 
 
+def validation_loader(
+    val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """The validation batches of one rank: every ``world_size``-th image from ``rank`` on.
+    No padding, so no image is counted twice; ``evaluate_classifier`` sums the counts."""
+    data: Dataset = EvalDataset(val_set, image_size)
+    if world_size > 1:
+        data = Subset(data, range(rank, len(data), world_size))
+    return DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate_train)
+
+
 @torch.no_grad()
-def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool) -> tuple[float, float]:
+def evaluate_classifier(
+    model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False, distributed: bool = False
+) -> tuple[float, float, int]:
+    """Top-1 and top-5 (%) over the decodable images of ``loader``, and how many images
+    failed to decode. With ``distributed``, each rank passes its own shard and the counts
+    are summed over ranks, so every rank returns the whole validation set's figures."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = count = 0
-    for images, targets, _ in loader:
+    correct1 = correct5 = count = failed = 0
+    for images, targets, failed_in_batch in loader:
+        failed += failed_in_batch
         if images is None:
             continue
         images, targets = images.to(device), targets.to(device)
@@ -335,9 +356,19 @@ def _evaluate(model: nn.Module, loader: DataLoader, device: torch.device, channe
         correct5 += int((top == targets[:, None]).any(dim=1).sum())
         count += len(targets)
     model.train(was_training)
+    if distributed:
+        correct1, correct5, count, failed = _sum_over_ranks([correct1, correct5, count, failed], device)
     if count == 0:
-        raise TrainingError("no validation image could be decoded")
-    return 100.0 * correct1 / count, 100.0 * correct5 / count
+        raise TrainingError(f"no validation image could be decoded ({failed} failed)")
+    return 100.0 * correct1 / count, 100.0 * correct5 / count, failed
+
+
+def _sum_over_ranks(values, device: torch.device):
+    """All-reduce (sum) an int or a list of ints over the process group."""
+    tensor = torch.tensor(values if isinstance(values, list) else [values], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor)
+    totals = [int(v) for v in tensor.tolist()]
+    return totals if isinstance(values, list) else totals[0]
 
 
 def _export_best(source: nn.Module, model: nn.Module, path: Path) -> None:
