@@ -142,6 +142,11 @@ def test_bad_inputs_fail_clearly(tmp_path):
         shutil.copy(photo, one_class / "val" / "cat" / photo.name)
     with pytest.raises(DatasetLayoutError, match="at least 2"):
         train(load_config(None, [f"data.dataset={one_class}", f"output_dir={tmp_path / 'o'}"]))
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    with pytest.raises(DatasetLayoutError, match="train"):
+        train(load_config(None, [f"data.dataset={empty}", f"output_dir={tmp_path / 'o'}"]))
     run = subprocess.run([sys.executable, "-m", "mobilevt", "train", "--config", "digits", "optim.lr=fast"],
                          capture_output=True, text=True)
     assert run.returncode == 1 and "optim.lr must be float" in run.stderr
@@ -279,3 +284,23 @@ def test_undecodable_images_are_skipped_and_counted_in_a_run(tmp_path):
     row = next(csv.DictReader(open(tmp_path / "out" / "metrics.csv")))
     assert (row["failed_images"], row["val_failed_images"]) == ("1", "1")
     assert "skipped undecodable images: 1 train, 1 val" in run.stdout
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
+    real_cross_entropy = F.cross_entropy
+    calls = {"n": 0}
+
+    def diverging(*args, **kwargs):  # the 6th training step (index 5) diverges
+        calls["n"] += 1
+        loss = real_cross_entropy(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(F, "cross_entropy", diverging)
+    message = r"loss is nan at step 5 .*last good checkpoint is .*last.pt \(step 4\)\. Lower optim.lr"
+    with pytest.raises(TrainingError, match=message):
+        train(_digits(tmp_path, "save_every_steps=2", "data.workers=0"))
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert checkpoint["state"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())

@@ -155,6 +155,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     csv_path = out / "metrics.csv"
     start = time.perf_counter()
     step = state["step"]
+    saved_step: Optional[int] = step if resume else None  # the step of this run's newest last.pt
     stop = False
     for epoch in range(state["epoch"], config.epochs):
         sampler.set_epoch(epoch)  # keeps a resumed mid-epoch position for the same epoch
@@ -188,10 +189,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             with autocast:
                 logits = wrapped(images)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss.detach()).to(torch.int64).reshape(1)
+            if distributed:  # every rank stops together instead of waiting for a rank that stopped
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not bool(finite):
+                kept = f"the last good checkpoint is {out / CHECKPOINT} (step {saved_step})" \
+                    if saved_step is not None else "no checkpoint was written yet in this run"
                 raise TrainingError(
-                    f"loss is {loss.item()} at step {step} (epoch {epoch}); the last good checkpoint is "
-                    f"{out / CHECKPOINT}. Lower optim.lr, raise optim.warmup_steps or set optim.clip_grad_norm"
+                    f"loss is {loss.item()} at step {step} (epoch {epoch}) on rank {rank}; {kept}. "
+                    "Lower optim.lr, raise optim.warmup_steps or set optim.clip_grad_norm"
                 )
             scaler.scale(loss / config.optim.accumulation_steps).backward()
             micro += 1
@@ -226,9 +232,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 })
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                             img_s=f"{rate:.0f}", res=f"{images.shape[-2]}x{images.shape[-1]}", refresh=False)
-            if config.save_every_steps and step % config.save_every_steps == 0 and is_main:
-                _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
-                                 {**state, "epoch": epoch, "step": step}, steps_done=batches_done)
+            if config.save_every_steps and step % config.save_every_steps == 0:
+                if is_main:
+                    _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
+                                     {**state, "epoch": epoch, "step": step}, steps_done=batches_done)
+                saved_step = step
             if config.max_steps and step >= config.max_steps:
                 stop = True  # the partial epoch is evaluated and counts as done
                 break
@@ -266,6 +274,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             print(f"epoch {epoch}: loss {row['train_loss']:.4f}, val top-1 {top1:.2f}%{ema_text}, "
                   f"{row['images_per_s']:.0f} img/s, {seconds:.0f} s{skipped}", flush=True)
         state["epoch"], state["step"] = epoch + 1, step
+        saved_step = step  # rank 0 wrote last.pt above
         if stop:
             break
     if board is not None:
