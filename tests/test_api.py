@@ -15,7 +15,7 @@ from conftest import max_abs, randomize_
 
 
 def test_list_models_and_pattern():
-    names = mobilevt.list_models()
+    names = mobilevt.list_models(task="image-classification")
     assert names[:3] == ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
     assert len(names) == 10
     assert mobilevt.list_models("mobilevitv2_1*") == ["mobilevitv2_100", "mobilevitv2_125", "mobilevitv2_150", "mobilevitv2_175"]

@@ -10,7 +10,7 @@ import torch
 import mobilevt
 from conftest import max_abs, randomize_
 
-VARIANTS = mobilevt.list_models()
+VARIANTS = mobilevt.list_models(task="image-classification")
 
 
 @pytest.fixture(scope="module", params=VARIANTS)

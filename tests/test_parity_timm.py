@@ -11,7 +11,7 @@ from conftest import PARITY_ATOL, max_abs, randomize_
 timm = pytest.importorskip("timm")
 from timm.models._hub import save_for_hf  # noqa: E402
 
-VARIANTS = mobilevt.list_models()
+VARIANTS = mobilevt.list_models(task="image-classification")
 
 
 @pytest.mark.parametrize("name", VARIANTS)

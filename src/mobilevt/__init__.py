@@ -2,6 +2,7 @@
 from . import models  # noqa: F401  (registers the model families)
 from .factory import create_model
 from .data import ImagePreprocess, load_image
+from .data.tokenizer import create_tokenizer
 from .registry import get_model_entry, list_models
 from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_for
 from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
@@ -20,6 +21,7 @@ __all__ = [
     "WeightsNotFoundError",
     "convert_state_dict",
     "create_model",
+    "create_tokenizer",
     "detect_layout",
     "evaluate",
     "get_model_entry",

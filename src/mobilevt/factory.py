@@ -56,6 +56,8 @@ def create_model(
     if weights is None and "." in name:
         weights = name.split(".", 1)[1]
     weights_entry = _find_entry(entry, weights)
+    if entry.create is not None:  # a family with its own layouts and options (ViLT)
+        return entry.create(entry, weights=weights_entry or weights, num_classes=num_classes, **kwargs)
 
     if weights is None:
         model = build_model(entry.name, num_classes=1000 if num_classes is None else num_classes, **kwargs)

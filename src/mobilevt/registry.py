@@ -22,6 +22,13 @@ class ModelEntry:
     published_macs_g: float | None = None
     # preprocessing to assume for an unlisted checkpoint, by its layout
     preprocess_by_layout: tuple[tuple[str, PreprocessConfig], ...] = ()
+    # what the model does: "image-classification" (image in, class logits out) or e.g.
+    # "visual-question-answering" (ViLT: question tokens and image in, answer logits out)
+    task: str = "image-classification"
+    # a family's own create_model (its checkpoint layouts and options):
+    # create(entry, weights, num_classes, **kwargs), weights being None, a Weights entry
+    # or a source; None = the image-classifier path of mobilevt.create_model
+    create: Callable[..., nn.Module] | None = None
 
     @property
     def default_weights(self) -> Weights | None:
@@ -62,12 +69,15 @@ def get_model_entry(name: str) -> ModelEntry:
         ) from None
 
 
-def list_models(pattern: str | None = None) -> list[str]:
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
     """Names of all registered models in registration order (families, then size),
-    optionally filtered by a shell-style pattern (``"mobilevitv2_*"``)."""
+    optionally filtered by a shell-style pattern (``"mobilevitv2_*"``) and by task
+    (``"image-classification"``, ``"visual-question-answering"``)."""
     names = list(_REGISTRY)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    if task is not None:
+        names = [n for n in names if _REGISTRY[n].task == task]
     return names
 
 
