@@ -87,7 +87,7 @@ def test_lite_interpreter_file(tmp_path, photo_dir):
 def test_unsupported_options_and_missing_packages(tmp_path, monkeypatch, photo_dir):
     model = mobilevt.create_model("mobilevit_xxs")
     with pytest.raises(ExportError, match="include-preprocessing"):
-        export_model(model, tmp_path / "m.onnx", "onnx", include_preprocessing=True)
+        export_model(model, tmp_path / "m.pte", "executorch", include_preprocessing=True)
     with pytest.raises(ExportError, match="unknown export format"):
         export_model(model, tmp_path / "m.bin", "caffe")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
@@ -107,8 +107,8 @@ def test_cli_export(tmp_path, photo_dir):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "top-1 agreement 100.0%" in run.stdout and out.is_file()
     bad = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", "none", "--format", "onnx",
-         "--include-preprocessing", "-o", str(tmp_path / "x.onnx")], capture_output=True, text=True,
+        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", "none", "--format", "executorch",
+         "--include-preprocessing", "-o", str(tmp_path / "x.pte")], capture_output=True, text=True,
     )
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 1 and len(errors) == 1 and "torchscript" in errors[0]

@@ -12,12 +12,14 @@ def add_export_parser(sub) -> None:
     p.add_argument("model", help="model name, e.g. mobilevit_xxs or mobilevit_s.timm_in1k")
     p.add_argument("--weights", default="DEFAULT", help="weights tag, file, URL or hf-hub:<repo>; 'none' = random")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("-o", "--output", required=True, help="output file (.pt/.ptl torchscript, .onnx, .pte executorch, .mlpackage coreml)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.pt/.ptl torchscript, .onnx, .pte executorch, .mlpackage coreml, .tflite LiteRT)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the weights')")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (ONNX)")
+    p.add_argument("--static-batch", action="store_true",
+                   help="fix the batch size to 1 (ONNX; tflite is always batch 1)")
     p.add_argument("--dynamic-size", action="store_true", help="ONNX: height and width may vary too")
     p.add_argument("--include-preprocessing", action="store_true",
-                   help="the exported model takes a uint8 HxWx3 RGB image of any size (torchscript)")
+                   help="the exported model takes a uint8 HxWx3 RGB image of any size (torchscript, onnx at opset 18+)")
     p.add_argument("--lite", action="store_true", help="torchscript: optimize_for_mobile + lite-interpreter .ptl")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 18+ uses the dynamo exporter)")
     p.add_argument("--check-images", help="folder of photos to verify the export on (default: packaged photos)")

@@ -24,11 +24,12 @@ from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_directory, atomic_path, write_text_atomic
 from ..weights.entries import PreprocessConfig
 
-FORMATS = ("torchscript", "onnx", "executorch", "coreml")
+FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
 _EXTRAS = {
     "onnx": 'pip install "mobilevt[onnx]"  (onnx, onnxruntime)',
     "executorch": 'pip install "mobilevt[executorch]"  (executorch)',
     "coreml": 'pip install "mobilevt[coreml]"  (coremltools)',
+    "tflite": 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)',
 }
 
 
@@ -80,15 +81,17 @@ def export_model(
     """Export ``model`` (a mobilevt classifier with ``model.preprocess``) to ``output``.
 
     Args:
-        format: ``"torchscript"``, ``"onnx"``, ``"executorch"`` (``.pte`` lowered to XNNPACK)
-            or ``"coreml"`` (ML Program ``.mlpackage`` whose input is an image with the
-            pixel scale and channel order baked in).
+        format: ``"torchscript"``, ``"onnx"``, ``"executorch"`` (``.pte`` lowered to XNNPACK),
+            ``"coreml"`` (ML Program ``.mlpackage`` whose input is an image with the
+            pixel scale and channel order baked in) or ``"tflite"`` (LiteRT flatbuffer from
+            litert-torch, builtin ops only, NCHW float input, batch 1).
         image_size: (height, width) of the exported input; default: the weights' crop.
         dynamic_batch: let the batch dimension vary (ONNX axis / TorchScript always does).
         dynamic_size: ONNX (opset <= 17): let height and width vary too.
         include_preprocessing: the exported model takes one uint8 ``[H, W, 3]`` RGB image
             of any size and does resize, crop, scaling and channel order inside
-            (TorchScript only for now).
+            (TorchScript; ONNX at opset >= 18, raised to 18 if lower, whose antialiased
+            ``Resize`` differs from PIL by at most 1-2/255 on a few pixels, see the report).
         lite: TorchScript only: ``optimize_for_mobile`` and the lite-interpreter format
             (``.ptl``) that PyTorch Mobile loads.
         check_images: folder of photos to verify on; default: the sample photos shipped
@@ -105,11 +108,13 @@ def export_model(
         raise ExportError("--dynamic-size applies to onnx at opset 17 or lower (TorchScript files take any size)")
     if lite and format != "torchscript":
         raise ExportError("--lite applies to the torchscript format only")
-    if include_preprocessing and format != "torchscript":
+    if include_preprocessing and format not in ("torchscript", "onnx"):
         raise ExportError(
-            "--include-preprocessing is available for torchscript exports; for onnx, export the model and "
-            "preprocess in the app"
+            f"--include-preprocessing is available for torchscript and onnx exports, not {format}; export the "
+            "model alone and preprocess in the app"
         )
+    if include_preprocessing and dynamic_size:
+        raise ExportError("--dynamic-size does not apply with --include-preprocessing: the image input takes any size")
     config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig()
     height, width = tuple(image_size) if image_size else tuple(config.input_size)
     eager = copy.deepcopy(model).eval()
@@ -124,16 +129,30 @@ def export_model(
 
     output = Path(output)
     notes: list[str] = []
+    format_details: dict[str, Any] = {}
     if format == "torchscript":
         run, runtime = _export_torchscript(eager, output, include_preprocessing, lite, config, height, width, notes)
         if include_preprocessing:
-            # the exported module preprocesses raw photos itself: feed it the photos
-            actual = torch.cat([run(image.permute(1, 2, 0).contiguous()) for image in images])
-            latency_input: Any = images[0].permute(1, 2, 0).contiguous()
-            notes.append("input: one uint8 [H, W, 3] RGB image of any size; output: logits [1, classes]")
+            actual, latency_input = _run_on_photos(run, images, notes)
         else:
             actual = run(batch)
             latency_input = batch[:1]
+    elif format == "onnx" and include_preprocessing:
+        from .onnx_preprocessing import export_onnx_with_preprocessing
+
+        opset = max(opset, 18)  # the antialiased Resize needs opset 18
+        run, runtime, format_details = export_onnx_with_preprocessing(
+            eager, output, _with_size(config, height, width), opset, images, notes, _EXTRAS["onnx"]
+        )
+        actual, latency_input = _run_on_photos(run, images, notes)
+        dynamic_batch = False
+    elif format == "tflite":
+        from .tflite import export_tflite
+
+        run, runtime, format_details = export_tflite(eager, output, height, width, notes)
+        dynamic_batch = False
+        actual = torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
+        latency_input = batch[:1]
     elif format == "onnx":
         run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, dynamic_size, opset)
         actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
@@ -171,7 +190,7 @@ def export_model(
         path=str(output),
         file_bytes=_size(output),
         input_size=(height, width),
-        dynamic_batch=dynamic_batch if format in ("onnx", "executorch") else True,
+        dynamic_batch=dynamic_batch if format in ("onnx", "executorch", "tflite") else True,
         include_preprocessing=include_preprocessing,
         check_images=len(images),
         check_source=source,
@@ -184,7 +203,8 @@ def export_model(
         notes=notes,
         details={"preprocess": asdict(config), "opset": opset if format == "onnx" else None, "lite": lite,
                  "fused": bool(fuse and hasattr(model, "fuse")), "threads": torch.get_num_threads(),
-                 "max_batch": max_batch if format == "executorch" else None, "dynamic_size": dynamic_size},
+                 "max_batch": max_batch if format == "executorch" else None, "dynamic_size": dynamic_size}
+        | format_details,
     )
     return _write_report(report)
 
@@ -213,6 +233,13 @@ def _with_size(config: PreprocessConfig, height: int, width: int) -> PreprocessC
         (height, width), round(max(height, width) * ratio), config.interpolation, config.mean, config.std,
         config.channel_order, config.antialias, config.crop_rounding,
     )
+
+
+def _run_on_photos(run, images: list[torch.Tensor], notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of a preprocessing-included export fed the raw photos, and its latency input."""
+    notes.append("input: one uint8 [H, W, 3] RGB image of any size; output: logits [1, classes]")
+    photos = [image.permute(1, 2, 0).contiguous() for image in images]
+    return torch.cat([run(photo) for photo in photos]), photos[0]
 
 
 class _ImageClassifier(nn.Module):
