@@ -1,0 +1,120 @@
+"""``mobilevt bench``: the files it writes, the consistency of its numbers, interleaved
+timing, and backends whose package is missing. No timing thresholds: speed is only
+reported, never asserted."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mobilevt
+from mobilevt.benchmark import BACKEND_LABELS, _percentile, _time_interleaved, run_benchmark, write_report
+from mobilevt.cli.main import main
+from mobilevt.profiling import count_macs
+
+pytest.importorskip("timm")
+pytest.importorskip("onnxruntime")
+
+
+def test_tiny_run_writes_markdown_json_and_png(tmp_path):
+    backends = ["eager", "fused", "onnxruntime", "timm"]
+    code = main([
+        "bench", "mobilevit_xxs", "--backends", ",".join(backends), "--batch-sizes", "1", "--runs", "3",
+        "--warmup", "1", "--threads", "2", "--output-dir", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    payload = json.loads((tmp_path / "bench.json").read_text())
+    rows = payload["rows"]
+    assert [(r["model"], r["batch"], r["backend"]) for r in rows] == [("mobilevit_xxs", 1, b) for b in backends]
+
+    meta = payload["meta"]
+    assert meta["threads"] == 2 and meta["image_size"] == 256 and meta["runs"] == 3
+    assert "random" in meta["weights"]
+    peak = meta["matmul_peak"]
+    assert peak["gflops"] > 0 and peak["gflops"] == max(peak["gflops_by_size"].values())
+
+    macs = count_macs(mobilevt.create_model("mobilevit_xxs"), (256, 256)).macs
+    weight_mb = sum(p.numel() for p in mobilevt.create_model("mobilevit_xxs").parameters()) * 4 / 2**20
+    timm_ms = next(r for r in rows if r["backend"] == "timm")["median_ms"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["runs"] == 3
+        assert 0 < row["median_ms"] <= row["p90_ms"]
+        assert row["throughput_ips"] == pytest.approx(1000 / row["median_ms"])
+        assert row["ratio_to_timm"] == pytest.approx(row["median_ms"] / timm_ms)
+        assert row["macs_g"] == pytest.approx(macs / 1e9)
+        assert row["floor_ms"] == pytest.approx(2 * macs / (peak["gflops"] * 1e9) * 1e3)
+        assert row["ratio_to_floor"] == pytest.approx(row["median_ms"] / row["floor_ms"])
+        assert row["top1"] == mobilevt.get_model_entry("mobilevit_xxs").default_weights.top1
+        # every backend holds at least the weights while it runs
+        assert row["peak_memory_mb"] >= weight_mb
+        # the timed programs compute the same function: timm got mobilevt's weights
+        assert row["max_abs_diff"] <= 1e-4, row
+    assert next(r for r in rows if r["backend"] == "timm")["ratio_to_timm"] == 1.0
+    assert payload["summary"][0]["best_backend"] in ("eager", "fused", "onnxruntime")
+
+    markdown = (tmp_path / "bench.md").read_text()
+    for backend in backends:
+        assert f"| mobilevit_xxs | {BACKEND_LABELS[backend]} |" in markdown
+    assert "Random" in markdown or "random" in markdown
+    png = (tmp_path / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_missing_backend_package_is_a_row_not_a_crash(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)
+    report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime"], batch_sizes=[1], runs=2,
+                           warmup=0, threads=2, measure_memory=False, progress=False)
+    eager, onnx = report.rows
+    assert eager.status == "ok" and eager.median_ms > 0 and eager.ratio_to_timm is None  # no timm in this run
+    assert onnx.status == "missing" and onnx.median_ms is None
+    assert 'pip install "mobilevt[onnx]"' in onnx.note
+
+    written = write_report(report, tmp_path)
+    assert set(written) == {"json", "markdown"} and not (tmp_path / "bench.png").exists()
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| mobilevit_xxs | ONNX Runtime | missing |" in markdown
+    assert 'pip install "mobilevt[onnx]"' in markdown
+    assert "matplotlib is not installed" in markdown
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert rows[1]["status"] == "missing"
+
+
+def test_rounds_interleave_backends_with_rotating_start():
+    calls: list[str] = []
+
+    def runner(name):
+        return lambda x: calls.append(name)
+
+    times = _time_interleaved({n: runner(n) for n in "abc"}, torch.zeros(1), rounds=3, warmup=1,
+                              advance=lambda text: None, label="test")
+    assert "".join(calls) == "abc" + "bca" + "cab" + "abc"  # warm-up round, then 3 timed rounds
+    assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_p90_matches_numpy():
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 10.0]
+    assert _percentile(values, 0.9) == pytest.approx(np.percentile(values, 90))
+    assert _percentile([4.0], 0.9) == 4.0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "mobilevit_xxs", "--backends", "eager,tensorrt"], "unknown backend(s) tensorrt"),
+        (["bench", "mobilevit_xxxl"], "unknown model 'mobilevit_xxxl'"),
+        (["bench", "resnet*"], "no image classifier matches 'resnet*'"),
+        (["bench", "mobilevit_xxs", "--batch-sizes", "0"], "batch sizes must be positive"),
+        (["bench", "vilt_b32_vqa"], "mobilevt bench times image classifiers"),
+    ],
+)
+def test_bad_options_give_one_line_errors(argv, message, capsys, tmp_path):
+    assert main(argv + ["--output-dir", str(tmp_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not list(tmp_path.iterdir())
