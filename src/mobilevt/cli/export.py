@@ -26,6 +26,9 @@ def add_export_parser(sub) -> None:
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into convs)")
     p.add_argument("--max-batch", type=int, default=32, help="executorch: largest batch the program accepts")
     p.add_argument("--coreml-precision", choices=("float16", "float32"), default="float16")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="post-training static int8 quantization (onnx, executorch); needs --calibration")
+    p.add_argument("--calibration", metavar="DIR", help="folder of representative photos to calibrate int8 on")
 
 
 def run_export(args) -> int:
@@ -39,8 +42,13 @@ def run_export(args) -> int:
         dynamic_size=args.dynamic_size,
         include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
         check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
-        coreml_precision=args.coreml_precision,
+        coreml_precision=args.coreml_precision, quantize=args.quantize, calibration=args.calibration,
     )
+    quantization = report.details.get("quantization")
+    if quantization and quantization.get("speedup_vs_fp32"):
+        print(f"int8 vs fp32 on {report.runtime}: {quantization['size_ratio']:.2f}x smaller, "
+              f"{quantization['int8_latency_ms']:.1f} vs {quantization['fp32_latency_ms']:.1f} ms "
+              f"({quantization['speedup_vs_fp32']:.2f}x)")
     if report.top1_agreement is None:
         print(f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); " + "; ".join(report.notes))
         return 0

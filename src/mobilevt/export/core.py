@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from ..data.images import list_images, load_image
 from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_directory, atomic_path, write_text_atomic
 from ..weights.entries import PreprocessConfig
+from .quantize import METHODS, quantize_onnx_static, quantize_pt2e_xnnpack
+from .rewrite import delegate_friendly
 
 FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
 _EXTRAS = {
@@ -77,6 +80,9 @@ def export_model(
     fuse: bool = True,
     max_batch: int = 32,
     coreml_precision: str = "float16",
+    quantize: Optional[str] = None,
+    calibration: str | os.PathLike | None = None,
+    max_calibration_images: int = 128,
 ) -> ExportReport:
     """Export ``model`` (a mobilevt classifier with ``model.preprocess``) to ``output``.
 
@@ -101,6 +107,12 @@ def export_model(
             dimension's upper bound.
         coreml_precision: ``"float16"`` (Core ML's default, what the Neural Engine runs)
             or ``"float32"``.
+        quantize: ``"int8"``: post-training static quantization calibrated on the photos
+            in ``calibration`` (onnx: onnxruntime static quantization; executorch: PT2E with
+            the XNNPACK quantizer). The report adds the fp32 file's size and latency on the
+            same runtime; its agreement figures are with the fp32 eager model.
+        calibration: folder of representative photos (a few hundred from the training
+            distribution; not the images the report checks on).
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -113,6 +125,15 @@ def export_model(
             f"--include-preprocessing is available for torchscript and onnx exports, not {format}; export the "
             "model alone and preprocess in the app"
         )
+    if quantize is not None:
+        if quantize not in METHODS:
+            raise ExportError(f"unknown quantization {quantize!r}; choose one of {', '.join(METHODS)}")
+        if format not in ("onnx", "executorch"):
+            raise ExportError(f"--quantize int8 is available for onnx and executorch exports, not {format}")
+        if include_preprocessing:
+            raise ExportError("--quantize does not combine with --include-preprocessing yet; export the model alone")
+        if calibration is None:
+            raise ExportError("--quantize int8 needs --calibration DIR: a folder of representative photos")
     if include_preprocessing and dynamic_size:
         raise ExportError("--dynamic-size does not apply with --include-preprocessing: the image input takes any size")
     config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig()
@@ -130,6 +151,14 @@ def export_model(
     output = Path(output)
     notes: list[str] = []
     format_details: dict[str, Any] = {}
+    calibration_batches: list[torch.Tensor] = []
+    if quantize is not None:
+        paths = list_images(calibration)[:max_calibration_images]
+        if not paths:
+            raise ExportError(f"{calibration}: no calibration images found")
+        calibration_batches = [preprocess(load_image(p))[None] for p in paths]
+        format_details["quantization"] = {"method": quantize, "calibration_images": len(paths),
+                                          "calibration_source": str(calibration)}
     if format == "torchscript":
         run, runtime = _export_torchscript(eager, output, include_preprocessing, lite, config, height, width, notes)
         if include_preprocessing:
@@ -153,10 +182,37 @@ def export_model(
         dynamic_batch = False
         actual = torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
         latency_input = batch[:1]
+    elif format == "onnx" and quantize is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            fp32_path = Path(folder) / "fp32.onnx"
+            fp32_run, runtime = _export_onnx(eager, fp32_path, height, width, dynamic_batch, dynamic_size, opset)
+            quantize_onnx_static(fp32_path, output, calibration_batches, "pixel_values")
+            fp32_bytes = _size(fp32_path)
+        run = _onnx_runner(output)
+        notes.append("int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 "
+                     "activations) of convolutions and weight matmuls; attention matmuls and softmax stay fp32")
+        actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
+        latency_input = batch[:1]
+        format_details["quantization"] |= _compare_with_fp32(run, fp32_run, fp32_bytes, output, latency_input,
+                                                             latency_runs)
     elif format == "onnx":
         run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, dynamic_size, opset)
         actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
         latency_input = batch[:1]
+    elif format == "executorch" and quantize is not None:
+        # PT2E captures one static shape: int8 programs take batch 1
+        dynamic_batch = False
+        run, runtime = _export_executorch(eager, output, height, width, False, 1, calibration_batches)
+        with tempfile.TemporaryDirectory() as folder:
+            fp32_path = Path(folder) / "fp32.pte"
+            fp32_run, _ = _export_executorch(eager, fp32_path, height, width, False, 1)
+            fp32_bytes = _size(fp32_path)
+            notes.append("int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
+                         "int8 activations), batch 1")
+            actual = torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
+            latency_input = batch[:1]
+            format_details["quantization"] |= _compare_with_fp32(run, fp32_run, fp32_bytes, output, latency_input,
+                                                                 latency_runs)
     elif format == "executorch":
         run, runtime = _export_executorch(eager, output, height, width, dynamic_batch, max_batch)
         if dynamic_batch and not _runs_at(run, [1, max_batch], height, width):
@@ -315,17 +371,24 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None,
             )
         onnx.checker.check_model(onnx.load(str(tmp)))
+    return _onnx_runner(output), f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def _onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     # Idle onnxruntime threads spin for a while after each run and would slow the eager
     # runs measured beside them; without spinning both latencies are fair.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        (logits,) = session.run(None, {"pixel_values": x.numpy()})
+        (logits,) = session.run(None, {input_name: x.numpy()})
         return torch.from_numpy(logits)
 
-    return run, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    return run
 
 
 def _onnx_axes(dynamic_batch: bool, dynamic_size: bool):
@@ -335,7 +398,10 @@ def _onnx_axes(dynamic_batch: bool, dynamic_size: bool):
     return {"pixel_values": axes, "logits": {0: "batch"} if dynamic_batch else {}}
 
 
-def _export_executorch(model, output: Path, height: int, width: int, dynamic_batch: bool, max_batch: int):
+def _export_executorch(
+    model, output: Path, height: int, width: int, dynamic_batch: bool, max_batch: int,
+    calibration: Sequence[torch.Tensor] = (),
+):
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -345,6 +411,10 @@ def _export_executorch(model, output: Path, height: int, width: int, dynamic_bat
     # batch 2 in the example: torch.export specialises a size-1 dimension to a constant
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=max_batch)}} if dynamic_batch else None
+    # attention and norms rewritten so that XNNPACK runs the whole graph (see rewrite.py)
+    model = delegate_friendly(model)
+    if calibration:
+        model = quantize_pt2e_xnnpack(model, example, calibration)
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     with atomic_path(output) as tmp:
@@ -355,6 +425,28 @@ def _export_executorch(model, output: Path, height: int, width: int, dynamic_bat
         return method.execute([x.contiguous()])[0]
 
     return run, "ExecuTorch runtime (XNNPACK delegate)"
+
+
+def _compare_with_fp32(run, fp32_run, fp32_bytes: int, output: Path, latency_input, runs: int) -> dict[str, Any]:
+    """Size and batch-1 latency of the quantized file vs the fp32 file on the same runtime,
+    timed interleaved so that machine noise hits both alike."""
+    int8_bytes = _size(output)
+    times: dict[str, list[float]] = {"int8": [], "fp32": []}
+    if runs > 0:
+        with torch.inference_mode():
+            run(latency_input), fp32_run(latency_input)
+            for _ in range(runs):
+                for name, fn in (("int8", run), ("fp32", fp32_run)):
+                    start = time.perf_counter()
+                    fn(latency_input)
+                    times[name].append(time.perf_counter() - start)
+    int8_ms = 1e3 * statistics.median(times["int8"]) if runs > 0 else None
+    fp32_ms = 1e3 * statistics.median(times["fp32"]) if runs > 0 else None
+    return {
+        "fp32_file_bytes": fp32_bytes, "size_ratio": fp32_bytes / int8_bytes,
+        "int8_latency_ms": int8_ms, "fp32_latency_ms": fp32_ms,
+        "speedup_vs_fp32": fp32_ms / int8_ms if int8_ms and fp32_ms else None,
+    }
 
 
 def _runs_at(run, batches: list[int], height: int, width: int) -> bool:

@@ -1,0 +1,93 @@
+"""Post-training static int8 quantization with calibration photos.
+
+Two runtimes, each with its own toolchain:
+
+* ExecuTorch: PT2E (``prepare_pt2e`` / ``convert_pt2e`` from torchao) with ExecuTorch's
+  ``XNNPACKQuantizer`` (symmetric int8 weights per channel, int8 activations per tensor);
+  the quantized graph is lowered to XNNPACK's int8 kernels.
+* ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the fp32 ONNX file. Only
+  convolutions and matrix products with constant weights are quantized (QOperator
+  format, per-channel weights): quantizing the attention's activation-activation matmuls
+  and softmax made ONNX Runtime 1.32 slower on x86 (``QLinearSoftmax`` alone cost more than
+  the whole fp32 attention).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..fileio import atomic_path
+
+METHODS = ("int8",)
+
+
+def quantize_pt2e_xnnpack(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> nn.Module:
+    """The int8 graph module of ``model`` (fp32, eval) after calibrating on ``calibration``
+    batches; export it with ``torch.export`` and lower it with the XNNPACK partitioner."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    captured = torch.export.export(model.eval(), (example,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(captured, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[torch.Tensor], input_name: str) -> None:
+    """Write the int8 version of the ONNX file ``fp32_path`` to ``output`` (atomically)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch.numpy()}
+
+    with atomic_path(output) as tmp:
+        prepared = tmp.with_name(tmp.name + ".pre.onnx")
+        try:
+            quant_pre_process(str(fp32_path), str(prepared))  # shape inference + graph cleanup
+            quantize_static(
+                str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=["Conv", "MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True},
+            )
+        finally:
+            prepared.unlink(missing_ok=True)
+        quantized = _compact_names(onnx.load(str(tmp)))
+        onnx.checker.check_model(quantized)
+        onnx.save(quantized, str(tmp))
+
+
+def _compact_names(model):
+    """Short tensor names and no value_info: the quantizer's long generated names were a
+    quarter of the int8 file. Graph inputs and outputs keep their names."""
+    keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return short.setdefault(name, f"t{len(short)}")
+
+    del model.graph.value_info[:]
+    for tensor in model.graph.initializer:
+        tensor.name = rename(tensor.name)
+    for node in model.graph.node:
+        node.name = ""
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    return model

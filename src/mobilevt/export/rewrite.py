@@ -1,0 +1,105 @@
+"""Graph-friendly rewrites of a model for mobile delegates (ExecuTorch's XNNPACK).
+
+ExecuTorch 1.5's XNNPACK partitioner cannot delegate ``layer_norm``, ``group_norm``,
+the ``_safe_softmax`` pattern that ``scaled_dot_product_attention`` decomposes into
+(``any`` / ``where`` / ``full_like``), ``mul.Scalar``, ``select`` or ``squeeze``. Those ops
+fall back to ExecuTorch's portable kernels, single-threaded and unvectorised, and made a
+``.pte`` of mobilevit_xxs about 5x slower than the same graph fully delegated. The
+modules here compute the same functions from ops XNNPACK runs (linear, bmm, softmax,
+mul, add, sub, rsqrt, slices, views); outputs change by float rounding only (< 1e-5).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..layers.attention import MultiHeadSelfAttention
+
+
+class ExplicitAttention(nn.Module):
+    """Multi-head self-attention as two ``bmm`` and a softmax. The 1/sqrt(head_dim) scale
+    is folded into the query rows of the qkv projection."""
+
+    def __init__(self, attention: MultiHeadSelfAttention) -> None:
+        super().__init__()
+        self.num_heads = attention.num_heads
+        self.head_dim = attention.head_dim
+        dim = attention.qkv.in_features
+        self.qkv = copy.deepcopy(attention.qkv)
+        with torch.no_grad():
+            self.qkv.weight[:dim] *= self.head_dim**-0.5
+            self.qkv.bias[:dim] *= self.head_dim**-0.5
+        self.proj = attention.proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(3 * batch * self.num_heads, tokens, self.head_dim)
+        rows = batch * self.num_heads  # slices, not select + squeeze (or split, which is not delegated)
+        q, k, v = qkv[:rows], qkv[rows : 2 * rows], qkv[2 * rows :]
+        attention = torch.bmm(q, k.transpose(1, 2)).softmax(dim=-1)
+        x = torch.bmm(attention, v).reshape(batch, self.num_heads, tokens, self.head_dim)
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class ExplicitLayerNorm(nn.Module):
+    """LayerNorm over the last dimension; the means are matrix products with a constant
+    averaging vector (XNNPACK's ``mean`` only reduces spatial dimensions of 4-D input)."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        if len(norm.normalized_shape) != 1 or not norm.elementwise_affine or norm.bias is None:
+            raise ValueError("ExplicitLayerNorm rewrites an affine LayerNorm over the last dimension")
+        dim = norm.normalized_shape[0]
+        self.register_buffer("average", torch.full((dim, 1), 1.0 / dim))
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centered = x - torch.matmul(x, self.average)
+        variance = torch.matmul(centered * centered, self.average)
+        return centered * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
+class ExplicitGroupNorm1(nn.Module):
+    """GroupNorm with one group (MobileViTv2's layer_norm_2d) over ``[B, C, H, W]``: the
+    means are spatial means (delegated for 4-D input) followed by a product with a
+    constant channel-averaging vector."""
+
+    def __init__(self, norm: nn.GroupNorm) -> None:
+        super().__init__()
+        if norm.num_groups != 1 or norm.weight is None:
+            raise ValueError("ExplicitGroupNorm1 rewrites an affine GroupNorm with one group")
+        channels = norm.num_channels
+        self.register_buffer("average", torch.full((channels, 1), 1.0 / channels))
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def _mean(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = x.mean(dim=(2, 3), keepdim=True)  # [B, C, 1, 1]
+        return torch.matmul(spatial.reshape(x.shape[0], 1, -1), self.average).reshape(x.shape[0], 1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centered = x - self._mean(x)
+        normalized = centered * torch.rsqrt(self._mean(centered * centered) + self.eps)
+        return normalized * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
+
+
+def delegate_friendly(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose attention and norm layers are written with ops that
+    ExecuTorch's XNNPACK delegate runs (see the module docstring)."""
+    model = copy.deepcopy(model)
+    _swap(model)
+    return model
+
+
+def _swap(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, MultiHeadSelfAttention):
+            setattr(module, name, ExplicitAttention(child))
+        elif isinstance(child, nn.LayerNorm):
+            setattr(module, name, ExplicitLayerNorm(child) if child.elementwise_affine else child)
+        elif isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine:
+            setattr(module, name, ExplicitGroupNorm1(child))
+        else:
+            _swap(child)

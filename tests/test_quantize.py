@@ -1,0 +1,121 @@
+"""int8 export (PT2E + XNNPACK for ExecuTorch, onnxruntime static quantization for ONNX)
+on a model that was actually trained (digits), and the delegate-friendly rewrite that
+lets XNNPACK run the whole MobileViT graph."""
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import mobilevt
+from mobilevt.export.rewrite import delegate_friendly
+
+
+def _with_random_norms(model: nn.Module) -> nn.Module:
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            module.weight.data = 1 + 0.3 * torch.randn(module.weight.shape, generator=generator)
+            module.bias.data = 0.3 * torch.randn(module.bias.shape, generator=generator)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_delegate_friendly_rewrite_keeps_the_outputs(name):
+    model = _with_random_norms(mobilevt.create_model(name)).fuse()
+    x = torch.rand(2, 3, 160, 224)
+    with torch.inference_mode():
+        expected, actual = model(x), delegate_friendly(model)(x)
+    assert (actual - expected).abs().max() < 1e-5
+
+
+def test_xnnpack_runs_the_whole_rewritten_v1_graph():
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    def outside_delegate(model):
+        program = torch.export.export(model, (torch.rand(1, 3, 128, 128),))
+        graph = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).exported_program().graph
+        return collections.Counter(
+            str(n.target) for n in graph.nodes
+            if n.op == "call_function" and "getitem" not in str(n.target) and "call_delegate" not in str(n.target)
+        )
+
+    model = mobilevt.create_model("mobilevit_xxs").eval().fuse()
+    assert outside_delegate(model)  # layer_norm, SDPA's safe softmax ... run in portable kernels
+    assert not outside_delegate(delegate_friendly(model))
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    """mobilevit_xxs trained for a few epochs on scikit-learn's digits, with calibration
+    (train split) and check (validation split) folders of the real digit images."""
+    pytest.importorskip("sklearn")
+    from PIL import Image
+
+    from mobilevt.training import load_config, train
+    from mobilevt.training.data import DigitsDataset
+
+    root = tmp_path_factory.mktemp("digits")
+    result = train(load_config("digits", [f"output_dir={root / 'run'}", "epochs=4", "optim.warmup_steps=20"]))
+    labels = {}
+    for split, folder, count in (("train", "calibration", 64), ("val", "val", 120)):
+        data = DigitsDataset(split)
+        (root / folder).mkdir()
+        for i in range(count):
+            image, target = data[i]
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / folder / f"{i:04d}.png")
+            labels[f"{folder}/{i:04d}.png"] = target
+    return mobilevt.create_model("mobilevit_xxs", weights=result.best_path), root, labels
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "onnx"])
+def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt):
+    """The int8 file is several times smaller than fp32, agrees with the fp32 model on the
+    top-1 of real validation digits, and costs (almost) no accuracy."""
+    pytest.importorskip({"executorch": "executorch", "onnx": "onnxruntime"}[fmt])
+    from mobilevt.data import ImagePreprocess, load_image
+    from mobilevt.export import export_model
+
+    model, root, labels = trained_digits
+    output = tmp_path / ("int8.pte" if fmt == "executorch" else "int8.onnx")
+    report = export_model(model, output, fmt, quantize="int8", calibration=root / "calibration",
+                          check_images=root / "val", max_check_images=120, latency_runs=3)
+    quantization = json.loads((tmp_path / f"{output.name}.report.json").read_text())["details"]["quantization"]
+    assert quantization["calibration_images"] == 64 and quantization["size_ratio"] >= 3.0
+    assert report.check_images == 120 and report.top1_agreement >= 0.97
+
+    preprocess = ImagePreprocess(model.preprocess)
+    val = sorted(k for k in labels if k.startswith("val/"))
+    batch = torch.stack([preprocess(load_image(root / k)) for k in val])
+    targets = torch.tensor([labels[k] for k in val])
+    if fmt == "executorch":
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(str(output)).load_method("forward")
+        int8 = torch.cat([method.execute([batch[i : i + 1]])[0] for i in range(len(batch))])
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        int8 = torch.from_numpy(session.run(None, {"pixel_values": batch.numpy()})[0])
+    with torch.inference_mode():
+        fp32_accuracy = (model.eval()(batch).argmax(-1) == targets).float().mean().item()
+    int8_accuracy = (int8.argmax(-1) == targets).float().mean().item()
+    assert fp32_accuracy > 0.8 and int8_accuracy >= fp32_accuracy - 0.03, (fp32_accuracy, int8_accuracy)
+
+
+def test_int8_options_are_checked(trained_digits, tmp_path):
+    from mobilevt.export import ExportError, export_model
+
+    model, root, _ = trained_digits
+    with pytest.raises(ExportError, match="needs --calibration"):
+        export_model(model, tmp_path / "m.onnx", "onnx", quantize="int8")
+    with pytest.raises(ExportError, match="onnx and executorch"):
+        export_model(model, tmp_path / "m.pt", "torchscript", quantize="int8", calibration=root / "calibration")
+    with pytest.raises(ExportError, match="unknown quantization"):
+        export_model(model, tmp_path / "m.onnx", "onnx", quantize="int4", calibration=root / "calibration")
