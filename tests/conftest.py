@@ -38,6 +38,24 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def model_with_structure(name: str, photos: list[torch.Tensor], seed: int = 3) -> torch.nn.Module:
+    """A randomised model whose BatchNorm statistics are measured on real photos: with the
+    random statistics of ``randomize_`` the signal fades with depth and every photo gets
+    (almost) the same logits, which would make top-1 agreement meaningless."""
+    import mobilevt
+    from mobilevt.data import ImagePreprocess
+
+    model = randomize_(mobilevt.create_model(name), seed=seed)
+    batch = torch.stack([ImagePreprocess(model.preprocess)(photo) for photo in photos])
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the batch
+    with torch.no_grad():
+        model.train()(batch)
+    return model.eval()
+
+
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import max_abs, randomize_, real_photos
+from conftest import max_abs, model_with_structure, real_photos
 from mobilevt.export import ExportError, export_model
 
 
@@ -26,7 +26,8 @@ def photo_dir(tmp_path_factory):
 
 
 def _model(name):
-    return randomize_(mobilevt.create_model(name), seed=5)
+    # BatchNorm statistics from the photos, so that photos get different top-1 classes
+    return model_with_structure(name, [mobilevt.load_image(p) for p in real_photos(6)], seed=5)
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])

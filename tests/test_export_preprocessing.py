@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import max_abs, randomize_, real_photos
+from conftest import max_abs, model_with_structure, randomize_, real_photos
 from mobilevt.data.preprocess import ImagePreprocess
 from mobilevt.export import ExportError, export_model
 from mobilevt.weights.entries import PreprocessConfig
@@ -53,21 +53,6 @@ def photos_of_two_shapes(photo_dir):
     assert first.shape[1] < first.shape[2] and portrait.shape[1] > portrait.shape[2]
     assert first.shape[1:] != portrait.shape[1:]
     return [first, portrait]
-
-
-def model_with_structure(name: str, photos: list[torch.Tensor], seed: int = 3) -> torch.nn.Module:
-    """A randomised model whose BatchNorm statistics are measured on real photos: with the
-    random statistics of ``randomize_`` the signal fades with depth and every photo gets
-    the same logits, which would make top-1 agreement meaningless."""
-    model = randomize_(mobilevt.create_model(name), seed=seed)
-    batch = torch.stack([ImagePreprocess(model.preprocess)(photo) for photo in photos])
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the batch
-    with torch.no_grad():
-        model.train()(batch)
-    return model.eval()
 
 
 def _steps(actual: torch.Tensor, expected: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import max_abs, randomize_, real_photos
+from conftest import max_abs, model_with_structure, real_photos
 from mobilevt.data.preprocess import ImagePreprocess
 from mobilevt.export import ExportError, export_model
 from mobilevt.weights.entries import PreprocessConfig
@@ -37,20 +37,6 @@ def photo_dir(tmp_path_factory):
     for photo in real_photos(6):
         shutil.copy(photo, folder / photo.name)
     return folder
-
-
-def model_with_structure(name: str, photos: list[torch.Tensor], seed: int = 3) -> torch.nn.Module:
-    """A randomised model whose BatchNorm statistics are measured on real photos: with the
-    random statistics of ``randomize_`` every photo gets the same logits."""
-    model = randomize_(mobilevt.create_model(name), seed=seed)
-    batch = torch.stack([ImagePreprocess(model.preprocess)(photo) for photo in photos])
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the batch
-    with torch.no_grad():
-        model.train()(batch)
-    return model.eval()
 
 
 @pytest.fixture(scope="module", params=["mobilevit_xxs", "mobilevitv2_050"])
