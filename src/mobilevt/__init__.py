@@ -5,6 +5,7 @@ from .data import ImagePreprocess, load_image
 from .data.tokenizer import create_tokenizer
 from .registry import get_model_entry, list_models
 from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_for
+from .tasks.vqa import VqaPipeline, create_vqa_pipeline, evaluate_vqa, vqa_accuracy
 from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
 from .weights.entries import PreprocessConfig, Weights
 from .weights.loading import WeightsNotFoundError, load_weights, save_weights
@@ -31,4 +32,8 @@ __all__ = [
     "predict",
     "save_weights",
     "transforms_for",
+    "VqaPipeline",
+    "create_vqa_pipeline",
+    "evaluate_vqa",
+    "vqa_accuracy",
 ]

@@ -29,13 +29,19 @@ def add_export_parser(sub) -> None:
     p.add_argument("--quantize", choices=("int8",),
                    help="post-training static int8 quantization (onnx, executorch); needs --calibration")
     p.add_argument("--calibration", metavar="DIR", help="folder of representative photos to calibrate int8 on")
+    p.add_argument("--vocab", help="ViLT: the BERT vocab.txt (default: the one beside the weights)")
 
 
 def run_export(args) -> int:
+    import mobilevt
     from mobilevt.export import export_model
 
     from .common import create_model_from_args
 
+    if mobilevt.get_model_entry(args.model.partition(".")[0]).task == "visual-question-answering":
+        from .vqa import run_export_vqa  # ViLT: the pipeline with its tokenizer
+
+        return run_export_vqa(args)
     model = create_model_from_args(args.model, args.weights)
     report = export_model(
         model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,

@@ -1,4 +1,4 @@
-"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``, ``train``, ``bench``."""
+"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``, ``train``, ``bench``, ``vqa``."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from . import bench, classify, export, train
+from . import bench, classify, export, train, vqa
 
 
 class _WithExampleText(torch.nn.Module):
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_export_parser(sub)
     train.add_train_parser(sub)
     bench.add_bench_parser(sub)
+    vqa.add_vqa_parser(sub)
     return parser
 
 
@@ -134,6 +135,8 @@ def _run(args) -> int:
         return train.run_train(args)
     if args.command == "bench":
         return bench.run_bench(args)
+    if args.command == "vqa":
+        return vqa.run_vqa(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -113,7 +113,22 @@ def export_model(
             same runtime; its agreement figures are with the fp32 eager model.
         calibration: folder of representative photos (a few hundred from the training
             distribution; not the images the report checks on).
+
+    A :class:`mobilevt.tasks.vqa.VqaPipeline` (ViLT) is exported by
+    :func:`mobilevt.export.vilt.export_vqa_pipeline` (torchscript, onnx, executorch).
     """
+    if hasattr(model, "answer_logits") and hasattr(model, "tokenizer"):  # a ViLT VqaPipeline
+        if quantize is not None or lite or include_preprocessing or image_size is not None or dynamic_size:
+            raise ExportError("the ViLT VQA export takes no --quantize, --lite, --include-preprocessing, "
+                              "--image-size or --dynamic-size: TorchScript holds the whole pipeline, ONNX and "
+                              "ExecuTorch take any image size")
+        from .vilt import export_vqa_pipeline
+
+        return export_vqa_pipeline(model, output, format, check_images=check_images, latency_runs=latency_runs,
+                                   opset=opset)
+    if getattr(model, "image_size_rule", None) is not None:
+        raise ExportError("a ViLT model also needs its question tokenizer: export the pipeline, "
+                          "export_model(mobilevt.create_vqa_pipeline(weights=...), ...)")
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if dynamic_size and (format != "onnx" or opset > 17):

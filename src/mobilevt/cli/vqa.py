@@ -1,0 +1,88 @@
+"""``mobilevt vqa IMAGE "QUESTION"``: answer a question about an image with ViLT."""
+from __future__ import annotations
+
+import json
+
+
+def add_vqa_parser(sub) -> None:
+    p = sub.add_parser(
+        "vqa",
+        help="answer a question about an image (ViLT, visual question answering)",
+        description="Top-k answers with their scores (sigmoid of ViLT's logits: each estimates that answer's VQA "
+        "accuracy; they do not sum to 1).",
+    )
+    p.add_argument("image", help="image file (JPEG, PNG, WebP ...)")
+    p.add_argument("question", help="the question, in quotes")
+    p.add_argument(
+        "--weights", default="DEFAULT",
+        help="Hugging Face ViLT VQA model folder (config.json, model.safetensors, vocab.txt), Hub id or "
+        "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa)",
+    )
+    p.add_argument("--vocab", help="the BERT vocab.txt (default: the one beside the weights)")
+    p.add_argument("--pipeline", metavar="FILE",
+                   help="a TorchScript pipeline from `mobilevt export vilt_b32_vqa --format torchscript` "
+                   "(instead of --weights)")
+    p.add_argument("--topk", type=int, default=5, help="answers to print (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def run_vqa(args) -> int:
+    import torch
+
+    from mobilevt.data.images import load_image
+    from mobilevt.tasks.vqa import create_vqa_pipeline, load_vqa_pipeline
+
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    image = load_image(args.image)  # uint8 [3, H, W]; a clear ImageDecodeError if unreadable
+    try:
+        if args.pipeline:
+            pipeline = load_vqa_pipeline(args.pipeline)
+        else:
+            pipeline = create_vqa_pipeline(weights=args.weights, vocab_file=args.vocab)
+    except FileNotFoundError as exc:  # a missing vocab.txt or pipeline file: a user error
+        raise ValueError(str(exc)) from None
+    with torch.inference_mode():
+        answers = pipeline(image, args.question, args.topk)
+    if args.json:
+        print(json.dumps({
+            "image": args.image, "question": args.question,
+            "answers": [{"answer": answer, "score": score} for answer, score in answers],
+        }, indent=2))
+        return 0
+    print(f"{args.image}: {args.question}")
+    for answer, score in answers:
+        print(f"  {score:6.3f}  {answer}")
+    return 0
+
+
+def run_export_vqa(args) -> int:
+    """``mobilevt export vilt_b32_vqa --format torchscript|onnx|executorch -o FILE``."""
+    import sys
+
+    from mobilevt.export import export_model
+    from mobilevt.tasks.vqa import create_vqa_pipeline
+
+    name = args.model.partition(".")[0]
+    weights = args.weights
+    if weights is not None and weights.lower() in ("none", "random"):
+        print(f"warning: {name} has random weights (--weights none); its answers are meaningless", file=sys.stderr)
+        weights = None
+    try:
+        pipeline = create_vqa_pipeline(weights=weights, vocab_file=args.vocab, model_name=name)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    report = export_model(
+        pipeline, args.output, args.format, image_size=args.image_size, dynamic_size=args.dynamic_size,
+        include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
+        check_images=args.check_images, quantize=args.quantize,
+    )
+    side_files = [report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript") if k in report.details]
+    print(
+        f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime})"
+        + (f" with {', '.join(side_files)}" if side_files else "")
+        + f"; on {report.check_images} photos with questions: max-abs logit diff {report.max_abs_diff:.2e}, top-1 "
+        f"agreement {100 * report.top1_agreement:.1f}%, top-5 {100 * report.top5_agreement:.1f}%; latency "
+        f"{report.exported_latency_ms:.1f} ms (eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
+    )
+    return 0

@@ -1,0 +1,351 @@
+"""The end-to-end ViLT VQA pipeline: image preprocessing against transformers'
+``ViltImageProcessor`` on real photos, the whole pipeline against ``ViltProcessor`` +
+``ViltForQuestionAnswering``, TorchScript save/load, ``mobilevt vqa`` and
+``mobilevt export vilt_b32_vqa``.
+
+No download: the reference model is a small random ViLT saved with ``save_pretrained`` and
+its vocabulary is trained here with ``tokenizers``' WordPiece trainer.
+
+Tolerances: the image preprocessing runs the kernel the reference runs (torch's uint8
+antialiased bicubic) and the same fused float32 normalisation, so it must be bit-exact
+(0.0). Logits against transformers: 1e-4 (PARITY_ATOL: different attention kernels and
+summation orders, as in tests/test_vilt.py); TorchScript vs eager: 1e-5 (same kernels).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mobilevt
+from conftest import PARITY_ATOL, SHARED, max_abs, real_photos
+from mobilevt.cli.main import main
+from mobilevt.data import load_image
+from mobilevt.data.vilt_preprocess import ViltImagePreprocess, vilt_resized_size
+from mobilevt.models.vilt import VILT_IMAGE_SIZE_RULE
+from mobilevt.tasks.vqa import VqaPipeline, create_vqa_pipeline, load_vqa_pipeline
+
+transformers = pytest.importorskip("transformers", reason='the parity tests need it: pip install "mobilevt[test]"')
+tokenizers = pytest.importorskip("tokenizers", reason='the parity tests need it: pip install "mobilevt[test]"')
+from transformers import BertTokenizerFast, ViltConfig, ViltImageProcessor, ViltProcessor  # noqa: E402
+from transformers import ViltForQuestionAnswering as HfViltForQuestionAnswering  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+ANSWERS = ["yes", "no", "2", "cat", "red", "1", "dog", "white", "blue", "3", "remote", "couch"]
+SMALL_HF = dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=4, intermediate_size=192, image_size=160)
+QUESTIONS = [
+    "How many cats are there?",
+    "What color is the blanket?",
+    "Is there a remote control on the couch?",
+    "What is the animal doing?",
+    "Are the cats sleeping or awake?",
+    "what's on the left side of the picture?",
+]
+COCO_CATS = SHARED / "data" / "coco-cats" / "000000039769.png"
+
+
+def _photos(limit: int) -> list:
+    photos = ([COCO_CATS] if COCO_CATS.is_file() else []) + real_photos(limit)
+    return photos[:limit]
+
+
+def _train_vocab(path) -> str:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer_tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    trainer_tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=special, show_progress=False)
+    trainer_tokenizer.train_from_iterator(["\n".join(QUESTIONS)] * 20, trainer)
+    tokens = [token for token, _ in sorted(trainer_tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    path.write_text("".join(token + "\n" for token in tokens), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    config = ViltConfig(**SMALL_HF, num_labels=len(ANSWERS), id2label=dict(enumerate(ANSWERS)),
+                        label2id={a: i for i, a in enumerate(ANSWERS)})
+    model = HfViltForQuestionAnswering(config)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # every parameter random, norm scales around 1 (defaults hide errors)
+        for name, param in model.named_parameters():
+            is_norm_scale = param.dim() == 1 and name.endswith("weight") and (
+                "norm" in name.lower() or name.startswith("classifier.1.")
+            )
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.2 + (1.0 if is_norm_scale else 0.0))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def hf_folder(reference, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vilt_vqa_hf")
+    reference.save_pretrained(folder)
+    _train_vocab(folder / "vocab.txt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def processor(hf_folder):
+    return ViltProcessor(image_processor=ViltImageProcessor(), tokenizer=BertTokenizerFast(str(hf_folder / "vocab.txt")))
+
+
+@pytest.fixture(scope="module")
+def pipeline(hf_folder):
+    return create_vqa_pipeline(weights=str(hf_folder))
+
+
+def _reference_logits(reference, processor, photo, question) -> torch.Tensor:
+    from PIL import Image
+
+    inputs = processor(images=Image.open(photo).convert("RGB"), text=question, return_tensors="pt")
+    torch.manual_seed(0)  # transformers permutes the patches with torch.multinomial
+    with torch.no_grad():
+        return reference(**inputs).logits[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Image preprocessing
+
+
+def test_size_rule_is_the_models_rule():
+    # vilt_resized_size is the scriptable form of ViltImageSizeRule.output_size: the same
+    # sizes for every height up to 1200 and every 7th width up to 1200 (206k cases).
+    for height in range(1, 1201):
+        for width in range(1, 1201, 7):
+            assert vilt_resized_size(height, width) == VILT_IMAGE_SIZE_RULE.output_size(height, width)
+
+
+def test_preprocessing_matches_vilt_image_processor_on_real_photos():
+    photos = _photos(24)
+    reference = ViltImageProcessor()
+    ours = torch.jit.script(ViltImagePreprocess())
+    differing = total = 0
+    worst = 0.0
+    for photo in photos:
+        from PIL import Image
+
+        expected = reference(Image.open(photo).convert("RGB"), return_tensors="pt")
+        image = load_image(photo)
+        for layout in (image, image.permute(1, 2, 0).contiguous()):  # [3, H, W] and [H, W, 3]
+            pixel_values, pixel_mask = ours(layout)
+            assert pixel_values.shape == expected["pixel_values"].shape, photo.name
+            assert torch.equal(pixel_mask, expected["pixel_mask"])
+            difference = (pixel_values - expected["pixel_values"]).abs()
+            worst = max(worst, difference.max().item())
+            differing += int((difference > 0).sum())
+            total += difference.numel()
+    # Measured on 24 photos (ImageNet sample + COCO cats): max 0, mean 0, 0% of values
+    # differ: the same uint8 bicubic kernel and normalisation as the reference.
+    assert worst == 0.0 and differing == 0, f"max-abs {worst}, {differing / total:.2%} of values differ"
+
+
+def test_padded_batch_and_mask_match_vilt_image_processor():
+    from PIL import Image
+
+    photos = _photos(4)
+    pil_images = [Image.open(p).convert("RGB") for p in photos]
+    # a portrait and a landscape photo so that both height and width need padding
+    pil_images.append(pil_images[0].transpose(Image.Transpose.ROTATE_90))
+    expected = ViltImageProcessor()(pil_images, return_tensors="pt")
+    preprocess = torch.jit.script(ViltImagePreprocess())
+    tensors = [torch.from_numpy(__import__("numpy").asarray(im).copy()) for im in pil_images]  # [H, W, 3]
+    pixel_values, pixel_mask = preprocess.pad_batch(tensors)
+    assert pixel_mask.shape == expected["pixel_mask"].shape and torch.equal(pixel_mask, expected["pixel_mask"])
+    assert torch.equal(pixel_values, expected["pixel_values"])
+    assert (pixel_mask == 0).any(), "the batch has no padding: the test would not check the mask"
+
+
+def test_preprocessing_rejects_bad_images_clearly():
+    preprocess = ViltImagePreprocess()
+    with pytest.raises(ValueError, match="expected a uint8 RGB image"):
+        preprocess(torch.rand(64, 64, 3))
+    with pytest.raises(ValueError, match=r"expected one RGB image \[H, W, 3\] or \[3, H, W\], got shape \[64, 64, 4\]"):
+        preprocess(torch.zeros(64, 64, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="too elongated"):
+        preprocess(torch.zeros(4, 2000, 3, dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------
+# End-to-end pipeline
+
+
+def test_pipeline_matches_transformers_end_to_end_on_real_photos(pipeline, reference, processor):
+    photos = _photos(4)
+    for photo, question in zip(photos, QUESTIONS):
+        expected = _reference_logits(reference, processor, photo, question)
+        assert expected.abs().max() > 1.0, "reference logits are degenerate; the comparison would be vacuous"
+        image = load_image(photo).permute(1, 2, 0).contiguous()
+        with torch.no_grad():
+            logits = pipeline.answer_logits(image, question)
+            answers = pipeline(image, question, top_k=3)
+        assert max_abs(logits, expected) <= PARITY_ATOL, photo.name
+        scores = torch.sigmoid(expected)
+        best = scores.topk(3)
+        assert [a for a, _ in answers] == [ANSWERS[i] for i in best.indices.tolist()]
+        assert [s for _, s in answers] == pytest.approx(best.values.tolist(), abs=1e-5)
+
+
+def test_saved_torchscript_pipeline_gives_the_same_answers(pipeline, tmp_path):
+    path = pipeline.save_torchscript(tmp_path / "vqa.pt")
+    loaded = load_vqa_pipeline(path)
+    photos = _photos(3)
+    images = [load_image(p).permute(1, 2, 0).contiguous() for p in photos]
+    with torch.no_grad():
+        for image, question in zip(images, QUESTIONS):
+            eager = pipeline(image, question, 5)
+            scripted = loaded(image, question, 5)
+            assert [a for a, _ in scripted] == [a for a, _ in eager]
+            assert [s for _, s in scripted] == pytest.approx([s for _, s in eager], abs=1e-5)
+        # batch of differently sized images and questions: each row as if alone
+        batch = loaded.answer_batch(images, QUESTIONS[: len(images)], 2)
+        for row, (image, question) in zip(batch, zip(images, QUESTIONS)):
+            alone = pipeline(image, question, 2)
+            assert [a for a, _ in row] == [a for a, _ in alone]
+            assert [s for _, s in row] == pytest.approx([s for _, s in alone], abs=1e-5)
+
+
+def test_pipeline_errors_are_clear(pipeline, tmp_path, hf_folder):
+    image = torch.zeros(100, 120, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="top_k must be at least 1"):
+        pipeline(image, "what?", 0)
+    assert len(pipeline(image, "what?", 100)) == len(ANSWERS)  # top_k beyond the answers: all of them
+    # an HF folder without vocab.txt
+    folder = tmp_path / "no_vocab"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((hf_folder / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="no vocab.txt in .*no_vocab.*--vocab"):
+        create_vqa_pipeline(weights=str(folder))
+    # random weights need a vocabulary too
+    with pytest.raises(ValueError, match="random weights needs vocab_file"):
+        create_vqa_pipeline(weights=None)
+    # the vocab of a folder can be given explicitly
+    explicit = create_vqa_pipeline(weights=str(folder), vocab_file=hf_folder / "vocab.txt")
+    assert isinstance(explicit, VqaPipeline) and explicit.answers == ANSWERS
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def test_vqa_command_prints_the_pipelines_answers(pipeline, hf_folder, capsys):
+    photo = _photos(1)[0]
+    question = QUESTIONS[0]
+    assert main(["vqa", str(photo), question, "--weights", str(hf_folder), "--topk", "3", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    with torch.no_grad():
+        expected = pipeline(load_image(photo), question, 3)
+    assert [row["answer"] for row in printed["answers"]] == [a for a, _ in expected]
+    assert [row["score"] for row in printed["answers"]] == pytest.approx([s for _, s in expected], abs=1e-5)
+    assert printed["question"] == question
+
+
+def test_vqa_command_errors_are_one_line(hf_folder, tmp_path, capsys):
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_text("hello")
+    assert main(["vqa", str(bad), "what?", "--weights", str(hf_folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not_an_image.jpg" in err and "\n" not in err
+    folder = tmp_path / "no_vocab"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((hf_folder / "config.json").read_bytes())
+    (folder / "model.safetensors").write_bytes((hf_folder / "model.safetensors").read_bytes())
+    assert main(["vqa", str(_photos(1)[0]), "what?", "--weights", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no vocab.txt") and "--vocab" in err and "\n" not in err
+
+
+# ---------------------------------------------------------------------------------------
+# mobilevt export vilt_b32_vqa
+
+
+@pytest.fixture(scope="module")
+def check_folder(tmp_path_factory):
+    """Three real photos of different sizes, one turned to portrait: the exports must take
+    every image size ViLT's preprocessing makes."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("vqa_check")
+    photos = _photos(3)
+    for index, photo in enumerate(photos):
+        image = Image.open(photo).convert("RGB")
+        if index == 1:
+            image = image.transpose(Image.Transpose.ROTATE_90)
+        image.save(folder / f"{index}.png")
+    return folder
+
+
+def _export(hf_folder, check_folder, output, fmt, capsys) -> dict:
+    args = ["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", fmt, "-o", str(output),
+            "--check-images", str(check_folder)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "top-1 agreement 100.0%" in capsys.readouterr().out
+    return json.loads((output.parent / (output.name + ".report.json")).read_text())
+
+
+def test_export_torchscript_is_the_whole_pipeline(pipeline, hf_folder, check_folder, tmp_path, capsys):
+    output = tmp_path / "vqa.pt"
+    report = _export(hf_folder, check_folder, output, "torchscript", capsys)
+    assert report["check_images"] == 3 and report["include_preprocessing"]
+    assert report["max_abs_diff"] <= 1e-5 and report["top1_agreement"] == 1.0  # the same kernels as eager
+    assert report["exported_latency_ms"] > 0 and report["eager_latency_ms"] > 0
+    loaded = torch.jit.load(str(output))
+    image = load_image(_photos(1)[0]).permute(1, 2, 0).contiguous()
+    with torch.no_grad():
+        assert [a for a, _ in loaded(image, QUESTIONS[1], 3)] == [a for a, _ in pipeline(image, QUESTIONS[1], 3)]
+    # the CLI answers with the exported file as well
+    assert main(["vqa", str(_photos(1)[0]), QUESTIONS[1], "--pipeline", str(output), "--json", "--topk", "3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [row["answer"] for row in printed["answers"]] == [a for a, _ in pipeline(image, QUESTIONS[1], 3)]
+
+
+def _model_inputs(pipeline, image, question, pad_text=False):
+    pixel_values, pixel_mask = pipeline.image_preprocess(image)
+    input_ids, attention_mask = pipeline.tokenizer.encode_batch([question], pad_text)
+    return input_ids, attention_mask, pixel_values, pixel_mask
+
+
+def test_export_onnx_with_dynamic_image_size_and_vocab(pipeline, hf_folder, check_folder, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason='the onnx export needs it: pip install "mobilevt[onnx]"')
+    output = tmp_path / "vqa.onnx"
+    report = _export(hf_folder, check_folder, output, "onnx", capsys)
+    assert report["max_abs_diff"] <= PARITY_ATOL and report["top1_agreement"] == 1.0
+    # an app tokenizes with the shipped vocabulary and names logits with the answers file
+    assert (tmp_path / "vqa.vocab.txt").read_text() == (hf_folder / "vocab.txt").read_text()
+    assert (tmp_path / "vqa.answers.txt").read_text().splitlines() == ANSWERS
+    tokenizer = torch.jit.load(str(tmp_path / "vqa.tokenizer.pt"))
+    assert tokenizer.encode(QUESTIONS[2]) == pipeline.tokenizer.encode(QUESTIONS[2])
+    # a size and a question length outside the check set
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    image = torch.randint(0, 256, (300, 900, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    inputs = _model_inputs(pipeline, image, "Is there a remote control on the couch or on the table?")
+    names = ["input_ids", "attention_mask", "pixel_values", "pixel_mask"]
+    (logits,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    with torch.no_grad():
+        assert max_abs(torch.from_numpy(logits), pipeline.model(*inputs)) <= PARITY_ATOL
+
+
+@pytest.mark.slow  # about 30 s: torch.export and XNNPACK lowering
+def test_export_executorch_takes_several_image_sizes(hf_folder, check_folder, tmp_path, capsys):
+    pytest.importorskip("executorch", reason='the executorch export needs it: pip install "mobilevt[executorch]"')
+    output = tmp_path / "vqa.pte"
+    report = _export(hf_folder, check_folder, output, "executorch", capsys)
+    # the three check photos have different sizes: the program took all of them
+    assert report["details"]["dynamic_size"] is True
+    assert report["max_abs_diff"] <= PARITY_ATOL and report["top1_agreement"] == 1.0
+    assert (tmp_path / "vqa.vocab.txt").is_file() and (tmp_path / "vqa.answers.txt").is_file()
+
+
+def test_export_refuses_formats_and_options_that_do_not_apply(hf_folder, tmp_path, capsys):
+    assert main(["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", "tflite",
+                 "-o", str(tmp_path / "x.tflite")]) == 1
+    assert "ViLT VQA exports to torchscript, onnx, executorch" in capsys.readouterr().err
+    model = mobilevt.create_model("vilt_b32_vqa", weights=str(hf_folder))
+    from mobilevt.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match="needs its question tokenizer"):
+        export_model(model, tmp_path / "x.pt", "torchscript")
