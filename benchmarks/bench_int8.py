@@ -93,7 +93,6 @@ def main(argv=None) -> int:
     model = mobilevt.create_model("mobilevit_xxs", weights=weights).eval()
     _write_digits(out / "calibration", "train", args.calibration_images)
     labels = torch.tensor(_write_digits(out / "val", "val", 10_000))
-    size = tuple(model.preprocess.input_size)
 
     from mobilevt.data import ImagePreprocess, list_images, load_image
 

@@ -22,8 +22,7 @@ import mobilevt
 from conftest import PARITY_ATOL, SHARED, max_abs, real_photos
 from mobilevt.cli.main import main
 from mobilevt.data import load_image
-from mobilevt.data.vilt_preprocess import ViltImagePreprocess, vilt_resized_size
-from mobilevt.models.vilt import VILT_IMAGE_SIZE_RULE
+from mobilevt.data.vilt_preprocess import ViltImagePreprocess
 from mobilevt.tasks.vqa import VqaPipeline, create_vqa_pipeline, load_vqa_pipeline
 
 transformers = pytest.importorskip("transformers", reason='the parity tests need it: pip install "mobilevt[test]"')
@@ -109,14 +108,6 @@ def _reference_logits(reference, processor, photo, question) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------
 # Image preprocessing
-
-
-def test_size_rule_is_the_models_rule():
-    # vilt_resized_size is the scriptable form of ViltImageSizeRule.output_size: the same
-    # sizes for every height up to 1200 and every 7th width up to 1200 (206k cases).
-    for height in range(1, 1201):
-        for width in range(1, 1201, 7):
-            assert vilt_resized_size(height, width) == VILT_IMAGE_SIZE_RULE.output_size(height, width)
 
 
 def test_preprocessing_matches_vilt_image_processor_on_real_photos():

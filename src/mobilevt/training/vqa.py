@@ -1,0 +1,299 @@
+"""Training a small ViLT on easy-VQA, then its MobiVQA exit heads and exit predictor.
+
+easy-VQA (``pip install easy-vqa``) ships 4,000 training and 1,000 test 64x64 images of one
+coloured shape each, ~38.6k / ~9.7k questions about them and 13 one-word answers: a data
+set on which a small ViLT learns to answer well in minutes on a CPU.
+
+Steps (``benchmarks/bench_mobivqa.py`` runs them all):
+
+1. :func:`load_easy_vqa`: images as normalised tensors, questions tokenized with
+   mobilevt's :class:`~mobilevt.data.tokenizer.WordPieceTokenizer` over a WordPiece
+   vocabulary trained on the training questions (``tokenizers``' trainer: no download).
+2. :func:`train_vqa`: the whole model, cross-entropy over the answers, AdamW with warmup
+   and cosine decay.
+3. :func:`train_exit_heads`: the backbone frozen, every exit head learns to answer from
+   its layer's states (cross-entropy); then the exit predictor learns to pick, per
+   question, the earliest exit whose head answers correctly (the full model when none
+   does), as MobiVQA trains it.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
+from ..fileio import write_text_atomic
+from ..models.vilt import ViltForQuestionAnswering
+from .trainer import parameter_groups, warmup_cosine
+
+__all__ = [
+    "VqaSplit",
+    "load_easy_vqa",
+    "build_wordpiece_vocab",
+    "train_vqa",
+    "train_exit_heads",
+    "evaluate_vqa",
+    "exit_states",
+]
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass
+class VqaSplit:
+    """One split of a VQA data set held in memory: ``images`` ``[num_images, 3, H, W]``
+    (normalised), per question the image index, token ids ``[Q, T]`` and mask, and the
+    answer index."""
+
+    images: torch.Tensor
+    image_index: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask, pixel_values, labels)`` of questions ``rows``,
+        the text trimmed to the longest question of the batch."""
+        mask = self.attention_mask[rows]
+        length = int(mask.sum(dim=1).max())
+        return self.input_ids[rows, :length], mask[:, :length], self.images[self.image_index[rows]], self.labels[rows]
+
+
+def _require_easy_vqa():
+    try:
+        import easy_vqa
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError('easy-VQA training needs the easy-vqa data package: pip install "mobilevt[easyvqa]"') from error
+    return easy_vqa
+
+
+def build_wordpiece_vocab(texts: Sequence[str], path: str | Path, vocab_size: int = 200) -> Path:
+    """Train a lowercase BERT WordPiece vocabulary on ``texts`` (``tokenizers``' trainer)
+    and write it as ``vocab.txt`` at ``path`` (atomically)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tokenizer.train_from_iterator(list(texts), trainer)
+    tokens = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    return write_text_atomic(path, "\n".join(tokens) + "\n")
+
+
+def _load_images(paths: dict, size: int) -> tuple[torch.Tensor, dict]:
+    """Images ``[N, 3, size, size]`` normalised with ViLT's mean/std 0.5, and image id -> row."""
+    import numpy as np
+    from PIL import Image
+
+    ids = sorted(paths)
+    pixels = np.empty((len(ids), size, size, 3), dtype=np.uint8)
+    for row, image_id in enumerate(ids):
+        with Image.open(paths[image_id]) as image:
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.BICUBIC)
+            pixels[row] = np.asarray(image)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(torch.float32).div(255.0).sub(0.5).div(0.5)
+    return images.contiguous(), {image_id: row for row, image_id in enumerate(ids)}
+
+
+def load_easy_vqa(
+    vocab_path: str | Path, image_size: int = 64, max_length: int = 16
+) -> tuple[VqaSplit, VqaSplit, List[str], WordPieceTokenizer]:
+    """``(train, test, answers, tokenizer)`` for easy-VQA. The vocabulary is trained on
+    the training questions and written to ``vocab_path`` unless it exists already."""
+    easy_vqa = _require_easy_vqa()
+    answers = list(easy_vqa.get_answers())
+    answer_index = {answer: i for i, answer in enumerate(answers)}
+    train_questions, train_answers, train_ids = easy_vqa.get_train_questions()
+    vocab_path = Path(vocab_path)
+    if not vocab_path.exists():
+        build_wordpiece_vocab(train_questions, vocab_path)
+    tokenizer = create_tokenizer(vocab_path, max_length=max_length)
+    splits = []
+    for questions, labels, image_ids, paths in (
+        (train_questions, train_answers, train_ids, easy_vqa.get_train_image_paths()),
+        (*easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths()),
+    ):
+        images, row_of = _load_images(paths, image_size)
+        input_ids, attention_mask = tokenizer.encode_batch(list(questions))
+        splits.append(
+            VqaSplit(
+                images=images,
+                image_index=torch.tensor([row_of[i] for i in image_ids], dtype=torch.long),
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=torch.tensor([answer_index[a] for a in labels], dtype=torch.long),
+            )
+        )
+    return splits[0], splits[1], answers, tokenizer
+
+
+def _batches(count: int, batch_size: int, shuffle: bool, seed: int):
+    order = list(range(count))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    for start in range(0, count, batch_size):
+        yield torch.tensor(order[start : start + batch_size], dtype=torch.long)
+
+
+def train_vqa(
+    model: ViltForQuestionAnswering,
+    train: VqaSplit,
+    epochs: float = 2.0,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    weight_decay: float = 0.01,
+    warmup_fraction: float = 0.05,
+    seed: int = 0,
+    log: Optional[Callable[[str], None]] = print,
+) -> List[float]:
+    """Train the whole model with cross-entropy over the answers (AdamW, linear warmup
+    then cosine decay; ``epochs`` may be fractional). Returns the loss per logged step."""
+    if epochs <= 0 or batch_size <= 0 or lr <= 0:
+        raise ValueError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = max(1, int(epochs * steps_per_epoch))
+    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
+    model.train()
+    losses: List[float] = []
+    step = 0
+    epoch = 0
+    while step < total_steps:
+        for rows in _batches(len(train), batch_size, shuffle=True, seed=seed + epoch):
+            if step >= total_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(step, total_steps, max(1, int(warmup_fraction * total_steps)), lr, lr * 0.01)
+            input_ids, attention_mask, pixel_values, labels = train.batch(rows)
+            loss = F.cross_entropy(model(input_ids, attention_mask, pixel_values), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if step % 50 == 0 or step == total_steps:
+                losses.append(loss.item())
+                if log is not None:
+                    log(f"step {step}/{total_steps} loss {losses[-1]:.4f}")
+        epoch += 1
+    model.eval()
+    return losses
+
+
+def exit_states(
+    model: ViltForQuestionAnswering, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor
+) -> tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The encoder states after each exit layer (a list aligned with
+    ``model.exit_layers``), the states after ``model.predictor_layer`` and the key
+    mask, with all optimisations off (no pruning)."""
+    hidden, key_mask = model.embed(input_ids, attention_mask, pixel_values)
+    states: List[torch.Tensor] = []
+    predictor_states = hidden
+    for number in range(1, model.exit_layers[-1] + 1):
+        hidden = model.encoder.forward_layers(hidden, key_mask, number - 1, number)
+        if number == model.predictor_layer:
+            predictor_states = hidden
+        if number in model.exit_layers:
+            states.append(hidden)
+    return states, predictor_states, key_mask
+
+
+def train_exit_heads(
+    model: ViltForQuestionAnswering,
+    train: VqaSplit,
+    epochs: float = 1.0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    predictor_epochs: float = 1.0,
+    seed: int = 0,
+    log: Optional[Callable[[str], None]] = print,
+) -> None:
+    """Train the exit heads, then the exit predictor, with the backbone frozen (only
+    ``model.exit_heads`` and ``model.exit_predictor`` change). Each head minimises the
+    cross-entropy of its answers; the predictor's target is the earliest exit whose head
+    answers correctly, or "full model" (the last choice) when none does."""
+    if not model.exit_layers:
+        raise ValueError("the model has no exit heads: call model.add_early_exits([...]) first")
+    trainable = set(id(p) for p in model.exit_heads.parameters()) | set(id(p) for p in model.exit_predictor.parameters())
+    frozen = [p for p in model.parameters() if id(p) not in trainable]
+    previous = [p.requires_grad for p in frozen]
+    for param in frozen:
+        param.requires_grad_(False)
+    model.eval()  # the backbone's dropout stays off: its states are fixed inputs here
+    try:
+        for stage, parameters, stage_epochs in (
+            ("exit heads", list(model.exit_heads.parameters()), epochs),
+            ("exit predictor", list(model.exit_predictor.parameters()), predictor_epochs),
+        ):
+            steps_per_epoch = math.ceil(len(train) / batch_size)
+            total_steps = max(1, int(stage_epochs * steps_per_epoch))
+            optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+            step = 0
+            epoch = 0
+            while step < total_steps:
+                for rows in _batches(len(train), batch_size, shuffle=True, seed=seed + 1000 + epoch):
+                    if step >= total_steps:
+                        break
+                    for group in optimizer.param_groups:
+                        group["lr"] = warmup_cosine(step, total_steps, 1, lr, lr * 0.01)
+                    input_ids, attention_mask, pixel_values, labels = train.batch(rows)
+                    with torch.no_grad():
+                        states, predictor_states, key_mask = exit_states(model, input_ids, attention_mask, pixel_values)
+                    if stage == "exit heads":
+                        loss = sum(F.cross_entropy(head(state), labels) for head, state in zip(model.exit_heads, states))
+                    else:
+                        target = _earliest_correct_exit(model, states, labels)
+                        choice_logits = model.exit_predictor[0](predictor_states, key_mask, input_ids.shape[1])
+                        loss = F.cross_entropy(choice_logits, target)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    if log is not None and (step % 50 == 0 or step == total_steps):
+                        log(f"{stage}: step {step}/{total_steps} loss {loss.item():.4f}")
+                epoch += 1
+    finally:
+        for param, flag in zip(frozen, previous):
+            param.requires_grad_(flag)
+        model.eval()
+
+
+@torch.no_grad()
+def _earliest_correct_exit(model: ViltForQuestionAnswering, states: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Per question the index of the first exit head whose top answer is right, else
+    ``len(exit_layers)`` (run the full model)."""
+    target = torch.full_like(labels, len(model.exit_layers))
+    for index in reversed(range(len(states))):
+        correct = model.exit_heads[index](states[index]).argmax(dim=1) == labels
+        target = torch.where(correct, torch.full_like(target, index), target)
+    return target
+
+
+@torch.no_grad()
+def evaluate_vqa(model: nn.Module, split: VqaSplit, batch_size: int = 256, limit: Optional[int] = None) -> dict:
+    """Accuracy (top answer) of ``model`` on ``split`` (the first ``limit`` questions),
+    and, for a :class:`ViltForQuestionAnswering`, the mean number of layers run."""
+    count = len(split) if limit is None else min(limit, len(split))
+    correct = 0
+    layers_run = 0.0
+    for rows in _batches(count, batch_size, shuffle=False, seed=0):
+        input_ids, attention_mask, pixel_values, labels = split.batch(rows)
+        if isinstance(model, ViltForQuestionAnswering):
+            logits, exit_layer = model.forward_with_exit(input_ids, attention_mask, pixel_values)
+            layers_run += float(exit_layer.to(torch.float64).sum())
+        else:
+            logits = model(input_ids, attention_mask, pixel_values)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+    return {"accuracy": correct / count, "mean_layers": layers_run / count, "questions": count}
