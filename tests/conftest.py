@@ -101,3 +101,14 @@ def real_photos(limit: int | None = None) -> list[Path]:
     if not photos:
         pytest.skip("no real photos: ../shared is absent and scikit-image / scikit-learn are not installed")
     return photos[:limit] if limit else photos
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    """A folder of six real photos (to check exports on)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in real_photos(6):
+        shutil.copy(photo, folder / photo.name)
+    return folder

@@ -1,11 +1,11 @@
 """``mobilevt export`` / ``mobilevt.export.export_model``: the written files run in their
 runtimes and agree with eager on real photos; dynamic batch and non-square inputs work in
 the exported files; the preprocessing-included TorchScript takes raw photos.
-Tolerances: TorchScript runs torch's kernels (1e-5); onnxruntime its own (1e-4)."""
+Tolerances: TorchScript runs torch's kernels on the BatchNorm-folded model: 5e-5 on logits of magnitude
+up to ~10 (float rounding of the folding); onnxruntime its own kernels (1e-4)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -15,14 +15,6 @@ import torch
 import mobilevt
 from conftest import max_abs, model_with_structure, real_photos
 from mobilevt.export import ExportError, export_model
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in real_photos(6):
-        shutil.copy(photo, folder / photo.name)
-    return folder
 
 
 def _model(name):
@@ -35,13 +27,13 @@ def test_torchscript_export_runs_and_agrees(name, tmp_path, photo_dir):
     model = _model(name)
     out = tmp_path / f"{name}.pt"
     report = export_model(model, out, "torchscript", image_size=(224, 320), check_images=photo_dir, latency_runs=3)
-    assert report.top1_agreement == 1.0 and report.max_abs_diff <= 1e-5 and report.check_images == 6
+    assert report.top1_agreement == 1.0 and report.max_abs_diff <= 5e-5 and report.check_images == 6
     assert json.loads((tmp_path / f"{name}.pt.report.json").read_text())["file_bytes"] == out.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.pt", f"{name}.pt.report.json"]  # no temp files
     loaded = torch.jit.load(str(out))
     x = torch.rand(3, 3, 224, 320)
     with torch.no_grad():
-        assert max_abs(loaded(x), model.eval()(x)) <= 1e-5  # another batch size, non-square
+        assert max_abs(loaded(x), model.eval()(x)) <= 5e-5  # another batch size, non-square
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
@@ -70,7 +62,7 @@ def test_torchscript_with_preprocessing_takes_raw_photos(tmp_path, photo_dir):
         image = mobilevt.load_image(photo)  # any size, uint8
         with torch.no_grad():
             expected = model.eval()(preprocess(image)[None])
-            assert max_abs(loaded(image.permute(1, 2, 0).contiguous()), expected) <= 1e-5
+            assert max_abs(loaded(image.permute(1, 2, 0).contiguous()), expected) <= 5e-5
 
 
 def test_lite_interpreter_file(tmp_path, photo_dir):
@@ -82,7 +74,7 @@ def test_lite_interpreter_file(tmp_path, photo_dir):
     assert report.runtime == "PyTorch lite interpreter" and report.top1_agreement == 1.0
     x = torch.rand(2, 3, 256, 256)
     with torch.no_grad():
-        assert max_abs(_load_for_lite_interpreter(str(out))(x), model.eval()(x)) <= 1e-5
+        assert max_abs(_load_for_lite_interpreter(str(out))(x), model.eval()(x)) <= 5e-5
 
 
 def test_unsupported_options_and_missing_packages(tmp_path, monkeypatch, photo_dir):

@@ -14,13 +14,12 @@ whose BatchNorm statistics are measured on photos, so that its logits depend on 
 """
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import torch
 
 import mobilevt
-from conftest import max_abs, model_with_structure, randomize_, real_photos
+from conftest import max_abs, model_with_structure, randomize_
 from mobilevt.data.preprocess import ImagePreprocess
 from mobilevt.export import ExportError, export_model
 from mobilevt.weights.entries import PreprocessConfig
@@ -34,14 +33,6 @@ from mobilevt.export.onnx_preprocessing import preprocessing_model  # noqa: E402
 LOGIT_ATOL = 5e-2
 MAX_STEPS = 2.0  # 8-bit steps
 MAX_FRACTION_DIFFERING = 0.03
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in real_photos(6):
-        shutil.copy(photo, folder / photo.name)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,6 @@ def _needs_litert():
     pytest.importorskip("ai_edge_litert", reason='ai-edge-litert is not installed: pip install "mobilevt[tflite]"')
 
 
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in real_photos(6):
-        shutil.copy(photo, folder / photo.name)
-    return folder
-
-
 @pytest.fixture(scope="module", params=["mobilevit_xxs", "mobilevitv2_050"])
 def exported(request, tmp_path_factory, photo_dir):
     """(model, report, folder) of one export, shared by the tests below."""

@@ -52,6 +52,17 @@ class CheckpointMismatchError(RuntimeError):
         self.mis_shaped = mis_shaped or []
 
 
+# mobilevt transformer-layer module -> transformers' name for it (ViT-style layers, used by
+# MobileViT v1 and ViLT)
+HF_TRANSFORMER_LAYER_KEYS = {
+    "norm1": "layernorm_before",
+    "attn.proj": "attention.output.dense",
+    "norm2": "layernorm_after",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}
+
+
 def unwrap_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
     """Take the tensor dict out of a training checkpoint and strip DDP/compile prefixes."""
     state = checkpoint
@@ -233,13 +244,7 @@ def _hf_keys(key: str, arch) -> list[str]:
             param = sub[len("attn.qkv.") :]
             # transformers keeps separate query/key/value projections; ours is fused.
             return [base + f"attention.attention.{name}.{param}" for name in ("query", "key", "value")]
-        table = {
-            "norm1": "layernorm_before",
-            "attn.proj": "attention.output.dense",
-            "norm2": "layernorm_after",
-            "mlp.fc1": "intermediate.dense",
-            "mlp.fc2": "output.dense",
-        }
+        table = HF_TRANSFORMER_LAYER_KEYS
     else:
         table = {
             "norm1": "layernorm_before",

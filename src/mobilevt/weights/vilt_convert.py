@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .convert import CheckpointMismatchError
+from .convert import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
 from .entries import Weights
 from .loading import HF_PREFIX, WeightsNotFoundError, read_checkpoint, resolve_source
 
@@ -102,13 +102,7 @@ def _hf_keys(key: str) -> list[str]:
             param = rest[len("attn.qkv.") :]
             # transformers keeps separate query/key/value projections; ours is fused (q, k, v rows).
             return [base + f"attention.attention.{name}.{param}" for name in ("query", "key", "value")]
-        table = {
-            "norm1": "layernorm_before",
-            "attn.proj": "attention.output.dense",
-            "norm2": "layernorm_after",
-            "mlp.fc1": "intermediate.dense",
-            "mlp.fc2": "output.dense",
-        }
+        table = HF_TRANSFORMER_LAYER_KEYS
         return [base + _rename(rest, table)]
     if key.startswith("text_embeddings.") and not key.startswith("text_embeddings.norm."):
         return ["vilt.embeddings." + key]
