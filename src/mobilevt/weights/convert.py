@@ -364,6 +364,20 @@ def convert_state_dict(
     return out
 
 
+def mismatch_lines(
+    model_name: str, layout: str, missing: list[str], unexpected: list[str], mis_shaped: list[str]
+) -> list[str]:
+    """The lines of a "checkpoint does not fit" message that name the keys (any family)."""
+    lines = [f"checkpoint ({layout} layout) does not fit model {model_name!r}:"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
+    if mis_shaped:
+        lines.append(f"  mis-shaped ({len(mis_shaped)}): {_format_keys(mis_shaped, 6)}")
+    return lines
+
+
 def _mismatch_message(
     model_name: str,
     layout: str,
@@ -372,13 +386,7 @@ def _mismatch_message(
     mis_shaped: list[str],
     state: Mapping[str, torch.Tensor] | None,
 ) -> str:
-    lines = [f"checkpoint ({layout} layout) does not fit model {model_name!r}:"]
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
-    if mis_shaped:
-        lines.append(f"  mis-shaped ({len(mis_shaped)}): {_format_keys(mis_shaped, 6)}")
+    lines = mismatch_lines(model_name, layout, missing, unexpected, mis_shaped)
     if state is not None:
         guess = guess_variant(state, layout)
         if guess and guess != model_name:

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .convert import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
+from .convert import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError, mismatch_lines
 from .entries import Weights
 from .loading import HF_PREFIX, WeightsNotFoundError, read_checkpoint, resolve_source
 
@@ -205,21 +205,10 @@ def _checkpoint_depth(layout: str, keys: Iterable[str]) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def _format_keys(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def _mismatch_message(
     model_name: str, layout: str, missing: list[str], unexpected: list[str], mis_shaped: list[str], note: str
 ) -> str:
-    lines = [f"checkpoint ({layout} layout) does not fit model {model_name!r}:"]
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
-    if mis_shaped:
-        lines.append(f"  mis-shaped ({len(mis_shaped)}): {_format_keys(mis_shaped, 6)}")
+    lines = mismatch_lines(model_name, layout, missing, unexpected, mis_shaped)
     for prefix, what in _OTHER_TASKS:
         if any(k.startswith(prefix) for k in unexpected):
             lines.append(f"  this is {what}, not a VQA checkpoint")
