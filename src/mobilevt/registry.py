@@ -29,6 +29,10 @@ class ModelEntry:
     # create(entry, weights, num_classes, **kwargs), weights being None, a Weights entry
     # or a source; None = the image-classifier path of mobilevt.create_model
     create: Callable[..., nn.Module] | None = None
+    # a family's own strict loader for mobilevt.load_weights: load(model, checkpoint),
+    # checkpoint being a mobilevt.weights.loading.Checkpoint (state dict + metadata);
+    # None = the MobileViT classifier layouts (weights.convert)
+    load: Callable[[nn.Module, Any], None] | None = None
 
     @property
     def default_weights(self) -> Weights | None:

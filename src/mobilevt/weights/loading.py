@@ -184,6 +184,12 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Weights | Checkpo
     name = getattr(model, "model_name", None)
     if name is None:
         raise ValueError("load_weights needs a model made by mobilevt.create_model (it has no model_name)")
+    from ..registry import get_model_entry
+
+    entry = get_model_entry(name)
+    if entry.load is not None:  # a family with its own checkpoint layouts (ViLT, task models)
+        entry.load(model, checkpoint)
+        return model
     layout = detect_layout(checkpoint.state_dict)
     converted = convert_state_dict(checkpoint.state_dict, name, layout)
     check_shapes(model, converted, layout, checkpoint.state_dict)
