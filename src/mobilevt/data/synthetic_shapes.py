@@ -1,0 +1,313 @@
+"""A synthetic segmentation and detection data set: filled shapes on real photo backgrounds.
+
+Each image is a random crop of a real photo with 1..``max_shapes`` filled circles, squares
+and triangles of random colour, size, rotation and position painted on it, anti-aliased,
+some overlapping and some cut by the image border. The same draw gives
+
+- a PASCAL VOC-style class mask (palette PNG: 0 background, 1 + index into
+  :data:`SHAPE_CLASSES`, 255 = ignore on the anti-aliased edge pixels, which mix two labels),
+- COCO-format boxes of the visible part of every shape.
+
+It is small and quick enough to prove, on a CPU in minutes, that a segmentation or
+detection model and its training loop learn, and it uses real photos so that the model
+has to tell shapes from clutter rather than from a flat colour.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..fileio import atomic_path, write_text_atomic
+from .segmentation_palette import IGNORE_INDEX, voc_palette
+
+SHAPE_CLASSES = ("circle", "square", "triangle")
+
+_SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: coverage in steps of 1/16
+_MIN_VISIBLE_FRACTION = 0.5  # a shape less visible than this (of its in-image area) is dropped
+_MANIFEST = "shapes.json"  # written last: the data set is complete when it exists
+_FORMAT_VERSION = 1
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class _Background:
+    """One background photo: a file path, or a loader name of a packaged sample photo."""
+
+    name: str
+    path: Optional[Path] = None
+
+    def load(self) -> Image.Image:
+        if self.path is not None:
+            with Image.open(self.path) as image:
+                return image.convert("RGB")
+        return Image.fromarray(_packaged_photo(self.name)).convert("RGB")
+
+
+def _packaged_photo(name: str) -> np.ndarray:
+    package, _, photo = name.partition(":")
+    if package == "skimage":
+        from skimage import data
+
+        return getattr(data, photo)()
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image(photo)
+
+
+def _shared_photo_folder() -> Optional[Path]:
+    """The ImageNet sample photos of the project's ``../shared`` folder, when present
+    (``MOBILEVT_SHARED`` points elsewhere); never required."""
+    shared = os.environ.get("MOBILEVT_SHARED")
+    root = Path(shared) if shared else Path(__file__).resolve().parents[3].parent / "shared"
+    folder = root / "data" / "imagenet-sample"
+    return folder if folder.is_dir() else None
+
+
+def default_backgrounds() -> list[_Background]:
+    """Real photos to paint shapes on: scikit-image's and scikit-learn's sample photos (those
+    installed) and, when the project's ``../shared`` folder exists, its 1000 ImageNet photos."""
+    found: list[_Background] = []
+    try:
+        from skimage import data
+
+        for photo in ("chelsea", "coffee", "astronaut", "rocket"):
+            try:
+                getattr(data, photo)()
+            except (AttributeError, OSError, ValueError):
+                continue
+            found.append(_Background(f"skimage:{photo}"))
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_image
+
+        for photo in ("china.jpg", "flower.jpg"):
+            try:
+                load_sample_image(photo)
+            except (AttributeError, OSError, ValueError):
+                continue
+            found.append(_Background(f"sklearn:{photo}"))
+    except ImportError:
+        pass
+    folder = _shared_photo_folder()
+    if folder is not None:
+        found += [_Background(p.name, p) for p in sorted(folder.glob("*.JPEG"))]
+    return found
+
+
+def write_shapes_dataset(
+    root: PathLike,
+    num_train: int = 400,
+    num_val: int = 100,
+    image_size: int = 256,
+    max_shapes: int = 3,
+    seed: int = 0,
+    *,
+    backgrounds: Optional[Sequence[PathLike]] = None,
+) -> Path:
+    """Write the shapes data set under ``root`` and return ``root`` as a ``Path``.
+
+    Layout (PASCAL VOC for segmentation, COCO for detection)::
+
+        root/JPEGImages/<id>.jpg                      RGB, image_size x image_size
+        root/SegmentationClass/<id>.png               palette PNG: 0 background, 1.. shapes, 255 ignore
+        root/ImageSets/Segmentation/{train,val}.txt   one id per line
+        root/annotations/instances_{train,val}.json   COCO boxes [x, y, w, h] of the visible parts
+        root/classes.txt                              line i: the name of mask value i (background first)
+        root/shapes.json                              the parameters; written last
+
+    Ids are ``train_000000`` ... and ``val_000000`` .... Every file is written atomically.
+    The output depends only on the arguments and on the background photos: the same seed
+    and the same photos give byte-identical files (each image draws from its own random
+    stream, keyed by seed, split and index).
+
+    Args:
+        root: output folder (created; existing files of the same names are replaced).
+        num_train, num_val: images per split.
+        image_size: side of the square images.
+        max_shapes: each image gets 1..max_shapes shapes. Shapes of which less than half
+            of their in-image area stays visible under later shapes are left out of the
+            boxes, and their visible pixels are marked 255 (ignore) in the mask, so that
+            masks and boxes describe the same objects.
+        seed: random seed.
+        backgrounds: photo files to use as backgrounds; default :func:`default_backgrounds`
+            (scikit-image / scikit-learn sample photos, plus ``../shared``'s ImageNet photos
+            when that folder exists).
+
+    Raises:
+        ValueError: bad sizes or counts.
+        RuntimeError: no background photos (install scikit-learn or scikit-image, or pass
+            ``backgrounds``).
+    """
+    if num_train < 0 or num_val < 0 or num_train + num_val == 0:
+        raise ValueError(f"need at least one image: num_train={num_train}, num_val={num_val}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be at least 16, got {image_size}")
+    if max_shapes < 1:
+        raise ValueError(f"max_shapes must be at least 1, got {max_shapes}")
+    if backgrounds is not None:
+        photos = [_Background(Path(p).name, Path(p)) for p in backgrounds]
+    else:
+        photos = default_backgrounds()
+    if not photos:
+        raise RuntimeError(
+            "no background photos for the shapes data set: pip install scikit-learn (or scikit-image), "
+            "or pass backgrounds=[photo files]"
+        )
+    root = Path(root)
+    palette = voc_palette()
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPE_CLASSES)]
+    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        ids, images, annotations = [], [], []
+        for index in range(count):
+            rng = np.random.default_rng([seed, split_index, index])
+            image_id = f"{split}_{index:06d}"
+            photo, mask, shapes = _draw_sample(rng, photos, image_size, max_shapes)
+            with atomic_path(root / "JPEGImages" / f"{image_id}.jpg") as tmp:
+                Image.fromarray(photo).save(tmp, format="JPEG", quality=95)
+            mask_image = Image.fromarray(mask, mode="L").convert("P")
+            mask_image.putpalette(palette)
+            with atomic_path(root / "SegmentationClass" / f"{image_id}.png") as tmp:
+                mask_image.save(tmp, format="PNG")
+            ids.append(image_id)
+            images.append({"id": index + 1, "file_name": f"{image_id}.jpg", "height": image_size, "width": image_size})
+            for label, box, area in shapes:
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index + 1,
+                        "category_id": label,
+                        "bbox": box,
+                        "area": area,
+                        "iscrowd": 0,
+                    }
+                )
+        write_text_atomic(root / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+        coco = {"images": images, "annotations": annotations, "categories": categories}
+        write_text_atomic(root / "annotations" / f"instances_{split}.json", json.dumps(coco))
+    write_text_atomic(root / "classes.txt", "".join(f"{name}\n" for name in ("background", *SHAPE_CLASSES)))
+    manifest = _manifest(num_train, num_val, image_size, max_shapes, seed, photos)
+    write_text_atomic(root / _MANIFEST, json.dumps(manifest, indent=2))
+    return root
+
+
+def ensure_shapes_dataset(
+    root: PathLike,
+    num_train: int = 400,
+    num_val: int = 100,
+    image_size: int = 256,
+    max_shapes: int = 3,
+    seed: int = 0,
+) -> Path:
+    """:func:`write_shapes_dataset` unless ``root`` already holds a complete data set
+    written with these parameters and the same background photos (its ``shapes.json``)."""
+    root = Path(root)
+    expected = _manifest(num_train, num_val, image_size, max_shapes, seed, default_backgrounds())
+    try:
+        if json.loads((root / _MANIFEST).read_text(encoding="utf-8")) == expected:
+            return root
+    except (OSError, ValueError):
+        pass
+    return write_shapes_dataset(root, num_train, num_val, image_size, max_shapes, seed)
+
+
+def _manifest(num_train, num_val, image_size, max_shapes, seed, photos: Sequence[_Background]) -> dict:
+    return {
+        "format": _FORMAT_VERSION,
+        "num_train": num_train,
+        "num_val": num_val,
+        "image_size": image_size,
+        "max_shapes": max_shapes,
+        "seed": seed,
+        "classes": list(SHAPE_CLASSES),
+        "backgrounds": [p.name for p in photos],
+    }
+
+
+def _draw_sample(
+    rng: np.random.Generator, photos: Sequence[_Background], size: int, max_shapes: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, list[float], float]]]:
+    """One image (uint8 HxWx3), its mask (uint8 HxW) and its shapes (category id, visible
+    box [x, y, w, h], visible area in pixels)."""
+    image = _background(rng, photos[int(rng.integers(len(photos)))], size).astype(np.float32)
+    num_shapes = int(rng.integers(1, max_shapes + 1))
+    labels, coverages = [], []
+    for _ in range(num_shapes):
+        label = int(rng.integers(len(SHAPE_CLASSES))) + 1
+        coverage = _shape_coverage(rng, SHAPE_CLASSES[label - 1], size)
+        colour = rng.integers(0, 256, size=3).astype(np.float32)
+        image = image * (1.0 - coverage[..., None]) + colour * coverage[..., None]
+        labels.append(label)
+        coverages.append(coverage)
+
+    # Painter's order: the topmost shape touching a pixel owns it; the pixel gets that
+    # shape's class if the shape covers it fully, else it mixes labels: ignore.
+    owner = np.full((size, size), -1, dtype=np.int64)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    for i, coverage in enumerate(coverages):
+        touched = coverage > 0
+        owner[touched] = i
+        mask[touched] = IGNORE_INDEX
+        mask[coverage >= 1.0] = labels[i]
+    shapes = []
+    for i, coverage in enumerate(coverages):
+        visible = coverage.copy()
+        for later in coverages[i + 1 :]:
+            visible *= 1.0 - later
+        area = float(visible.sum())
+        mine = owner == i
+        if area < _MIN_VISIBLE_FRACTION * float(coverage.sum()) or not mine.any():
+            mask[mine] = IGNORE_INDEX  # a fragment without a box: not a learnable object
+            continue
+        rows, cols = np.nonzero(mine)
+        x0, y0, x1, y1 = int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+        shapes.append((labels[i], [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], round(area, 2)))
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask, shapes
+
+
+def _background(rng: np.random.Generator, photo: _Background, size: int) -> np.ndarray:
+    """A random square-ish crop of 30-100% of the photo's shorter side, resized to ``size``."""
+    image = photo.load()
+    width, height = image.size
+    side = min(width, height) * float(rng.uniform(0.3, 1.0))
+    aspect = math.exp(float(rng.uniform(math.log(3 / 4), math.log(4 / 3))))
+    crop_w = min(width, side * math.sqrt(aspect))
+    crop_h = min(height, side / math.sqrt(aspect))
+    left = float(rng.uniform(0, width - crop_w))
+    top = float(rng.uniform(0, height - crop_h))
+    crop = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.uint8)
+
+
+def _shape_coverage(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
+    """The fraction of each pixel a random shape covers (float32 HxW in [0, 1]).
+
+    The shape's centre lies inside the image, so at least about a quarter of it is visible;
+    near the border part of it falls outside."""
+    s = _SUPERSAMPLE
+    radius = float(rng.uniform(0.08, 0.22)) * size * s  # circumradius
+    cx, cy = (float(v) * size * s for v in rng.uniform(0.0, 1.0, size=2))
+    angle = float(rng.uniform(0, 2 * math.pi))
+    canvas = Image.new("L", (size * s, size * s), 0)
+    draw = ImageDraw.Draw(canvas)
+    if kind == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
+    else:
+        corners = 4 if kind == "square" else 3
+        points = [
+            (cx + radius * math.cos(angle + 2 * math.pi * k / corners), cy + radius * math.sin(angle + 2 * math.pi * k / corners))
+            for k in range(corners)
+        ]
+        draw.polygon(points, fill=255)
+    fine = np.asarray(canvas, dtype=np.float32) / 255.0
+    return fine.reshape(size, s, size, s).mean(axis=(1, 3))
