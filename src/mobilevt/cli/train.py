@@ -22,9 +22,12 @@ def run_train(args) -> int:
     result = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    best = f"top-1 {result.best_metric:.2f}%" if result.metric_name == "top1" \
+        else f"{result.metric_name} {result.best_metric:.4f}"
+    use = {"classification": "predict", "segmentation": "segment", "detection": "detect"}.get(config.task, "predict")
     print(
-        f"best val top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}) in {result.seconds:.0f} s, "
+        f"best val {best} (epoch {result.best_epoch}) in {result.seconds:.0f} s, "
         f"{result.steps} steps; weights: {result.best_path} "
-        f"(mobilevt predict IMAGE --model {config.model} --weights {result.best_path})"
+        f"(mobilevt {use} IMAGE --model {config.model} --weights {result.best_path})"
     )
     return 0

@@ -183,6 +183,9 @@ class MultiScaleDataset(Dataset):
     (set ``epoch`` each epoch) instead of DataLoader worker state: a run resumed
     mid-epoch, with any number of workers, augments every sample exactly as the
     uninterrupted run does. An image of ``None`` (undecodable) is passed through.
+
+    With ``joint``, the transform is called as ``transform(image, target)`` and returns
+    both (dense tasks: a mask or boxes move with the image).
     """
 
     def __init__(
@@ -191,8 +194,10 @@ class MultiScaleDataset(Dataset):
         transform_for_size: Callable[[tuple[int, int]], Callable],
         default_size: tuple[int, int] = (256, 256),
         seed: Optional[int] = None,
+        joint: bool = False,
     ):
         self.dataset = dataset
+        self.joint = joint
         self.transform_for_size = transform_for_size
         self.default_size = default_size
         self.seed = seed
@@ -214,7 +219,13 @@ class MultiScaleDataset(Dataset):
         if size not in self._transforms:
             self._transforms[size] = self.transform_for_size(size)
         if self.seed is None:
-            return self._transforms[size](image), target
+            return self._apply(self._transforms[size], image, target)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index))
-            return self._transforms[size](image), target
+            return self._apply(self._transforms[size], image, target)
+
+    def _apply(self, transform: Callable, image, target):
+        if self.joint:
+            image, target = transform(image, target)
+            return image, target
+        return transform(image), target

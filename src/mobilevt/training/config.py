@@ -62,6 +62,9 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    # what is trained: "classification", "segmentation" or "detection"
+    # (mobilevt.training.tasks; the model must be of that task)
+    task: str = "classification"
     model: str = "mobilevit_xxs"
     weights: Optional[str] = None  # start from a checkpoint (fine-tuning); the head is replaced if classes differ
     epochs: int = 300
@@ -172,6 +175,11 @@ def _check_type(key: str, value: Any, hint) -> Any:
 
 def _validate(config, prefix: str) -> None:
     if isinstance(config, TrainConfig):
+        from .tasks import TASKS, _import_builtin_tasks
+
+        _import_builtin_tasks()
+        if config.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(sorted(TASKS))}, not {config.task!r}")
         if config.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, not {config.amp!r}")
         for key in ("epochs", "batch_size"):

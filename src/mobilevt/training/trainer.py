@@ -19,21 +19,14 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 from ..fileio import atomic_path
 from .config import TrainConfig
-from .data import (
-    EvalDataset,
-    batch_mixer,
-    build_datasets,
-    collate_train,
-    preprocess_config_for_eval,
-    train_transform,
-)
+from .data import EvalDataset, collate_train
+from .tasks import TrainingTask, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +40,19 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    best_top1: float
+    best_metric: float  # the task's primary validation metric (classification: top-1 %)
     best_epoch: int
     best_path: str
     epochs_run: int
     steps: int
     seconds: float
     history: list[dict]
+    metric_name: str = "top1"
+
+    @property
+    def best_top1(self) -> float:
+        """Classification's best validation top-1 (%), ``best_metric`` under its old name."""
+        return self.best_metric
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
@@ -76,9 +75,11 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train as ``config`` says; ``resume`` continues from ``output_dir/last.pt``."""
-    import mobilevt
+    """Train as ``config`` says; ``resume`` continues from ``output_dir/last.pt``.
 
+    ``config.task`` picks what is trained (:mod:`mobilevt.training.tasks`); the loop is
+    the same for every task."""
+    task: TrainingTask = get_task(config.task)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = _device(config.device, distributed)
     if distributed and not dist.is_initialized():
@@ -91,13 +92,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
-    train_set, val_set, classes = build_datasets(config.data, config.seed)
-    # with weights, everything but a head of another class count is loaded (fine-tuning)
-    model = mobilevt.create_model(
-        config.model, weights=config.weights, num_classes=len(classes), drop_path_rate=config.drop_path_rate
-    )
-    model.class_names = list(classes)
-    model.preprocess = preprocess_config_for_eval(config)
+    train_set, val_set, classes = task.build_datasets(config)
+    model = task.create_model(config, list(classes))
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -115,7 +111,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         resolutions = [Resolution(config.sampler.image_size, config.sampler.image_size, config.batch_size)]
     sampler = MultiScaleBatchSampler(len(train_set), resolutions, seed=config.seed, rank=rank, world_size=world_size)
     train_data = MultiScaleDataset(
-        train_set, functools.partial(train_transform, augment=config.augment), seed=config.seed
+        train_set, functools.partial(task.train_transform, config=config), seed=config.seed, joint=True
     )
     # multi-scale epochs differ slightly in step count: the schedule's length is epoch 0's
     # (the cosine holds at min_lr if a run goes a few steps beyond)
@@ -137,9 +133,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if amp_dtype is not None and not use_amp and is_main:
         logger.warning("amp=%s applies on CUDA only; training in float32 on %s", config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    mixer = batch_mixer(config.augment, len(classes))
-
-    state = {"epoch": 0, "step": 0, "best_top1": -1.0, "best_epoch": -1, "history": []}
+    state = {"epoch": 0, "step": 0, "best_metric": -1.0, "best_epoch": -1, "history": []}
     if resume:
         state = _load_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler)
         if is_main:  # drop log rows written after the checkpoint by the interrupted run
@@ -150,8 +144,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             (out / log).unlink(missing_ok=True)
 
     board = _tensorboard(out) if is_main else None
-    val_loader = validation_loader(val_set, config.sampler.image_size, config.batch_size, config.data.workers,
-                                   rank, world_size)
+    val_loader = task.validation_loader(val_set, config, rank, world_size)
+    metric = task.primary_metric
     csv_path = out / "metrics.csv"
     start = time.perf_counter()
     step = state["step"]
@@ -161,7 +155,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         sampler.set_epoch(epoch)  # keeps a resumed mid-epoch position for the same epoch
         train_data.epoch = epoch
         loader = DataLoader(
-            train_data, batch_sampler=sampler, num_workers=config.data.workers, collate_fn=collate_train,
+            train_data, batch_sampler=sampler, num_workers=config.data.workers, collate_fn=task.collate,
             pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
         )
         wrapped.train()
@@ -180,15 +174,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             if images is None:
                 continue
             images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
+            targets = task.targets_to(targets, device)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            if mixer is not None:
-                images, targets = mixer(images, targets)
+            images, targets = task.prepare_batch(images, targets)
             autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
             with autocast:
-                logits = wrapped(images)
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+                loss = task.training_loss(wrapped, images, targets, config)
             finite = torch.isfinite(loss.detach()).to(torch.int64).reshape(1)
             if distributed:  # every rank stops together instead of waiting for a rank that stopped
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -241,37 +233,41 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 stop = True  # the partial epoch is evaluated and counts as done
                 break
         bar.close()
-        top1, top5, val_failed = evaluate_classifier(model, val_loader, device, config.channels_last, distributed)
-        ema_top1 = evaluate_classifier(ema.module, val_loader, device, config.channels_last, distributed)[0] \
+        metrics, val_failed = task.evaluate(model, val_loader, device, config, distributed)
+        ema_value = task.evaluate(ema.module, val_loader, device, config, distributed)[0][metric] \
             if ema is not None else None
+        value = metrics[metric]
         seconds = time.perf_counter() - start
         train_failed = _sum_over_ranks(failed_images, device) if distributed else failed_images
         row = {"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, epoch_images),
-               "lr": scheduler.get_last_lr()[0], "val_top1": top1, "val_top5": top5, "ema_top1": ema_top1,
+               "lr": scheduler.get_last_lr()[0], **{f"val_{k}": v for k, v in metrics.items()},
+               f"ema_{metric}": ema_value,
                "images_per_s": epoch_images * world_size / max(1e-9, time.perf_counter() - epoch_start),
                "seconds": seconds, "failed_images": train_failed, "val_failed_images": val_failed}
         state["history"].append(row)
-        best_candidate = max(top1, ema_top1 if ema_top1 is not None else -1.0)
-        improved = best_candidate > state["best_top1"]
+        best_candidate = max(value, ema_value if ema_value is not None else -1.0)
+        improved = best_candidate > state["best_metric"]
         if improved:  # the metrics are summed over ranks: all ranks agree
-            state["best_top1"], state["best_epoch"] = best_candidate, epoch
+            state["best_metric"], state["best_epoch"] = best_candidate, epoch
         if is_main:
             if improved:
-                source = ema.module if ema is not None and (ema_top1 or -1) > top1 else model
+                source = ema.module if ema is not None and (ema_value or -1) > value else model
                 _export_best(source, model, out / BEST)
             _append_csv(csv_path, row)
             if board is not None:
-                board.add_scalar("val/top1", top1, step)
-                board.add_scalar("val/top5", top5, step)
-                if ema_top1 is not None:
-                    board.add_scalar("val/ema_top1", ema_top1, step)
+                for key, number in metrics.items():
+                    board.add_scalar(f"val/{key}", number, step)
+                if ema_value is not None:
+                    board.add_scalar(f"val/ema_{metric}", ema_value, step)
                 board.flush()
             _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
                              {**state, "epoch": epoch + 1, "step": step}, steps_done=0)
-            ema_text = f", EMA {ema_top1:.2f}%" if ema_top1 is not None else ""
+            unit = task.metric_scale
+            ema_text = (f", EMA {ema_value:.2f}{unit}" if unit else f", EMA {ema_value:.4f}") \
+                if ema_value is not None else ""
             skipped = f", skipped undecodable images: {train_failed} train, {val_failed} val" \
                 if train_failed or val_failed else ""
-            print(f"epoch {epoch}: loss {row['train_loss']:.4f}, val top-1 {top1:.2f}%{ema_text}, "
+            print(f"epoch {epoch}: loss {row['train_loss']:.4f}, {task.format_metrics(metrics)}{ema_text}, "
                   f"{row['images_per_s']:.0f} img/s, {seconds:.0f} s{skipped}", flush=True)
         state["epoch"], state["step"] = epoch + 1, step
         saved_step = step  # rank 0 wrote last.pt above
@@ -280,11 +276,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if board is not None:
         board.close()
     if is_main:
-        _plot(csv_path, out / "curves.png")
+        _plot(csv_path, out / "curves.png", metric, task.metric_scale)
     if distributed:
         dist.barrier()
-    return TrainResult(state["best_top1"], state["best_epoch"], str(out / BEST), len(state["history"]), step,
-                       time.perf_counter() - start, state["history"])
+    return TrainResult(state["best_metric"], state["best_epoch"], str(out / BEST), len(state["history"]), step,
+                       time.perf_counter() - start, state["history"], metric)
 
 
 def _progress(total: int, epoch: int, enabled: bool):
@@ -410,7 +406,8 @@ def _save_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scale
             "python_version": random.getstate()[0],
             "python_gauss": random.getstate()[2],
         },
-        "state": {k: state[k] for k in ("epoch", "step", "best_top1", "best_epoch")},
+        "task": config.task,
+        "state": {k: state[k] for k in ("epoch", "step", "best_metric", "best_epoch")},
         "history": json.dumps(state["history"]),
     }
     with atomic_path(path) as tmp:
@@ -451,6 +448,8 @@ def _load_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scale
                          numpy_state["has_gauss"], numpy_state["cached"]))
     random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
     state = dict(checkpoint["state"])
+    if "best_top1" in state:  # written before training became task-generic
+        state["best_metric"] = state.pop("best_top1")
     state["epoch"] = int(checkpoint["sampler"]["epoch"])
     state["history"] = json.loads(checkpoint["history"])
     return state
@@ -488,7 +487,7 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _plot(csv_path: Path, png_path: Path) -> None:
+def _plot(csv_path: Path, png_path: Path, metric: str = "top1", unit: str = "%") -> None:
     try:
         import matplotlib
 
@@ -505,10 +504,10 @@ def _plot(csv_path: Path, png_path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [float(r["train_loss"]) for r in rows])
     left.set(xlabel="epoch", ylabel="train loss")
-    right.plot(epochs, [float(r["val_top1"]) for r in rows], label="model")
-    if rows and rows[0]["ema_top1"] not in ("", "None"):
-        right.plot(epochs, [float(r["ema_top1"]) for r in rows], label="EMA")
-    right.set(xlabel="epoch", ylabel="val top-1 (%)")
+    right.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], label="model")
+    if rows and rows[0][f"ema_{metric}"] not in ("", "None"):
+        right.plot(epochs, [float(r[f"ema_{metric}"]) for r in rows], label="EMA")
+    right.set(xlabel="epoch", ylabel=f"val {metric}" + (f" ({unit})" if unit else ""))
     right.legend()
     figure.tight_layout()
     with atomic_path(png_path) as tmp:

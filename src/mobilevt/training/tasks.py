@@ -1,0 +1,210 @@
+"""What the training loop needs to know about a task.
+
+``mobilevt.training.train`` is one loop (multi-scale batches, AdamW + warmup/cosine, EMA,
+mixed precision, DDP, checkpoints that resume exactly); a :class:`TrainingTask` supplies
+the parts that differ between image classification, semantic segmentation and object
+detection: the datasets, the model, the per-resolution augmentation of an (image, target)
+pair, batching, the loss and the validation metrics. ``TrainConfig.task`` picks one by
+name from :data:`TASKS` (``register_task`` adds one).
+
+Dataset items are ``(image, target)``: ``image`` a uint8 ``[3, H, W]`` tensor (a
+``tv_tensors.Image`` for dense tasks) or ``None`` when the file could not be decoded
+(the loop counts and skips it), ``target`` whatever the task uses (a class index, a
+``tv_tensors.Mask``, a dict with ``tv_tensors.BoundingBoxes`` and labels).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .config import TrainConfig
+
+
+class TrainingTask:
+    """Base class of a trainable task; subclasses override every method that raises.
+
+    Attributes:
+        name: the ``TrainConfig.task`` value that selects the task.
+        primary_metric: the key of :meth:`evaluate`'s metrics that picks
+            ``best.safetensors`` (larger is better), e.g. ``"top1"``, ``"miou"``, ``"map50"``.
+        metric_scale: how to print metrics: ``"%"`` for percentages, ``""`` for fractions.
+    """
+
+    name: str = ""
+    primary_metric: str = ""
+    metric_scale: str = ""
+
+    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+        """Train and validation datasets of ``(image, target)`` items, and the class names."""
+        raise NotImplementedError
+
+    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+        """The model to train, made with ``mobilevt.create_model`` (so it has
+        ``model_name``), with whatever metadata ``save_weights`` should store
+        (``class_names``, ``preprocess``)."""
+        raise NotImplementedError
+
+    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+        """The augmentation of one training resolution ``(height, width)``: called as
+        ``transform(image, target)``, returns the transformed ``(image, target)`` with
+        the image a float ``[3, height, width]`` tensor in [0, 1]. torchvision
+        transforms v2 do this with ``tv_tensors`` targets."""
+        raise NotImplementedError
+
+    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+        """``(images [B, 3, H, W] or None, targets, number of undecodable items)``,
+        dropping the items whose image is ``None``."""
+        raise NotImplementedError
+
+    def targets_to(self, targets: Any, device: torch.device) -> Any:
+        """Move a batch's targets to ``device`` (tensors by default)."""
+        return targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
+
+    def prepare_batch(self, images: torch.Tensor, targets: Any) -> Tuple[torch.Tensor, Any]:
+        """A last per-batch step on the device (classification: MixUp / CutMix)."""
+        return images, targets
+
+    def training_loss(self, model: nn.Module, images: torch.Tensor, targets: Any, config: TrainConfig) -> torch.Tensor:
+        """Run ``model`` (possibly DDP-wrapped: call it exactly once) and return the loss."""
+        raise NotImplementedError
+
+    def validation_loader(
+        self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
+    ) -> DataLoader:
+        """The validation batches of one rank (every ``world_size``-th item from ``rank``;
+        :meth:`evaluate` sums its counts over ranks)."""
+        raise NotImplementedError
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
+    ) -> Tuple[Dict[str, float], int]:
+        """Validation metrics (including ``primary_metric``) over the whole validation set
+        and the number of undecodable images; with ``distributed`` every rank passes its
+        shard and gets the whole set's figures."""
+        raise NotImplementedError
+
+    def format_metrics(self, metrics: Dict[str, float]) -> str:
+        """The metrics on the epoch line."""
+        unit = self.metric_scale
+        return ", ".join(f"val {k} {v:.2f}{unit}" if unit else f"val {k} {v:.4f}" for k, v in metrics.items())
+
+
+def rank_shard(data: Dataset, rank: int, world_size: int) -> Dataset:
+    """Every ``world_size``-th item from ``rank`` on: no padding, so no item counts twice."""
+    return Subset(data, range(rank, len(data), world_size)) if world_size > 1 else data  # type: ignore[arg-type]
+
+
+def sum_over_ranks(values: List[float], device: torch.device) -> List[float]:
+    """All-reduce (sum) a list of numbers over the process group (float64)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+class ClassificationTask(TrainingTask):
+    """Image classification: ImageFolder or the built-in digits, RandomResizedCrop + flip
+    (+ RandAugment, random erasing, MixUp / CutMix), label-smoothed cross-entropy,
+    top-1 / top-5."""
+
+    name = "classification"
+    primary_metric = "top1"
+    metric_scale = "%"
+
+    def __init__(self) -> None:
+        self._mixer: Optional[Callable] = None
+
+    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+        from .data import build_datasets
+
+        return build_datasets(config.data, config.seed)
+
+    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+        import mobilevt
+
+        from .data import batch_mixer, preprocess_config_for_eval
+
+        # with weights, everything but a head of another class count is loaded (fine-tuning)
+        model = mobilevt.create_model(
+            config.model, weights=config.weights, num_classes=len(class_names), drop_path_rate=config.drop_path_rate
+        )
+        model.class_names = list(class_names)
+        model.preprocess = preprocess_config_for_eval(config)
+        self._mixer = batch_mixer(config.augment, len(class_names))
+        return model
+
+    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+        from .data import train_transform
+
+        image_transform = train_transform(size, config.augment)
+
+        def transform(image: Any, target: Any) -> Tuple[Any, Any]:
+            return image_transform(image), target
+
+        return transform
+
+    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+        from .data import collate_train
+
+        return collate_train(batch)
+
+    def prepare_batch(self, images: torch.Tensor, targets: Any) -> Tuple[torch.Tensor, Any]:
+        if self._mixer is not None:
+            return self._mixer(images, targets)
+        return images, targets
+
+    def training_loss(self, model: nn.Module, images: torch.Tensor, targets: Any, config: TrainConfig) -> torch.Tensor:
+        return F.cross_entropy(model(images).float(), targets, label_smoothing=config.label_smoothing)
+
+    def validation_loader(
+        self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
+    ) -> DataLoader:
+        from .trainer import validation_loader
+
+        return validation_loader(val_set, config.sampler.image_size, config.batch_size, config.data.workers,
+                                 rank, world_size)
+
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
+    ) -> Tuple[Dict[str, float], int]:
+        from .trainer import evaluate_classifier
+
+        top1, top5, failed = evaluate_classifier(model, loader, device, config.channels_last, distributed)
+        return {"top1": top1, "top5": top5}, failed
+
+    def format_metrics(self, metrics: Dict[str, float]) -> str:
+        return f"val top-1 {metrics['top1']:.2f}%"
+
+
+TASKS: Dict[str, Callable[[], TrainingTask]] = {"classification": ClassificationTask}
+
+
+def register_task(name: str, factory: Callable[[], TrainingTask]) -> None:
+    """Make ``TrainConfig.task == name`` train with ``factory()``."""
+    TASKS[name] = factory
+
+
+def get_task(name: str) -> TrainingTask:
+    """A fresh task object for ``TrainConfig.task``."""
+    _import_builtin_tasks()
+    try:
+        return TASKS[name]()
+    except KeyError:
+        raise ValueError(f"unknown training task {name!r}; known: {', '.join(sorted(TASKS))}") from None
+
+
+def _import_builtin_tasks() -> None:
+    # the dense-prediction tasks register themselves on import; a missing module means
+    # that task is not built into this version
+    import importlib
+
+    for module in ("segmentation", "detection"):
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise
