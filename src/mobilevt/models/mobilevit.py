@@ -127,7 +127,9 @@ class MobileViT(nn.Module):
                         stage.mlp_dim,
                         stage.transformer_depth,
                         patch_size=stage.patch_size,
-                        dilation=dilation,
+                        # ml-cvnets (and transformers) never dilate the v1 block's local 3x3
+                        # conv; v2 dilates its depthwise one in dilated stages
+                        dilation=dilation if arch.version == 2 else 1,
                         drop=drop,
                         attn_drop=attn_drop,
                         ffn_drop=ffn_drop,
