@@ -37,7 +37,7 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
         model = mobilevt.create_model(name)
         size = entry.default_preprocess.input_size
         resolution = f"{size[0]}x{size[1]}"
-        if entry.task == "image-classification":
+        if entry.task != "visual-question-answering":  # image in (classifiers, detectors ...)
             cost = count_macs(model, size)
         else:  # a model that also reads text (ViLT): profiled with its own full-length example question
             cost = count_macs(_WithExampleText(model), size)
