@@ -8,6 +8,7 @@ kernels and summation orders); TorchScript and torch.export run the same kernels
 Most tests use a small ViLT (hidden 96, 3 layers) for speed; one runs the full B/32."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -282,6 +283,133 @@ def test_hub_id_offline_says_what_to_download(monkeypatch, tmp_path):
         message = str(err.value)
         assert "config.json and model.safetensors" in message
         assert "https://huggingface.co/dandelin/vilt-b32-finetuned-vqa" in message and str(tmp_path) in message
+
+
+# ---------------------------------------------------------------------------------------
+# mobilevt.load_weights / mobilevt.save_weights
+
+
+def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert list(state_a) == list(state_b)
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+
+
+def test_load_weights_reads_hf_folders_dandelin_ckpts_and_mobilevt_files(reference, hf_folder, model, tmp_path):
+    # `model` is the Hugging Face folder loaded by create_model (its logits match transformers above)
+    for source in (hf_folder, hf_folder / "model.safetensors"):
+        fresh = mobilevt.create_model("vilt_b32_vqa", num_classes=len(ANSWERS), **SMALL)
+        assert fresh.answers == []
+        assert mobilevt.load_weights(fresh, source) is fresh
+        _assert_same_state(fresh, model)
+        assert fresh.answers == ANSWERS  # id2label of the config.json beside the weights
+    # dandelin/ViLT .ckpt: the same tensors; it names no answers, so the model keeps its own
+    ckpt = tmp_path / "vilt_vqa.ckpt"
+    torch.save({"state_dict": _hf_to_dandelin(reference.state_dict(), 3)}, ckpt)
+    names = [f"answer {i}" for i in range(len(ANSWERS))]
+    fresh = mobilevt.create_model("vilt_b32_vqa", num_classes=len(ANSWERS), answers=names, layer_norm_eps=1e-6, **SMALL)
+    mobilevt.load_weights(fresh, ckpt)
+    _assert_same_state(fresh, model)
+    assert fresh.answers == names
+    # mobilevt's own file
+    saved = mobilevt.save_weights(model, tmp_path / "vilt.safetensors")
+    fresh = mobilevt.create_model("vilt_b32_vqa", num_classes=len(ANSWERS), **SMALL)
+    mobilevt.load_weights(fresh, saved)
+    _assert_same_state(fresh, model)
+    assert fresh.answers == ANSWERS
+    inputs = _inputs([(96, 224)], [9], seed=11)
+    with torch.no_grad():  # equal tensors; 1e-6: memory alignment may change the SIMD summation order
+        assert max_abs(fresh.eval()(**inputs), model(**inputs)) <= 1e-6
+
+
+def _small_trained_like_vilt(seed: int) -> torch.nn.Module:
+    """A ViLT of another size and norm epsilon than B/32, with answer names and trained-
+    looking (random) MobiVQA exit heads: what a user saves after training one."""
+    model = mobilevt.create_model(
+        "vilt_b32_vqa", num_classes=5, answers=["yes", "no", "red", "blue", "3"], hidden_size=64, num_layers=4,
+        num_heads=4, mlp_dim=128, patch_size=16, image_size=128, vocab_size=300, max_text_len=16, layer_norm_eps=1e-6,
+    )
+    model.add_early_exits([1, 2, 3], predictor_layer=1, predictor_hidden=32)
+    return _randomize(model, seed, std=0.1)
+
+
+def test_save_weights_round_trips_architecture_answers_and_exit_heads(tmp_path):
+    model = _small_trained_like_vilt(seed=12)
+    path = mobilevt.save_weights(model, tmp_path / "easy_vqa.safetensors")
+    loaded = mobilevt.create_model("vilt_b32_vqa", weights=str(path)).eval()
+    assert loaded.arch == model.arch and loaded.answers == model.answers
+    assert loaded.exit_layers == [1, 2, 3] and loaded.predictor_layer == 1
+    assert loaded.exit_predictor[0].fc1.out_features == 32
+    _assert_same_state(loaded, model)
+    generator = torch.Generator().manual_seed(0)
+    inputs = (torch.randint(5, 300, (2, 9), generator=generator), torch.ones(2, 9, dtype=torch.long),
+              torch.randn(2, 3, 128, 96, generator=generator))
+    with torch.no_grad():  # 1e-6: equal tensors, possibly another memory alignment (SIMD summation order)
+        assert max_abs(loaded(*inputs), model(*inputs)) <= 1e-6
+        for mobivqa in (model, loaded):
+            mobivqa.set_early_exit(predictor=True)
+            mobivqa.set_token_pruning(1, 0.5)
+        (logits, layers), (expected_logits, expected_layers) = loaded.forward_with_exit(*inputs), model.forward_with_exit(*inputs)
+        assert max_abs(logits, expected_logits) <= 1e-6 and torch.equal(layers, expected_layers)
+    # load_weights into a model built alike reads it back identically too
+    again = _small_trained_like_vilt(seed=13)
+    again.answers = []
+    mobilevt.load_weights(again, path)
+    _assert_same_state(again, model)
+    assert again.answers == model.answers
+
+
+def test_load_weights_refuses_other_checkpoints_naming_keys_and_leaves_the_model_unchanged(reference, hf_folder, tmp_path):
+    target = mobilevt.create_model("vilt_b32_vqa", num_classes=len(ANSWERS), **dict(SMALL, num_layers=2))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as err:  # a 3-layer checkpoint into a 2-layer model
+        mobilevt.load_weights(target, hf_folder)
+    assert any(k.startswith("vilt.encoder.layer.2.") for k in err.value.unexpected)
+    assert "vilt.encoder.layer.2." in str(err.value) and "has 3 encoder layers, the model 2" in str(err.value)
+    # a mobilevt file with exit heads into a model without them: the keys and what to do
+    trained = _small_trained_like_vilt(seed=14)
+    path = mobilevt.save_weights(trained, tmp_path / "with_exits.safetensors")
+    plain = mobilevt.create_model("vilt_b32_vqa", num_classes=5, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128,
+                                  patch_size=16, image_size=128, vocab_size=300, max_text_len=16, layer_norm_eps=1e-6)
+    with pytest.raises(CheckpointMismatchError) as err:
+        mobilevt.load_weights(plain, path)
+    assert "exit_heads.0.head.fc2.weight" in err.value.unexpected and "exit_heads.0.head.fc2.weight" in str(err.value)
+    assert "exit heads after layers [1, 2, 3]" in str(err.value) and "create_model('vilt_b32_vqa', weights=path)" in str(err.value)
+    # the same keys and shapes but another norm epsilon: named although no key differs
+    other_eps = _small_trained_like_vilt(seed=15)
+    object.__setattr__(other_eps, "arch", dataclasses.replace(other_eps.arch, layer_norm_eps=1e-12))
+    with pytest.raises(CheckpointMismatchError, match=r"layer_norm_eps=1e-06 \(model 1e-12\)"):
+        mobilevt.load_weights(other_eps, path)
+    # a masked-LM checkpoint: its head keys and what it is
+    HfViltForMaskedLM(ViltConfig(**SMALL_HF)).save_pretrained(tmp_path / "mlm")
+    with pytest.raises(CheckpointMismatchError) as err:
+        mobilevt.load_weights(target, tmp_path / "mlm")
+    assert any(k.startswith("mlm_score.") for k in err.value.unexpected) and "masked-language-model" in str(err.value)
+    with pytest.raises(CheckpointMismatchError, match="not a ViLT checkpoint"):
+        mobilevt.load_weights(target, mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), tmp_path / "x.safetensors"))
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, before[key]), key  # nothing half-loaded
+
+
+def test_exit_heads_without_their_layers_are_refused_with_what_to_do(tmp_path):
+    """A bare state dict (safetensors without mobilevt metadata) with exit heads."""
+    from safetensors.torch import save_file
+
+    trained = _small_trained_like_vilt(seed=16)
+    path = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    arch = dict(hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, patch_size=16, image_size=128, vocab_size=300,
+                max_text_len=16, layer_norm_eps=1e-6)
+    with pytest.raises(CheckpointMismatchError) as err:
+        mobilevt.create_model("vilt_b32_vqa", weights=str(path), **arch)
+    assert "exit_predictor.0.fc1.weight" in err.value.unexpected
+    assert "add_early_exits(exit_layers" in str(err.value) and "load_weights" in str(err.value)
+    # what the message says works
+    model = mobilevt.create_model("vilt_b32_vqa", num_classes=5, **arch)
+    model.add_early_exits([1, 2, 3], predictor_layer=1, predictor_hidden=32)
+    mobilevt.load_weights(model, path)
+    _assert_same_state(model, trained)
 
 
 # ---------------------------------------------------------------------------------------

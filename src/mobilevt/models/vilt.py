@@ -47,7 +47,6 @@ layer, which ``torch.export`` cannot trace: use TorchScript for them.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Tuple
 
@@ -58,7 +57,7 @@ from torch import nn
 from ..layers.vit import PreNormEncoderLayer
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
-from ..weights.vilt_convert import create_vilt
+from ..weights.vilt_convert import create_vilt, load_vilt_weights, vilt_weights_metadata
 
 
 @dataclass(frozen=True)
@@ -337,6 +336,12 @@ def text_to_image_attention(attention: torch.Tensor, key_mask: torch.Tensor, num
     return summed / text_valid.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
+def keep_ratio_millionths(keep_ratio: float) -> int:
+    """``keep_ratio`` in millionths, rounded, in ``1 .. 10**6``: token pruning's exact
+    integer form of the ratio."""
+    return min(1000000, max(1, int(round(keep_ratio * 1000000.0))))
+
+
 def prune_image_tokens(
     hidden: torch.Tensor, key_mask: torch.Tensor, attention: torch.Tensor, num_text: int, keep_ratio: float
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -351,21 +356,26 @@ def prune_image_tokens(
     fewer valid patches keeps its ``ceil(keep_ratio * valid)`` best ones valid and the
     rest of its slots masked out. Kept patches are ordered by decreasing score.
 
+    ``keep_ratio`` counts in millionths (rounded, at least one): the ceilings are exact
+    integer arithmetic, ``(count * millionths + 999999) // 1000000``, so that the number of
+    kept patches stays a symbolic function of the image size in ``torch.export`` and ONNX
+    (a Python ``math.ceil`` would fix it to the example's size).
+
     Returns the pruned ``hidden``, its key mask and the kept patch indices ``[B, k]``
     (0 = the first patch, i.e. token ``num_text + 1``).
     """
     num_patches = hidden.shape[1] - num_text - 1
-    keep = int(math.ceil(keep_ratio * num_patches))
-    keep = max(1, min(keep, num_patches))
+    millionths = keep_ratio_millionths(keep_ratio)
+    keep = (num_patches * millionths + 999999) // 1000000  # in 1..num_patches: 1 <= millionths <= 10**6
     scores = text_to_image_attention(attention, key_mask, num_text)[:, 1:]  # patches only
     patch_valid = key_mask[:, 0, 0, num_text + 1 :]
     scores = scores.masked_fill(patch_valid.logical_not(), float("-inf"))
     kept = scores.topk(keep, dim=1).indices  # [B, k], best first
     gathered = hidden[:, num_text + 1 :].gather(1, kept[..., None].expand(-1, -1, hidden.shape[2]))
     # per image: ceil(ratio * its valid patches) of the k slots stay valid
-    valid_count = patch_valid.sum(dim=1).to(torch.float64)  # float64: the same ceil as Python's
-    keep_per_image = torch.ceil(valid_count * keep_ratio).clamp(min=1.0)
-    rank = torch.arange(keep, device=hidden.device).to(torch.float64)
+    valid_count = patch_valid.sum(dim=1)
+    keep_per_image = torch.div(valid_count * millionths + 999999, 1000000, rounding_mode="floor").clamp(min=1)
+    rank = torch.arange(keep, device=hidden.device)
     kept_valid = (rank[None, :] < keep_per_image[:, None]) & patch_valid.gather(1, kept)
     new_hidden = torch.cat([hidden[:, : num_text + 1], gathered], dim=1)
     new_mask = torch.cat([key_mask[:, 0, 0, : num_text + 1], kept_valid], dim=1)
@@ -453,6 +463,12 @@ class ViltForQuestionAnswering(nn.Module):
     @property
     def num_layers(self) -> int:
         return len(self.encoder.layers)
+
+    @torch.jit.ignore
+    def weights_metadata(self) -> dict:
+        """What ``mobilevt.save_weights`` stores beside the tensors so that
+        ``create_model`` rebuilds this model: architecture, answers, exit layers."""
+        return vilt_weights_metadata(self)
 
     # -----------------------------------------------------------------------------------
     # MobiVQA optimisations: early exit and question-guided image-token pruning
@@ -550,6 +566,9 @@ class ViltForQuestionAnswering(nn.Module):
         the number of layers each image went through before its answer ``[batch]``."""
         if pixel_values is None:
             raise ValueError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+        if (self.exit_mode == 1 or self.exit_mode == 2) and not torch.jit.is_scripting():
+            if _is_exporting():  # data-dependent exits: torch.cond instead of Python control flow
+                return self._forward_with_exit_cond(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
         hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
         num_text = input_ids.shape[1]
         batch = hidden.shape[0]
@@ -605,6 +624,83 @@ class ViltForQuestionAnswering(nn.Module):
             else:
                 logits = torch.where(exited[:, None], logits, final)
         return logits, exit_layer
+
+    def _run_layers(
+        self, hidden: torch.Tensor, key_mask: torch.Tensor, start: int, end: int, num_text: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Layers number ``start + 1`` .. ``end`` as :meth:`forward_with_exit` runs them
+        (pruning after ``prune_layer``, the last layer for the text [CLS] only)."""
+        num_layers = len(self.encoder.layers)
+        for index, layer in enumerate(self.encoder.layers):
+            number = index + 1
+            if number > start and number <= end:
+                if number == self.prune_layer:
+                    hidden, attention = layer.forward_with_attention(hidden, key_mask)
+                    hidden, key_mask, _ = prune_image_tokens(hidden, key_mask, attention, num_text, self.prune_keep_ratio)
+                elif number == num_layers:
+                    hidden = layer.forward_queries(hidden, 1, key_mask)
+                else:
+                    hidden = layer(hidden, key_mask)
+        return hidden, key_mask
+
+    @torch.jit.unused
+    def _forward_with_exit_cond(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        pixel_values: torch.Tensor,
+        pixel_mask: Optional[torch.Tensor],
+        token_type_ids: Optional[torch.Tensor],
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_with_exit` of the confidence and predictor exits for
+        ``torch.export``: after each exit layer a ``torch.cond`` on "every image of the
+        batch has its answer" either returns or runs on to the next exit, so the exported
+        program skips the later layers as eager does (ONNX ``If``, ExecuTorch ``cond``).
+        The exit heads run at every reached exit layer (eager skips a predictor-mode head
+        no image picked: same answers)."""
+        hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
+        num_text = input_ids.shape[1]
+        batch = hidden.shape[0]
+        num_layers = len(self.encoder.layers)
+        exits = list(self.exit_layers)
+        logits = torch.zeros(batch, self.num_answers, dtype=hidden.dtype, device=hidden.device)
+        exited = torch.zeros(batch, dtype=torch.bool, device=hidden.device)
+        exit_layer = torch.full((batch,), num_layers, dtype=torch.long, device=hidden.device)
+        picked = torch.full((batch,), num_layers, dtype=torch.long, device=hidden.device)
+        start = 0
+        if self.exit_mode == EXIT_PREDICTOR:
+            hidden, key_mask = self._run_layers(hidden, key_mask, 0, self.predictor_layer, num_text)
+            choice = self.exit_predictor[0](hidden, key_mask, num_text).argmax(dim=1)
+            table = torch.tensor(exits + [num_layers], dtype=torch.long, device=hidden.device)
+            picked = table[choice]
+            start = self.predictor_layer
+        hidden, key_mask = self._run_layers(hidden, key_mask, start, exits[0], num_text)
+
+        def after_exit(index: int, hidden, key_mask, logits, exited, exit_layer, picked):
+            number = exits[index]
+            head_logits = self.exit_heads[index](hidden)
+            if self.exit_mode == EXIT_CONFIDENCE:
+                take = (self._exit_scores(head_logits) >= self.exit_threshold) & exited.logical_not()
+            else:
+                take = picked == number
+            logits = torch.where(take[:, None], head_logits, logits)
+            exit_layer = torch.where(take, torch.full_like(exit_layer, number), exit_layer)
+            exited = exited | take
+
+            def stop(hidden, key_mask, logits, exited, exit_layer, picked):
+                return logits.clone(), exit_layer.clone()
+
+            def go_on(hidden, key_mask, logits, exited, exit_layer, picked):
+                end = exits[index + 1] if index + 1 < len(exits) else num_layers
+                hidden, key_mask = self._run_layers(hidden, key_mask, number, end, num_text)
+                if index + 1 < len(exits):
+                    return after_exit(index + 1, hidden, key_mask, logits, exited, exit_layer, picked)
+                final = self.answer_logits(hidden)
+                return torch.where(exited[:, None], logits, final), exit_layer.clone()
+
+            return torch.cond(exited.all(), stop, go_on, (hidden, key_mask, logits, exited, exit_layer, picked))
+
+        return after_exit(0, hidden, key_mask, logits, exited, exit_layer, picked)
 
     def embed(
         self,
@@ -679,6 +775,10 @@ class ViltForQuestionAnswering(nn.Module):
         )
 
 
+def _is_exporting() -> bool:
+    return torch.compiler.is_exporting()
+
+
 # TorchScript cannot infer the element type of an empty list attribute, and with
 # ``from __future__ import annotations`` a class-body annotation would be a string it does
 # not parse: give it the type object.
@@ -731,5 +831,6 @@ register_model(
         (VILT_B32_VQA_WEIGHTS,),
         task="visual-question-answering",
         create=create_vilt,
+        load=load_vilt_weights,
     )
 )

@@ -31,11 +31,19 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 class Checkpoint:
-    """A state dict read from somewhere, with the metadata mobilevt files carry."""
+    """A state dict read from somewhere, with the metadata mobilevt files carry and the
+    file it came from (``None`` for an in-memory state dict): families whose checkpoints
+    keep a config beside the weights (Hugging Face folders) read it from there."""
 
-    def __init__(self, state_dict: dict[str, torch.Tensor], metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        state_dict: dict[str, torch.Tensor],
+        metadata: Mapping[str, str] | None = None,
+        path: str | os.PathLike | None = None,
+    ):
         self.state_dict = state_dict
         self.metadata = dict(metadata or {})
+        self.path = None if path is None else Path(path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +174,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if not isinstance(raw, Mapping):
             raise CheckpointMismatchError(f"{path} holds a {type(raw).__name__}, not a state dict")
         state = raw
-    return Checkpoint(unwrap_state_dict(state), metadata)
+    return Checkpoint(unwrap_state_dict(state), metadata, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,6 +238,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: Preproce
     class_names = getattr(model, "class_names", None)
     if class_names:
         metadata["class_names"] = json.dumps(list(class_names))
+    family_metadata = getattr(model, "weights_metadata", None)
+    if callable(family_metadata):  # what a family needs to rebuild the model (ViLT: arch, answers, exits)
+        metadata.update(family_metadata())
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)

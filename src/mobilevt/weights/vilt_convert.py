@@ -9,7 +9,10 @@ Layouts:
 - ``dandelin``: the original dandelin/ViLT Lightning ``.ckpt`` (``{"state_dict": ...}``
   with ``text_embeddings.*``, ``token_type_embeddings``, ``transformer.blocks.N.attn.qkv``,
   ``pooler.dense``, ``vqa_classifier.0/1/3``);
-- ``mobilevt``: :class:`mobilevt.models.vilt.ViltForQuestionAnswering`'s own keys.
+- ``mobilevt``: :class:`mobilevt.models.vilt.ViltForQuestionAnswering`'s own keys; files
+  written by ``mobilevt.save_weights`` also carry the architecture, the answers and the
+  MobiVQA exit layers in their metadata (:func:`vilt_weights_metadata`), so
+  ``create_model("vilt_b32_vqa", weights=file)`` rebuilds any ViLT size, with its exits.
 
 As for MobileViT (:mod:`mobilevt.weights.convert`), conversion pulls: every key of the
 target model names the source key(s) holding it, every source key must be used, so a
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
@@ -350,18 +354,164 @@ def resolve_vilt_source(weights: str | os.PathLike | Weights) -> tuple[Path, dic
 
 
 # ---------------------------------------------------------------------------------------
+# mobilevt's own files: what save_weights stores beside the tensors
+
+_ARCH_KEY = "vilt_arch"
+_ANSWERS_KEY = "answers"
+_EXITS_KEY = "vilt_exits"
+
+
+@dataclass(frozen=True)
+class ViltExits:
+    """The MobiVQA exit heads of a model: ``add_early_exits``'s arguments."""
+
+    exit_layers: tuple[int, ...]
+    predictor_layer: int
+    predictor_hidden: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ViltExits | None:
+        if not model.exit_layers:
+            return None
+        return cls(tuple(model.exit_layers), int(model.predictor_layer), int(model.exit_predictor[0].fc1.out_features))
+
+    def add_to(self, model: nn.Module) -> None:
+        model.add_early_exits(list(self.exit_layers), self.predictor_layer, self.predictor_hidden)
+
+
+def vilt_weights_metadata(model: nn.Module) -> dict[str, str]:
+    """The safetensors metadata with which ``mobilevt.save_weights`` stores a ViLT: model
+    name, number of answers, architecture (every :class:`~mobilevt.models.vilt.ViltArch`
+    field), the answer names (``id2label``) and the exit heads' layers, all JSON."""
+    metadata = {
+        "model": str(getattr(model, "model_name", None) or "vilt_b32_vqa"),
+        "num_classes": str(model.num_answers),
+        _ARCH_KEY: json.dumps(asdict(model.arch)),
+        _ANSWERS_KEY: json.dumps(list(model.answers)),
+    }
+    exits = ViltExits.of(model)
+    if exits is not None:
+        metadata[_EXITS_KEY] = json.dumps(asdict(exits))
+    return metadata
+
+
+def _stored_vilt(metadata: Mapping[str, str]) -> tuple[dict[str, Any], list[str], ViltExits | None]:
+    """Architecture fields, answers and exits from a mobilevt file's metadata (empty when
+    the file has none: a bare state dict)."""
+    from ..models.vilt import ARCH_FIELDS
+
+    try:
+        arch = json.loads(metadata[_ARCH_KEY]) if _ARCH_KEY in metadata else {}
+        answers = [str(a) for a in json.loads(metadata[_ANSWERS_KEY])] if _ANSWERS_KEY in metadata else []
+        exits = json.loads(metadata[_EXITS_KEY]) if _EXITS_KEY in metadata else None
+        # Fields a newer mobilevt may have written are ignored; missing ones take their defaults.
+        arch = {k: v for k, v in arch.items() if k in ARCH_FIELDS}
+        if exits is not None:
+            exits = ViltExits(tuple(int(n) for n in exits["exit_layers"]), int(exits["predictor_layer"]),
+                              int(exits["predictor_hidden"]))
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointMismatchError(f"the file's ViLT metadata is unreadable ({type(err).__name__}: {err}); "
+                                      "re-save the model with mobilevt.save_weights") from err
+    return arch, answers, exits
+
+
+def _has_exit_keys(keys: Iterable[str]) -> bool:
+    return any(k.startswith(("exit_heads.", "exit_predictor.")) for k in keys)
+
+
+def _exits_note(state: Mapping[str, torch.Tensor], exits: ViltExits | None, model_has_exits: bool) -> str:
+    if _has_exit_keys(state) and exits is None and not model_has_exits:
+        return ("the checkpoint has MobiVQA exit heads (exit_heads.*, exit_predictor.*) but its metadata does not "
+                "say after which layers (a file not written by mobilevt.save_weights): create the model, call "
+                "model.add_early_exits(exit_layers, predictor_layer=...) and load the file with "
+                "mobilevt.load_weights(model, path)")
+    if model_has_exits and not _has_exit_keys(state):
+        return ("the model has MobiVQA exit heads the checkpoint lacks: load the weights first, then call "
+                "add_early_exits (and train the heads)")
+    return ""
+
+
+def _config_beside(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not (path.parent / "config.json").is_file():
+        return None
+    try:
+        return json.loads((path.parent / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+
+
+def load_vilt_weights(model: nn.Module, checkpoint) -> None:
+    """``mobilevt.load_weights`` for ViLT: load a Hugging Face, dandelin ``.ckpt`` or
+    mobilevt checkpoint (a :class:`~mobilevt.weights.loading.Checkpoint`) into ``model``
+    strictly, and take the checkpoint's answer names (mobilevt metadata, or the
+    ``id2label`` of the ``config.json`` beside a Hugging Face file) when it has them.
+
+    Every key must match in name and shape, and a mobilevt file's recorded architecture
+    and exit layers must equal the model's: otherwise ``CheckpointMismatchError`` names
+    what differs (``create_model(name, weights=file)`` builds the model the file needs).
+    """
+    name = str(getattr(model, "model_name", None) or "vilt_b32_vqa")
+    state = checkpoint.state_dict
+    layout = detect_vilt_layout(state)
+    answers: list[str] = []
+    note = ""
+    exits = None
+    if layout == "mobilevt":
+        arch, answers, exits = _stored_vilt(checkpoint.metadata)
+        differ = [f"{k}={v!r} (model {getattr(model.arch, k)!r})" for k, v in arch.items() if getattr(model.arch, k) != v]
+        if exits is not None and exits != ViltExits.of(model):
+            ours = ViltExits.of(model)
+            differ.append(f"exit heads after layers {list(exits.exit_layers)}, predictor after layer "
+                          f"{exits.predictor_layer} (model: "
+                          + ("none" if ours is None else f"{list(ours.exit_layers)}, {ours.predictor_layer}") + ")")
+        if differ:
+            note = (f"the checkpoint is a ViLT with {'; '.join(differ)}: create the model from the file instead, "
+                    f"mobilevt.create_model({name!r}, weights=path)")
+    elif layout == "hf":
+        config = _config_beside(checkpoint.path)
+        if config is not None:
+            _, answers = arch_from_hf_config(config)
+            note = _config_note(config)
+    elif layout == "dandelin" and model.arch.layer_norm_eps != 1e-6:
+        logger.warning(
+            "%s: dandelin/ViLT checkpoints were trained with LayerNorm eps 1e-6, the model uses %g; its answers will "
+            "differ slightly. Create the model with mobilevt.create_model(%r, weights=path) instead.",
+            name, model.arch.layer_norm_eps, name,
+        )
+    note = note or _exits_note(state, exits, bool(model.exit_layers))
+    converted = convert_vilt_state_dict(state, model, layout, name, note)
+    check_vilt_shapes(model, converted, layout, name, note)
+    if layout == "mobilevt" and note.startswith("the checkpoint is a ViLT with"):
+        # every key fits, but not what the keys do not show (norm eps, exit layers ...)
+        raise CheckpointMismatchError(_mismatch_message(name, layout, [], [], [], note))
+    params = model.state_dict()
+    model.load_state_dict({k: v.to(dtype=params[k].dtype) for k, v in converted.items()}, strict=True)
+    if answers and len(answers) == model.num_answers:
+        model.answers = list(answers)
+
+
+# ---------------------------------------------------------------------------------------
 # create_model hook
+
+
+def _build(entry, options: Mapping[str, Any], exits: ViltExits | None, **head: Any) -> nn.Module:
+    model = entry.builder(**head, **options)
+    if exits is not None:
+        exits.add_to(model)
+    return model
 
 
 def create_vilt(entry, weights=None, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
     """``create_model`` for ViLT: build the model and load weights from any source.
 
     The architecture is ViLT-B/32 (the registered variant), replaced by the fields of an
-    Hugging Face folder's ``config.json``, replaced in turn by explicit keyword
-    arguments (``hidden_size=``, ``num_layers=`` ... of :class:`~mobilevt.models.vilt.ViltArch`).
-    ``num_classes`` is the number of answers: by default the checkpoint's; when it
-    differs, every weight but the last classifier layer is loaded (fine-tuning on a new
-    answer vocabulary). ``model.answers`` comes from ``config.json``'s ``id2label``.
+    Hugging Face folder's ``config.json`` or a mobilevt file's metadata, replaced in turn
+    by explicit keyword arguments (``hidden_size=``, ``num_layers=`` ... of
+    :class:`~mobilevt.models.vilt.ViltArch`). ``num_classes`` is the number of answers: by
+    default the checkpoint's; when it differs, every weight but the last classifier layer
+    (and the exit heads, which answer the old vocabulary) is loaded (fine-tuning on a new
+    answer vocabulary). ``model.answers`` comes from ``config.json``'s ``id2label`` or the
+    mobilevt file; a mobilevt file's MobiVQA exit heads are rebuilt after their layers.
     """
     if weights is None:
         model = entry.builder(num_answers=3129 if num_classes is None else num_classes, **kwargs)
@@ -374,6 +524,7 @@ def create_vilt(entry, weights=None, num_classes: int | None = None, **kwargs: A
     layout = detect_vilt_layout(checkpoint.state_dict)
     options: dict[str, Any] = {}
     answers: list[str] = []
+    exits: ViltExits | None = None
     note = ""
     if layout == "hf" and config is not None:
         options, answers = arch_from_hf_config(config)
@@ -381,33 +532,37 @@ def create_vilt(entry, weights=None, num_classes: int | None = None, **kwargs: A
     elif layout == "dandelin":
         # dandelin/ViLT's ViT norms use timm's 1e-6, its BERT embeddings 1e-12.
         options = {"layer_norm_eps": 1e-6, "text_layer_norm_eps": 1e-12}
+    elif layout == "mobilevt":
+        options, answers, exits = _stored_vilt(checkpoint.metadata)
+        note = _exits_note(checkpoint.state_dict, exits, False)
     options.update(kwargs)
     user_answers = options.pop("answers", None)
 
     with torch.device("meta"):
-        skeleton = entry.builder(**options)
+        skeleton = _build(entry, options, exits)
     converted = convert_vilt_state_dict(checkpoint.state_dict, skeleton, layout, entry.name, note)
     checkpoint_answers = converted["head.fc2.weight"].shape[0]
     num_answers = checkpoint_answers if num_classes is None else num_classes
     if num_answers != checkpoint_answers:
         logger.warning(
-            "%s: the checkpoint has %d answers, the model %d: loading everything but the last classifier layer, "
+            "%s: the checkpoint has %d answers, the model %d: loading everything but the last classifier layer%s, "
             "which is freshly initialised",
-            entry.name, checkpoint_answers, num_answers,
+            entry.name, checkpoint_answers, num_answers, " and the exit heads" if exits is not None else "",
         )
-        converted = {k: v for k, v in converted.items() if not k.startswith("head.fc2.")}
+        converted = {k: v for k, v in converted.items() if not k.startswith("head.fc2.") and not _has_exit_keys([k])}
         answers = []
+        exits = None
     if user_answers is not None:
         answers = list(user_answers)
     elif answers and len(answers) != num_answers:
-        logger.warning("%s: config.json names %d answers for %d outputs; ignoring them", entry.name, len(answers), num_answers)
+        logger.warning("%s: the checkpoint names %d answers for %d outputs; ignoring them", entry.name, len(answers), num_answers)
         answers = []
 
     with torch.device("meta"):
-        skeleton = entry.builder(num_answers=num_answers, answers=answers, **options)
+        skeleton = _build(entry, options, exits, num_answers=num_answers, answers=answers)
     check_vilt_shapes(skeleton, converted, layout, entry.name, note)
     if num_answers != checkpoint_answers:
-        model = entry.builder(num_answers=num_answers, answers=answers, **options)
+        model = _build(entry, options, exits, num_answers=num_answers, answers=answers)
         fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.fc2.")}
         model.load_state_dict({**converted, **fresh}, strict=True)
     else:
