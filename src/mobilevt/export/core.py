@@ -560,6 +560,8 @@ def _packaged_photos() -> list[torch.Tensor]:
 
 
 def _agreement(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    if expected.dim() == 4:  # dense logits [B, K, H, W] (segmentation): agreement per pixel
+        actual, expected = (t.movedim(1, -1).reshape(-1, t.shape[1]) for t in (actual, expected))
     k = min(5, expected.shape[-1])
     top1 = (actual.argmax(-1) == expected.argmax(-1)).float().mean().item()
     a5, e5 = actual.topk(k, -1).indices.sort(-1).values, expected.topk(k, -1).indices.sort(-1).values

@@ -4,8 +4,9 @@ from .vilt import ViltArch, ViltForQuestionAnswering, ViltImageSizeRule
 
 # last: registers an SSDLite detector for every MobileViT classifier registered above
 from .ssdlite import SSDLite, SSDLiteConfig  # noqa: E402
+from .deeplabv3 import DeepLabV3  # noqa: E402  (likewise a DeepLabV3 segmenter)
 
 __all__ = [
-    "MobileViT", "MobileViTArch", "SSDLite", "SSDLiteConfig", "StageConfig", "ViltArch", "ViltForQuestionAnswering",
+    "DeepLabV3", "MobileViT", "MobileViTArch", "SSDLite", "SSDLiteConfig", "StageConfig", "ViltArch", "ViltForQuestionAnswering",
     "ViltImageSizeRule",
 ]

@@ -1,0 +1,329 @@
+"""DeepLabV3 semantic segmentation on MobileViT backbones (v1, v2 and any later
+``mobilevit*`` classifier in the registry), as ml-cvnets builds it.
+
+The backbone is the classifier without its last 1x1 expansion conv and head, run at
+output stride 16 or 8 (the last stages dilate instead of striding); an ASPP head
+(:class:`mobilevt.layers.aspp.ASPP`) on the last stage's features and a 1x1 classifier
+give per-pixel class logits at the output stride, as transformers'
+``MobileViTForSemanticSegmentation`` returns them (``upsample=True`` resizes them to the
+input). An optional auxiliary head on the fourth stage (ml-cvnets ``use_aux_head``)
+adds a training loss; inference never runs it.
+
+Each classifier ``<name>`` is registered as ``deeplabv3_<name>``: ``deeplabv3_mobilevit_s``,
+``deeplabv3_mobilevitv2_100`` ... with the published settings of its family
+(v1: ASPP 256 channels; v2: 512; both output stride 16 and rates (6, 12, 18)).
+
+Papers: DeepLabV3, arXiv:1706.05587; MobileViT, arXiv:2110.02178; MobileViTv2, arXiv:2206.02680.
+"""
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import ConvNormAct, MobileViTV2Block
+from ..layers.aspp import ASPP, ConvNormReLU
+from ..registry import ModelEntry, get_model_entry, list_models, register_model
+from ..weights.deeplabv3_convert import ARCH_METADATA, create_deeplabv3, load_deeplabv3
+from ..weights.entries import PreprocessConfig, Weights
+
+SEGMENTATION_TASK = "semantic-segmentation"
+
+class DeepLabV3(nn.Module):
+    """DeepLabV3: a dilated backbone, ASPP and a 1x1 classifier.
+
+    Args:
+        backbone: a MobileViT classifier built with ``num_classes=0`` at the wanted output
+            stride; its ``final_conv`` is dropped (ml-cvnets' segmentation models do not
+            use the 1x1 expansion before the classifier).
+        num_classes: segmentation classes (PASCAL VOC: 21 with background).
+        aspp_channels: ASPP branch and output channels.
+        atrous_rates: dilations of ASPP's three 3x3 branches.
+        aspp_dropout: ``Dropout2d`` after the ASPP projection.
+        classifier_dropout: ``Dropout2d`` before the classifier (transformers has one,
+            ml-cvnets' DeepLabV3 head does not).
+        aux_head: add ml-cvnets' auxiliary head on the fourth stage (3x3 ConvNormReLU to
+            ``max(channels // 4, 128)``, dropout, 1x1 classifier) for training.
+        aux_dropout: its dropout.
+        upsample: ``forward`` returns logits resized (bilinear) to the input size instead
+            of at the output stride.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 21,
+        aspp_channels: int = 256,
+        atrous_rates: Sequence[int] = (6, 12, 18),
+        aspp_dropout: float = 0.1,
+        classifier_dropout: float = 0.0,
+        aux_head: bool = False,
+        aux_dropout: float = 0.1,
+        upsample: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        backbone.final_conv = nn.Identity()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.output_stride = int(backbone.feature_info[-1]["stride"])
+        self.upsample = upsample
+        self.transformers_v2_dilation = False  # set by build_deeplabv3 (transformers-parity mode)
+        self.in_chans = int(backbone.in_chans)
+        self.feature_info = backbone.feature_info
+        in_channels = int(backbone.feature_info[-1]["channels"])
+        self.aspp = ASPP(in_channels, aspp_channels, atrous_rates, aspp_dropout)
+        self.classifier_drop = nn.Dropout2d(classifier_dropout)
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
+        self.aux_head = None
+        if aux_head:
+            aux_in = int(backbone.feature_info[3]["channels"])
+            inner = max(aux_in // 4, 128)
+            self.aux_head = nn.Sequential(
+                ConvNormReLU(aux_in, inner, 3), nn.Dropout2d(aux_dropout), nn.Conv2d(inner, num_classes, 1)
+            )
+        self._init_head()
+
+    def _init_head(self) -> None:
+        # ml-cvnets' initialisation (kaiming-normal convs, unit BatchNorm) for the new layers
+        heads = [self.aspp, self.classifier] + ([self.aux_head] if self.aux_head is not None else [])
+        for head in heads:
+            for m in head.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New, freshly initialised classifiers (main and auxiliary) for ``num_classes``."""
+        self.num_classes = num_classes
+        self.classifier = nn.Conv2d(self.classifier.in_channels, num_classes, 1)
+        nn.init.kaiming_normal_(self.classifier.weight, mode="fan_out")
+        nn.init.zeros_(self.classifier.bias)
+        if self.aux_head is not None:
+            last = self.aux_head[2]
+            self.aux_head[2] = nn.Conv2d(last.in_channels, num_classes, 1)
+            nn.init.kaiming_normal_(self.aux_head[2].weight, mode="fan_out")
+            nn.init.zeros_(self.aux_head[2].bias)
+
+    @torch.jit.ignore
+    def weights_metadata(self) -> dict:
+        """What ``save_weights`` stores beside the tensors: the options that shape the model
+        and that its weights do not tell (output stride, ASPP rates ...)."""
+        return {ARCH_METADATA: json.dumps(self.arch_options())}
+
+    @torch.jit.ignore
+    def arch_options(self) -> dict:
+        """The ``build_deeplabv3`` options that shape this model beyond its backbone name."""
+        options = {
+            "output_stride": self.output_stride,
+            "aspp_channels": self.classifier.in_channels,
+            "atrous_rates": list(self.aspp.atrous_rates),
+            "aux_head": self.aux_head is not None,
+        }
+        if self.transformers_v2_dilation:
+            options["transformers_v2_dilation"] = True
+        return options
+
+    @torch.jit.ignore
+    def fuse(self) -> "DeepLabV3":
+        """Fold every BatchNorm into its convolution for inference, in place (see
+        :meth:`mobilevt.models.MobileViT.fuse`); returns the model."""
+        if self.training:
+            raise RuntimeError("call model.eval() before model.fuse(): folded BatchNorm cannot be trained")
+        for module in self.modules():
+            if isinstance(module, ConvNormAct):
+                module.fuse()
+        self.is_fused = True
+        return self
+
+    @torch.jit.export
+    def forward_with_aux(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Logits at the output stride and, with an auxiliary head, its logits at the
+        fourth stage's stride (else ``None``); neither is upsampled."""
+        features = self.backbone.forward_feature_pyramid(x)
+        logits = self.classifier(self.classifier_drop(self.aspp(features[-1])))
+        aux: Optional[torch.Tensor] = None
+        if self.aux_head is not None:
+            aux = self.aux_head(features[3])
+        return logits, aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[B, num_classes, H / output_stride, W / output_stride]`` (the
+        stride rounds up, as the strided convolutions do), or ``[B, num_classes, H, W]``
+        with ``upsample``."""
+        features = self.backbone.forward_feature_pyramid(x)
+        logits = self.classifier(self.classifier_drop(self.aspp(features[-1])))
+        if self.upsample:
+            logits = F.interpolate(logits, size=[x.shape[2], x.shape[3]], mode="bilinear", align_corners=False)
+        return logits
+
+
+def _undilate_v2_local_convs(backbone: nn.Module) -> None:
+    # transformers' MobileViTV2 does not dilate the v2 block's depthwise 3x3 conv in
+    # dilated stages (ml-cvnets, where the weights were trained, does)
+    for module in backbone.modules():
+        if isinstance(module, MobileViTV2Block):
+            conv = module.local_kxk.conv
+            conv.dilation = (1, 1)
+            conv.padding = (1, 1)
+
+
+def build_deeplabv3(
+    backbone_name: str,
+    num_classes: int = 21,
+    output_stride: int = 16,
+    aspp_channels: Optional[int] = None,
+    atrous_rates: Optional[Sequence[int]] = None,
+    aspp_dropout: float = 0.1,
+    classifier_dropout: float = 0.0,
+    aux_head: bool = False,
+    aux_dropout: float = 0.1,
+    upsample: bool = False,
+    transformers_v2_dilation: bool = False,
+    **backbone_kwargs,
+) -> DeepLabV3:
+    """DeepLabV3 on the registered classifier ``backbone_name`` (random weights).
+
+    ``aspp_channels`` defaults to 256 for MobileViT v1 (and v1-based v3) backbones and 512 otherwise, and
+    ``atrous_rates`` to (6, 12, 18) at output stride 16 and (12, 24, 36) at 8 (ml-cvnets'
+    and transformers' published settings). ``transformers_v2_dilation`` reproduces
+    transformers' MobileViTV2, whose blocks leave their depthwise 3x3 conv undilated in
+    dilated stages (ml-cvnets dilates it); it exists for logit parity with transformers.
+    Other keyword arguments (``drop_path_rate``, ``in_chans`` ...) go to the backbone.
+    """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    entry = get_model_entry(backbone_name)
+    backbone = entry.builder(num_classes=0, output_stride=output_stride, **backbone_kwargs)
+    arch = getattr(backbone, "arch", None)
+    # MobileViTv3 builds on v1 (XXS/XS/S) or v2 (0.5/0.75/1.0): its authors' DeepLabV3
+    # recipes use the ASPP width of the design it builds on
+    version = getattr(arch, "base_version", getattr(arch, "version", 2))
+    if aspp_channels is None:
+        aspp_channels = 256 if version == 1 else 512
+    if atrous_rates is None:
+        atrous_rates = tuple(r * 16 // output_stride for r in (6, 12, 18))
+    if transformers_v2_dilation:
+        _undilate_v2_local_convs(backbone)
+    model = DeepLabV3(
+        backbone,
+        num_classes=num_classes,
+        aspp_channels=aspp_channels,
+        atrous_rates=atrous_rates,
+        aspp_dropout=aspp_dropout,
+        classifier_dropout=classifier_dropout,
+        aux_head=aux_head,
+        aux_dropout=aux_dropout,
+        upsample=upsample,
+    )
+    model.transformers_v2_dilation = transformers_v2_dilation
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# Published checkpoints
+
+# transformers' MobileViTImageProcessor for apple/deeplabv3-mobilevit-*: 512x512, [0, 1],
+# flipped to BGR (the ml-cvnets v1 backbones were trained on OpenCV images).
+HF_V1_SEG_PREPROCESS = PreprocessConfig((512, 512), 512, "bilinear", channel_order="BGR", crop_rounding="floor")
+# ml-cvnets v2 segmentation recipes: PIL RGB images resized to 512x512 (bicubic).
+CVNETS_V2_SEG_PREPROCESS = PreprocessConfig((512, 512), 512, "bicubic", channel_order="RGB", crop_rounding="floor")
+# ml-cvnets' DeepLabV3-MobileViTv1 of its v2 model zoo: PIL RGB, bilinear.
+CVNETS_V1_SEG_PREPROCESS = PreprocessConfig((512, 512), 512, "bilinear", channel_order="RGB", crop_rounding="floor")
+
+_CVNETS_SEG_URL = "https://docs-assets.developer.apple.com/ml-research/models/cvnets-v2/segmentation/"
+
+# v1: (HF repo, published params M, PASCAL VOC mIoU) -- MobileViT paper, Table 5
+_V1_PUBLISHED = {
+    "mobilevit_xxs": ("apple/deeplabv3-mobilevit-xx-small", 1.9, 73.6),
+    "mobilevit_xs": ("apple/deeplabv3-mobilevit-x-small", 2.9, 77.1),
+    "mobilevit_s": ("apple/deeplabv3-mobilevit-small", 6.4, 79.1),
+}
+# v2 (ml-cvnets model zoo): width -> (VOC params M, VOC mIoU, ADE20K params M, ADE20K mIoU)
+_V2_PUBLISHED = {
+    0.5: (6.2, 75.07, 6.3, 31.93),
+    0.75: (None, None, 9.6, 34.70),
+    1.0: (13.3, 78.94, 13.4, 37.06),
+    1.25: (17.7, 79.68, 17.7, 38.42),
+    1.5: (22.6, 80.30, 22.6, 38.91),
+    1.75: (None, None, 28.1, 39.53),
+    2.0: (None, None, 34.0, 40.94),
+}
+# Architecture of weights that differ from their model's defaults (create_model applies them).
+WEIGHTS_ARCH = {
+    # ml-cvnets' ADE20K recipe: output stride 8, rates (12, 24, 36); 150 classes
+    "cvnets_ade20k": dict(output_stride=8, atrous_rates=(12, 24, 36)),
+    # config/segmentation/pascal_voc/deeplabv3_mobilevit.yaml: ASPP 512, stride 8, rates (12, 24, 36)
+    "cvnets_voc_os8": dict(output_stride=8, atrous_rates=(12, 24, 36), aspp_channels=512),
+}
+
+
+def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optional[float]]:
+    if backbone in _V1_PUBLISHED:
+        repo, params, miou = _V1_PUBLISHED[backbone]
+        weights = [
+            Weights(name, "hf_voc", f"hf-hub:{repo}", "hf", HF_V1_SEG_PREPROCESS, miou, num_classes=21,
+                    dataset="PASCAL VOC 2012", paper_source="MobileViT paper, Table 5 (mIoU)"),
+        ]
+        if backbone == "mobilevit_s":
+            weights.append(
+                Weights(name, "cvnets_voc_os8", _CVNETS_SEG_URL + "pascalvoc/deeplabv3-mobilevitv1.pt", "cvnets",
+                        CVNETS_V1_SEG_PREPROCESS, 79.44, num_classes=21, dataset="PASCAL VOC 2012",
+                        paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)")
+            )
+        return tuple(weights), params
+    for width, (voc_params, voc_miou, ade_params, ade_miou) in _V2_PUBLISHED.items():
+        if backbone == f"mobilevitv2_{int(width * 100):03d}":
+            text = f"{width:g}" if width not in (1.0, 2.0) else f"{width:.1f}"
+            weights = []
+            if voc_miou is not None:
+                weights.append(
+                    Weights(name, "cvnets_voc", _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                            "cvnets", CVNETS_V2_SEG_PREPROCESS, voc_miou, num_classes=21, dataset="PASCAL VOC 2012",
+                            paper_source="ml-cvnets model zoo (mIoU)")
+                )
+            weights.append(
+                Weights(name, "cvnets_ade20k", _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                        "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K",
+                        paper_source="ml-cvnets model zoo (mIoU)")
+            )
+            return tuple(weights), voc_params
+    return (), None
+
+
+def _register_all() -> None:
+    for backbone in list_models(task="image-classification"):
+        entry = get_model_entry(backbone)
+        if not entry.family.startswith("mobilevit"):
+            continue
+        name = f"deeplabv3_{backbone}"
+        weights, params = _weights_for(name, backbone)
+        base = entry.default_preprocess
+        preprocess = PreprocessConfig(
+            (512, 512), 512, base.interpolation, base.mean, base.std, base.channel_order, crop_rounding="floor"
+        )
+        register_model(
+            ModelEntry(
+                name,
+                partial(build_deeplabv3, backbone),
+                "deeplabv3",
+                preprocess,
+                weights,
+                published_params_m=params,
+                task=SEGMENTATION_TASK,
+                create=create_deeplabv3,
+                load=load_deeplabv3,
+            )
+        )
+
+
+_register_all()
