@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from . import bench, classify, export, train, vqa
+from . import bench, classify, export, segment, train, vqa
 
 
 class _WithExampleText(torch.nn.Module):
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train_parser(sub)
     bench.add_bench_parser(sub)
     vqa.add_vqa_parser(sub)
+    segment.add_segment_parser(sub)
     return parser
 
 
@@ -137,6 +138,8 @@ def _run(args) -> int:
         return bench.run_bench(args)
     if args.command == "vqa":
         return vqa.run_vqa(args)
+    if args.command == "segment":
+        return segment.run_segment(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,0 +1,110 @@
+"""``mobilevt segment``: colour masks and overlays of images, or mIoU on a dataset folder."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .common import create_model_from_args
+
+
+def add_segment_parser(sub) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="semantic segmentation: <stem>_mask.png and <stem>_overlay.png per image, or mIoU with --evaluate DIR",
+        description="Segment images with a deeplabv3_* model, writing a palette PNG of class indices "
+        "(<stem>_mask.png, VOC colours) and the image with the classes blended in (<stem>_overlay.png); or, "
+        "with --evaluate, the mean IoU on a PASCAL VOC- or ADE20K-layout folder.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", default="deeplabv3_mobilevit_s", help="a deeplabv3_* model (default deeplabv3_mobilevit_s)")
+    p.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="weights tag, file, folder, URL or hf-hub:<repo> (default: the model's published weights; 'none' for random)",
+    )
+    p.add_argument("--out", default=".", help="folder for the mask and overlay PNGs (default: the current folder)")
+    p.add_argument("--json", action="store_true", help="print JSON (per image: class pixel fractions; or the scores)")
+    p.add_argument("--evaluate", metavar="DATA", help="report mIoU on this dataset folder instead of segmenting images")
+    p.add_argument("--split", default="val", help="dataset split for --evaluate (default val)")
+    p.add_argument("--layout", choices=("voc", "ade20k"), help="dataset layout (default: detected)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", "-o", help="--evaluate: write the scores as JSON to this file")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+
+
+def run_segment(args) -> int:
+    import mobilevt
+
+    entry = mobilevt.get_model_entry(args.model)
+    if entry.task != "semantic-segmentation":
+        raise ValueError(f"{args.model} is a {entry.task} model; mobilevt segment takes a deeplabv3_* model")
+    if args.evaluate is None and not args.inputs:
+        raise ValueError("give images to segment, or --evaluate DATA for mIoU on a dataset folder")
+    if args.evaluate is not None and args.inputs:
+        raise ValueError("give either images to segment or --evaluate DATA, not both")
+    model = create_model_from_args(args.model, args.weights)
+    model = model.fuse() if hasattr(model, "fuse") else model
+    if args.evaluate is not None:
+        return _evaluate(model, args)
+    return _segment(model, args)
+
+
+def _segment(model, args) -> int:
+    from mobilevt.data.images import ImageDecodeError
+    from mobilevt.tasks.classification import expand_image_inputs
+    from mobilevt.tasks.segmentation import segment, write_segmentation
+
+    missing = [p for p in args.inputs if not os.path.exists(p)]
+    for path in missing:
+        print(f"error: {path}: no such file or directory", file=sys.stderr)
+    items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
+    results = segment(model, items, device=args.device, on_error="report")
+    failed = len(missing)
+    rows = []
+    for item, result in zip(items, results):
+        if result.error:
+            print(f"error: {result.source}: {result.error}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            mask_path, overlay_path = write_segmentation(result, item, args.out)
+        except ImageDecodeError as exc:  # pragma: no cover - decoded once already
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        rows.append(result.to_dict() | {"mask": str(mask_path), "overlay": str(overlay_path)})
+        if not args.json:
+            top = ", ".join(f"{name} {fraction:.1%}" for name, fraction in list(result.class_fractions().items())[:5])
+            print(f"{result.source}: {top} -> {mask_path.name}, {overlay_path.name}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 1 if failed else 0
+
+
+def _evaluate(model, args) -> int:
+    from mobilevt.fileio import write_text_atomic
+    from mobilevt.tasks.segmentation import evaluate_segmentation
+
+    result = evaluate_segmentation(
+        model, args.evaluate, split=args.split, layout=args.layout, batch_size=args.batch_size, limit=args.limit,
+        device=args.device,
+    )
+    report = result.to_dict()
+    if args.output:
+        write_text_atomic(Path(args.output), json.dumps(report, indent=2) + "\n")
+    for path in result.failed:
+        print(f"error: {path}: undecodable image, not counted", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"mIoU {100 * result.miou:.2f}%  pixel accuracy {100 * result.pixel_accuracy:.2f}%  "
+            f"mean accuracy {100 * result.mean_accuracy:.2f}%  ({result.num_images} images, "
+            f"{result.images_per_second:.1f} images/s)"
+        )
+        for name, iou in zip(result.class_names, result.iou):
+            print(f"  {name:<20} IoU {'-' if iou != iou else f'{100 * iou:.2f}%'}")
+    return 1 if result.failed else 0
