@@ -5,6 +5,7 @@ from .data import ImagePreprocess, load_image
 from .data.tokenizer import create_tokenizer
 from .registry import get_model_entry, list_models
 from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_for
+from .tasks.detection import DetectionResult, detect, evaluate_detection
 from .tasks.vqa import VqaPipeline, create_vqa_pipeline, evaluate_vqa, vqa_accuracy
 from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
 from .weights.entries import PreprocessConfig, Weights
@@ -20,11 +21,14 @@ __all__ = [
     "PreprocessConfig",
     "Weights",
     "WeightsNotFoundError",
+    "DetectionResult",
     "convert_state_dict",
     "create_model",
     "create_tokenizer",
+    "detect",
     "detect_layout",
     "evaluate",
+    "evaluate_detection",
     "get_model_entry",
     "list_models",
     "load_image",

@@ -19,7 +19,7 @@ ml-cvnets published COCO weights for MobileViT v1 (XXS, XS, S) and v2 (0.5 .. 2.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -102,6 +102,9 @@ class SSDLite(nn.Module):
         config: heads, anchors, box coding and post-processing settings.
     """
 
+    # Python-side helpers that TorchScript need not see (the anchors ship beside exports)
+    __jit_ignored_attributes__ = ["config", "anchor_generator", "_feature_sizes"]
+
     def __init__(self, backbone: nn.Module, num_classes: int = 81, config: SSDLiteConfig = SSDLiteConfig()) -> None:
         super().__init__()
         if num_classes < 2:
@@ -146,6 +149,7 @@ class SSDLite(nn.Module):
                 config.output_strides,
             )
         )
+        self._feature_sizes: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -156,15 +160,21 @@ class SSDLite(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(box_regression [B, N, 4], class_logits [B, N, num_classes])`` for the
-        anchors of this input size, in :meth:`anchors` order."""
+    @torch.jit.export
+    def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The feature maps the heads read: backbone stages, then the extra layers."""
         features = self.backbone.forward_feature_pyramid(x)
         maps: List[torch.Tensor] = [features[i] for i in self.backbone_levels]
         y = maps[-1]
         for layer in self.extra_layers:
             y = layer(y)
             maps.append(y)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(box_regression [B, N, 4], class_logits [B, N, num_classes])`` for the
+        anchors of this input size, in :meth:`anchors` order."""
+        maps = self.forward_maps(x)
         regressions: List[torch.Tensor] = []
         logits: List[torch.Tensor] = []
         for i, head in enumerate(self.heads):
@@ -174,10 +184,28 @@ class SSDLite(nn.Module):
         return torch.cat(regressions, dim=1), torch.cat(logits, dim=1)
 
     @torch.jit.unused
+    def feature_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
+        """(height, width) of every head's map for an input of ``height`` x ``width``,
+        measured once per size with a batch-1 dry run (MobileViTv2 blocks round their maps
+        up to the patch grid, so no stride formula fits every backbone)."""
+        key = (int(height), int(width))
+        if key not in self._feature_sizes:
+            parameter = next(self.parameters())
+            was_training = self.training
+            try:
+                self.eval()  # no BatchNorm statistics update
+                with torch.no_grad():
+                    maps = self.forward_maps(torch.zeros(1, 3, *key, device=parameter.device, dtype=parameter.dtype))
+            finally:
+                self.train(was_training)
+            self._feature_sizes[key] = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
+        return self._feature_sizes[key]
+
+    @torch.jit.unused
     def anchors(self, height: int, width: int) -> torch.Tensor:
-        """Anchors ``[N, 4]`` (center form, fractions of the input) for an input of
-        ``height`` x ``width``, in the order of ``forward``'s outputs."""
-        return self.anchor_generator(height, width)
+        """Anchors ``[N, 4]`` (center form, fractions of the input, float32 on the CPU)
+        for an input of ``height`` x ``width``, in the order of ``forward``'s outputs."""
+        return self.anchor_generator(self.feature_sizes(height, width))
 
     @torch.jit.unused
     def decode(self, box_regression: torch.Tensor, class_logits: torch.Tensor, image_size: Tuple[int, int]):

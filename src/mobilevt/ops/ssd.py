@@ -96,7 +96,7 @@ class SSDAnchorGenerator:
         self.sizes = tuple(
             (float(scales[i]), float((scales[i] * scales[i + 1]) ** 0.5)) for i in range(len(self.output_strides))
         )
-        self._cache: Dict[Tuple[int, int], torch.Tensor] = {}
+        self._cache: Dict[Tuple[Tuple[int, int], ...], torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return (
@@ -132,15 +132,22 @@ class SSDAnchorGenerator:
         anchors = anchors.to(torch.float32)
         return anchors.clamp(0.0, 1.0) if self.clip else anchors
 
-    def __call__(self, height: int, width: int) -> torch.Tensor:
-        """All anchors ``[N, 4]`` (float32, CPU) for an input of ``height`` x ``width``,
-        levels in order; cached per size."""
-        key = (int(height), int(width))
+    def __call__(self, feature_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+        """All anchors ``[N, 4]`` (float32, CPU) of feature maps of these (height, width),
+        one per level, in order; cached."""
+        key = tuple((int(h), int(w)) for h, w in feature_sizes)
+        if len(key) != len(self.output_strides):
+            raise ValueError(f"one feature map size per level: {len(self.output_strides)} levels, got {len(key)} sizes")
         if key not in self._cache:
-            self._cache[key] = torch.cat(
-                [self.level_anchors(i, h, w) for i, (h, w) in enumerate(self.feature_map_sizes(height, width))]
-            )
+            self._cache[key] = torch.cat([self.level_anchors(i, h, w) for i, (h, w) in enumerate(key)])
         return self._cache[key]
+
+    def for_image(self, height: int, width: int) -> torch.Tensor:
+        """Anchors for an input of ``height`` x ``width`` whose maps follow
+        :meth:`feature_map_sizes` (ml-cvnets' rule; exact for MobileViT v1 at any size
+        and for every backbone at multiples of 64 such as 320; ``SSDLite.anchors`` measures
+        the real maps)."""
+        return self(self.feature_map_sizes(height, width))
 
 
 def match_anchors(
