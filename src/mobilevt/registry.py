@@ -33,6 +33,8 @@ class ModelEntry:
     # checkpoint being a mobilevt.weights.loading.Checkpoint (state dict + metadata);
     # None = the MobileViT classifier layouts (weights.convert)
     load: Callable[[nn.Module, Any], None] | None = None
+    # the publisher's ImageNet top-1 for a model with no registered weights entry to carry it
+    published_top1: float | None = None
 
     @property
     def default_weights(self) -> Weights | None:

@@ -42,7 +42,7 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
         else:  # a model that also reads text (ViLT): profiled with its own full-length example question
             cost = count_macs(_WithExampleText(model), size)
             resolution += f" + {model.example_inputs()[0].shape[1]} tokens"
-        top1 = entry.default_weights.top1 if entry.default_weights else None
+        top1 = entry.default_weights.top1 if entry.default_weights else entry.published_top1
         rows.append(
             {
                 "model": name,

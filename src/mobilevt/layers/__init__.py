@@ -2,7 +2,7 @@
 from .attention import LinearSelfAttention, MultiHeadSelfAttention
 from .conv import ConvNormAct, make_divisible
 from .inverted_residual import InvertedResidual
-from .mobilevit_block import MobileViTBlock, MobileViTV2Block
+from .mobilevit_block import MobileViTBlock, MobileViTV2Block, MobileViTV3Block, MobileViTV3V2Block
 from .transformer import ConvMlp, LinearTransformerLayer, Mlp, TransformerLayer
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "LinearTransformerLayer",
     "MobileViTBlock",
     "MobileViTV2Block",
+    "MobileViTV3Block",
+    "MobileViTV3V2Block",
     "Mlp",
     "MultiHeadSelfAttention",
     "TransformerLayer",

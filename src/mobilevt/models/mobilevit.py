@@ -1,20 +1,30 @@
-"""MobileViT (v1) and MobileViTv2 image classifiers, as apple/ml-cvnets defines them.
+"""MobileViT (v1), MobileViTv2 and MobileViTv3 image classifiers, as apple/ml-cvnets (v1,
+v2) and micronDLA/MobileViTv3 (v3, an ml-cvnets fork) define them.
 
 One table of named variants drives one builder. The module layout is mobilevt's own
 (``stem``, ``stages``, ``final_conv``, ``head``); ``mobilevt.weights.convert`` maps the
 ml-cvnets, timm, Hugging Face and mmpretrain checkpoint layouts onto it.
 
-Papers: MobileViT, arXiv:2110.02178; MobileViTv2 (separable self-attention), arXiv:2206.02680.
+Papers: MobileViT, arXiv:2110.02178; MobileViTv2 (separable self-attention), arXiv:2206.02680;
+MobileViTv3 (local + global fusion, input residual), arXiv:2209.15159.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvNormAct, InvertedResidual, MobileViTBlock, MobileViTV2Block, make_divisible
+from ..layers import (
+    ConvNormAct,
+    InvertedResidual,
+    MobileViTBlock,
+    MobileViTV2Block,
+    MobileViTV3Block,
+    MobileViTV3V2Block,
+    make_divisible,
+)
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
 
@@ -40,7 +50,9 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class MobileViTArch:
-    version: int  # 1: multi-head attention + fusion; 2: separable linear attention
+    # 1: multi-head attention + fusion; 2: separable linear attention; 3: MobileViTv3's
+    # blocks (local + global fusion, input residual) on the v1 or v2 design (``builds_on``)
+    version: int
     stem_channels: int
     stages: tuple[StageConfig, ...]
     final_channels: int = 0  # v1's conv_1x1_exp; 0 = none (v2)
@@ -48,10 +60,22 @@ class MobileViTArch:
     transformer_dropout: float = 0.0
     attn_dropout: float = 0.0
     ffn_dropout: float = 0.0
+    builds_on: int = 0  # version 3 only: 1 (XXS/XS/S) or 2 (0.5/0.75/1.0)
+
+    def __post_init__(self) -> None:
+        if self.version == 3 and self.builds_on not in (1, 2):
+            raise ValueError(f"a MobileViTv3 arch builds on version 1 or 2, got builds_on={self.builds_on}")
+        if self.version != 3 and self.builds_on:
+            raise ValueError(f"builds_on is for version 3 only, got version={self.version}")
+
+    @property
+    def base_version(self) -> int:
+        """1 or 2: whose transformer, block layout and checkpoint key names the model has."""
+        return self.builds_on if self.version == 3 else self.version
 
 
 class MobileViT(nn.Module):
-    """MobileViT v1 / v2 classifier.
+    """MobileViT v1 / v2 / v3 classifier.
 
     Args:
         arch: architecture table entry.
@@ -118,25 +142,7 @@ class MobileViT(nn.Module):
                 block_idx += 1
             if stage.transformer_depth > 0:
                 dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                block_cls = MobileViTBlock if arch.version == 1 else MobileViTV2Block
-                kwargs = dict(num_heads=stage.num_heads) if arch.version == 1 else {}
-                blocks.append(
-                    block_cls(
-                        stage.channels,
-                        stage.transformer_dim,
-                        stage.mlp_dim,
-                        stage.transformer_depth,
-                        patch_size=stage.patch_size,
-                        # ml-cvnets (and transformers) never dilate the v1 block's local 3x3
-                        # conv; v2 dilates its depthwise one in dilated stages
-                        dilation=dilation if arch.version == 2 else 1,
-                        drop=drop,
-                        attn_drop=attn_drop,
-                        ffn_drop=ffn_drop,
-                        drop_path=dpr,
-                        **kwargs,
-                    )
-                )
+                blocks.append(_mobilevit_block(arch, stage, dilation, drop, attn_drop, ffn_drop, dpr))
                 block_idx += stage.transformer_depth
             stages.append(nn.Sequential(*blocks))
             feature_info.append({"channels": stage.channels, "stride": stride})
@@ -237,6 +243,24 @@ def _make_classifier(num_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
+def _mobilevit_block(
+    arch: MobileViTArch, stage: StageConfig, dilation: int, drop: float, attn_drop: float, ffn_drop: float,
+    drop_path: float,
+) -> nn.Module:
+    args = (stage.channels, stage.transformer_dim, stage.mlp_dim, stage.transformer_depth)
+    kwargs = dict(patch_size=stage.patch_size, drop=drop, attn_drop=attn_drop, ffn_drop=ffn_drop, drop_path=drop_path)
+    # ml-cvnets (and transformers) never dilate the v1 block's local 3x3 conv, nor does the
+    # MobileViTv3 authors' builder for its v1-based blocks (their DeepLabV3 / SSD models
+    # included); v2-style blocks dilate their depthwise conv in dilated stages.
+    if arch.version == 1:
+        return MobileViTBlock(*args, num_heads=stage.num_heads, dilation=1, **kwargs)
+    if arch.version == 2:
+        return MobileViTV2Block(*args, dilation=dilation, **kwargs)
+    if arch.builds_on == 1:
+        return MobileViTV3Block(*args, num_heads=stage.num_heads, dilation=1, **kwargs)
+    return MobileViTV3V2Block(*args, dilation=dilation, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------
 # Architecture tables (ml-cvnets cvnets/models/classification/config/mobilevit*.py)
 
@@ -247,6 +271,7 @@ def _v1_arch(
     final_channels: int,
     expand_ratio: float,
     transformer_dropout: float,
+    layer4_depth: int = 4,
 ) -> MobileViTArch:
     c1, c2, c3, c4, c5 = channels
     d3, d4, d5 = transformer_dims
@@ -257,13 +282,29 @@ def _v1_arch(
             StageConfig(c1, stride=1, expand_ratio=expand_ratio, num_mv2=1),
             StageConfig(c2, stride=2, expand_ratio=expand_ratio, num_mv2=3),
             StageConfig(c3, 2, expand_ratio, 1, d3, 2 * d3, transformer_depth=2),
-            StageConfig(c4, 2, expand_ratio, 1, d4, 2 * d4, transformer_depth=4),
+            StageConfig(c4, 2, expand_ratio, 1, d4, 2 * d4, transformer_depth=layer4_depth),
             StageConfig(c5, 2, expand_ratio, 1, d5, 2 * d5, transformer_depth=3),
         ),
         final_channels=final_channels,
         classifier_dropout=0.1,
         transformer_dropout=transformer_dropout,
     )
+
+
+def _v3_on_v1_arch(
+    channels: tuple[int, int, int, int, int],
+    transformer_dims: tuple[int, int, int],
+    expand_ratio: float,
+    transformer_dropout: float,
+    layer4_depth: int = 4,
+) -> MobileViTArch:
+    # micronDLA/MobileViTv3, MobileViTv3-v1/cvnets/models/classification/config/mobilevit.py
+    # (modes "*_v3", and "*_v3_fast" for the L2 forms with 2 layer-4 blocks): v1's
+    # transformer sizes with wider stages 3-5; conv_1x1_exp is min(4 x channels, 960).
+    arch = _v1_arch(
+        channels, transformer_dims, min(4 * channels[-1], 960), expand_ratio, transformer_dropout, layer4_depth
+    )
+    return replace(arch, version=3, builds_on=1)
 
 
 def _v2_arch(width: float) -> MobileViTArch:
@@ -289,11 +330,27 @@ def _v2_arch(width: float) -> MobileViTArch:
     )
 
 
+def _v3_on_v2_arch(width: float) -> MobileViTArch:
+    # MobileViTv3-v2/cvnets/models/classification/config/mobilevit_v3.py: v2's table
+    # unchanged (the v3 block changes no width); the classifier has no dropout either.
+    return replace(_v2_arch(width), version=3, builds_on=2)
+
+
+# size: channels, transformer dims, expand ratio, transformer dropout (the authors' yaml configs)
+_V3_ON_V1 = {
+    "xxs": ((16, 24, 64, 80, 128), (64, 80, 96), 2.0, 0.05),
+    "xs": ((32, 48, 96, 160, 160), (96, 120, 144), 4.0, 0.1),
+    "s": ((32, 64, 128, 256, 320), (144, 192, 240), 4.0, 0.1),
+}
+
 ARCHS: dict[str, MobileViTArch] = {
     "mobilevit_xxs": _v1_arch((16, 24, 48, 64, 80), (64, 80, 96), 320, 2.0, 0.05),
     "mobilevit_xs": _v1_arch((32, 48, 64, 80, 96), (96, 120, 144), 384, 4.0, 0.1),
     "mobilevit_s": _v1_arch((32, 64, 96, 128, 160), (144, 192, 240), 640, 4.0, 0.1),
     **{f"mobilevitv2_{int(w * 100):03d}": _v2_arch(w) for w in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)},
+    **{f"mobilevitv3_{size}": _v3_on_v1_arch(*config) for size, config in _V3_ON_V1.items()},
+    **{f"mobilevitv3_{size}_l2": _v3_on_v1_arch(*config, layer4_depth=2) for size, config in _V3_ON_V1.items()},
+    **{f"mobilevitv3_{int(w * 100):03d}": _v3_on_v2_arch(w) for w in (0.5, 0.75, 1.0)},
 }
 
 
@@ -315,6 +372,14 @@ HF_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR
 # mmpretrain: OpenCV decoding (BGR) and cv2.resize (bilinear, no antialiasing), mmcv's
 # rounded center crop, pixels divided by 255.
 MMPRETRAIN_PREPROCESS = PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR", antialias=False)
+# MobileViTv3 on v1 was trained and evaluated on ml-cvnets commit d38a116 (the one the
+# authors' README names): cv2.imread (BGR), cv2.resize of the shorter side to 288
+# (bilinear, no antialiasing), center crop 256 with the margin floored, pixels / 255.
+# On v2 (ml-cvnets commit 84d992f, their config): PIL, RGB, bicubic 288 -> 256, as v2.
+MOBILEVITV3_V1_PREPROCESS = PreprocessConfig(
+    (256, 256), 288, "bilinear", channel_order="BGR", antialias=False, crop_rounding="floor"
+)
+MOBILEVITV3_V2_PREPROCESS = CVNETS_V2_PREPROCESS
 
 _CVNETS_V1_URL = "https://docs-assets.developer.apple.com/ml-research/models/cvnets/classification/{}.pt"
 _CVNETS_V2_URL = (
@@ -406,7 +471,40 @@ def _register_v2(width: float) -> None:
     )
 
 
+# micronDLA/MobileViTv3 README (ImageNet-1k tables): params M, "FLOPs" (multiply-adds,
+# as ml-cvnets counts them) G, top-1 of checkpoint_ema_best.pt
+_V3_PUBLISHED = {
+    "mobilevitv3_xxs": (1.2, 0.289, 70.98),
+    "mobilevitv3_xs": (2.5, 0.927, 76.7),
+    "mobilevitv3_s": (5.8, 1.841, 79.3),
+    "mobilevitv3_xxs_l2": (1.1, 0.256, 70.23),
+    "mobilevitv3_xs_l2": (2.3, 0.853, 76.10),
+    "mobilevitv3_s_l2": (5.2, 1.651, 79.06),
+    "mobilevitv3_050": (1.4, 0.481, 72.33),
+    "mobilevitv3_075": (3.0, 1.064, 76.55),
+    "mobilevitv3_100": (5.1, 1.876, 78.64),
+}
+
+
+def _register_v3(name: str) -> None:
+    # The authors publish their checkpoints as folders on a GitHub release page
+    # (micronDLA/MobileViTv3, release v1.0.0; the accuracy is that of
+    # checkpoint_ema_best.pt), with no direct file links to register: download the
+    # folder and pass weights="FOLDER/checkpoint_ema_best.pt" (ml-cvnets layout).
+    params, macs, top1 = _V3_PUBLISHED[name]
+    preprocess = MOBILEVITV3_V1_PREPROCESS if ARCHS[name].builds_on == 1 else MOBILEVITV3_V2_PREPROCESS
+    register_model(
+        ModelEntry(
+            name, _builder(ARCHS[name]), "mobilevitv3", preprocess, (), params, macs,
+            preprocess_by_layout=(("cvnets", preprocess),),
+            published_top1=top1,
+        )
+    )
+
+
 for _name in _V1_PUBLISHED:
     _register_v1(_name)
 for _width in _V2_PUBLISHED:
     _register_v2(_width)
+for _name in _V3_PUBLISHED:
+    _register_v3(_name)

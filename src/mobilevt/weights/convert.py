@@ -6,7 +6,8 @@ exact (every source key must be consumed) and the loading strict.
 
 Layouts:
 - ``mobilevt``: this package's own (``stem.``, ``stages.i.j.``, ``final_conv.``, ``head.``).
-- ``cvnets``: apple/ml-cvnets (``conv_1.block.conv``, ``layer_3.1.global_rep.0.pre_norm_mha``).
+- ``cvnets``: apple/ml-cvnets (``conv_1.block.conv``, ``layer_3.1.global_rep.0.pre_norm_mha``),
+  also the MobileViTv3 authors' fork of it (same names; the v3 blocks keep v1's or v2's).
 - ``timm``: ``timm.models.mobilevit`` (``stem.conv``, ``stages.2.1.conv_kxk``, ``head.fc``).
 - ``hf``: transformers' ``MobileViT(V2)ForImageClassification`` (``mobilevit.encoder.layer``).
 - ``mmpretrain``: open-mmlab's ImageClassifier (``backbone.layers.2.1.local_rep``, ``head.fc``).
@@ -134,7 +135,7 @@ def _timm_keys(key: str, arch) -> list[str]:
     if parts is None:
         return [key]  # stem.*, final_conv.*
     i, j, rest = parts
-    if arch.version == 2:
+    if arch.base_version == 2:
         rest = rest.replace(".attn.qkv.", ".attn.qkv_proj.").replace(".attn.proj.", ".attn.out_proj.")
     table = {
         "expand": "conv1_1x1",
@@ -158,7 +159,7 @@ def _cvnets_conv(rest: str) -> str:
 def _cvnets_keys(key: str, arch) -> list[str]:
     if key.startswith("head."):
         # v1: Sequential(global_pool, [dropout], fc); v2: Sequential(GlobalPool, LinearLayer)
-        head = "classifier.fc." if arch.version == 1 else "classifier.1."
+        head = "classifier.fc." if arch.base_version == 1 else "classifier.1."
         return [head + key[len("head.") :]]
     if key.startswith("stem."):
         return ["conv_1." + _cvnets_conv(key[len("stem.") :])]
@@ -171,7 +172,7 @@ def _cvnets_keys(key: str, arch) -> list[str]:
     if first in mv2:
         return [prefix + f"block.{mv2[first]}." + _cvnets_conv(tail)]
     # v1 names the local convs, v2 builds them as an unnamed Sequential.
-    local_kxk, local_1x1 = ("conv_3x3", "conv_1x1") if arch.version == 1 else ("0", "1")
+    local_kxk, local_1x1 = ("conv_3x3", "conv_1x1") if arch.base_version == 1 else ("0", "1")
     if first == "local_kxk":
         return [prefix + f"local_rep.{local_kxk}." + _cvnets_conv(tail)]
     if first == "local_1x1":
@@ -187,7 +188,7 @@ def _cvnets_keys(key: str, arch) -> list[str]:
     assert layer is not None, key
     k, sub = int(layer.group(1)), layer.group(2)
     base = prefix + f"global_rep.{k}."
-    if arch.version == 1:
+    if arch.base_version == 1:
         table = {
             "norm1": "pre_norm_mha.0",
             "attn.qkv": "pre_norm_mha.1.qkv_proj",
@@ -214,7 +215,7 @@ def _hf_conv(rest: str) -> str:
 
 
 def _hf_keys(key: str, arch) -> list[str]:
-    p = "mobilevit." if arch.version == 1 else "mobilevitv2."
+    p = "mobilevit." if arch.base_version == 1 else "mobilevitv2."
     if key.startswith("head."):
         return ["classifier." + key[len("head.") :]]
     if key.startswith("stem."):
@@ -239,7 +240,7 @@ def _hf_keys(key: str, arch) -> list[str]:
     assert layer is not None, key
     k, sub = int(layer.group(1)), layer.group(2)
     base += f"transformer.layer.{k}."
-    if arch.version == 1:
+    if arch.base_version == 1:
         if sub.startswith("attn.qkv."):
             param = sub[len("attn.qkv.") :]
             # transformers keeps separate query/key/value projections; ours is fused.
@@ -258,8 +259,8 @@ def _hf_keys(key: str, arch) -> list[str]:
 
 
 def _mmpretrain_keys(key: str, arch) -> list[str]:
-    if arch.version != 1:
-        raise CheckpointMismatchError("mmpretrain publishes MobileViT v1 only; this is a v2 model")
+    if arch.base_version != 1:
+        raise CheckpointMismatchError("mmpretrain publishes MobileViT v1 only; this is a v2-style model")
     if key.startswith("head."):
         return ["head.fc." + key[len("head.") :]]
     if key.startswith("stem."):
