@@ -30,6 +30,9 @@ def add_export_parser(sub) -> None:
                    help="post-training static int8 quantization (onnx, executorch); needs --calibration")
     p.add_argument("--calibration", metavar="DIR", help="folder of representative photos to calibrate int8 on")
     p.add_argument("--vocab", help="ViLT: the BERT vocab.txt (default: the one beside the weights)")
+    from .vqa import add_mobivqa_arguments
+
+    add_mobivqa_arguments(p)
 
 
 def run_export(args) -> int:
@@ -42,6 +45,10 @@ def run_export(args) -> int:
         from .vqa import run_export_vqa  # ViLT: the pipeline with its tokenizer
 
         return run_export_vqa(args)
+    from .vqa import mobivqa_requested
+
+    if mobivqa_requested(args):
+        raise ValueError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
     model = create_model_from_args(args.model, args.weights)
     report = export_model(
         model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,

@@ -24,6 +24,40 @@ def add_vqa_parser(sub) -> None:
                    "(instead of --weights)")
     p.add_argument("--topk", type=int, default=5, help="answers to print (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_mobivqa_arguments(p)
+
+
+def add_mobivqa_arguments(p) -> None:
+    """The MobiVQA switches of a ViLT model (``set_token_pruning`` / ``set_early_exit``);
+    exit heads come with the weights (a file from mobilevt.save_weights of a model with
+    add_early_exits)."""
+    group = p.add_argument_group("MobiVQA (ViLT): image-token pruning and early exit")
+    group.add_argument("--prune-layer", type=int, default=0, metavar="N",
+                       help="keep only the image tokens the question attends to most after layer N (0 = off)")
+    group.add_argument("--keep-ratio", type=float, default=0.5, metavar="R",
+                       help="with --prune-layer: the fraction of image patches kept (default 0.5)")
+    exits = group.add_mutually_exclusive_group()
+    exits.add_argument("--exit-layer", type=int, default=0, metavar="N",
+                       help="answer with the exit head after layer N (a fixed early exit)")
+    exits.add_argument("--exit-threshold", type=float, metavar="T",
+                       help="each question stops at its first exit head whose top answer scores >= T")
+    exits.add_argument("--exit-predictor", action="store_true",
+                       help="the exit predictor picks each question's exit layer")
+    group.add_argument("--exit-score", choices=("softmax", "sigmoid"), default="softmax",
+                       help="with --exit-threshold: the score of the top answer (sigmoid for heads trained with "
+                       "binary cross-entropy, such as VQAv2 ViLT's; default softmax)")
+
+
+def mobivqa_requested(args) -> bool:
+    return bool(args.prune_layer or args.exit_layer or args.exit_threshold is not None or args.exit_predictor)
+
+
+def apply_mobivqa_arguments(model, args) -> None:
+    """Switch the MobiVQA settings of ``args`` on ``model`` (eager or TorchScript)."""
+    if args.prune_layer:
+        model.set_token_pruning(args.prune_layer, args.keep_ratio)
+    if args.exit_layer or args.exit_threshold is not None or args.exit_predictor:
+        model.set_early_exit(args.exit_threshold, args.exit_predictor, args.exit_layer, args.exit_score == "softmax")
 
 
 def run_vqa(args) -> int:
@@ -42,6 +76,7 @@ def run_vqa(args) -> int:
             pipeline = create_vqa_pipeline(weights=args.weights, vocab_file=args.vocab)
     except FileNotFoundError as exc:  # a missing vocab.txt or pipeline file: a user error
         raise ValueError(str(exc)) from None
+    _apply_to_pipeline(pipeline, args)
     with torch.inference_mode():
         answers = pipeline(image, args.question, args.topk)
     if args.json:
@@ -72,17 +107,31 @@ def run_export_vqa(args) -> int:
         pipeline = create_vqa_pipeline(weights=weights, vocab_file=args.vocab, model_name=name)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
+    _apply_to_pipeline(pipeline, args)
     report = export_model(
         pipeline, args.output, args.format, image_size=args.image_size, dynamic_size=args.dynamic_size,
         include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
         check_images=args.check_images, quantize=args.quantize,
     )
     side_files = [report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript") if k in report.details]
+    settings = report.details.get("mobivqa") or {}
+    switched = [f"{name.replace('_', ' ')} {value}" for name, value in settings.items() if value]
     print(
         f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime})"
         + (f" with {', '.join(side_files)}" if side_files else "")
+        + (f"; MobiVQA: {'; '.join(switched)}" if switched else "")
         + f"; on {report.check_images} photos with questions: max-abs logit diff {report.max_abs_diff:.2e}, top-1 "
         f"agreement {100 * report.top1_agreement:.1f}%, top-5 {100 * report.top5_agreement:.1f}%; latency "
         f"{report.exported_latency_ms:.1f} ms (eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
     )
     return 0
+
+
+def _apply_to_pipeline(pipeline, args) -> None:
+    import torch
+
+    try:
+        apply_mobivqa_arguments(pipeline.model, args)
+    except torch.jit.Error as exc:  # a TorchScript pipeline's ValueError, with the script's traceback
+        lines = [line.strip() for line in str(exc).splitlines() if "Error:" in line]
+        raise ValueError(lines[-1].split("Error:", 1)[1].strip() if lines else str(exc)) from None

@@ -14,6 +14,23 @@
 Each export is run in its runtime on real photos with questions and compared with the
 eager model (max-abs logit difference, top-1 / top-5 agreement), timed against eager, and
 described in ``<file>.report.json``, as :func:`mobilevt.export.export_model` does.
+
+MobiVQA settings (``model.set_token_pruning``, ``model.set_early_exit``) are exported as
+they are set on the model:
+
+- TorchScript runs every mode, switchable in the app through the scripted
+  ``set_token_pruning`` / ``set_early_exit`` methods;
+- token pruning and the fixed exit have a control flow fixed by the settings: ONNX
+  (TorchScript-based exporter, dynamic sizes: the kept-patch count follows the image
+  size) and ExecuTorch export them as plain graphs;
+- the confidence-threshold and exit-predictor exits decide from the data whether to run
+  the next layers: ONNX exports them with ``torch.cond`` (the dynamo exporter, opset 18,
+  ONNX ``If`` nodes that skip the later layers as eager does). ExecuTorch refuses them:
+  its XNNPACK delegate does not lower the layers inside ``torch.cond`` branches, which
+  would run on slow portable kernels.
+
+:func:`export_vilt_onnx` and :func:`export_vilt_executorch` write the model alone and
+return a runner of the written file (the benchmark uses them too).
 """
 from __future__ import annotations
 
@@ -66,6 +83,7 @@ def export_vqa_pipeline(
     details: dict[str, Any] = {
         "threads": torch.get_num_threads(), "questions": list(questions),
         "scores": "sigmoid(logits): ViLT's VQA head is trained with binary cross-entropy",
+        "mobivqa": mobivqa_settings(pipeline.model),
     }
 
     if format == "torchscript":
@@ -85,10 +103,10 @@ def export_vqa_pipeline(
         model_inputs = [_model_inputs(pipeline, image, question, pad_text=format == "executorch")
                         for image, question in pairs]
         if format == "onnx":
-            run, runtime = _export_onnx(pipeline.model, output, model_inputs[0], opset)
-            details["opset"] = opset
+            run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], opset, notes=notes)
+            details["opset"] = max(opset, 18) if has_data_dependent_exit(pipeline.model) else opset
         else:
-            run, runtime, dynamic_size = _export_executorch(pipeline.model, output, model_inputs, notes)
+            run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes)
             details["dynamic_size"] = dynamic_size
         actual = torch.cat([run(inputs) for inputs in model_inputs])
         eager_ms = _median_ms(lambda: pipeline.model(*model_inputs[0]), latency_runs)
@@ -136,59 +154,162 @@ def _write_side_files(pipeline, output: Path) -> dict[str, str]:
 
 
 _INPUT_NAMES = ["input_ids", "attention_mask", "pixel_values", "pixel_mask"]
+_EXIT_MODE_NAMES = {1: "confidence-threshold", 2: "exit-predictor", 3: "fixed"}
 
 
-def _export_onnx(model, output: Path, example: Tuple[torch.Tensor, ...], opset: int):
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {_EXTRAS['onnx']}") from None
-    if opset > 17:
-        raise ExportError("the ViLT ONNX export uses opset 17 or lower (the TorchScript-based exporter)")
-    axes = {
-        "input_ids": {0: "batch", 1: "text"}, "attention_mask": {0: "batch", 1: "text"},
-        "pixel_values": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
-        "logits": {0: "batch"},
-    }
-    with atomic_path(output) as tmp:
-        torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset, input_names=_INPUT_NAMES,
-                          output_names=["logits"], dynamic_axes=axes)
-        onnx.checker.check_model(onnx.load(str(tmp)))
+def has_data_dependent_exit(model) -> bool:
+    """Whether ``model``'s early exit decides from the data (confidence threshold or exit
+    predictor): those export with ``torch.cond`` only."""
+    return int(getattr(model, "exit_mode", 0)) in (1, 2)
+
+
+def mobivqa_settings(model) -> dict[str, Any]:
+    """The MobiVQA switches set on a ViLT model, for reports: token pruning (layer, keep
+    ratio) and early exit (mode and its parameter), ``None`` where off."""
+    pruning = None
+    if int(getattr(model, "prune_layer", 0)) > 0:
+        pruning = {"after_layer": int(model.prune_layer), "keep_ratio": float(model.prune_keep_ratio)}
+    mode = int(getattr(model, "exit_mode", 0))
+    exit_setting: Optional[dict[str, Any]] = None
+    if mode == 1:
+        exit_setting = {"mode": _EXIT_MODE_NAMES[mode], "threshold": float(model.exit_threshold),
+                        "score": "softmax" if model.exit_softmax else "sigmoid", "exit_layers": list(model.exit_layers)}
+    elif mode == 2:
+        exit_setting = {"mode": _EXIT_MODE_NAMES[mode], "predictor_layer": int(model.predictor_layer),
+                        "exit_layers": list(model.exit_layers)}
+    elif mode == 3:
+        exit_setting = {"mode": _EXIT_MODE_NAMES[mode], "layer": int(model.fixed_exit_layer)}
+    return {"token_pruning": pruning, "early_exit": exit_setting}
+
+
+def _image_dims(max_text_len: int, batch: bool):
+    """torch.export dynamic shapes of the four inputs: image sides in multiples of 32 (the
+    ViLT preprocessing's size divisor) up to 1280, and with ``batch`` the batch and
+    question length too."""
+    height = 32 * torch.export.Dim("patch_rows", min=1, max=_MAX_PATCH_GRID)
+    width = 32 * torch.export.Dim("patch_cols", min=1, max=_MAX_PATCH_GRID)
+    if not batch:
+        return (None, None, {2: height, 3: width}, {1: height, 2: width})
+    size = torch.export.Dim("batch", min=1, max=1024)
+    text = torch.export.Dim("text", min=1, max=max_text_len)
+    return ({0: size, 1: text}, {0: size, 1: text}, {0: size, 2: height, 3: width}, {0: size, 1: height, 2: width})
+
+
+def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
+    """Run a ViLT ONNX file in onnxruntime (CPU) on ``(input_ids, attention_mask,
+    pixel_values, pixel_mask)``; ``threads`` = intra-op threads (0: onnxruntime's default)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # fair timing beside eager
-    session = ort.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(inputs: Tuple[torch.Tensor, ...]) -> torch.Tensor:
         feeds = {name: tensor.numpy() for name, tensor in zip(_INPUT_NAMES, inputs)}
         return torch.from_numpy(session.run(None, feeds)[0])
 
-    return run, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    return run
 
 
-def _export_executorch(model, output: Path, examples: Sequence[Tuple[torch.Tensor, ...]], notes: List[str]):
+def export_vilt_onnx(
+    model, output: str | Path, example: Tuple[torch.Tensor, ...], opset: int = 17, threads: int = 0,
+    notes: Optional[List[str]] = None,
+) -> Tuple[Callable[[Tuple[torch.Tensor, ...]], torch.Tensor], str]:
+    """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
+    MobiVQA settings to ONNX at ``output`` (dynamic batch, question length and image size),
+    check it, and return a runner of the file in onnxruntime and the runtime's name.
+
+    The static settings (none, token pruning, fixed exit) use the TorchScript-based
+    exporter at ``opset`` (<= 17); the confidence and predictor exits use the dynamo
+    exporter (``torch.cond`` -> ``If``) at opset ``max(opset, 18)``.
+    """
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ExportError(f"the onnx export needs {exc.name}: {_EXTRAS['onnx']}") from None
+    output = Path(output)
+    model = model.eval()
+    if has_data_dependent_exit(model):
+        opset = max(opset, 18)
+        # a batch of two: torch.export would take a batch of one as a constant
+        example = tuple(torch.cat([t, t]) for t in example)
+        with atomic_path(output) as tmp:
+            program = torch.onnx.export(
+                model, example, dynamo=True, opset_version=opset, input_names=_INPUT_NAMES, output_names=["logits"],
+                dynamic_shapes=_image_dims(model.arch.max_text_len, batch=True), verbose=False,
+            )
+            program.save(str(tmp))
+            onnx.checker.check_model(onnx.load(str(tmp)))
+        if notes is not None:
+            notes.append(f"{_EXIT_MODE_NAMES[int(model.exit_mode)]} early exit exported with torch.cond: ONNX If "
+                         f"nodes skip the layers after an exit (opset {opset})")
+    else:
+        if opset > 17:
+            raise ExportError("the ViLT ONNX export uses opset 17 or lower (the TorchScript-based exporter)")
+        axes = {
+            "input_ids": {0: "batch", 1: "text"}, "attention_mask": {0: "batch", 1: "text"},
+            "pixel_values": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
+            "logits": {0: "batch"},
+        }
+        with atomic_path(output) as tmp:
+            torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset, input_names=_INPUT_NAMES,
+                              output_names=["logits"], dynamic_axes=axes)
+            onnx.checker.check_model(onnx.load(str(tmp)))
+    return vilt_onnx_runner(output, threads), f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
+    """Run a ViLT ``.pte`` in the ExecuTorch runtime on ``(input_ids, attention_mask,
+    pixel_values, pixel_mask)`` (questions padded as at export)."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return lambda inputs: method.execute([t.contiguous() for t in inputs])[0]
+
+
+def export_vilt_executorch(
+    model, output: str | Path, examples: Sequence[Tuple[torch.Tensor, ...]], notes: Optional[List[str]] = None
+) -> Tuple[Callable[[Tuple[torch.Tensor, ...]], torch.Tensor], str, bool]:
+    """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
+    MobiVQA settings (token pruning and the fixed exit; not the data-dependent exits) to an
+    ExecuTorch ``.pte`` lowered to XNNPACK, with dynamic image size when the runtime takes
+    it (else the size of ``examples[0]``), after checking that it runs every example.
+
+    Returns a runner of the written file, the runtime's name and whether the image size is
+    dynamic."""
+    if has_data_dependent_exit(model):
+        mode = _EXIT_MODE_NAMES[int(model.exit_mode)]
+        raise ExportError(
+            f"ExecuTorch cannot export the {mode} early exit: it decides from the data whether to run the next "
+            "layers (torch.cond), and the XNNPACK delegate does not lower the layers inside torch.cond branches "
+            "(they would run on slow portable kernels). Use --format torchscript (every mode) or onnx (torch.cond -> "
+            "If), or a fixed exit (--exit-layer N) for ExecuTorch."
+        )
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
-        from executorch.runtime import Runtime
+        from executorch.runtime import Runtime  # noqa: F401  (the runner needs it: fail before lowering)
     except ImportError as exc:
         raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
+    notes = [] if notes is None else notes
+    output = Path(output)
+    model = model.eval()
     example = examples[0]
-    height = 32 * torch.export.Dim("patch_rows", min=1, max=_MAX_PATCH_GRID)
-    width = 32 * torch.export.Dim("patch_cols", min=1, max=_MAX_PATCH_GRID)
-    dynamic = (None, None, {2: height, 3: width}, {1: height, 2: width})
 
     def lower(dynamic_shapes) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
         program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
         with atomic_path(output) as tmp:
             tmp.write_bytes(lowered.buffer)
-        method = Runtime.get().load_program(str(output)).load_method("forward")
-        return lambda inputs: method.execute([t.contiguous() for t in inputs])[0]
+        return vilt_executorch_runner(output)
 
     sizes = {tuple(inputs[2].shape[-2:]) for inputs in examples}
     try:
-        run = lower(dynamic)
+        run = lower(_image_dims(model.arch.max_text_len, batch=False))
         for inputs in examples:  # every image size of the check set must run
             run(inputs)
         notes.append(f"dynamic image size (multiples of 32 up to {32 * _MAX_PATCH_GRID}); questions padded to "

@@ -43,7 +43,8 @@ both off, ``forward`` runs exactly the code above (bit-identical logits):
 Runtimes: TorchScript runs every mode. ``torch.export`` (and what is lowered from it)
 takes pruning and the fixed exit, whose control flow is fixed by the settings at export
 time; the confidence and predictor exits decide from the data whether to run the next
-layer, which ``torch.export`` cannot trace: use TorchScript for them.
+layers, which under ``torch.export`` becomes a ``torch.cond`` after each exit layer
+(``ONNX`` ``If``; see :mod:`mobilevt.export.vilt` for what each format takes).
 """
 from __future__ import annotations
 
@@ -372,11 +373,12 @@ def prune_image_tokens(
     scores = scores.masked_fill(patch_valid.logical_not(), float("-inf"))
     kept = scores.topk(keep, dim=1).indices  # [B, k], best first
     gathered = hidden[:, num_text + 1 :].gather(1, kept[..., None].expand(-1, -1, hidden.shape[2]))
-    # per image: ceil(ratio * its valid patches) of the k slots stay valid
-    valid_count = patch_valid.sum(dim=1)
-    keep_per_image = torch.div(valid_count * millionths + 999999, 1000000, rounding_mode="floor").clamp(min=1)
-    rank = torch.arange(keep, device=hidden.device)
-    kept_valid = (rank[None, :] < keep_per_image[:, None]) & patch_valid.gather(1, kept)
+    # per image: ceil(ratio * its valid patches) of the k slots stay valid, i.e. the ranks r
+    # with r * 10**6 < valid * millionths (a comparison: a division of these large integers
+    # is done in float32 by some exporters, which rounds 36999999 up to 37000000)
+    valid_count = patch_valid.sum(dim=1).to(torch.long)
+    rank = torch.arange(keep, device=hidden.device).to(torch.long)
+    kept_valid = (rank[None, :] * 1000000 < valid_count[:, None] * millionths) & patch_valid.gather(1, kept)
     new_hidden = torch.cat([hidden[:, : num_text + 1], gathered], dim=1)
     new_mask = torch.cat([key_mask[:, 0, 0, : num_text + 1], kept_valid], dim=1)
     return new_hidden, new_mask[:, None, None, :], kept
