@@ -90,8 +90,10 @@ class DeepLabV3(nn.Module):
         self._init_head()
 
     def _init_head(self) -> None:
-        # ml-cvnets' initialisation (kaiming-normal convs, unit BatchNorm) for the new layers
-        heads = [self.aspp, self.classifier] + ([self.aux_head] if self.aux_head is not None else [])
+        # kaiming-normal convs and unit BatchNorm (ml-cvnets) for ASPP and the auxiliary
+        # conv; the classifiers start small (std 0.01) instead: with few classes a
+        # fan-out-scaled init gives logits in the tens and a first loss near 10
+        heads = [self.aspp] + ([self.aux_head] if self.aux_head is not None else [])
         for head in heads:
             for m in head.modules():
                 if isinstance(m, nn.Conv2d):
@@ -101,18 +103,22 @@ class DeepLabV3(nn.Module):
                 elif isinstance(m, nn.BatchNorm2d):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
+        for classifier in self._classifiers():
+            nn.init.normal_(classifier.weight, std=0.01)
+            nn.init.zeros_(classifier.bias)
+
+    def _classifiers(self) -> list:
+        return [self.classifier] + ([self.aux_head[2]] if self.aux_head is not None else [])
 
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised classifiers (main and auxiliary) for ``num_classes``."""
         self.num_classes = num_classes
         self.classifier = nn.Conv2d(self.classifier.in_channels, num_classes, 1)
-        nn.init.kaiming_normal_(self.classifier.weight, mode="fan_out")
-        nn.init.zeros_(self.classifier.bias)
         if self.aux_head is not None:
-            last = self.aux_head[2]
-            self.aux_head[2] = nn.Conv2d(last.in_channels, num_classes, 1)
-            nn.init.kaiming_normal_(self.aux_head[2].weight, mode="fan_out")
-            nn.init.zeros_(self.aux_head[2].bias)
+            self.aux_head[2] = nn.Conv2d(self.aux_head[2].in_channels, num_classes, 1)
+        for classifier in self._classifiers():
+            nn.init.normal_(classifier.weight, std=0.01)
+            nn.init.zeros_(classifier.bias)
 
     @torch.jit.ignore
     def weights_metadata(self) -> dict:
@@ -159,9 +165,16 @@ class DeepLabV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, num_classes, H / output_stride, W / output_stride]`` (the
         stride rounds up, as the strided convolutions do), or ``[B, num_classes, H, W]``
-        with ``upsample``."""
+        with ``upsample``.
+
+        In training mode with an auxiliary head, eager ``forward`` returns
+        ``(logits, aux_logits)`` as ml-cvnets does (one call, so DistributedDataParallel
+        sees every parameter used); TorchScript and exports always get the logits alone."""
         features = self.backbone.forward_feature_pyramid(x)
         logits = self.classifier(self.classifier_drop(self.aspp(features[-1])))
+        if not torch.jit.is_scripting():
+            if self.training and self.aux_head is not None and not torch.jit.is_tracing():
+                return logits, self.aux_head(features[3])  # type: ignore[return-value]
         if self.upsample:
             logits = F.interpolate(logits, size=[x.shape[2], x.shape[3]], mode="bilinear", align_corners=False)
         return logits

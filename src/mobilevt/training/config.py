@@ -47,6 +47,9 @@ class AugmentConfig:
     random_erasing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    # dense tasks (segmentation, detection): probability of torchvision's
+    # RandomPhotometricDistort (brightness, contrast, saturation, hue, channel order)
+    photometric_distort: float = 0.0
 
 
 @dataclass
@@ -72,6 +75,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: Optional[float] = 0.9995  # ml-cvnets' EMA momentum 0.0005; null disables
     drop_path_rate: float = 0.0
+    # further create_model keyword arguments of the model (e.g. a segmenter's
+    # output_stride: 8, aux_head: true, backbone_weights: DEFAULT)
+    model_options: dict = field(default_factory=dict)
     amp: str = "none"  # "bf16" or "fp16" on CUDA
     channels_last: bool = False
     device: str = "auto"

@@ -1,0 +1,211 @@
+"""Semantic segmentation training (``TrainConfig.task: segmentation``).
+
+- data: ``data.dataset`` is ``shapes`` (the synthetic shapes data set, generated once into
+  a cache folder: :func:`shapes_cache_dir`) or a PASCAL VOC- or ADE20K-layout folder
+  (splits ``train`` and ``val``);
+- model: a ``deeplabv3_*`` model with one output per class; ``model_options`` passes
+  ``output_stride``, ``aux_head``, ``backbone_weights`` ... to ``create_model``;
+- augmentation per resolution (torchvision transforms v2 on ``tv_tensors.Image`` /
+  ``tv_tensors.Mask``, so the mask follows every geometric step with nearest
+  interpolation): random resized crop (``augment.random_resized_crop_scale``), horizontal
+  flip, photometric distortion (``augment.photometric_distort``);
+- loss: cross-entropy on logits upsampled (bilinear) to the mask, 255 ignored, plus
+  0.4 x the auxiliary head's (ml-cvnets' ``aux_weight``) when the model has one;
+- validation: each image resized to ``sampler.image_size`` square, logits upsampled to
+  its mask's own size, mIoU from a confusion matrix summed over ranks (primary metric
+  ``miou``, a fraction), pixel accuracy.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+
+from ..data.segmentation import open_segmentation_dataset
+from ..data.segmentation_palette import IGNORE_INDEX
+from ..tasks.segmentation import ConfusionMatrix
+from .config import TrainConfig
+from .tasks import TrainingTask, rank_shard, register_task, sum_over_ranks
+
+AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
+SHAPES = "shapes"
+
+
+def shapes_cache_dir() -> Path:
+    """Where ``data.dataset: shapes`` is generated: ``$MOBILEVT_CACHE/shapes`` (default
+    ``~/.cache/mobilevt/shapes``)."""
+    base = os.environ.get("MOBILEVT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mobilevt")
+    return Path(base) / "shapes"
+
+
+def _prepare_shapes() -> Path:
+    from ..data.synthetic_shapes import ensure_shapes_dataset
+
+    root = shapes_cache_dir()
+    distributed = dist.is_available() and dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:
+        ensure_shapes_dataset(root)  # once; later runs find its manifest
+    if distributed:
+        dist.barrier()
+    return root
+
+
+class _ValidationItems(Dataset):
+    """(image float [3, S, S] in [0, 1] or None, int64 mask at its own size)."""
+
+    def __init__(self, dataset: Dataset, size: int):
+        self.dataset = dataset
+        self.resize = v2.Resize((size, size), antialias=True)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        image, mask = self.dataset[index]
+        if image is None:
+            return None, None
+        image = self.resize(image).as_subclass(torch.Tensor).float().div_(255.0)
+        return image, mask.as_subclass(torch.Tensor).long()
+
+
+def _collate_validation(batch):
+    kept = [b for b in batch if b[0] is not None]
+    failed = len(batch) - len(kept)
+    if not kept:
+        return None, None, failed
+    return torch.stack([b[0] for b in kept]), [b[1] for b in kept], failed
+
+
+def segmentation_loss(output: Any, masks: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (255 ignored) of logits upsampled to the masks' size; with
+    ``(logits, aux_logits)``, plus ``AUX_LOSS_WEIGHT`` x the auxiliary loss."""
+    main, aux = output if isinstance(output, tuple) else (output, None)
+    size = list(masks.shape[-2:])
+
+    def loss_of(logits: torch.Tensor) -> torch.Tensor:
+        logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+
+    loss = loss_of(main)
+    if aux is not None:
+        loss = loss + AUX_LOSS_WEIGHT * loss_of(aux)
+    return loss
+
+
+class SegmentationTask(TrainingTask):
+    """Semantic segmentation with a ``deeplabv3_*`` model (see the module docstring)."""
+
+    name = "segmentation"
+    primary_metric = "miou"
+    metric_scale = ""
+
+    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+        root = _prepare_shapes() if config.data.dataset == SHAPES else Path(config.data.dataset)
+        train = open_segmentation_dataset(root, "train")
+        val = open_segmentation_dataset(root, "val", layout=train.layout)
+        if train.class_names != val.class_names:
+            raise ValueError(f"{root}: the train and val splits name different classes")
+        return train, val, train.class_names
+
+    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+        import mobilevt
+        from mobilevt.weights.entries import PreprocessConfig
+
+        entry = mobilevt.get_model_entry(config.model)
+        if entry.task != "semantic-segmentation":
+            raise ValueError(
+                f"task 'segmentation' trains a semantic-segmentation model (deeplabv3_*), not {config.model!r} "
+                f"({entry.task}); e.g. model: deeplabv3_{config.model}"
+            )
+        options = dict(config.model_options)
+        if config.drop_path_rate:
+            options["drop_path_rate"] = config.drop_path_rate
+        model = mobilevt.create_model(config.model, weights=config.weights, num_classes=len(class_names), **options)
+        model.class_names = list(class_names)
+        size = config.sampler.image_size
+        # what the training transforms feed: RGB in [0, 1], the whole image resized
+        model.preprocess = PreprocessConfig((size, size), size, config.augment.interpolation, channel_order="RGB")
+        return model
+
+    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+        augment = config.augment
+        steps: list = [
+            v2.RandomResizedCrop(size, scale=tuple(augment.random_resized_crop_scale),
+                                 interpolation=InterpolationMode(augment.interpolation), antialias=True)
+        ]
+        if augment.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if augment.photometric_distort > 0:  # after the crop: on fewer pixels (hue is costly)
+            steps.append(v2.RandomPhotometricDistort(p=augment.photometric_distort))
+        # scales the image only: masks keep their class indices
+        steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
+        pipeline = v2.Compose(steps)
+
+        def transform(image: Any, mask: Any) -> Tuple[Any, Any]:
+            image, mask = pipeline(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+        return transform
+
+    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+        kept = [(image, mask) for image, mask in batch if image is not None]
+        failed = len(batch) - len(kept)
+        if not kept:
+            return None, None, failed
+        return torch.stack([k[0] for k in kept]), torch.stack([k[1] for k in kept]).long(), failed
+
+    def training_loss(self, model: nn.Module, images: torch.Tensor, targets: Any, config: TrainConfig) -> torch.Tensor:
+        return segmentation_loss(model(images), targets)
+
+    def validation_loader(
+        self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
+    ) -> DataLoader:
+        data = rank_shard(_ValidationItems(val_set, config.sampler.image_size), rank, world_size)
+        return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
+                          collate_fn=_collate_validation)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
+    ) -> Tuple[Dict[str, float], int]:
+        was_training = model.training
+        model.eval()
+        matrix = ConfusionMatrix(int(model.num_classes), device=device)
+        failed = 0
+        for images, masks, failed_in_batch in loader:
+            failed += failed_in_batch
+            if images is None:
+                continue
+            images = images.to(device)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits = model(images)
+            for row, mask in enumerate(masks):
+                mask = mask.to(device)
+                resized = F.interpolate(logits[row : row + 1].float(), size=list(mask.shape), mode="bilinear",
+                                        align_corners=False)
+                matrix.update(resized[0].argmax(0), mask)
+        model.train(was_training)
+        if distributed:
+            matrix.all_reduce()
+            failed = int(sum_over_ranks([float(failed)], device)[0])
+        scores = matrix.compute()
+        if scores.pixels == 0:
+            from .trainer import TrainingError
+
+            raise TrainingError(f"no validation pixel to score: {failed} image(s) failed to decode, or every mask is 255")
+        return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, "mean_accuracy": scores.mean_accuracy}, failed
+
+    def format_metrics(self, metrics: Dict[str, float]) -> str:
+        return f"val mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
+
+
+register_task(SegmentationTask.name, SegmentationTask)
