@@ -93,30 +93,36 @@ def _set_executorch_threads(threads: int) -> None:
 
 
 def _candidates(
-    ours, inputs: Inputs, runtimes: Sequence[str], setting: str, workdir: Path, threads: int, apply: Callable[[], None],
-    reset: Callable[[], None],
+    ours, scripted, inputs: Inputs, runtimes: Sequence[str], setting: str, workdir: Path, threads: int,
+    apply: Callable[[Any], None], reset: Callable[[Any], None],
 ) -> list[Candidate]:
-    """mobilevt's runtimes for one setting; ``apply`` / ``reset`` switch the setting on
-    and off on ``ours`` (exports and scripting capture it while on)."""
+    """mobilevt's runtimes for one setting. ``apply(model)`` / ``reset(model)`` switch the
+    setting on and off on the eager or scripted model: exports capture it while on, and
+    the eager and scripted runs switch it around each call (microseconds)."""
     from mobilevt.export.vilt import export_vilt_executorch, export_vilt_onnx
+
+    def switched(model):
+        if setting == "full":  # the settings are off between calls
+            return lambda: model(*inputs)
+
+        def run():
+            apply(model)
+            try:
+                return model(*inputs)
+            finally:
+                reset(model)
+
+        return run
 
     out: list[Candidate] = []
     for runtime in runtimes:
         start = time.perf_counter()
-        apply()
+        apply(ours)
         try:
-            if runtime == "eager" and setting == "full":
-                run = lambda: ours(*inputs)  # noqa: E731
-            elif runtime == "eager":
-                def run():
-                    apply()
-                    try:
-                        return ours(*inputs)
-                    finally:
-                        reset()
+            if runtime == "eager":
+                run = switched(ours)
             elif runtime == "scripted":
-                scripted = torch.jit.script(ours)  # shares the parameters; its settings are its own
-                run = lambda scripted=scripted: scripted(*inputs)  # noqa: E731
+                run = switched(scripted)
             elif runtime == "onnx":
                 onnx_run, _ = export_vilt_onnx(ours, workdir / f"vilt_{setting}.onnx", inputs, threads=threads)
                 run = lambda onnx_run=onnx_run: onnx_run(inputs)  # noqa: E731
@@ -127,8 +133,8 @@ def _candidates(
             else:
                 raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
         finally:
-            reset()
-        export_s = None if runtime == "eager" else round(time.perf_counter() - start, 1)
+            reset(ours)
+        export_s = round(time.perf_counter() - start, 1) if runtime in ("onnx", "executorch") else None
         out.append(Candidate(setting, runtime, run, export_s))
     return out
 
@@ -138,9 +144,9 @@ def _measure(ours, candidates: Sequence[Candidate], inputs: Inputs, runs: int, w
     difference from mobilevt eager in the same setting."""
     eager_logits = {"full": ours(*inputs)}
     if on is not None:
-        on()
+        on(ours)
         eager_logits["mobivqa"] = ours(*inputs)
-        off()
+        off(ours)
     diffs = [float((c.run() - eager_logits[c.setting]).abs().max()) for c in candidates]
     for _ in range(warmup):
         for candidate in candidates:
@@ -186,21 +192,24 @@ def bench(
     def transformers_run():
         return reference(input_ids=inputs[0], attention_mask=inputs[1], pixel_values=inputs[2], pixel_mask=inputs[3]).logits
 
-    def off():
-        ours.set_token_pruning(0)
-        ours.set_early_exit()
+    def off(model):
+        model.set_token_pruning(0)
+        model.set_early_exit()
 
-    def on():
-        ours.set_token_pruning(prune_layer, keep_ratio)
-        ours.set_early_exit(layer=exit_layer)
+    def on(model):
+        model.set_token_pruning(prune_layer, keep_ratio)
+        model.set_early_exit(layer=exit_layer)
 
+    if mobivqa:  # exit heads off do not change the full model (bit-identical logits)
+        ours.add_early_exits(list(exit_layers), predictor_layer=min(2, min(exit_layers)))
+    # one scripted module for both settings, switched by its scripted methods as eager is
+    scripted = torch.jit.script(ours) if "scripted" in runtimes else None
     candidates = [Candidate("full", "transformers", transformers_run)]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         # exports run outside inference mode (torch.export and the ONNX tracer need it off)
-        candidates += _candidates(ours, inputs, runtimes, "full", Path(tmp), threads, off, off)
+        candidates += _candidates(ours, scripted, inputs, runtimes, "full", Path(tmp), threads, off, off)
         if mobivqa:
-            ours.add_early_exits(list(exit_layers), predictor_layer=min(2, min(exit_layers)))
-            candidates += _candidates(ours, inputs, runtimes, "mobivqa", Path(tmp), threads, on, off)
+            candidates += _candidates(ours, scripted, inputs, runtimes, "mobivqa", Path(tmp), threads, on, off)
         with torch.inference_mode():
             medians, diffs = _measure(ours, candidates, inputs, runs, warmup, on if mobivqa else None, off)
     setting_names = {
@@ -292,7 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     print(markdown_table(rows))
     exports = [f"{r['runtime_name']} ({r['setting']}) {r['export_s']} s" for r in rows if r["export_s"] is not None]
     if exports:
-        print("export / scripting time: " + ", ".join(exports))
+        print("export time: " + ", ".join(exports))
     if args.json:
         from mobilevt.fileio import write_text_atomic
 

@@ -541,7 +541,8 @@ class ViltForQuestionAnswering(nn.Module):
     def set_token_pruning(self, layer: int = 0, keep_ratio: float = 1.0) -> None:
         """Question-guided image-token pruning: after layer number ``layer`` keep the
         ``ceil(keep_ratio * valid patches)`` image patches (and the image [CLS]) that the
-        question's tokens attend to most in that layer; ``layer=0`` turns it off."""
+        question's tokens attend to most in that layer (``keep_ratio`` to the nearest
+        millionth, the ceiling exact); ``layer=0`` turns it off."""
         if layer < 0 or layer >= len(self.encoder.layers):
             raise ValueError(
                 "pruning layer must be in 1.." + str(len(self.encoder.layers) - 1) + " (0 = off), got " + str(layer)
