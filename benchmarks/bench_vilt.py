@@ -205,6 +205,8 @@ def bench(
     # one scripted module for both settings, switched by its scripted methods as eager is
     scripted = torch.jit.script(ours) if "scripted" in runtimes else None
     candidates = [Candidate("full", "transformers", transformers_run)]
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         # exports run outside inference mode (torch.export and the ONNX tracer need it off)
         candidates += _candidates(ours, scripted, inputs, runtimes, "full", Path(tmp), threads, off, off)
