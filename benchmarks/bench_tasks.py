@@ -14,6 +14,13 @@ evaluation size), fp32, batch 1:
   the max-abs logit difference is printed), runs interleaved so that machine noise hits
   all alike; ratio = mobilevt eager / transformers eager (below 1: mobilevt faster).
 
+Detection: every ``ssdlite_*`` model asked for, at 320x320 (ml-cvnets' COCO resolution,
+``--detection-size``), fp32, batch 1: params vs ml-cvnets' table, MACs, and the median
+latency of mobilevt eager / fused against torchvision's ``ssdlite320_mobilenet_v3_large``
+network (backbone + heads, random weights, same input and threads; box decoding and NMS
+excluded on both sides), ratio = mobilevt eager / torchvision; the JSON rows add the
+published COCO mAP.
+
 Other tasks add a ``<task>_rows(args) -> list[dict]`` function to ``TASK_ROWS`` with the
 same columns.
 
@@ -136,7 +143,75 @@ def segmentation_rows(args) -> list[dict]:
     return rows
 
 
-TASK_ROWS: dict[str, Callable[..., list[dict]]] = {"segmentation": segmentation_rows}
+DEFAULT_DETECTORS = [
+    "ssdlite_mobilevit_xxs", "ssdlite_mobilevit_xs", "ssdlite_mobilevit_s",
+    "ssdlite_mobilevitv2_050", "ssdlite_mobilevitv2_100",
+]
+
+
+def _torchvision_ssdlite() -> Callable[[torch.Tensor], object]:
+    """torchvision's SSDLite320-MobileNetV3-Large network (backbone + heads, random
+    weights): the counterpart of an SSDLite forward without resizing and NMS."""
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+
+    def network(x: torch.Tensor):
+        return model.head(list(model.backbone(x).values()))
+
+    return network
+
+
+def detection_rows(args) -> list[dict]:
+    """SSDLite at 320x320 (ml-cvnets' COCO resolution), batch 1: params vs ml-cvnets' table,
+    MACs, mobilevt eager / fused vs torchvision's SSDLite320-MobileNetV3-Large network in the
+    same run (ratio = mobilevt eager / torchvision). The network only: box decoding and NMS
+    are excluded on both sides (with random weights NMS time means nothing)."""
+    from mobilevt.models.ssdlite import published_map
+
+    size = args.detection_size
+    reference = _torchvision_ssdlite()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    rows = []
+    for name in args.models or DEFAULT_DETECTORS:
+        entry = mobilevt.get_model_entry(name)
+        if entry.task != "object-detection":
+            continue
+        ours = _randomize(mobilevt.create_model(name))
+        cost = count_macs(ours, (size, size))
+        fused = copy.deepcopy(ours).fuse().to(memory_format=torch.channels_last)
+        runners = [("eager", ours), ("fused", fused), ("reference", reference)]
+        times: dict[str, list[float]] = {label: [] for label, _ in runners}
+        with torch.inference_mode():
+            for _ in range(args.warmup):
+                for _, model in runners:
+                    model(x)
+            for i in range(args.runs):
+                shift = i % len(runners)
+                for label, model in runners[shift:] + runners[:shift]:
+                    times[label].append(_time_once(model, x))
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        rows.append({
+            "task": "detection",
+            "model": name,
+            "input": f"{size}x{size}",
+            "params_m": cost.params / 1e6,
+            "published_params_m": entry.published_params_m,
+            "macs_g": cost.macs / 1e9,
+            "published_macs_g": entry.published_macs_g,
+            "published_coco_map": published_map(name),
+            "eager_ms": med["eager"],
+            "fused_ms": med["fused"],
+            "reference": "torchvision ssdlite320_mobilenet_v3_large (network, random weights)",
+            "reference_ms": med["reference"],
+            "ratio": med["eager"] / med["reference"],
+            "max_abs_diff": None,  # another network: no output comparison
+        })
+        _print_row(rows[-1])
+    return rows
+
+
+TASK_ROWS: dict[str, Callable[..., list[dict]]] = {"segmentation": segmentation_rows, "detection": detection_rows}
 
 
 def _fmt(value, spec: str) -> str:
@@ -157,6 +232,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASK_ROWS), choices=list(TASK_ROWS))
     parser.add_argument("--models", nargs="*", default=None, help="default: the published variants of each task")
     parser.add_argument("--size", type=int, default=512, help="input side (default 512)")
+    parser.add_argument("--detection-size", type=int, default=320, help="detectors' input side (default 320)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

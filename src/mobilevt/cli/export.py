@@ -57,6 +57,15 @@ def run_export(args) -> int:
         check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
         coreml_precision=args.coreml_precision, quantize=args.quantize, calibration=args.calibration,
     )
+    if report.details.get("task") == "object-detection":
+        print(
+            f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); on {report.check_images} "
+            f"photos: max-abs diff {report.max_abs_diff:.2e}, same detections after NMS on "
+            f"{100 * report.top1_agreement:.1f}%; batch-1 latency {report.exported_latency_ms:.1f} ms (eager "
+            f"{report.eager_latency_ms:.1f} ms); NMS settings and class names: {report.details['metadata']}; "
+            f"report: {report.path}.report.json"
+        )
+        return 0
     quantization = report.details.get("quantization")
     if quantization and quantization.get("speedup_vs_fp32"):
         print(f"int8 vs fp32 on {report.runtime}: {quantization['size_ratio']:.2f}x smaller, "

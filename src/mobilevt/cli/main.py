@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from . import bench, classify, export, segment, train, vqa
+from . import bench, classify, detect, export, segment, train, vqa
 
 
 class _WithExampleText(torch.nn.Module):
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_bench_parser(sub)
     vqa.add_vqa_parser(sub)
     segment.add_segment_parser(sub)
+    detect.add_detect_parser(sub)
     return parser
 
 
@@ -140,6 +141,8 @@ def _run(args) -> int:
         return vqa.run_vqa(args)
     if args.command == "segment":
         return segment.run_segment(args)
+    if args.command == "detect":
+        return detect.run_detect(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -116,6 +116,8 @@ def export_model(
 
     A :class:`mobilevt.tasks.vqa.VqaPipeline` (ViLT) is exported by
     :func:`mobilevt.export.vilt.export_vqa_pipeline` (torchscript, onnx, executorch).
+    An SSDLite detector is exported by :func:`mobilevt.export.detection.export_detector`
+    (torchscript, onnx, executorch: network + box decoding; NMS described beside the file).
     """
     if hasattr(model, "answer_logits") and hasattr(model, "tokenizer"):  # a ViLT VqaPipeline
         if quantize is not None or lite or include_preprocessing or image_size is not None or dynamic_size:
@@ -129,6 +131,15 @@ def export_model(
     if getattr(model, "image_size_rule", None) is not None:
         raise ExportError("a ViLT model also needs its question tokenizer: export the pipeline, "
                           "export_model(mobilevt.create_vqa_pipeline(weights=...), ...)")
+    if getattr(model, "anchor_generator", None) is not None:  # an SSDLite detector: network + box decoding
+        if quantize is not None or lite or include_preprocessing or dynamic_size:
+            raise ExportError("detector exports take no --quantize, --lite, --include-preprocessing or --dynamic-size: "
+                              "the file holds the network and its box decoding at one input size")
+        from .detection import export_detector
+
+        return export_detector(model, output, format, image_size=image_size, dynamic_batch=dynamic_batch, opset=opset,
+                               check_images=check_images, max_check_images=max_check_images,
+                               latency_runs=latency_runs, fuse=fuse)
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if dynamic_size and (format != "onnx" or opset > 17):

@@ -50,6 +50,11 @@ class AugmentConfig:
     # dense tasks (segmentation, detection): probability of torchvision's
     # RandomPhotometricDistort (brightness, contrast, saturation, hue, channel order)
     photometric_distort: float = 0.0
+    # detection (SSD): probability of RandomZoomOut (canvas up to zoom_out_max x the image,
+    # filled with the ImageNet mean) and whether to apply RandomIoUCrop
+    zoom_out: float = 0.0
+    zoom_out_max: float = 4.0
+    iou_crop: bool = False
 
 
 @dataclass

@@ -1,0 +1,125 @@
+"""``mobilevt detect``: boxes and labels drawn on images, or COCO mAP on a dataset."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .common import create_model_from_args
+
+
+def add_detect_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect",
+        help="object detection: <stem>_detections.png per image, or COCO mAP with --evaluate",
+        description="Detect objects with an ssdlite_* model and write each image with its boxes and labels drawn "
+        "(<stem>_detections.png); or, with --evaluate, compute COCO mAP (pycocotools) on an images folder and "
+        "its COCO-format annotation file.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", default="ssdlite_mobilevit_s", help="an ssdlite_* model (default ssdlite_mobilevit_s)")
+    p.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="weights tag, file, URL or hf-hub:<repo> (default: the model's published weights; 'none' for random)",
+    )
+    p.add_argument("--out", default=".", help="folder for the drawn PNGs (default: the current folder)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="lowest score of a box to keep (default 0.3; --evaluate uses the model's 0.01 unless given)")
+    p.add_argument("--json", action="store_true", help="print JSON (per image: its boxes; or the scores)")
+    p.add_argument("--evaluate", metavar="DATA",
+                   help="report COCO mAP on DATA: an images folder with --annotations, or a COCO-layout folder "
+                   "(annotations/instances_<split>2017.json + <split>2017/)")
+    p.add_argument("--annotations", help="--evaluate: the COCO instances JSON of the images folder")
+    p.add_argument("--split", default="val", help="--evaluate on a COCO-layout folder: the split (default val)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", "-o", help="--evaluate: write the scores as JSON to this file")
+    p.add_argument("--results", help="--evaluate: write the detections in COCO results format to this file")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+
+
+def run_detect(args) -> int:
+    import mobilevt
+
+    entry = mobilevt.get_model_entry(args.model)
+    if entry.task != "object-detection":
+        raise ValueError(f"{args.model} is a {entry.task} model; mobilevt detect takes an ssdlite_* model")
+    if args.evaluate is None and not args.inputs:
+        raise ValueError("give images to detect objects in, or --evaluate DATA for COCO mAP")
+    if args.evaluate is not None and args.inputs:
+        raise ValueError("give either images or --evaluate DATA, not both")
+    model = create_model_from_args(args.model, args.weights).fuse()
+    if args.evaluate is not None:
+        return _evaluate(model, args)
+    return _detect(model, args)
+
+
+def _detect(model, args) -> int:
+    from torchvision.io import write_png
+
+    from mobilevt.data.images import ImageDecodeError, load_image
+    from mobilevt.fileio import atomic_path
+    from mobilevt.tasks.classification import expand_image_inputs
+    from mobilevt.tasks.detection import detect, draw_detections
+
+    missing = [p for p in args.inputs if not os.path.exists(p)]
+    for path in missing:
+        print(f"error: {path}: no such file or directory", file=sys.stderr)
+    items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
+    threshold = 0.3 if args.threshold is None else args.threshold
+    results = detect(model, items, score_threshold=threshold, batch_size=args.batch_size, device=args.device,
+                     on_error="report")
+    failed = len(missing)
+    rows = []
+    out = Path(args.out)
+    for item, result in zip(items, results):
+        if result.error:
+            print(f"error: {result.source}: {result.error}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            image = load_image(item)
+        except ImageDecodeError as exc:  # pragma: no cover - decoded once already
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        target = out / f"{Path(result.source).stem}_detections.png"
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            write_png(draw_detections(image, result), str(tmp))
+        rows.append(result.to_dict() | {"drawn": str(target)})
+        if not args.json:
+            found = ", ".join(f"{o.name} {o.score:.2f}" for o in result.objects[:8]) or "nothing"
+            more = f" (+{len(result.objects) - 8} more)" if len(result.objects) > 8 else ""
+            print(f"{result.source}: {found}{more} -> {target.name}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 1 if failed else 0
+
+
+def _evaluate(model, args) -> int:
+    from mobilevt.fileio import write_text_atomic
+    from mobilevt.tasks.detection import evaluate_detection
+    from mobilevt.training.detection import open_coco_split
+
+    if args.annotations is not None:
+        images, annotations = Path(args.evaluate), Path(args.annotations)
+    else:
+        images, annotations = open_coco_split(args.evaluate, args.split)
+    # default: the model's own threshold (0.01, as ml-cvnets' COCO evaluation)
+    result = evaluate_detection(model, images, annotations, batch_size=args.batch_size, limit=args.limit,
+                                score_threshold=args.threshold, device=args.device, results_json=args.results)
+    report = result.to_dict()
+    if args.output:
+        write_text_atomic(Path(args.output), json.dumps(report, indent=2) + "\n")
+    for line in result.failed:
+        print(f"error: {line}: undecodable image, not counted", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        m = result.metrics
+        print(f"mAP@[.5:.95] {m['map']:.4f}  mAP@0.5 {m['map50']:.4f}  mAP@0.75 {m['map75']:.4f}  "
+              f"AR@100 {m['mar100']:.4f}  ({result.num_images} images, {result.images_per_second:.1f} images/s)")
+    return 1 if result.failed else 0

@@ -1,0 +1,247 @@
+"""Exporting SSDLite detectors: TorchScript, ONNX and ExecuTorch.
+
+The exported graph is the network plus box decoding, for one input size (the anchors are
+a constant of the graph):
+
+    pixel_values [B, 3, H, W]  ->  boxes [B, N, 4]   corner form (x1, y1, x2, y2), fractions of the input
+                                   scores [B, N, C]  softmax class probabilities, column 0 the background
+
+Non-maximum suppression is the separate, documented step after it (data-dependent
+shapes, and no NMS op in ExecuTorch's XNNPACK): per object class, the scores above a
+threshold (at most ``top_k``), ``torchvision.ops.batched_nms`` (or the platform's NMS) at
+IoU ``nms_iou_threshold``, the ``max_detections`` best. :func:`mobilevt.ops.postprocess_detections`
+is that step as the library itself runs it, and ``<output>.detection.json`` beside the
+file records its settings, the class names, the input preprocessing and the output layout.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..fileio import atomic_path, write_text_atomic
+from ..ops.ssd import box_cxcywh_to_xyxy, decode_boxes, postprocess_detections
+from ..weights.entries import PreprocessConfig
+from .core import (
+    _EXTRAS,
+    ExportError,
+    ExportReport,
+    _check_inputs,
+    _median_ms,
+    _size,
+    _write_report,
+)
+from .rewrite import delegate_friendly
+
+DETECTION_FORMATS = ("torchscript", "onnx", "executorch")
+
+
+class DecodedSSDLite(nn.Module):
+    """An SSDLite detector with its box decoding, for one input size: image batch in,
+    ``(boxes [B, N, 4] corner form in fractions of the input, scores [B, N, C] softmax)``
+    out. Scriptable and exportable; NMS comes after it."""
+
+    def __init__(self, model: nn.Module, height: int, width: int) -> None:
+        super().__init__()
+        self.model = model
+        self.height = int(height)
+        self.width = int(width)
+        self.center_variance = float(model.config.center_variance)
+        self.size_variance = float(model.config.size_variance)
+        self.register_buffer("anchors", model.anchors(height, width).clone())
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        regression, logits = self.model(x)
+        boxes = box_cxcywh_to_xyxy(decode_boxes(regression, self.anchors, self.center_variance, self.size_variance))
+        return boxes, logits.softmax(dim=-1)
+
+
+def detection_metadata(model: nn.Module, height: int, width: int) -> Dict[str, Any]:
+    """What an app needs around an exported detector: input, outputs, post-processing."""
+    config = model.config
+    preprocess: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig((height, width), height)
+    names = getattr(model, "class_names", None)
+    return {
+        "model": getattr(model, "model_name", type(model).__name__),
+        "input": {
+            "name": "pixel_values", "shape": ["batch", 3, height, width],
+            "preprocess": f"resize the whole image to {height}x{width} ({preprocess.interpolation}), scale pixels to "
+                          f"[0, 1], normalise with mean/std, channel order {preprocess.channel_order}",
+            "interpolation": preprocess.interpolation, "mean": list(preprocess.mean), "std": list(preprocess.std),
+            "channel_order": preprocess.channel_order,
+        },
+        "outputs": {
+            "boxes": "[batch, N, 4] x1, y1, x2, y2 as fractions of the input (multiply by the photo's width/height)",
+            "scores": "[batch, N, classes] softmax probabilities; column 0 is the background",
+        },
+        "num_anchors": int(model.anchors(height, width).shape[0]),
+        "class_names": list(names) if names else None,
+        "postprocess": {
+            "method": "per class 1..C-1: scores > score_threshold, the top_k best, then NMS (class-wise) at "
+                      "nms_iou_threshold; keep max_detections (mobilevt.ops.postprocess_detections)",
+            "score_threshold": config.score_threshold, "display_score_threshold": 0.3,
+            "nms_iou_threshold": config.nms_iou_threshold, "top_k": config.top_k,
+            "max_detections": config.max_detections,
+        },
+    }
+
+
+def export_detector(
+    model: nn.Module,
+    output: str | os.PathLike,
+    format: str,
+    *,
+    image_size: Optional[Sequence[int]] = None,
+    dynamic_batch: bool = True,
+    opset: int = 17,
+    check_images: str | os.PathLike | None = None,
+    max_check_images: int = 16,
+    latency_runs: int = 20,
+    fuse: bool = True,
+) -> ExportReport:
+    """Export an SSDLite detector (:class:`DecodedSSDLite`: network + box decoding) and
+    check the file against eager on real photos: max-abs difference of boxes and scores,
+    and the share of photos whose detections after NMS (score > 0.3) are the same (same
+    labels, boxes within 1e-3 of the input size). Writes ``<output>.detection.json`` (input,
+    outputs, NMS settings, class names) and ``<output>.report.json``.
+
+    ExecuTorch programs take batch 1 (phones detect one frame at a time)."""
+    if format not in DETECTION_FORMATS:
+        raise ExportError(
+            f"detectors export to {', '.join(DETECTION_FORMATS)}, not {format!r} (Core ML and TFLite exports are for "
+            "classifiers)"
+        )
+    preprocess_config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig((320, 320), 320)
+    height, width = tuple(image_size) if image_size else tuple(preprocess_config.input_size)
+    eager_model = copy.deepcopy(model).eval()
+    if fuse:
+        eager_model = eager_model.fuse()
+    eager = DecodedSSDLite(eager_model, height, width).eval()
+
+    from ..tasks.detection import DetectionPreprocess
+
+    photos, source = _check_inputs(check_images, max_check_images)
+    resize = DetectionPreprocess(PreprocessConfig((height, width), height, preprocess_config.interpolation,
+                                                  preprocess_config.mean, preprocess_config.std,
+                                                  preprocess_config.channel_order, preprocess_config.antialias))
+    batch = torch.stack([resize(photo) for photo in photos])
+    with torch.inference_mode():
+        expected = eager(batch)
+
+    output = Path(output)
+    notes: List[str] = []
+    if format == "torchscript":
+        scripted = torch.jit.script(eager)
+        with atomic_path(output) as tmp:
+            torch.jit.save(scripted, str(tmp))
+        loaded = torch.jit.load(str(output))
+        runtime = "TorchScript interpreter"
+
+        def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            with torch.inference_mode():
+                return loaded(x)
+    elif format == "onnx":
+        run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, opset)
+    else:
+        dynamic_batch = False
+        run, runtime = _export_executorch(eager, output, height, width)
+        notes.append("ExecuTorch program with batch 1")
+
+    if dynamic_batch:
+        actual = run(batch)
+    else:
+        parts = [run(batch[i : i + 1]) for i in range(len(batch))]
+        actual = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    agreement, compared = _detections_agreement(actual, expected, eager_model.config)
+    eager_ms = _median_ms(lambda: eager(batch[:1]), latency_runs)
+    exported_ms = _median_ms(lambda: run(batch[:1]), latency_runs)
+    metadata = detection_metadata(model, height, width)
+    write_text_atomic(_metadata_path(output), json.dumps(metadata, indent=2) + "\n")
+    notes.append(f"outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
+                 f"NMS is the separate step described in {_metadata_path(output).name}")
+    report = ExportReport(
+        format=format, path=str(output), file_bytes=_size(output), input_size=(height, width),
+        dynamic_batch=dynamic_batch, include_preprocessing=False, check_images=len(photos), check_source=source,
+        max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
+        top1_agreement=agreement, top5_agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
+        runtime=runtime, notes=notes,
+        details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
+                 "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
+                 "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
+                 "preprocess": asdict(preprocess_config), "opset": opset if format == "onnx" else None,
+                 "fused": fuse, "threads": torch.get_num_threads(), "metadata": str(_metadata_path(output))},
+    )
+    return _write_report(report)
+
+
+def _metadata_path(output: Path) -> Path:
+    return output.with_name(output.name + ".detection.json")
+
+
+def _detections_agreement(actual, expected, config, threshold: float = 0.3, tolerance: float = 1e-3):
+    """Share of images whose detections after NMS (scores > ``threshold``) have the same
+    labels in the same order and boxes within ``tolerance`` (fractions of the input), and
+    how many eager detections that compared."""
+    ours = postprocess_detections(actual[0].float(), actual[1].float(), threshold, config.nms_iou_threshold,
+                                  config.top_k, config.max_detections)
+    theirs = postprocess_detections(expected[0].float(), expected[1].float(), threshold, config.nms_iou_threshold,
+                                    config.top_k, config.max_detections)
+    same = 0
+    for a, e in zip(ours, theirs):
+        same += int(torch.equal(a.labels, e.labels) and (a.boxes.numel() == 0 or
+                                                           float((a.boxes - e.boxes).abs().max()) <= tolerance))
+    return same / max(1, len(ours)), sum(len(e.labels) for e in theirs)
+
+
+def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ExportError(f"the onnx export needs {exc.name}: {_EXTRAS['onnx']}") from None
+    if opset > 17:
+        raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
+    example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
+    axes = {"pixel_values": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}} if dynamic_batch else None
+    with atomic_path(output) as tmp:
+        torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["pixel_values"], output_names=["boxes", "scores"], dynamic_axes=axes)
+        onnx.checker.check_model(onnx.load(str(tmp)))
+    import onnxruntime as ort  # noqa: F811
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = session.run(None, {"pixel_values": x.numpy()})
+        return torch.from_numpy(boxes), torch.from_numpy(scores)
+
+    return run, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+
+
+def _export_executorch(module: nn.Module, output: Path, height: int, width: int):
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.runtime import Runtime
+    except ImportError as exc:
+        raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
+    example = torch.rand(1, 3, height, width)
+    program = torch.export.export(delegate_friendly(module), (example,))
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(lowered.buffer)
+    method = Runtime.get().load_program(str(output)).load_method("forward")
+
+    def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = method.execute([x.contiguous()])
+        return boxes, scores
+
+    return run, "ExecuTorch runtime (XNNPACK delegate)"

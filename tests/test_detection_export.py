@@ -1,0 +1,102 @@
+"""SSDLite exports (network + box decoding; NMS as the documented separate step) checked
+against eager: TorchScript, ONNX (onnxruntime) and ExecuTorch (XNNPACK)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mobilevt
+from conftest import packaged_photos
+from mobilevt.export import ExportError, export_model
+from mobilevt.ops import postprocess_detections
+from mobilevt.tasks.detection import DetectionPreprocess
+
+SIZE = (160, 160)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    photos = [mobilevt.load_image(p) for p in packaged_photos()[:4]]
+    if not photos:
+        pytest.skip("no sample photos (pip install scikit-learn or scikit-image)")
+    model = mobilevt.create_model("ssdlite_mobilevit_xxs", num_classes=4)
+    model.class_names = ["background", "circle", "square", "triangle"]
+    model.preprocess = mobilevt.PreprocessConfig(SIZE, SIZE[0], "bilinear")
+    # BatchNorm statistics measured on photos, so that photos get different detections
+    from mobilevt.tasks.detection import detection_preprocess_for
+
+    preprocess = detection_preprocess_for(model)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None
+        model.train()(torch.stack([preprocess(p) for p in photos]))
+    return model.eval()
+
+
+@pytest.mark.parametrize("fmt,suffix,tolerance", [("torchscript", "pt", 1e-5), ("onnx", "onnx", 1e-4)])
+def test_torchscript_and_onnx(detector, tmp_path, photo_dir, fmt, suffix, tolerance):
+    pytest.importorskip("onnxruntime") if fmt == "onnx" else None
+    report = export_model(detector, tmp_path / f"det.{suffix}", fmt, check_images=photo_dir, latency_runs=2)
+    assert report.details["task"] == "object-detection" and report.input_size == SIZE
+    assert report.max_abs_diff <= tolerance
+    assert report.details["detections_compared"] > 0  # the agreement below is about real boxes
+    assert report.top1_agreement == 1.0
+    meta = json.loads((tmp_path / f"det.{suffix}.detection.json").read_text())
+    assert meta["class_names"] == detector.class_names
+    assert meta["postprocess"]["nms_iou_threshold"] == 0.5 and meta["postprocess"]["score_threshold"] == 0.01
+    assert meta["num_anchors"] == detector.anchors(*SIZE).shape[0]
+    assert json.loads((tmp_path / f"det.{suffix}.report.json").read_text())["format"] == fmt
+
+
+def test_onnx_outputs_plus_the_documented_nms_give_the_library_detections(detector, tmp_path, photo_dir):
+    """An app's path: run the ONNX file, then NMS with the settings of .detection.json;
+    it finds what mobilevt.detect finds."""
+    ort = pytest.importorskip("onnxruntime")
+    export_model(detector, tmp_path / "det.onnx", "onnx", check_images=photo_dir, latency_runs=0, fuse=False)
+    meta = json.loads((tmp_path / "det.onnx.detection.json").read_text())
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"), providers=["CPUExecutionProvider"])
+    photo = mobilevt.load_image(next(iter(sorted(photo_dir.iterdir()))))
+    x = DetectionPreprocess(detector.preprocess)(photo)[None]
+    boxes, scores = (torch.from_numpy(a) for a in session.run(None, {"pixel_values": x.numpy()}))
+    post = meta["postprocess"]
+    (app,) = postprocess_detections(boxes, scores, 0.3, post["nms_iou_threshold"], post["top_k"], post["max_detections"])
+    (library,) = mobilevt.detect(detector, photo, score_threshold=0.3)
+    height, width = photo.shape[-2:]
+    assert len(app.labels) == len(library.objects) > 0
+    assert app.labels.tolist() == library.labels.tolist()
+    scale = torch.tensor([width, height, width, height])
+    torch.testing.assert_close(app.boxes.clamp(0, 1) * scale, library.boxes, atol=1e-2, rtol=0)
+
+
+def test_executorch(detector, tmp_path, photo_dir):
+    pytest.importorskip("executorch")
+    report = export_model(detector, tmp_path / "det.pte", "executorch", image_size=(128, 128), check_images=photo_dir,
+                          latency_runs=2)
+    assert report.runtime.startswith("ExecuTorch") and not report.dynamic_batch
+    assert report.max_abs_diff <= 1e-4
+    assert report.details["detections_compared"] > 0 and report.top1_agreement >= 0.75
+
+
+def test_detector_export_options_are_checked(detector, tmp_path):
+    with pytest.raises(ExportError, match="detectors export to"):
+        export_model(detector, tmp_path / "x.mlpackage", "coreml")
+    with pytest.raises(ExportError, match="no --quantize"):
+        export_model(detector, tmp_path / "x.onnx", "onnx", include_preprocessing=True)
+
+
+def test_cli_export_detector(tmp_path, capsys, photo_dir):
+    from mobilevt.cli.main import main
+
+    code = main(["export", "ssdlite_mobilevit_xxs", "--weights", "none", "--format", "torchscript",
+                 "--image-size", "128", "128", "-o", str(tmp_path / "d.pt"), "--check-images", str(photo_dir)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "same detections after NMS" in out and "d.pt.detection.json" in out
+    scripted = torch.jit.load(str(tmp_path / "d.pt"))
+    boxes, scores = scripted(torch.rand(2, 3, 128, 128))
+    assert boxes.shape[0] == 2 and boxes.shape[-1] == 4 and scores.shape[-1] == 81
+    torch.testing.assert_close(scores.sum(-1), torch.ones(scores.shape[:2]))
