@@ -1,8 +1,8 @@
 """Semantic segmentation training (``TrainConfig.task: segmentation``).
 
-- data: ``data.dataset`` is ``shapes`` (the synthetic shapes data set, generated once into
-  a cache folder: :func:`shapes_cache_dir`) or a PASCAL VOC- or ADE20K-layout folder
-  (splits ``train`` and ``val``);
+- data: ``data.dataset`` is ``shapes`` (the synthetic shapes data set, 320 train / 80 val
+  images of 128x128, generated once into a cache folder: :func:`shapes_cache_dir`) or a
+  PASCAL VOC- or ADE20K-layout folder (splits ``train`` and ``val``);
 - model: a ``deeplabv3_*`` model with one output per class; ``model_options`` passes
   ``output_stride``, ``aux_head``, ``backbone_weights`` ... to ``create_model``;
 - augmentation per resolution (torchvision transforms v2 on ``tv_tensors.Image`` /
@@ -37,13 +37,17 @@ from .tasks import TrainingTask, rank_shard, register_task, sum_over_ranks
 
 AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
 SHAPES = "shapes"
+# the draw of the shapes data set that ``data.dataset: shapes`` trains on: small enough
+# for minutes on a CPU, large enough to learn the three shapes from scratch
+SHAPES_DRAW = dict(num_train=320, num_val=80, image_size=128, max_shapes=3, seed=0)
 
 
 def shapes_cache_dir() -> Path:
-    """Where ``data.dataset: shapes`` is generated: ``$MOBILEVT_CACHE/shapes`` (default
-    ``~/.cache/mobilevt/shapes``)."""
+    """Where ``data.dataset: shapes`` is generated: ``$MOBILEVT_CACHE/shapes-...``
+    (default ``~/.cache/mobilevt/``), one folder per draw."""
     base = os.environ.get("MOBILEVT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mobilevt")
-    return Path(base) / "shapes"
+    d = SHAPES_DRAW
+    return Path(base) / f"shapes-{d['num_train']}-{d['num_val']}-{d['image_size']}px-seed{d['seed']}"
 
 
 def _prepare_shapes() -> Path:
@@ -52,7 +56,7 @@ def _prepare_shapes() -> Path:
     root = shapes_cache_dir()
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        ensure_shapes_dataset(root)  # once; later runs find its manifest
+        ensure_shapes_dataset(root, **SHAPES_DRAW)  # once; later runs find its manifest
     if distributed:
         dist.barrier()
     return root
