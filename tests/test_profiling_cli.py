@@ -42,12 +42,17 @@ def test_attention_matmuls_are_counted():
 
 
 def test_models_cli_table(capsys):
-    assert main(["models"]) == 0
+    # every classifier; the task families (one DeepLabV3 and one SSDLite per backbone) are
+    # profiled by their own tests, and one of each is listed here
+    assert main(["models", "mobilevit*"]) == 0
     out = capsys.readouterr().out
     assert "attention matmuls counted" in out
-    for name in mobilevt.list_models():
+    for name in mobilevt.list_models("mobilevit*"):
         assert f"| {name} |" in out
     assert "| mobilevit_s | 5.58 |" in out
+    assert "69.00 ImageNet top-1" in out
+    assert main(["models", "deeplabv3_mobilevit_xxs"]) == 0
+    assert "| deeplabv3_mobilevit_xxs |" in capsys.readouterr().out
 
 
 def test_models_cli_json_and_pattern(capsys):

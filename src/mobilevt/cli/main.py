@@ -27,6 +27,14 @@ class _WithExampleText(torch.nn.Module):
         return self.model(input_ids, attention_mask, pixel_values, pixel_mask)
 
 
+_METRIC_BY_TASK = {
+    "image-classification": "ImageNet top-1",
+    "semantic-segmentation": "mIoU",
+    "object-detection": "COCO mAP",
+    "visual-question-answering": "VQAv2 accuracy",
+}
+
+
 def _models_table(pattern: str | None, as_json: bool) -> int:
     import mobilevt
     from mobilevt.profiling import count_macs
@@ -51,6 +59,8 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
                 "published_macs_g": entry.published_macs_g,
                 "resolution": resolution,
                 "top1": top1,
+                # the published score's metric (Weights.top1 holds the task's headline figure)
+                "metric": _METRIC_BY_TASK.get(entry.task, "score"),
                 "weights": [w.tag for w in entry.weights],
             }
         )
@@ -61,7 +71,7 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     header = (
-        "| model | params (M) | MACs (G) | published MACs (G) | input | ImageNet top-1 (published) | weights |\n"
+        "| model | params (M) | MACs (G) | published MACs (G) | input | published accuracy | weights |\n"
         "|---|---:|---:|---:|---|---:|---|"
     )
     print(
@@ -70,7 +80,7 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
     )
     print(header)
     for r in rows:
-        top1 = f"{r['top1']:.2f}" if r["top1"] is not None else "-"
+        top1 = f"{r['top1']:.2f} {r['metric']}" if r["top1"] is not None else "-"
         print(
             f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {r['published_macs_g']} | {r['resolution']} "
             f"| {top1} | {', '.join(r['weights'])} |"
