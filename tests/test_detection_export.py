@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import packaged_photos
+from conftest import packaged_photos, randomize_
 from mobilevt.export import ExportError, export_model
 from mobilevt.ops import postprocess_detections
 from mobilevt.tasks.detection import DetectionPreprocess
@@ -21,7 +21,7 @@ def detector():
     photos = [mobilevt.load_image(p) for p in packaged_photos()[:4]]
     if not photos:
         pytest.skip("no sample photos (pip install scikit-learn or scikit-image)")
-    model = mobilevt.create_model("ssdlite_mobilevit_xxs", num_classes=4)
+    model = randomize_(mobilevt.create_model("ssdlite_mobilevit_xxs", num_classes=4))
     model.class_names = ["background", "circle", "square", "triangle"]
     model.preprocess = mobilevt.PreprocessConfig(SIZE, SIZE[0], "bilinear")
     # BatchNorm statistics measured on photos, so that photos get different detections

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data.coco import COCO_CLASSES_WITH_BACKGROUND  # noqa: F401  (re-exported for the weights hooks)
 from ..layers import ConvNormAct
-from ..layers.ssd_heads import GlobalPoolProj, SeparableConvNormReLU, SSDHead
+from ..layers.ssd_heads import GlobalPoolProj, SeparableConvNormReLU, SeparablePredictor, SSDHead
 from ..ops.ssd import (
     Detections,
     SSDAnchorGenerator,
@@ -153,12 +153,20 @@ class SSDLite(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # ml-cvnets: xavier-uniform convs (zero bias) in the extra layers and heads
+        # ml-cvnets: xavier-uniform convs (zero bias) in the extra layers and heads ...
         for module in [*self.extra_layers.modules(), *self.heads.modules()]:
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        # ... except the prediction convs, drawn small (normal, std 0.01) as torchvision's
+        # SSD heads are: xavier gives logits of several units, a multibox loss near 20 at
+        # the start and, from a random backbone, a detector that learns far more slowly
+        # (ml-cvnets always starts from an ImageNet backbone). Loaded weights replace it.
+        for head in self.heads:
+            last = head.pred.pw if isinstance(head.pred, SeparablePredictor) else head.pred
+            nn.init.normal_(last.weight, std=0.01)
+            nn.init.zeros_(last.bias)
 
     @torch.jit.export
     def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
