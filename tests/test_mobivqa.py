@@ -133,8 +133,9 @@ def test_pruning_with_ratio_one_equals_the_full_model(model):
         expected = model(*inputs)
         for layer in (1, 3, 5):
             model.set_token_pruning(layer, 1.0)
-            # 1e-6 relative to the logit scale: the kept tokens are reordered by score
-            assert (model(*inputs) - expected).abs().max() <= 1e-6 * max(1.0, float(expected.abs().max()))
+            # 1e-5 relative to the logit scale: the kept tokens are reordered by score, which changes the
+            # float32 summation order (CI measured 1.2e-6 relative); a dropped or wrong token moves logits by > 1e-2
+            assert (model(*inputs) - expected).abs().max() <= 1e-5 * max(1.0, float(expected.abs().max()))
 
 
 def test_pruning_changes_answers_only_through_dropped_tokens(model):
