@@ -112,3 +112,11 @@ def photo_dir(tmp_path_factory):
     for photo in real_photos(6):
         shutil.copy(photo, folder / photo.name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def shapes_cache(tmp_path_factory) -> Path:
+    """A fresh cache folder for the recipes' generated shapes data set (``MOBILEVT_CACHE``),
+    shared by the segmentation and detection learning tests: generated once per session,
+    as a user's first run generates it."""
+    return tmp_path_factory.mktemp("mobilevt-cache")

@@ -78,6 +78,9 @@ class TrainConfig:
     epochs: int = 300
     batch_size: int = 128  # per process, at the base resolution
     label_smoothing: float = 0.1
+    # segmentation: weight the cross-entropy per batch by ENet's 1 / ln(1.1 + class frequency)
+    # (ml-cvnets' loss.segmentation.cross_entropy.class_weights) against class imbalance
+    class_weights: bool = False
     ema_decay: Optional[float] = 0.9995  # ml-cvnets' EMA momentum 0.0005; null disables
     drop_path_rate: float = 0.0
     # further create_model keyword arguments of the model (e.g. a segmenter's

@@ -1,6 +1,6 @@
 """Semantic segmentation training (``TrainConfig.task: segmentation``).
 
-- data: ``data.dataset`` is ``shapes`` (the synthetic shapes data set, 320 train / 80 val
+- data: ``data.dataset`` is ``shapes`` (the synthetic shapes data set, 2000 train / 200 val
   images of 128x128, generated once into a cache folder: :func:`shapes_cache_dir`) or a
   PASCAL VOC- or ADE20K-layout folder (splits ``train`` and ``val``);
 - model: a ``deeplabv3_*`` model with one output per class; ``model_options`` passes
@@ -11,6 +11,7 @@
   flip, photometric distortion (``augment.photometric_distort``);
 - loss: cross-entropy on logits upsampled (bilinear) to the mask, 255 ignored, plus
   0.4 x the auxiliary head's (ml-cvnets' ``aux_weight``) when the model has one;
+  ``class_weights: true`` weights classes per batch as ENet / ml-cvnets do;
 - validation: each image resized to ``sampler.image_size`` square, logits upsampled to
   its mask's own size, mIoU from a confusion matrix summed over ranks (primary metric
   ``miou``, a fraction), pixel accuracy.
@@ -39,7 +40,7 @@ AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
 SHAPES = "shapes"
 # the draw of the shapes data set that ``data.dataset: shapes`` trains on: small enough
 # for minutes on a CPU, large enough to learn the three shapes from scratch
-SHAPES_DRAW = dict(num_train=320, num_val=80, image_size=128, max_shapes=3, seed=0)
+SHAPES_DRAW = dict(num_train=2000, num_val=200, image_size=128, max_shapes=3, seed=0)
 
 
 def shapes_cache_dir() -> Path:
@@ -88,15 +89,27 @@ def _collate_validation(batch):
     return torch.stack([b[0] for b in kept]), [b[1] for b in kept], failed
 
 
-def segmentation_loss(output: Any, masks: torch.Tensor) -> torch.Tensor:
+def enet_class_weights(masks: torch.Tensor, num_classes: int, norm: float = 1.1) -> torch.Tensor:
+    """ENet's class weights (Paszke et al. 2016, Sec. 5.2) of one batch of masks:
+    ``1 / ln(norm + frequency)`` per class, 0 for a class absent from the batch; 255 is
+    not counted. ml-cvnets' ``class_weights`` option."""
+    valid = masks[(masks != IGNORE_INDEX) & (masks >= 0) & (masks < num_classes)]
+    counts = torch.bincount(valid.flatten(), minlength=num_classes).float()
+    weights = 1.0 / torch.log(norm + counts / counts.sum().clamp(min=1.0))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
+def segmentation_loss(output: Any, masks: torch.Tensor, class_weights: bool = False) -> torch.Tensor:
     """Cross-entropy (255 ignored) of logits upsampled to the masks' size; with
-    ``(logits, aux_logits)``, plus ``AUX_LOSS_WEIGHT`` x the auxiliary loss."""
+    ``(logits, aux_logits)``, plus ``AUX_LOSS_WEIGHT`` x the auxiliary loss; with
+    ``class_weights``, each class weighted by :func:`enet_class_weights` of the batch."""
     main, aux = output if isinstance(output, tuple) else (output, None)
     size = list(masks.shape[-2:])
+    weight = enet_class_weights(masks, main.shape[1]) if class_weights else None
 
     def loss_of(logits: torch.Tensor) -> torch.Tensor:
         logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-        return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(logits, masks, weight=weight, ignore_index=IGNORE_INDEX)
 
     loss = loss_of(main)
     if aux is not None:
@@ -167,7 +180,7 @@ class SegmentationTask(TrainingTask):
         return torch.stack([k[0] for k in kept]), torch.stack([k[1] for k in kept]).long(), failed
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, targets: Any, config: TrainConfig) -> torch.Tensor:
-        return segmentation_loss(model(images), targets)
+        return segmentation_loss(model(images), targets, config.class_weights)
 
     def validation_loader(
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
