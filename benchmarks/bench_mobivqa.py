@@ -30,7 +30,7 @@ import torch
 
 from mobilevt.fileio import atomic_path, write_text_atomic
 from mobilevt.models.vilt import ViltForQuestionAnswering, build_vilt_b32_vqa
-from mobilevt.training.vqa import evaluate_vqa, load_easy_vqa, train_exit_heads, train_vqa
+from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_vqa, load_easy_vqa, train_exit_heads, train_vqa
 
 
 def build_model(config: dict, answers: list[str]) -> ViltForQuestionAnswering:
@@ -53,7 +53,8 @@ def train_or_load(args, train, answers) -> tuple[ViltForQuestionAnswering, dict]
             return model.eval(), config
         # train the loaded model further (a new warmup + cosine cycle), then its exits again
         start = time.perf_counter()
-        train_vqa(model, train, epochs=args.continue_epochs, batch_size=64, lr=args.lr, seed=len(config.get("continued", [])) + 1)
+        train_vqa(model, train, epochs=args.continue_epochs, batch_size=64, lr=args.lr,
+                  seed=len(config.get("continued", [])) + 1, augment=args.augment)
         config.setdefault("continued", []).append({"epochs": args.continue_epochs, "seconds": round(time.perf_counter() - start, 1)})
         start = time.perf_counter()
         train_exit_heads(model, train, epochs=args.exit_epochs, predictor_epochs=args.exit_epochs)
@@ -72,7 +73,8 @@ def train_or_load(args, train, answers) -> tuple[ViltForQuestionAnswering, dict]
     torch.manual_seed(0)
     model = build_vilt_b32_vqa(num_answers=len(answers), answers=answers, **config["arch"])
     start = time.perf_counter()
-    train_vqa(model, train, epochs=args.epochs, batch_size=64, lr=args.lr)
+    train_vqa(model, train, epochs=args.epochs, batch_size=64, lr=args.lr, augment=args.augment)
+    config["augment"] = args.augment
     config["train_seconds"] = round(time.perf_counter() - start, 1)
     model.add_early_exits(config["exit_layers"], predictor_layer=config["predictor_layer"])
     start = time.perf_counter()
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--exit-epochs", type=float, default=0.3)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="random flips and shifts of the training images (default on)")
     parser.add_argument("--eval-limit", type=int, default=None, help="accuracy on the first N test questions")
     parser.add_argument("--latency-questions", type=int, default=200)
     args = parser.parse_args()
@@ -139,9 +143,10 @@ def main() -> None:
     with torch.inference_mode():
         for name, exit_kwargs, pruning in settings(model.num_layers, model.exit_layers):
             configure(model, exit_kwargs, pruning)
-            result = evaluate_vqa(model, test, limit=args.eval_limit)
+            result = evaluate_vqa(model, test, limit=args.eval_limit, answer_groups=easy_vqa_answer_groups(answers))
             rows.append({"setting": name, "exit": exit_kwargs, "pruning": list(pruning), **result})
-            print(f"{name}: accuracy {result['accuracy']:.4f}, mean layers {result['mean_layers']:.2f}")
+            print(f"{name}: accuracy {result['accuracy']:.4f} (by answer kind {result['by_group']}), "
+                  f"mean layers {result['mean_layers']:.2f}")
         # batch-1 latency, interleaved over settings on each question
         times: list[list[float]] = [[] for _ in rows]
         count = min(args.latency_questions, len(test))
@@ -174,13 +179,14 @@ def main() -> None:
         f"{config['predictor_layer']}; accuracy on {rows[0]['questions']} test questions, batch-1 latency median over "
         f"{count} questions (interleaved), torch {torch.__version__}, {args.threads} threads",
         "",
-        "| setting | accuracy | mean layers | latency (ms) | latency / full |",
-        "|---|---:|---:|---:|---:|",
+        "| setting | accuracy | colour / shape / yes-no questions | mean layers | latency (ms) | latency / full |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        by_group = " / ".join(f"{row['by_group'][g] * 100:.1f}%" for g in ("colour", "shape", "yes/no"))
         lines.append(
-            f"| {row['setting']} | {row['accuracy'] * 100:.2f}% | {row['mean_layers']:.2f} | {row['latency_ms']:.2f} "
-            f"| {row['latency_ratio']:.2f} |"
+            f"| {row['setting']} | {row['accuracy'] * 100:.2f}% | {by_group} | {row['mean_layers']:.2f} "
+            f"| {row['latency_ms']:.2f} | {row['latency_ratio']:.2f} |"
         )
     table = "\n".join(lines) + "\n"
     print(table)

@@ -331,3 +331,51 @@ def test_training_exit_heads_with_frozen_backbone_changes_only_heads():
     assert all(name.startswith(("exit_heads.", "exit_predictor.")) for name in changed), sorted(changed)
     assert any(name.startswith("exit_predictor.") for name in changed)
     assert all(param.requires_grad for param in model.parameters())  # the backbone is unfrozen again
+
+
+def test_shift_and_flip_moves_the_picture_and_fills_with_the_background():
+    from mobilevt.training.vqa import shift_and_flip
+
+    images = torch.full((64, 1, 8, 8), -1.0)  # background -1
+    ids = torch.arange(64.0).view(64, 1)
+    images[:, 0, 2:4, 3] = ids  # a 2x2 "shape" per image: left column i, right column 100 + i
+    images[:, 0, 2:4, 4] = ids + 100
+    out = shift_and_flip(images, max_shift=2, generator=torch.Generator().manual_seed(0))
+    flipped, shifts = 0, set()
+    for i in range(64):
+        left, right = (out[i, 0] == i).nonzero(), (out[i, 0] == 100 + i).nonzero()
+        assert left.shape[0] == right.shape[0] == 2, i  # the whole shape, moved (a shift <= 2 keeps it inside)
+        assert set(out[i, 0].unique().tolist()) == {-1.0, float(i), 100.0 + i}  # the border is background
+        dy, dx = int(left[:, 0].min()) - 2, int(left[:, 1].min()) - 3
+        assert -2 <= dy <= 2 and -3 <= dx <= 3
+        is_flipped = bool(right[:, 1].min() < left[:, 1].min())
+        flipped += int(is_flipped)
+        shifts.add((dy, dx - 1 if is_flipped else dx))  # flipped: the left column lands at 4 before shifting
+    assert 10 < flipped < 54  # flips with probability 1/2
+    assert len(shifts) > 10 and all(-2 <= s <= 2 for pair in shifts for s in pair)
+    assert torch.equal(images[:, 0, 2, 3], ids.flatten())  # the input is untouched
+
+
+def test_evaluate_vqa_accuracy_by_answer_group():
+    from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_vqa
+
+    class Fixed(torch.nn.Module):  # answers a fixed sequence whatever the input
+        def __init__(self, predictions):
+            super().__init__()
+            self.predictions = predictions
+
+        def forward(self, input_ids, attention_mask, pixel_values):
+            rows = input_ids[:, 0]
+            return torch.nn.functional.one_hot(self.predictions[rows], 5).float()
+
+    answers = ["yes", "no", "red", "circle", "triangle"]
+    labels = torch.tensor([0, 1, 2, 3, 4, 3, 0, 2])
+    predictions = torch.tensor([0, 0, 2, 4, 4, 3, 0, 3])  # yes/no 2/3, colour 1/2, shape 2/3
+    split = VqaSplit(images=torch.zeros(1, 3, 4, 4), image_index=torch.zeros(8, dtype=torch.long),
+                     input_ids=torch.arange(8).view(8, 1), attention_mask=torch.ones(8, 1, dtype=torch.long),
+                     labels=labels)
+    groups = easy_vqa_answer_groups(answers)
+    assert groups == {"shape": [3, 4], "yes/no": [0, 1], "colour": [2]}
+    result = evaluate_vqa(Fixed(predictions), split, batch_size=3, answer_groups=groups)
+    assert result["accuracy"] == pytest.approx(5 / 8)
+    assert result["by_group"] == pytest.approx({"shape": 2 / 3, "yes/no": 2 / 3, "colour": 1 / 2})

@@ -6,6 +6,7 @@ from .data.tokenizer import create_tokenizer
 from .registry import get_model_entry, list_models
 from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_for
 from .tasks.detection import DetectionResult, detect, evaluate_detection
+from .tasks.segmentation import Segmentation, evaluate_segmentation, segment
 from .tasks.vqa import VqaPipeline, create_vqa_pipeline, evaluate_vqa, vqa_accuracy
 from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
 from .weights.entries import PreprocessConfig, Weights
@@ -22,6 +23,7 @@ __all__ = [
     "Weights",
     "WeightsNotFoundError",
     "DetectionResult",
+    "Segmentation",
     "convert_state_dict",
     "create_model",
     "create_tokenizer",
@@ -29,12 +31,14 @@ __all__ = [
     "detect_layout",
     "evaluate",
     "evaluate_detection",
+    "evaluate_segmentation",
     "get_model_entry",
     "list_models",
     "load_image",
     "load_weights",
     "predict",
     "save_weights",
+    "segment",
     "transforms_for",
     "VqaPipeline",
     "create_vqa_pipeline",

@@ -81,8 +81,9 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
     print(header)
     for r in rows:
         top1 = f"{r['top1']:.2f} {r['metric']}" if r["top1"] is not None else "-"
+        published_macs = r["published_macs_g"] if r["published_macs_g"] is not None else "-"
         print(
-            f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {r['published_macs_g']} | {r['resolution']} "
+            f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {published_macs} | {r['resolution']} "
             f"| {top1} | {', '.join(r['weights'])} |"
         )
     return 0

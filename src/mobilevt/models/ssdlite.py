@@ -323,7 +323,7 @@ def _register(backbone_name: str) -> None:
         url, params, coco_map, source = PUBLISHED[backbone_name]
         preprocess = CVNETS_V1_SSD_PREPROCESS if backbone_name.startswith("mobilevit_") else CVNETS_V2_SSD_PREPROCESS
         weights = (
-            Weights(name, "cvnets_coco", url, "cvnets", preprocess, None, num_classes=81, dataset="COCO 2017",
+            Weights(name, "cvnets_coco", url, "cvnets", preprocess, coco_map, num_classes=81, dataset="COCO 2017",
                     paper_source=f"COCO val2017 mAP@[.5:.95] {coco_map} ({source})"),
         )
     register_model(
