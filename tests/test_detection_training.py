@@ -29,7 +29,7 @@ CLASSES = ["background", "circle", "square", "triangle"]
 # three apart (each box reported once per class, equal scores) has precision 1/3 at every
 # recall: AP 1/3 per class, mAP 0.33; random labels on perfect boxes score about 0.11.
 # mAP@0.5 >= 0.40 therefore needs shapes found *and* told apart. Measured for the recipe
-# (12 epochs of 2000 128x128 images from scratch, ~5 minutes on 2 CPU cores): 0.453.
+# (12 epochs of 2000 128x128 images from scratch, lr 1e-3, ~5 minutes on 2 CPU cores): 0.449.
 MAP50_BAR = 0.40
 
 
@@ -229,7 +229,7 @@ def test_a_classifier_is_refused_for_detection(tiny_shapes, tmp_path):
         train(_config(tiny_shapes, tmp_path / "x", "model=mobilevit_xxs"))
 
 
-def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache):
+def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache, request):
     """The built-in recipe as a user runs it (`mobilevt train --config shapes_detection`):
     the data set is generated into the cache, SSDLite-MobileViT-XXS trains from scratch,
     best validation mAP@0.5 >= MAP50_BAR, and the exported weights score the same through
@@ -237,6 +237,11 @@ def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache):
     from mobilevt.training.segmentation import shapes_cache_dir
 
     monkeypatch.setenv("MOBILEVT_CACHE", str(shapes_cache))
+    # the recipe's figure was measured with 2 threads; training from scratch is chaotic enough
+    # that another thread count (another summation order) gives another run
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     result = train(load_config("shapes_detection", [f"output_dir={tmp_path / 'run'}"]))
     assert result.metric_name == "map50"
     assert result.best_metric >= MAP50_BAR, [round(row["val_map50"], 3) for row in result.history]
