@@ -36,7 +36,9 @@ def _run(tmp_path, capsys, *flags):
     for row in rows:
         assert f"| {row['setting_name']} | {row['runtime_name']} | {row['median_ms']:.1f} |" in printed
         assert row["median_ms"] > 0 and row["target_ratio"] is None  # the targets are for B/32 only
-        assert row["ratio_to_transformers"] == pytest.approx(row["median_ms"] / rows[0]["median_ms"], rel=0.01, abs=2e-3)
+        # the ratio comes from unrounded times, median_ms is rounded: on this tiny model (under 1 ms)
+        # the rounding alone moves the quotient by up to ~3e-3 (measured in CI-like runs)
+        assert row["ratio_to_transformers"] == pytest.approx(row["median_ms"] / rows[0]["median_ms"], rel=0.01, abs=1e-2)
         assert row["max_abs_diff_vs_eager"] <= PARITY_ATOL, row
     assert (rows[0]["runtime"], rows[0]["setting"]) == ("transformers", "full")
     assert list(tmp_path.iterdir()) == [output]  # the exported files are removed
