@@ -379,3 +379,6 @@ def test_evaluate_vqa_accuracy_by_answer_group():
     result = evaluate_vqa(Fixed(predictions), split, batch_size=3, answer_groups=groups)
     assert result["accuracy"] == pytest.approx(5 / 8)
     assert result["by_group"] == pytest.approx({"shape": 2 / 3, "yes/no": 2 / 3, "colour": 1 / 2})
+    # a group naming an answer no question has (index 7) is allowed, and empty groups are NaN
+    extra = evaluate_vqa(Fixed(predictions), split, answer_groups={**groups, "other": [7]})
+    assert extra["by_group"]["shape"] == pytest.approx(2 / 3) and extra["by_group"]["other"] != extra["by_group"]["other"]

@@ -328,8 +328,10 @@ def evaluate_vqa(
     count = len(split) if limit is None else min(limit, len(split))
     correct = 0
     layers_run = 0.0
-    group_of = torch.full((int(split.labels.max()) + 1,), -1, dtype=torch.long)
     names = list(answer_groups or {})
+    # answer index -> group; sized for the groups too (a group may name answers absent from the split)
+    largest = max([int(split.labels.max())] + [int(i) for name in names for i in answer_groups[name]])
+    group_of = torch.full((largest + 1,), -1, dtype=torch.long)
     for index, name in enumerate(names):
         group_of[torch.as_tensor(list(answer_groups[name]), dtype=torch.long)] = index
     group_correct = torch.zeros(len(names) + 1, dtype=torch.long)
