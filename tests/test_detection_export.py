@@ -100,3 +100,55 @@ def test_cli_export_detector(tmp_path, capsys, photo_dir):
     boxes, scores = scripted(torch.rand(2, 3, 128, 128))
     assert boxes.shape[0] == 2 and boxes.shape[-1] == 4 and scores.shape[-1] == 81
     torch.testing.assert_close(scores.sum(-1), torch.ones(scores.shape[:2]))
+
+
+def _outputs(rows):
+    """(boxes [1, N, 4], scores [1, N, 4]) with one anchor per row (box, label, score); the
+    rest of each anchor's probability goes to the background."""
+    boxes = torch.tensor([[box for box, _, _ in rows]])
+    scores = torch.zeros(1, len(rows), 4)
+    for i, (_, label, score) in enumerate(rows):
+        scores[0, i, label] = score
+        scores[0, i, 0] = 1 - score
+    return boxes, scores
+
+
+class _Settings:
+    nms_iou_threshold, top_k, max_detections = 0.5, 400, 200
+
+
+def test_detection_agreement_tolerates_near_ties_and_catches_real_differences():
+    from mobilevt.export.detection import _detections_agreement
+
+    a, b, far = [0.1, 0.1, 0.4, 0.4], [0.12, 0.1, 0.42, 0.4], [0.6, 0.6, 0.9, 0.9]  # a and b overlap (IoU 0.82)
+    eager = [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.3 + 2e-5)]
+    # the same outputs up to 5e-5 per score: NMS keeps b instead of a, the far box falls under 0.3
+    tied = [(a, 1, 0.69993), (b, 1, 0.69997), (far, 2, 0.3 - 2e-5)]
+
+    def agreement(rows, reference=eager):
+        return _detections_agreement(_outputs(rows), _outputs(reference), _Settings)
+
+    assert agreement(eager)[:2] == (1.0, 2)
+    assert agreement(tied) == (1.0, 2, 3)  # a and b swapped (2 near-ties), the far box dropped (1)
+    # real differences: a box moved by 1% of the input, another label, a confident box lost, an extra box
+    moved = [([0.11, 0.1, 0.41, 0.4], 1, 0.7), (b, 1, 0.69995), (far, 2, 0.3 + 2e-5)]
+    assert agreement(moved)[0] == 0.0
+    assert agreement([(a, 3, 0.7), (b, 1, 0.69995), (far, 2, 0.3 + 2e-5)])[0] == 0.0
+    assert agreement([(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.29)], [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.6)])[0] == 0.0
+    assert agreement([(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.6)], [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.29)])[0] == 0.0
+    # an NMS swap between boxes whose scores differ by more than the tolerance is a real difference
+    assert agreement([(a, 1, 0.6), (b, 1, 0.7)], [(a, 1, 0.7), (b, 1, 0.6)])[0] == 0.0
+
+
+def test_detection_agreement_tolerates_near_ties_at_the_max_detections_cut():
+    from mobilevt.export.detection import _detections_agreement
+
+    class TwoDetections(_Settings):
+        max_detections = 2
+
+    boxes = [[0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.6, 0.6], [0.8, 0.8, 1.0, 1.0]]
+    eager = _outputs([(boxes[0], 1, 0.9), (boxes[1], 2, 0.50002), (boxes[2], 3, 0.5)])
+    tied = _outputs([(boxes[0], 1, 0.9), (boxes[1], 2, 0.49999), (boxes[2], 3, 0.50001)])
+    far = _outputs([(boxes[0], 1, 0.9), (boxes[1], 2, 0.4), (boxes[2], 3, 0.5)])
+    assert _detections_agreement(tied, eager, TwoDetections) == (1.0, 2, 2)
+    assert _detections_agreement(far, eager, TwoDetections)[0] == 0.0

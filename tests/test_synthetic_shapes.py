@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,5 +95,24 @@ def test_ensure_reuses_a_complete_dataset(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="at least one image"):
         write_shapes_dataset(tmp_path, num_train=0, num_val=0)
-    with pytest.raises(RuntimeError, match="pip install scikit-learn"):
+    with pytest.raises(RuntimeError, match="no background photos"):
         write_shapes_dataset(tmp_path, num_train=1, num_val=0, backgrounds=[])
+
+
+def test_the_default_draw_is_the_same_on_every_machine(tmp_path, monkeypatch):
+    """The recipes' data must not depend on the machine: a ``../shared`` folder of photos
+    (``MOBILEVT_SHARED``) or an optional package must not change a byte of it."""
+
+    from mobilevt.data.synthetic_shapes import DEFAULT_BACKGROUNDS
+
+    photos = tmp_path / "shared" / "data" / "imagenet-sample"
+    photos.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photos / "n01440764_tench.JPEG")
+    written = []
+    for shared in (tmp_path / "shared", tmp_path / "absent"):
+        monkeypatch.setenv("MOBILEVT_SHARED", str(shared))
+        root = write_shapes_dataset(tmp_path / shared.name / "draw", num_train=6, num_val=2, image_size=48, seed=5)
+        written.append({p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()})
+    assert written[0] == written[1]
+    manifest = json.loads(written[0][Path("shapes.json")])
+    assert manifest["backgrounds"] == list(DEFAULT_BACKGROUNDS) == ["sklearn:china.jpg", "sklearn:flower.jpg"]

@@ -32,14 +32,21 @@ SHAPE_CLASSES = ("circle", "square", "triangle")
 _SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: coverage in steps of 1/16
 _MIN_VISIBLE_FRACTION = 0.5  # a shape less visible than this (of its in-image area) is dropped
 _MANIFEST = "shapes.json"  # written last: the data set is complete when it exists
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: scikit-learn's two photos only
 
 PathLike = Union[str, os.PathLike]
 
 
+# The backgrounds of the default draw: the two real photos that scikit-learn ships (BSD; part
+# of mobilevt[train]). The same files on every machine, so a draw is the same everywhere:
+# nothing machine-specific (a ../shared folder, which optional packages are installed) may
+# add to or change them.
+DEFAULT_BACKGROUNDS = ("sklearn:china.jpg", "sklearn:flower.jpg")
+
+
 @dataclass(frozen=True)
 class _Background:
-    """One background photo: a file path, or a loader name of a packaged sample photo."""
+    """One background photo: a file path, or the name of a photo scikit-learn ships."""
 
     name: str
     path: Optional[Path] = None
@@ -48,59 +55,26 @@ class _Background:
         if self.path is not None:
             with Image.open(self.path) as image:
                 return image.convert("RGB")
-        return Image.fromarray(_packaged_photo(self.name)).convert("RGB")
+        from sklearn.datasets import load_sample_image
 
-
-def _packaged_photo(name: str) -> np.ndarray:
-    package, _, photo = name.partition(":")
-    if package == "skimage":
-        from skimage import data
-
-        return getattr(data, photo)()
-    from sklearn.datasets import load_sample_image
-
-    return load_sample_image(photo)
-
-
-def _shared_photo_folder() -> Optional[Path]:
-    """The ImageNet sample photos of the project's ``../shared`` folder, when present
-    (``MOBILEVT_SHARED`` points elsewhere); never required."""
-    shared = os.environ.get("MOBILEVT_SHARED")
-    root = Path(shared) if shared else Path(__file__).resolve().parents[3].parent / "shared"
-    folder = root / "data" / "imagenet-sample"
-    return folder if folder.is_dir() else None
+        return Image.fromarray(load_sample_image(self.name.partition(":")[2])).convert("RGB")
 
 
 def default_backgrounds() -> list[_Background]:
-    """Real photos to paint shapes on: scikit-image's and scikit-learn's sample photos (those
-    installed) and, when the project's ``../shared`` folder exists, its 1000 ImageNet photos."""
-    found: list[_Background] = []
-    try:
-        from skimage import data
+    """The real photos the shapes are painted on by default: scikit-learn's sample photos
+    ``china.jpg`` and ``flower.jpg``, the same on every machine.
 
-        for photo in ("chelsea", "coffee", "astronaut", "rocket"):
-            try:
-                getattr(data, photo)()
-            except (AttributeError, OSError, ValueError):
-                continue
-            found.append(_Background(f"skimage:{photo}"))
-    except ImportError:
-        pass
+    Raises:
+        RuntimeError: scikit-learn is not installed.
+    """
     try:
-        from sklearn.datasets import load_sample_image
-
-        for photo in ("china.jpg", "flower.jpg"):
-            try:
-                load_sample_image(photo)
-            except (AttributeError, OSError, ValueError):
-                continue
-            found.append(_Background(f"sklearn:{photo}"))
+        import sklearn.datasets  # noqa: F401
     except ImportError:
-        pass
-    folder = _shared_photo_folder()
-    if folder is not None:
-        found += [_Background(p.name, p) for p in sorted(folder.glob("*.JPEG"))]
-    return found
+        raise RuntimeError(
+            "the shapes data set paints on scikit-learn's sample photos: pip install scikit-learn "
+            '(or "mobilevt[train]"), or pass backgrounds=[photo files]'
+        ) from None
+    return [_Background(name) for name in DEFAULT_BACKGROUNDS]
 
 
 def write_shapes_dataset(
@@ -139,13 +113,12 @@ def write_shapes_dataset(
             masks and boxes describe the same objects.
         seed: random seed.
         backgrounds: photo files to use as backgrounds; default :func:`default_backgrounds`
-            (scikit-image / scikit-learn sample photos, plus ``../shared``'s ImageNet photos
-            when that folder exists).
+            (scikit-learn's two sample photos, so that the same seed gives the same data on
+            every machine).
 
     Raises:
         ValueError: bad sizes or counts.
-        RuntimeError: no background photos (install scikit-learn or scikit-image, or pass
-            ``backgrounds``).
+        RuntimeError: no background photos (install scikit-learn, or pass ``backgrounds``).
     """
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
         raise ValueError(f"need at least one image: num_train={num_train}, num_val={num_val}")
@@ -159,8 +132,8 @@ def write_shapes_dataset(
         photos = default_backgrounds()
     if not photos:
         raise RuntimeError(
-            "no background photos for the shapes data set: pip install scikit-learn (or scikit-image), "
-            "or pass backgrounds=[photo files]"
+            "no background photos for the shapes data set: pass backgrounds=[photo files], or leave it out "
+            "for scikit-learn's sample photos"
         )
     root = Path(root)
     palette = voc_palette()

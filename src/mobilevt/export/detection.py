@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torchvision.ops import box_iou
 
 from ..fileio import atomic_path, write_text_atomic
 from ..ops.ssd import box_cxcywh_to_xyxy, decode_boxes, postprocess_detections
@@ -158,7 +159,7 @@ def export_detector(
     else:
         parts = [run(batch[i : i + 1]) for i in range(len(batch))]
         actual = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-    agreement, compared = _detections_agreement(actual, expected, eager_model.config)
+    agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
     eager_ms = _median_ms(lambda: eager(batch[:1]), latency_runs)
     exported_ms = _median_ms(lambda: run(batch[:1]), latency_runs)
     metadata = detection_metadata(model, height, width)
@@ -172,6 +173,7 @@ def export_detector(
         top1_agreement=agreement, top5_agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
         runtime=runtime, notes=notes,
         details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
+                 "detections_near_ties": ties,
                  "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
                  "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
                  "preprocess": asdict(preprocess_config), "opset": opset if format == "onnx" else None,
@@ -184,19 +186,84 @@ def _metadata_path(output: Path) -> Path:
     return output.with_name(output.name + ".detection.json")
 
 
-def _detections_agreement(actual, expected, config, threshold: float = 0.3, tolerance: float = 1e-3):
-    """Share of images whose detections after NMS (scores > ``threshold``) have the same
-    labels in the same order and boxes within ``tolerance`` (fractions of the input), and
-    how many eager detections that compared."""
+def _detections_agreement(actual, expected, config, threshold: float = 0.3, box_tolerance: float = 1e-3,
+                          score_tolerance: float = 1e-4) -> Tuple[float, int, int]:
+    """Share of images whose detections after NMS (scores > ``threshold``) are the same
+    (same labels, boxes within ``box_tolerance`` of the input size), how many eager
+    detections that compared, and how many were near-ties.
+
+    A difference that a score change of ``score_tolerance`` can cause is a near-tie, not a
+    disagreement: a detection scoring within it of ``threshold``, or of the lowest score
+    kept when ``max_detections`` cut the list, may be kept on one side only, and of two
+    overlapping anchors of one class scoring within it of each other NMS may keep either.
+    Any other missing, extra, moved or relabelled box is a disagreement."""
     ours = postprocess_detections(actual[0].float(), actual[1].float(), threshold, config.nms_iou_threshold,
                                   config.top_k, config.max_detections)
     theirs = postprocess_detections(expected[0].float(), expected[1].float(), threshold, config.nms_iou_threshold,
                                     config.top_k, config.max_detections)
-    same = 0
-    for a, e in zip(ours, theirs):
-        same += int(torch.equal(a.labels, e.labels) and (a.boxes.numel() == 0 or
-                                                           float((a.boxes - e.boxes).abs().max()) <= tolerance))
-    return same / max(1, len(ours)), sum(len(e.labels) for e in theirs)
+    same = ties = 0
+    for image, (a, e) in enumerate(zip(ours, theirs)):
+        raw_a = (actual[0][image].float(), actual[1][image].float())
+        raw_e = (expected[0][image].float(), expected[1][image].float())
+        a_left, e_left = _unmatched(a, e, box_tolerance)
+        tie = _NearTie(threshold, config.nms_iou_threshold, config.max_detections, score_tolerance)
+        tied = [tie(a, i, raw_a, e, raw_e) for i in a_left] + [tie(e, i, raw_e, a, raw_a) for i in e_left]
+        same += int(all(tied))
+        ties += len(tied)
+    return same / max(1, len(ours)), sum(len(e.labels) for e in theirs), ties
+
+
+def _unmatched(a, e, box_tolerance: float) -> Tuple[List[int], List[int]]:
+    """Indices of the detections of ``a`` and of ``e`` left after pairing each detection of
+    ``e`` with one of ``a`` of the same label and a box within ``box_tolerance``."""
+    a_left = list(range(len(a.labels)))
+    e_left: List[int] = []
+    for j in range(len(e.labels)):
+        match = next((i for i in a_left if int(a.labels[i]) == int(e.labels[j])
+                      and float((a.boxes[i] - e.boxes[j]).abs().max()) <= box_tolerance), None)
+        if match is None:
+            e_left.append(j)
+        else:
+            a_left.remove(match)
+    return a_left, e_left
+
+
+class _NearTie:
+    """Whether a detection kept on one side only is explained by score differences within
+    ``score_tolerance``: the other side scores its anchor within it, and it scores within it
+    of the threshold or of the other side's ``max_detections`` cut, or the other side kept
+    an overlapping box of its class from another anchor whose score, on both sides, is
+    within twice that of this anchor's (the two anchors swapped places in NMS)."""
+
+    def __init__(self, threshold: float, nms_iou: float, max_detections: int, score_tolerance: float) -> None:
+        self.threshold, self.nms_iou, self.score_tolerance = threshold, nms_iou, score_tolerance
+        self.max_detections = max_detections
+
+    def __call__(self, side, index: int, side_raw, other, other_raw) -> bool:
+        label = int(side.labels[index])
+        score = float(side.scores[index])
+        anchor = _anchor_of(side_raw[0], side.boxes[index])
+        if abs(float(other_raw[1][anchor, label]) - score) > self.score_tolerance:
+            return False  # the other side scores this box differently: not a tie
+        if score <= self.threshold + self.score_tolerance:
+            return True
+        if len(other.scores) >= self.max_detections and score <= float(other.scores.min()) + 2 * self.score_tolerance:
+            return True
+        for k in range(len(other.labels)):
+            if int(other.labels[k]) != label:
+                continue
+            rival = _anchor_of(other_raw[0], other.boxes[k])
+            if rival == anchor or float(box_iou(side.boxes[index : index + 1], other.boxes[k : k + 1])) <= self.nms_iou:
+                continue
+            if all(abs(float(scores[anchor, label] - scores[rival, label])) <= 2 * self.score_tolerance
+                   for _, scores in (side_raw, other_raw)):
+                return True
+        return False
+
+
+def _anchor_of(boxes: torch.Tensor, box: torch.Tensor) -> int:
+    """The anchor whose decoded box a detection is (NMS keeps boxes as they are)."""
+    return int((boxes - box).abs().amax(dim=-1).argmin())
 
 
 def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
