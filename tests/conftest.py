@@ -19,6 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOBILEVT_SHARED", ROOT.parent / "shared"))
 PARITY_ATOL = 1e-4  # max-abs logit difference accepted against a reference library
 
+# One intra-op thread in every test and in the command-line runs the tests start: a result
+# (its summation order) must not depend on the machine's core count or on a thread count
+# an earlier test left behind, and the suite runs as two pytest-xdist workers on the two
+# cores (pyproject's addopts), so more threads would only oversubscribe them.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield
+    torch.set_num_threads(1)
+
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter and BatchNorm statistic a random, well-scaled value."""
@@ -120,3 +133,12 @@ def shapes_cache(tmp_path_factory) -> Path:
     shared by the segmentation and detection learning tests: generated once per session,
     as a user's first run generates it."""
     return tmp_path_factory.mktemp("mobilevt-cache")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The learning proofs first, then the other slow tests: with two xdist workers each
+    proof starts at once on its own worker, and no long test is left for the end."""
+    def rank(item) -> int:
+        return 0 if item.get_closest_marker("learning") else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: file order within each rank

@@ -19,6 +19,7 @@ pytest.importorskip("timm")
 pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     backends = ["eager", "fused", "onnxruntime", "timm"]
     code = main([

@@ -212,6 +212,7 @@ def test_validation_sharded_over_ranks_gives_the_whole_set_map(tiny_shapes, tmp_
     assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(len(data)))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_a_detector(tiny_shapes, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = ["--config", "shapes_detection", f"data.dataset={tiny_shapes}", f"output_dir={tmp_path / 'ddp'}",
@@ -229,7 +230,9 @@ def test_a_classifier_is_refused_for_detection(tiny_shapes, tmp_path):
         train(_config(tiny_shapes, tmp_path / "x", "model=mobilevit_xxs"))
 
 
-def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache, request):
+@pytest.mark.slow
+@pytest.mark.learning
+def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache):
     """The built-in recipe as a user runs it (`mobilevt train --config shapes_detection`):
     the data set is generated into the cache, SSDLite-MobileViT-XXS trains from scratch,
     best validation mAP@0.5 >= MAP50_BAR, and the exported weights score the same through
@@ -237,11 +240,6 @@ def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache, req
     from mobilevt.training.segmentation import shapes_cache_dir
 
     monkeypatch.setenv("MOBILEVT_CACHE", str(shapes_cache))
-    # the recipe's figure was measured with 2 threads; training from scratch is chaotic enough
-    # that another thread count (another summation order) gives another run
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
     result = train(load_config("shapes_detection", [f"output_dir={tmp_path / 'run'}"]))
     assert result.metric_name == "map50"
     assert result.best_metric >= MAP50_BAR, [round(row["val_map50"], 3) for row in result.history]

@@ -181,6 +181,7 @@ def test_two_gloo_processes_give_exact_totals(wnid_folder, tmp_path):
         assert [tuple(p[:2]) for p in result["predictions"]] == [tuple(p[:2]) for p in single.predictions]
 
 
+@pytest.mark.slow
 def test_torchrun_cli_matches_single_process(tmp_path):
     photos_root = tmp_path / "val"
     count = len(_wnid_tree(photos_root, count=13)[0])

@@ -89,6 +89,7 @@ def test_unsupported_options_and_missing_packages(tmp_path, monkeypatch, photo_d
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_export(tmp_path, photo_dir):
     weights = tmp_path / "xxs.safetensors"
     mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), weights)
@@ -107,6 +108,7 @@ def test_cli_export(tmp_path, photo_dir):
     assert bad.returncode == 1 and len(errors) == 1 and "torchscript" in errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
 def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir):
     pytest.importorskip("executorch")
@@ -127,6 +129,7 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir):
         assert max_abs(method.execute([x])[0], model.eval()(x)) <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, tag", [("mobilevit_xxs", "cvnets_in1k"), ("mobilevitv2_050", "timm_in1k")])
 def test_coreml_package_has_image_input_and_validates(name, tag, tmp_path):
     ct = pytest.importorskip("coremltools")

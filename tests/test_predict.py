@@ -26,6 +26,7 @@ def _cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "mobilevt", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IMAGENET_SAMPLE.is_dir(), reason="../shared/data/imagenet-sample is absent")
 def test_cli_predicts_every_sample_photo(xxs_weights):
     run = _cli("predict", str(IMAGENET_SAMPLE), "--model", "mobilevit_xxs", "--weights", str(xxs_weights),
@@ -82,6 +83,7 @@ def test_predict_names_classes_of_fine_tuned_heads():
     assert len(prediction.top) == 3 and {c.name for c in prediction.top} == {"cat", "dog", "bird"}
 
 
+@pytest.mark.slow
 def test_same_top5_as_timm_transform_and_model(tmp_path):
     """mobilevt's preprocessing + model reproduce timm's pipeline end to end."""
     timm = pytest.importorskip("timm")

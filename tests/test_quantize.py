@@ -32,6 +32,7 @@ def test_delegate_friendly_rewrite_keeps_the_outputs(name):
     assert (actual - expected).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_xnnpack_runs_the_whole_rewritten_v1_graph():
     pytest.importorskip("executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -73,6 +74,7 @@ def trained_digits(tmp_path_factory):
     return mobilevt.create_model("mobilevit_xxs", weights=result.best_path), root, labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["executorch", "onnx"])
 def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt):
     """The int8 file is several times smaller than fp32, agrees with the fp32 model on the
@@ -109,6 +111,7 @@ def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt):
     assert fp32_accuracy > 0.8 and int8_accuracy >= fp32_accuracy - 0.03, (fp32_accuracy, int8_accuracy)
 
 
+@pytest.mark.slow
 def test_int8_options_are_checked(trained_digits, tmp_path):
     from mobilevt.export import ExportError, export_model
 

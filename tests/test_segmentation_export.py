@@ -51,6 +51,7 @@ def test_onnx_dynamic_size(tmp_path, photo_dir):
         assert max_abs(torch.from_numpy(logits), model.eval().fuse()(x)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_executorch(tmp_path, photo_dir):
     pytest.importorskip("executorch")
     report = export_model(_model("deeplabv3_mobilevit_xxs"), tmp_path / "seg.pte", "executorch",

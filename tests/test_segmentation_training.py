@@ -38,7 +38,9 @@ def _tiny(root, out, *extra):
             "sampler.divisor=16", *extra]
 
 
-def test_shapes_recipe_learns_to_segment(tmp_path, monkeypatch, shapes_cache, request):
+@pytest.mark.slow
+@pytest.mark.learning
+def test_shapes_recipe_learns_to_segment(tmp_path, monkeypatch, shapes_cache):
     """The built-in recipe as a user runs it (`mobilevt train --config shapes_segmentation`):
     the data set is generated into the cache, DeepLabV3-MobileViT-XXS trains from scratch
     (8 epochs of 2000 images at 128x128, a few minutes on 2 CPU cores), best validation
@@ -46,11 +48,6 @@ def test_shapes_recipe_learns_to_segment(tmp_path, monkeypatch, shapes_cache, re
     from mobilevt.training.segmentation import shapes_cache_dir
 
     monkeypatch.setenv("MOBILEVT_CACHE", str(shapes_cache))
-    # the recipe's figure was measured with 2 threads; training from scratch is chaotic enough
-    # that another thread count (another summation order) gives another run
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
     config = load_config("shapes_segmentation", [f"output_dir={tmp_path / 'run'}"])
     result = train(config)
     assert result.metric_name == "miou"
@@ -99,6 +96,7 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, tiny_
             assert torch.equal(value, resumed[part][key]), (part, key)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path, tiny_shapes):
     """DDP with 2 CPU processes x 4 images vs 1 process x 8: same samples and augmentations,
     averaged gradients; the auxiliary head runs in the one DDP forward. Losses differ only
@@ -144,6 +142,7 @@ def _validate_rank(rank, world_size, port, weights, root, out):
         json.dump({"metrics": metrics, "failed": failed, "items": len(loader.dataset)}, handle)
 
 
+@pytest.mark.slow
 def test_validation_sharded_over_ranks_gives_the_single_process_miou(tmp_path, tiny_shapes):
     import json
     import socket

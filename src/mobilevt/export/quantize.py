@@ -64,6 +64,10 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
                 str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 op_types_to_quantize=["Conv", "MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True},
+                # 7-bit weights: on x86 CPUs without VNNI (AVX2, AVX-512F) onnxruntime's u8s8
+                # kernels sum pairs of products in int16 (VPMADDUBSW), which saturates with
+                # full-range weights; with VNNI the results are the same either way
+                reduce_range=True,
             )
         finally:
             prepared.unlink(missing_ok=True)
