@@ -136,9 +136,18 @@ def shapes_cache(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The learning proofs first, then the other slow tests: with two xdist workers each
-    proof starts at once on its own worker, and no long test is left for the end."""
+    """The learning proofs first, then the other slow tests, then the rest. pytest-xdist
+    hands each of its two workers two tests to start with (``--maxschedchunk 1``), then
+    one at a time as they finish: the proofs go at positions 0 and 2 so that each starts
+    at once on its own worker, and no long test is left for the end."""
     def rank(item) -> int:
         return 0 if item.get_closest_marker("learning") else 1 if item.get_closest_marker("slow") else 2
 
     items.sort(key=rank)  # stable: file order within each rank
+    learning = [item for item in items if rank(item) == 0]
+    others = [item for item in items if rank(item) != 0]
+    ordered = []
+    for proof in learning:
+        ordered += [proof] + others[:1]
+        others = others[1:]
+    items[:] = ordered + others
