@@ -14,6 +14,7 @@ has to tell shapes from clutter rather than from a flat colour.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -39,8 +40,8 @@ PathLike = Union[str, os.PathLike]
 
 # The backgrounds of the default draw: the two real photos that scikit-learn ships (BSD; part
 # of mobilevt[train]). The same files on every machine, so a draw is the same everywhere:
-# nothing machine-specific (a ../shared folder, which optional packages are installed) may
-# add to or change them.
+# nothing machine-specific (a photo folder beside the checkout, which optional packages are
+# installed) may add to or change them.
 DEFAULT_BACKGROUNDS = ("sklearn:china.jpg", "sklearn:flower.jpg")
 
 
@@ -55,9 +56,16 @@ class _Background:
         if self.path is not None:
             with Image.open(self.path) as image:
                 return image.convert("RGB")
-        from sklearn.datasets import load_sample_image
+        return _sklearn_photo(self.name.partition(":")[2])
 
-        return Image.fromarray(load_sample_image(self.name.partition(":")[2])).convert("RGB")
+
+@functools.lru_cache(maxsize=None)
+def _sklearn_photo(name: str) -> Image.Image:
+    """A scikit-learn sample photo, decoded once per process (every image of a draw crops
+    one of two photos; callers only read it)."""
+    from sklearn.datasets import load_sample_image
+
+    return Image.fromarray(load_sample_image(name)).convert("RGB")
 
 
 def default_backgrounds() -> list[_Background]:

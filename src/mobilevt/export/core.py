@@ -500,7 +500,7 @@ def _export_coreml(model, output: Path, height: int, width: int, config, precisi
         module = _Normalize(model, config)
     example = torch.rand(1, 3, height, width)
     # coremltools converts torch.export programs once decomposed to core ATen ops (its
-    # TorchScript path fails on MobileViT, see ../shared/README.md)
+    # TorchScript path fails on MobileViT)
     program = torch.export.export(module.eval(), (example,)).run_decompositions({})
     layout = ct.colorlayout.BGR if config.channel_order == "BGR" else ct.colorlayout.RGB
     converted = ct.convert(
@@ -545,29 +545,20 @@ def _check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
         return [load_image(p) for p in paths], str(folder)
     photos = _packaged_photos()
     if photos:
-        return photos[:limit], "sample photos of scikit-learn / scikit-image"
+        return photos[:limit], "sample photos of scikit-learn"
     raise ExportError(
         "no photos to check the export on: pass check_images / --check-images DIR, or pip install scikit-learn"
     )
 
 
 def _packaged_photos() -> list[torch.Tensor]:
-    """Real photos shipped inside PyPI packages, when those packages are installed."""
-    photos: list[torch.Tensor] = []
+    """scikit-learn's two sample photos (part of mobilevt[train]): the same check photos on
+    every machine, whichever other packages are installed."""
     try:
         from sklearn.datasets import load_sample_images
-
-        photos += [torch.from_numpy(array).permute(2, 0, 1) for array in load_sample_images().images]
     except ImportError:
-        pass
-    try:
-        from skimage import data
-
-        for name in ("chelsea", "coffee", "astronaut", "rocket"):
-            photos.append(torch.from_numpy(getattr(data, name)()).permute(2, 0, 1))
-    except (ImportError, AttributeError, OSError):
-        pass
-    return photos
+        return []
+    return [torch.from_numpy(array).permute(2, 0, 1) for array in load_sample_images().images]
 
 
 def _agreement(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:

@@ -201,12 +201,12 @@ def _detections_agreement(actual, expected, config, threshold: float = 0.3, box_
                                   config.top_k, config.max_detections)
     theirs = postprocess_detections(expected[0].float(), expected[1].float(), threshold, config.nms_iou_threshold,
                                     config.top_k, config.max_detections)
+    tie = _NearTie(threshold, config.nms_iou_threshold, config.max_detections, score_tolerance)
     same = ties = 0
     for image, (a, e) in enumerate(zip(ours, theirs)):
         raw_a = (actual[0][image].float(), actual[1][image].float())
         raw_e = (expected[0][image].float(), expected[1][image].float())
         a_left, e_left = _unmatched(a, e, box_tolerance)
-        tie = _NearTie(threshold, config.nms_iou_threshold, config.max_detections, score_tolerance)
         tied = [tie(a, i, raw_a, e, raw_e) for i in a_left] + [tie(e, i, raw_e, a, raw_a) for i in e_left]
         same += int(all(tied))
         ties += len(tied)

@@ -66,7 +66,8 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
                 op_types_to_quantize=["Conv", "MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True},
                 # 7-bit weights: on x86 CPUs without VNNI (AVX2, AVX-512F) onnxruntime's u8s8
                 # kernels sum pairs of products in int16 (VPMADDUBSW), which saturates with
-                # full-range weights; with VNNI the results are the same either way
+                # full-range weights (measured: top-1 agreement 0.89 -> >= 0.97 on the trained
+                # digits model, AVX2); on VNNI CPUs it costs one bit of weight precision
                 reduce_range=True,
             )
         finally:

@@ -66,8 +66,8 @@ def export_vqa_pipeline(
     opset: int = 17,
 ) -> ExportReport:
     """Export a :class:`~mobilevt.tasks.vqa.VqaPipeline` (see the module docstring) and
-    verify the written file on photos from ``check_images`` (default: photos shipped in
-    scikit-learn / scikit-image), each asked one of ``questions``."""
+    verify the written file on photos from ``check_images`` (default: the two sample photos
+    shipped in scikit-learn), each asked one of ``questions``."""
     if format not in VQA_FORMATS:
         raise ExportError(f"ViLT VQA exports to {', '.join(VQA_FORMATS)}, not {format!r}")
     if not questions:
