@@ -8,7 +8,9 @@ model pass (see ../shared/README.md).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -119,11 +121,28 @@ def real_photos(limit: int | None = None) -> list[Path]:
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
     """A folder of six real photos (to check exports on)."""
-    import shutil
-
     folder = tmp_path_factory.mktemp("photos")
     for photo in real_photos(6):
         shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """Folder ``name``, filled by ``build`` once per test run and shared by the pytest-xdist
+    workers (separate processes: a session fixture alone would build it once per worker)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's basetemp is a subfolder of the run's; without it, the run's own
+    run_root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = run_root / name
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".complete").is_file():
+            if folder.exists():
+                shutil.rmtree(folder)  # left half-built by a worker that failed
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
     return folder
 
 

@@ -119,6 +119,8 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir):
     report = export_model(model, out, "executorch", image_size=(224, 320), check_images=photo_dir, latency_runs=3,
                           max_batch=4)
     assert report.top1_agreement == 1.0 and report.top5_agreement == 1.0 and report.max_abs_diff <= 1e-4
+    # the rewrite (export/rewrite.py) lets XNNPACK run the whole graph: no portable kernels
+    assert report.details["outside_delegate"] == {}
     method = Runtime.get().load_program(str(out)).load_method("forward")
     # v1 keeps a dynamic batch; for v2 ExecuTorch 1.5's XNNPACK delegate cannot, and the
     # exporter falls back to batch 1 and says so

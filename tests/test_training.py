@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     resumed = subprocess.run([sys.executable, *common, f"output_dir={interrupted}", "--resume"],
                              capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {interrupted / 'last.pt'}: epoch 0, step {killed_at}" in resumed.stdout
 
     model_a, ema_a, steps_a = _final_weights(tmp_path / "whole")
     model_b, ema_b, steps_b = _final_weights(interrupted)
@@ -128,6 +130,38 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
         assert torch.equal(model_a[key], model_b[key]), key
     for key in ema_a:
         assert torch.equal(ema_a[key], ema_b[key]), key
+
+
+def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path):
+    out = tmp_path / "run"
+    overrides = ["epochs=2", "save_every_steps=2", "data.workers=0", "sampler.image_size=32", "sampler.min_size=32",
+                 "sampler.max_size=48", "sampler.num_scales=2", f"output_dir={out}"]
+    process = subprocess.Popen([sys.executable, "-m", "mobilevt", "train", "--config", "digits", *overrides],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
+    epoch, step = torch.load(out / "last.pt", weights_only=True)["sampler"]["epoch"], \
+        torch.load(out / "last.pt", weights_only=True)["state"]["step"]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted; last checkpoint {out / 'last.pt'} (epoch {epoch}, step {step}); "), last
+    command = shlex.split(last.split("resume with: ", 1)[1])
+    assert command == ["mobilevt", "train", "--config", "digits", *overrides, "--resume"]
+
+
+def test_a_new_run_refuses_an_earlier_runs_folder(tmp_path):
+    train(_digits(tmp_path, "max_steps=2", "epochs=1"))
+    best = (tmp_path / "best.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match=r"already holds a training run \(last.pt, best.safetensors.*--resume.*--overwrite"):
+        train(_digits(tmp_path, "max_steps=2", "epochs=1", "seed=1"))
+    assert (tmp_path / "best.safetensors").read_bytes() == best
+    (tmp_path / "steps.csv").write_text("stale\n")
+    train(_digits(tmp_path, "max_steps=2", "epochs=1", "seed=1"), overwrite=True)
+    assert "stale" not in (tmp_path / "steps.csv").read_text()
+    assert (tmp_path / "best.safetensors").read_bytes() != best
 
 
 def test_bad_inputs_fail_clearly(tmp_path):

@@ -652,10 +652,11 @@ def _build_backends(
                     why = next((n for n in report.notes if "batch" in n), "the exported program has a static batch")
                     notes.append(why[:160] if why.lower().startswith("batch 1 only") else f"batch 1 only ({why[:160]})")
                 elif backend == "executorch":
-                    notes.append(f"memory planned for batch <= {max_batch}")
+                    notes.append(f"memory planned for batch <= {report.details['max_batch']}")
+                planned = report.details.get("max_batch") if backend == "executorch" else None
                 built[backend] = _Backend(
                     backend, "ok", "; ".join(notes), _file_runner(backend, path, threads),
-                    max_batch=1 if static else None, artifact=path,
+                    max_batch=1 if static else planned, artifact=path,
                 )
         except ImportError as exc:
             built[backend] = _Backend(backend, "missing", f"missing: {exc.name or exc} ({_INSTALL.get(backend, '')})")

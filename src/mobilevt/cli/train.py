@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 
 
 def add_train_parser(sub) -> None:
@@ -12,14 +14,22 @@ def add_train_parser(sub) -> None:
     )
     p.add_argument("--config", default="digits", help="YAML file or built-in recipe name (default: digits)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. epochs=5 optim.lr=1e-3 data.workers=4")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="delete an earlier run's files in OUTPUT_DIR first (default: refuse a used folder)")
 
 
 def run_train(args) -> int:
     from mobilevt.training import load_config, train
 
     config = load_config(args.config, args.overrides)
-    result = train(config, resume=args.resume)
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(_interrupted(config, args), file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     best = f"top-1 {result.best_metric:.2f}%" if result.metric_name == "top1" \
@@ -31,3 +41,18 @@ def run_train(args) -> int:
         f"(mobilevt {use} IMAGE --model {config.model} --weights {result.best_path})"
     )
     return 0
+
+
+def _interrupted(config, args) -> str:
+    """One line for Ctrl-C: where the last checkpoint is and the command that resumes."""
+    from pathlib import Path
+
+    from mobilevt.training.trainer import CHECKPOINT, checkpoint_position
+
+    path = Path(config.output_dir) / CHECKPOINT
+    position = checkpoint_position(path)
+    if position is None:
+        command = shlex.join(["mobilevt", "train", "--config", args.config, *args.overrides, "--overwrite"])
+        return f"interrupted before the first checkpoint, nothing to resume; start again with: {command}"
+    command = shlex.join(["mobilevt", "train", "--config", args.config, *args.overrides, "--resume"])
+    return f"interrupted; last checkpoint {path} (epoch {position[0]}, step {position[1]}); resume with: {command}"

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,16 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+# what a run writes into its output folder (a new run refuses a folder holding any of them)
+RUN_FILES = (CHECKPOINT, BEST, "steps.csv", "metrics.csv", "curves.png", "tensorboard")
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train as ``config`` says; ``resume`` continues from ``output_dir/last.pt``.
 
-    ``config.task`` picks what is trained (:mod:`mobilevt.training.tasks`); the loop is
-    the same for every task."""
+    A new run refuses an output folder that holds an earlier run's files unless
+    ``overwrite`` (then they are deleted first). ``config.task`` picks what is trained
+    (:mod:`mobilevt.training.tasks`); the loop is the same for every task."""
     task: TrainingTask = get_task(config.task)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = _device(config.device, distributed)
@@ -88,6 +94,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     world_size = dist.get_world_size() if distributed else 1
     is_main = rank == 0
     out = Path(config.output_dir)
+    if not resume:
+        _claim_output_folder(out, overwrite, is_main)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
@@ -137,11 +145,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if resume:
         state = _load_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler)
         if is_main:  # drop log rows written after the checkpoint by the interrupted run
+            print(f"resuming {out / CHECKPOINT}: epoch {state['epoch']}, step {state['step']}", flush=True)
             _truncate_csv(out / "steps.csv", "step", state["step"])
             _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
-    elif is_main:  # a new run in a used folder: its logs start over (its last.pt is replaced too)
-        for log in ("steps.csv", "metrics.csv"):
-            (out / log).unlink(missing_ok=True)
 
     board = _tensorboard(out) if is_main else None
     val_loader = task.validation_loader(val_set, config, rank, world_size)
@@ -418,6 +424,33 @@ def _numpy_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _claim_output_folder(out: Path, overwrite: bool, is_main: bool) -> None:
+    """Refuse to train into an earlier run's folder (its best weights would be replaced
+    silently), or, with ``overwrite``, delete that run's files first."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise TrainingError(
+            f"{out} already holds a training run ({', '.join(found)}): pass --resume to continue it, "
+            f"--overwrite to replace it, or output_dir=<new folder> to keep it"
+        )
+    if is_main:
+        for name in found:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank starts before the old files are gone
+
+
+def checkpoint_position(path: Path) -> Optional[tuple[int, int]]:
+    """(epoch, step) of a training checkpoint, or None where there is none."""
+    if not path.is_file():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return int(checkpoint["sampler"]["epoch"]), int(checkpoint["state"]["step"])
 
 
 def _load_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scaler, sampler) -> dict:
