@@ -250,6 +250,19 @@ def test_vqa_command_errors_are_one_line(hf_folder, tmp_path, capsys):
     assert err.startswith("error: no vocab.txt") and "--vocab" in err and "\n" not in err
 
 
+def test_vqa_command_with_random_weights_needs_only_a_vocabulary(hf_folder, capsys):
+    """``--weights none`` is random weights in `vqa` as in every command (not a Hub id):
+    without ``--vocab`` one line says which vocabulary to pass; with it, answers come."""
+    photo = str(_photos(1)[0])
+    assert main(["vqa", photo, "what?", "--weights", "none"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "warning: vilt_b32_vqa has random weights (--weights none); its answers are meaningless"
+    assert len(err) == 2 and err[1].startswith("error: random ViLT weights") and "--vocab FILE" in err[1]
+    assert main(["vqa", photo, "what?", "--weights", "none", "--vocab", str(hf_folder / "vocab.txt"),
+                 "--topk", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["answers"]) == 2
+
+
 # ---------------------------------------------------------------------------------------
 # mobilevt export vilt_b32_vqa
 

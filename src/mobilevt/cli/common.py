@@ -16,8 +16,8 @@ def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     import mobilevt
 
     base, _, tag = name.partition(".")
-    if weights is not None and weights.lower() in ("none", "random"):
-        print(f"warning: {name} has random weights (--weights none); its predictions are meaningless", file=sys.stderr)
+    if is_random_weights(weights):
+        warn_random_weights(name, "predictions")
         model = mobilevt.create_model(base)
         if tag:
             model.preprocess = mobilevt.get_model_entry(base).get_weights(tag).preprocess
@@ -25,3 +25,12 @@ def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     if weights is None or (weights.upper() == "DEFAULT" and tag):
         return mobilevt.create_model(name).eval() if tag else mobilevt.create_model(name, weights="DEFAULT").eval()
     return mobilevt.create_model(name, weights=weights).eval()
+
+
+def is_random_weights(weights: str | None) -> bool:
+    """``--weights none`` (or ``random``): build the model with random weights."""
+    return weights is not None and weights.lower() in ("none", "random")
+
+
+def warn_random_weights(name: str, outputs: str) -> None:
+    print(f"warning: {name} has random weights (--weights none); its {outputs} are meaningless", file=sys.stderr)

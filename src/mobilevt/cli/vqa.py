@@ -16,7 +16,7 @@ def add_vqa_parser(sub) -> None:
     p.add_argument(
         "--weights", default="DEFAULT",
         help="Hugging Face ViLT VQA model folder (config.json, model.safetensors, vocab.txt), Hub id or "
-        "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa)",
+        "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa); 'none' = random weights (needs --vocab)",
     )
     p.add_argument("--vocab", help="the BERT vocab.txt (default: the one beside the weights)")
     p.add_argument("--pipeline", metavar="FILE",
@@ -64,17 +64,14 @@ def run_vqa(args) -> int:
     import torch
 
     from mobilevt.data.images import load_image
-    from mobilevt.tasks.vqa import create_vqa_pipeline, load_vqa_pipeline
+    from mobilevt.tasks.vqa import load_vqa_pipeline
 
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     image = load_image(args.image)  # uint8 [3, H, W]; a clear ImageDecodeError if unreadable
     try:
-        if args.pipeline:
-            pipeline = load_vqa_pipeline(args.pipeline)
-        else:
-            pipeline = create_vqa_pipeline(weights=args.weights, vocab_file=args.vocab)
-    except FileNotFoundError as exc:  # a missing vocab.txt or pipeline file: a user error
+        pipeline = load_vqa_pipeline(args.pipeline) if args.pipeline else _pipeline_from_args(args, "vilt_b32_vqa")
+    except FileNotFoundError as exc:  # a missing pipeline file: a user error
         raise ValueError(str(exc)) from None
     _apply_to_pipeline(pipeline, args)
     with torch.inference_mode():
@@ -93,20 +90,9 @@ def run_vqa(args) -> int:
 
 def run_export_vqa(args) -> int:
     """``mobilevt export vilt_b32_vqa --format torchscript|onnx|executorch -o FILE``."""
-    import sys
-
     from mobilevt.export import export_model
-    from mobilevt.tasks.vqa import create_vqa_pipeline
 
-    name = args.model.partition(".")[0]
-    weights = args.weights
-    if weights is not None and weights.lower() in ("none", "random"):
-        print(f"warning: {name} has random weights (--weights none); its answers are meaningless", file=sys.stderr)
-        weights = None
-    try:
-        pipeline = create_vqa_pipeline(weights=weights, vocab_file=args.vocab, model_name=name)
-    except FileNotFoundError as exc:
-        raise ValueError(str(exc)) from None
+    pipeline = _pipeline_from_args(args, args.model.partition(".")[0])
     _apply_to_pipeline(pipeline, args)
     report = export_model(
         pipeline, args.output, args.format, image_size=args.image_size, dynamic_size=args.dynamic_size,
@@ -125,6 +111,22 @@ def run_export_vqa(args) -> int:
         f"{report.exported_latency_ms:.1f} ms (eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
     )
     return 0
+
+
+def _pipeline_from_args(args, name: str):
+    """The VQA pipeline of ``--weights`` (``none``: random weights, which need ``--vocab``)."""
+    from mobilevt.tasks.vqa import create_vqa_pipeline
+
+    from .common import is_random_weights, warn_random_weights
+
+    weights = args.weights
+    if is_random_weights(weights):
+        warn_random_weights(name, "answers")
+        weights = None
+    try:
+        return create_vqa_pipeline(weights=weights, vocab_file=args.vocab, model_name=name)
+    except FileNotFoundError as exc:  # a missing vocab.txt: a user error
+        raise ValueError(str(exc)) from None
 
 
 def _apply_to_pipeline(pipeline, args) -> None:

@@ -255,6 +255,7 @@ def export_model(
             program = _export_executorch(eager, output, height, width, False, 1)
         run, runtime = program.run, program.runtime
         format_details["outside_delegate"] = program.outside_delegate
+        notes += [note for note in [_outside_delegate_note(program.outside_delegate)] if note]
         actual = torch.cat([run(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)]) \
             if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
         latency_input = batch[:1]
@@ -476,14 +477,25 @@ def _export_executorch(
 
 
 def outside_delegate(graph: torch.fx.Graph) -> dict[str, int]:
-    """Operators of a lowered ExecuTorch graph left to the portable CPU kernels (not
-    delegated to XNNPACK), with their counts: each is a slow path worth rewriting."""
+    """Tensor operators of a lowered ExecuTorch graph left to the portable CPU kernels (not
+    delegated to XNNPACK), by name (``aten.view_copy.default``) with their counts. Shape
+    arithmetic (``sym_size``, SymInt products) is not counted."""
     counts: dict[str, int] = {}
     for node in graph.nodes:
-        target = str(node.target)
-        if node.op == "call_function" and "getitem" not in target and "call_delegate" not in target:
+        target = str(getattr(node.target, "_op", node.target))  # an edge op wraps its ATen op
+        value = node.meta.get("val")
+        is_tensor_op = isinstance(value, torch.Tensor) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value))
+        if node.op == "call_function" and is_tensor_op and "getitem" not in target and "call_delegate" not in target:
             counts[target] = counts.get(target, 0) + 1
     return counts
+
+
+def _outside_delegate_note(counts: dict[str, int]) -> Optional[str]:
+    if not counts:
+        return None
+    listed = ", ".join(f"{name} x{count}" for name, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{sum(counts.values())} operators run on ExecuTorch's portable kernels, outside XNNPACK: {listed}"
 
 
 def _compare_with_fp32(run, fp32_run, fp32_bytes: int, output: Path, latency_input, runs: int) -> dict[str, Any]:

@@ -194,7 +194,10 @@ def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: 
             raise FileNotFoundError(f"vocabulary file not found: {path}; pass the vocab.txt of the model's tokenizer")
         return path, _lowercase(path.parent)
     if weights is None:
-        raise ValueError("a VQA pipeline with random weights needs vocab_file= (--vocab): the BERT vocab.txt")
+        raise ValueError(
+            "random ViLT weights (--weights none) come without a vocabulary: pass vocab_file= (--vocab FILE), the "
+            "vocab.txt of bert-base-uncased or of any Hugging Face ViLT model folder (30,522 tokens)"
+        )
     if isinstance(weights, str) and "." not in weights and weights != "DEFAULT":
         entry = get_model_entry(model_name)
         tags = {w.tag: w for w in entry.weights}
