@@ -229,6 +229,30 @@ def test_hf_hub_id_through_huggingface_hub_cache(xxs_reference, tmp_path, monkey
     assert "model.safetensors" in str(err.value) and "offline" in str(err.value)
 
 
+def test_unreachable_hub_fails_at_once_without_retries(tmp_path, monkeypatch, caplog):
+    """No network (an endpoint that cannot resolve) and nothing cached: every Hub look-up
+    (weights, a ViLT config.json, a vocabulary) fails with the clear message at once, not
+    after huggingface_hub's retries with back-off (~25 s)."""
+    import huggingface_hub.constants
+
+    from mobilevt.tasks.vqa import create_vqa_pipeline
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.invalid")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    attempts = [
+        lambda: mobilevt.create_model("mobilevit_s", weights="hf-hub:apple/mobilevit-small"),
+        lambda: mobilevt.create_model("vilt_b32_vqa", weights="hf-hub:dandelin/vilt-b32-finetuned-vqa"),
+        lambda: create_vqa_pipeline(weights="hf-hub:dandelin/vilt-b32-finetuned-vqa"),
+    ]
+    with caplog.at_level("WARNING"):
+        for attempt in attempts:
+            with pytest.raises(WeightsNotFoundError) as err:
+                attempt()
+            assert "cannot reach hub.invalid" in str(err.value) and "offline" in str(err.value), str(err.value)
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+
+
 def test_wrong_variant_names_mismatched_keys_and_guesses(tmp_path):
     xs = randomize_(mobilevt.create_model("mobilevit_xs"))
     path = mobilevt.save_weights(xs, tmp_path / "xs.safetensors")

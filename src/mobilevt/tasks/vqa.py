@@ -231,20 +231,18 @@ def _lowercase(folder: Path) -> bool:
 
 
 def _download_vocab(repo: str) -> Tuple[Path, bool]:
+    from ..weights.loading import WeightsNotFoundError, hub_file
+
+    repo_id = repo.partition("@")[0]
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - a runtime dependency
-        raise ImportError("loading from the Hugging Face Hub needs `pip install huggingface_hub`") from err
-    repo_id, _, revision = repo.partition("@")
-    try:
-        path = Path(hf_hub_download(repo_id, "vocab.txt", revision=revision or None))
+        path = hub_file(repo, "vocab.txt")
     except Exception as err:  # offline, not found, auth ...
-        from ..weights.loading import WeightsNotFoundError
 
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsNotFoundError(
             f"could not get vocab.txt of {repo_id} from the Hugging Face Hub ({type(err).__name__}: {reason}); "
-            f"download config.json, model.safetensors and vocab.txt from https://huggingface.co/{repo_id} into one "
+            f"if this machine is offline, download config.json, model.safetensors and vocab.txt from "
+            f"https://huggingface.co/{repo_id} on a connected machine into one "
             "folder and pass that folder as weights, or pass vocab_file= (--vocab FILE)"
         ) from err
     return path, _lowercase(path.parent)

@@ -36,6 +36,7 @@ from .loading import (
     HF_PREFIX,
     Checkpoint,
     class_names_from_metadata,
+    hub_file,
     preprocess_from_metadata,
     read_checkpoint,
     resolve_source,
@@ -192,14 +193,9 @@ def _guess_deeplabv3_variant(state: Mapping[str, torch.Tensor]) -> Optional[str]
 
 def _hub_config(repo: str) -> Optional[dict[str, Any]]:
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - a runtime dependency
-        return None
-    repo_id, _, revision = repo.partition("@")
-    try:
-        path = hf_hub_download(repo_id, "config.json", revision=revision or None)
+        path = hub_file(repo, "config.json")
     except Exception as err:  # offline, no config in the repo ...: the architecture comes from the defaults
-        logger.info("no config.json for %s (%s): using the model's default architecture", repo_id, type(err).__name__)
+        logger.info("no config.json for %s (%s): using the model's default architecture", repo, type(err).__name__)
         return None
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

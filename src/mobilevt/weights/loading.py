@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import urllib.error
 from dataclasses import asdict
 from dataclasses import fields as dataclass_fields
@@ -78,20 +79,45 @@ def resolve_source(source: str | os.PathLike, sha256: str | None = None) -> Path
     )
 
 
-def _download_from_hub(repo: str) -> Path:
+class HubOfflineError(ConnectionError):
+    """The Hugging Face Hub cannot be reached and the file is not in the local Hub cache."""
+
+
+def hub_file(repo: str, filename: str) -> Path:
+    """Local path of ``filename`` of Hub repository ``repo`` (``org/name[@revision]``): from
+    the Hub cache when it is there, else downloaded. Without a network it fails at once
+    (``HubOfflineError``) instead of after huggingface_hub's ~25 s of retries."""
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.constants import HF_HUB_CACHE
+        from huggingface_hub import constants, hf_hub_download
     except ImportError as err:  # pragma: no cover - a runtime dependency
         raise ImportError("loading from the Hugging Face Hub needs `pip install huggingface_hub`") from err
+    repo_id, _, revision = repo.partition("@")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision or None, local_files_only=True))
+    except Exception:  # not cached (or a cached revision lookup failed): ask the Hub
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise HubOfflineError(f"HF_HUB_OFFLINE is set and {repo_id}/{filename} is not in the Hub cache")
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as err:
+        raise HubOfflineError(f"cannot reach {host} ({err}), and {repo_id}/{filename} is not in the Hub cache") from None
+    return Path(hf_hub_download(repo_id, filename, revision=revision or None))
+
+
+def _download_from_hub(repo: str) -> Path:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
     repo_id, _, revision = repo.partition("@")
     errors: list[str] = []
     for filename in _HUB_FILES:
         try:
-            return Path(hf_hub_download(repo_id, filename, revision=revision or None))
+            return hub_file(repo, filename)
         except Exception as err:  # EntryNotFound, offline, connection, auth ...
             errors.append(f"{filename}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-            if type(err).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+            if type(err).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError",
+                                      "HubOfflineError"):
                 break
     raise WeightsNotFoundError(
         f"could not get weights for {HF_PREFIX}{repo} from the Hugging Face Hub; tried:\n  "

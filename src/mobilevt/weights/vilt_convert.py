@@ -34,7 +34,7 @@ from torch import nn
 
 from .convert import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError, mismatch_lines
 from .entries import Weights
-from .loading import HF_PREFIX, WeightsNotFoundError, read_checkpoint, resolve_source
+from .loading import HF_PREFIX, WeightsNotFoundError, hub_file, read_checkpoint, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -303,14 +303,11 @@ def _config_note(config: Mapping[str, Any] | None) -> str:
 
 
 def _download_config_from_hub(repo: str) -> dict[str, Any] | None:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo_id = repo.partition("@")[0]
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.constants import HF_HUB_CACHE
-    except ImportError as err:  # pragma: no cover - a runtime dependency
-        raise ImportError("loading from the Hugging Face Hub needs `pip install huggingface_hub`") from err
-    repo_id, _, revision = repo.partition("@")
-    try:
-        path = hf_hub_download(repo_id, "config.json", revision=revision or None)
+        path = hub_file(repo, "config.json")
     except Exception as err:  # offline, not found, auth ...
         if type(err).__name__ in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
             return None  # a repository of weights only
