@@ -55,6 +55,25 @@ def test_models_cli_table(capsys):
     assert "| deeplabv3_mobilevit_xxs |" in capsys.readouterr().out
 
 
+def test_models_table_prints_each_row_as_soon_as_it_is_profiled(capsys, monkeypatch):
+    """Profiling every model takes tens of seconds: the header and each row are printed as
+    they come, not all at the end."""
+    from mobilevt.cli import main as cli_main
+
+    printed_before = []
+    profile = cli_main._model_row
+
+    def recording(name):
+        printed_before.append(capsys.readouterr().out)
+        return profile(name)
+
+    monkeypatch.setattr(cli_main, "_model_row", recording)
+    assert main(["models", "mobilevit_x*"]) == 0
+    first, second = mobilevt.list_models("mobilevit_x*")
+    assert "| model | params (M)" in printed_before[0]
+    assert f"| {first} |" in printed_before[1] and f"| {second} |" not in printed_before[1]
+
+
 def test_models_cli_json_and_pattern(capsys):
     assert main(["models", "mobilevitv2_05*", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

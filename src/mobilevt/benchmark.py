@@ -443,10 +443,10 @@ def _set_executorch_threads(threads: int) -> bool:
 
 
 def _executorch_runner(path: Path, threads: int) -> Callable[[int], Run]:
-    from executorch.runtime import Runtime
+    from .export.native_logs import load_executorch_method
 
     _set_executorch_threads(threads)
-    method = Runtime.get().load_program(str(path)).load_method("forward")
+    _, method = load_executorch_method(path)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return method.execute([x.contiguous()])[0]

@@ -50,6 +50,7 @@ def run_export(args) -> int:
     if mobivqa_requested(args):
         raise ValueError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
     model = create_model_from_args(args.model, args.weights)
+    _say_what_takes_time(args)
     report = export_model(
         model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
         dynamic_size=args.dynamic_size,
@@ -81,3 +82,23 @@ def run_export(args) -> int:
         f"(eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
     )
     return 0
+
+
+# formats whose conversion alone takes a minute or more on a laptop-class CPU
+_SLOW_CONVERSIONS = {
+    "executorch": "lowering to ExecuTorch's XNNPACK delegate",
+    "coreml": "converting to a Core ML ML Program",
+    "tflite": "converting to LiteRT",
+}
+
+
+def _say_what_takes_time(args) -> None:
+    """One line before a conversion that runs silently for minutes, so the wait is explained."""
+    import sys
+
+    step = _SLOW_CONVERSIONS.get(args.format)
+    if args.quantize:
+        step = f"calibrating int8 on {args.calibration} and " + (step or f"writing {args.format}")
+    if step:
+        print(f"{args.model}: {step}, then checking the file against eager (a minute or more) ...",
+              file=sys.stderr, flush=True)

@@ -37,56 +37,60 @@ _METRIC_BY_TASK = {
 
 def _models_table(pattern: str | None, as_json: bool) -> int:
     import mobilevt
-    from mobilevt.profiling import count_macs
 
-    rows = []
-    for name in mobilevt.list_models(pattern):
-        entry = mobilevt.get_model_entry(name)
-        model = mobilevt.create_model(name)
-        size = entry.default_preprocess.input_size
-        resolution = f"{size[0]}x{size[1]}"
-        if entry.task != "visual-question-answering":  # image in (classifiers, detectors ...)
-            cost = count_macs(model, size)
-        else:  # a model that also reads text (ViLT): profiled with its own full-length example question
-            cost = count_macs(_WithExampleText(model), size)
-            resolution += f" + {model.example_inputs()[0].shape[1]} tokens"
-        top1 = entry.default_weights.top1 if entry.default_weights else entry.published_top1
-        rows.append(
-            {
-                "model": name,
-                "params_m": round(cost.params / 1e6, 3),
-                "macs_g": round(cost.macs / 1e9, 3),
-                "published_macs_g": entry.published_macs_g,
-                "resolution": resolution,
-                "top1": top1,
-                # the published score's metric (Weights.top1 holds the task's headline figure)
-                "metric": _METRIC_BY_TASK.get(entry.task, "score"),
-                "weights": [w.tag for w in entry.weights],
-            }
-        )
-    if not rows:
+    names = mobilevt.list_models(pattern)
+    if not names:
         print(f"no model matches {pattern!r}", file=sys.stderr)
         return 1
-    if as_json:
-        print(json.dumps(rows, indent=2))
+    if as_json:  # one document at the end: a progress bar meanwhile (on a terminal)
+        from tqdm.auto import tqdm
+
+        print(json.dumps([_model_row(name) for name in tqdm(names, desc="profiling", unit="model", disable=None,
+                                                             leave=False)], indent=2))
         return 0
-    header = (
-        "| model | params (M) | MACs (G) | published MACs (G) | input | published accuracy | weights |\n"
-        "|---|---:|---:|---:|---|---:|---|"
-    )
+    # the table is printed row by row as each model is profiled (58 take ~30 s)
     print(
         "MACs = multiply-accumulates of one image at the input size: convolutions, linear layers and "
         "attention matmuls counted; element-wise ops not."
     )
-    print(header)
-    for r in rows:
+    print("| model | params (M) | MACs (G) | published MACs (G) | input | published accuracy | weights |\n"
+          "|---|---:|---:|---:|---|---:|---|", flush=True)
+    for name in names:
+        r = _model_row(name)
         top1 = f"{r['top1']:.2f} {r['metric']}" if r["top1"] is not None else "-"
         published_macs = r["published_macs_g"] if r["published_macs_g"] is not None else "-"
         print(
             f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {published_macs} | {r['resolution']} "
-            f"| {top1} | {', '.join(r['weights'])} |"
+            f"| {top1} | {', '.join(r['weights'])} |", flush=True
         )
     return 0
+
+
+def _model_row(name: str) -> dict:
+    import mobilevt
+    from mobilevt.profiling import count_macs
+
+    entry = mobilevt.get_model_entry(name)
+    model = mobilevt.create_model(name)
+    size = entry.default_preprocess.input_size
+    resolution = f"{size[0]}x{size[1]}"
+    if entry.task != "visual-question-answering":  # image in (classifiers, detectors ...)
+        cost = count_macs(model, size)
+    else:  # a model that also reads text (ViLT): profiled with its own full-length example question
+        cost = count_macs(_WithExampleText(model), size)
+        resolution += f" + {model.example_inputs()[0].shape[1]} tokens"
+    top1 = entry.default_weights.top1 if entry.default_weights else entry.published_top1
+    return {
+        "model": name,
+        "params_m": round(cost.params / 1e6, 3),
+        "macs_g": round(cost.macs / 1e9, 3),
+        "published_macs_g": entry.published_macs_g,
+        "resolution": resolution,
+        "top1": top1,
+        # the published score's metric (Weights.top1 holds the task's headline figure)
+        "metric": _METRIC_BY_TASK.get(entry.task, "score"),
+        "weights": [w.tag for w in entry.weights],
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ from .core import (
     _size,
     _write_report,
 )
+from .native_logs import load_executorch_method
 from .rewrite import delegate_friendly
 
 DETECTION_FORMATS = ("torchscript", "onnx", "executorch")
@@ -297,7 +298,7 @@ def _export_executorch(module: nn.Module, output: Path, height: int, width: int)
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
-        from executorch.runtime import Runtime
+        from executorch.runtime import Runtime  # noqa: F401  (the runtime, checked with the exporter)
     except ImportError as exc:
         raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
     example = torch.rand(1, 3, height, width)
@@ -305,7 +306,7 @@ def _export_executorch(module: nn.Module, output: Path, height: int, width: int)
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     with atomic_path(output) as tmp:
         tmp.write_bytes(lowered.buffer)
-    method = Runtime.get().load_program(str(output)).load_method("forward")
+    _, method = load_executorch_method(output)
 
     def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         boxes, scores = method.execute([x.contiguous()])

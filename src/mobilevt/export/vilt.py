@@ -265,9 +265,9 @@ def export_vilt_onnx(
 def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ``.pte`` in the ExecuTorch runtime on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)`` (questions padded as at export)."""
-    from executorch.runtime import Runtime
+    from .native_logs import load_executorch_method
 
-    method = Runtime.get().load_program(str(path)).load_method("forward")
+    _, method = load_executorch_method(path)
     return lambda inputs: method.execute([t.contiguous() for t in inputs])[0]
 
 

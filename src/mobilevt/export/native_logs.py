@@ -1,0 +1,82 @@
+"""Log lines and warnings of the libraries an export drives, filtered to what a user can act on.
+
+ExecuTorch's runtime prints what it probes about the CPU each time it loads an XNNPACK
+program, and a C++ error for each input it cannot resize: neither is anything a user can
+act on, and the export reports the outcome in its own words."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator, Pattern
+
+import torch
+
+CPU_PROBE = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
+# the runtime's complaints about an input batch beyond the planned one
+RESIZE_ERRORS = re.compile(r"^\[(tensor_impl|method)\.cpp:\d+\] .*(resize|set_inputs|CALL_DELEGATE)")
+
+
+@contextlib.contextmanager
+def native_stderr_without(*patterns: Pattern[str]) -> Iterator[None]:
+    """Capture file descriptor 2 for the block; afterwards write back every line that no
+    pattern matches (Python's own warnings included)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines()
+                    if not any(p.search(line) for p in patterns)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+
+
+def load_executorch_method(path: str | os.PathLike, method: str = "forward"):
+    """``(program, method)`` of a ``.pte`` file in the ExecuTorch runtime, without the
+    runtime's CPU-probe log lines."""
+    from executorch.runtime import Runtime
+
+    with native_stderr_without(CPU_PROBE):
+        program = Runtime.get().load_program(str(Path(path)))
+        return program, program.load_method(method)
+
+
+class _DropEnumRegistration(logging.Filter):
+    """torch logs a deprecation each time a library (torchao, under ExecuTorch's quantizer)
+    registers an Enum as a pytree constant: nothing a mobilevt user can change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is an Enum subclass and is now natively supported" not in record.getMessage()
+
+
+_PYTREE_FILTER = _DropEnumRegistration()
+
+
+@contextlib.contextmanager
+def expected_warnings_silenced() -> Iterator[None]:
+    """Exports trigger warnings that are expected and explained, none a user can act on:
+    tracing treats shape checks as constants (the export fixes the shapes it checks), and
+    torch marks the TorchScript API deprecated (the TorchScript export is the format asked
+    for). Other warnings still show."""
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    pytree_log.addFilter(_PYTREE_FILTER)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+            yield
+    finally:
+        pytree_log.removeFilter(_PYTREE_FILTER)
