@@ -116,6 +116,17 @@ def test_same_top5_as_timm_transform_and_model(tmp_path):
     assert exact >= 0.95 * len(photos)
 
 
+def test_misspelled_model_is_the_only_line(capsys):
+    """The name is checked first: no warning about random weights for a model that does
+    not exist, and the hint names the command a CLI user runs."""
+    from mobilevt.cli.main import main
+
+    assert main(["predict", "x.jpg", "--model", "mobilevit_ss", "--weights", "none"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown model 'mobilevit_ss'. Did you mean: mobilevit_s")
+    assert "`mobilevt models`" in err[0]
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

@@ -40,8 +40,10 @@ def test_config_errors_name_the_key(tmp_path):
         load_config("digits", ["batch_size=0"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: mobilevit_xxs\nsampler:\n  nmae: fixed\n")
-    with pytest.raises(ConfigError, match="sampler.nmae"):
+    with pytest.raises(ConfigError, match=r"sampler.nmae\. Did you mean: sampler.name\?"):
         load_config(bad)
+    with pytest.raises(ConfigError, match=r"optim.warmup_step\. Did you mean: optim.warmup_steps\?"):
+        load_config("digits", ["optim.warmup_step=10"])
     config = load_config("digits", ["optim.lr=1e-3", "epochs=3", "optim.clip_grad_norm=1"])
     assert (config.optim.lr, config.epochs, config.optim.clip_grad_norm) == (1e-3, 3, 1.0)
 

@@ -71,7 +71,8 @@ def get_model_entry(name: str) -> ModelEntry:
         close = difflib.get_close_matches(base, list(_REGISTRY), n=4, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownModelError(
-            f"unknown model {name!r}.{hint} `mobilevt.list_models()` lists all {len(_REGISTRY)} models."
+            f"unknown model {name!r}.{hint} `mobilevt models` (or mobilevt.list_models()) lists all "
+            f"{len(_REGISTRY)} models."
         ) from None
 
 

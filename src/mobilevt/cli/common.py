@@ -16,6 +16,7 @@ def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     import mobilevt
 
     base, _, tag = name.partition(".")
+    mobilevt.get_model_entry(base)  # an unknown name fails here, before any warning about weights
     if is_random_weights(weights):
         warn_random_weights(name, "predictions")
         model = mobilevt.create_model(base)

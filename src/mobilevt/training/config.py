@@ -3,6 +3,7 @@ overrides, checked before anything runs (unknown keys and wrong types are named)
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass, field
@@ -148,7 +149,11 @@ def _build(cls, data: dict[str, Any], prefix: str):
     unknown = sorted(set(data) - names)
     if unknown:
         where = f" in section {prefix.rstrip('.')!r}" if prefix else ""
-        raise ConfigError(f"unknown config key(s){where}: {', '.join(prefix + u for u in unknown)}; known: {sorted(names)}")
+        close = [prefix + match for u in unknown for match in difflib.get_close_matches(u, names, n=1, cutoff=0.6)]
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"unknown config key(s){where}: {', '.join(prefix + u for u in unknown)}.{hint} known: {sorted(names)}"
+        )
     values = {}
     for name, value in data.items():
         key = prefix + name

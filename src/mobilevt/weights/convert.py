@@ -366,10 +366,12 @@ def convert_state_dict(
 
 
 def mismatch_lines(
-    model_name: str, layout: str, missing: list[str], unexpected: list[str], mis_shaped: list[str]
+    model_name: str, layout: str, missing: list[str], unexpected: list[str], mis_shaped: list[str],
+    fix: str | None = None,
 ) -> list[str]:
-    """The lines of a "checkpoint does not fit" message that name the keys (any family)."""
-    lines = [f"checkpoint ({layout} layout) does not fit model {model_name!r}:"]
+    """The lines of a "checkpoint does not fit" message (any family): the fix, when one is
+    known, on the first line, then the keys."""
+    lines = [f"checkpoint ({layout} layout) does not fit model {model_name!r}" + (f"; {fix}." if fix else ":")]
     if missing:
         lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
     if unexpected:
@@ -387,12 +389,9 @@ def _mismatch_message(
     mis_shaped: list[str],
     state: Mapping[str, torch.Tensor] | None,
 ) -> str:
-    lines = mismatch_lines(model_name, layout, missing, unexpected, mis_shaped)
-    if state is not None:
-        guess = guess_variant(state, layout)
-        if guess and guess != model_name:
-            lines.append(f"  the checkpoint matches {guess!r}: create that model instead")
-    return "\n".join(lines)
+    guess = guess_variant(state, layout) if state is not None else None
+    fix = f"the checkpoint matches {guess!r}: create that model instead" if guess and guess != model_name else None
+    return "\n".join(mismatch_lines(model_name, layout, missing, unexpected, mis_shaped, fix))
 
 
 def guess_variant(state: Mapping[str, torch.Tensor], layout: str) -> str | None:

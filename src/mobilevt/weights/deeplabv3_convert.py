@@ -149,8 +149,7 @@ def convert_deeplabv3_state_dict(
     if missing or unexpected:
         if not note and any(k.startswith(_AUX_PREFIXES[layout]) for k in missing):
             note = "the checkpoint has no auxiliary head: create the model with aux_head=False"
-        lines = mismatch_lines(name, layout, missing, unexpected, [])
-        lines += [f"  {note}"] if note else []
+        lines = mismatch_lines(name, layout, missing, unexpected, [], note or None)
         raise CheckpointMismatchError("\n".join(lines), missing, unexpected)
     return out
 
@@ -163,15 +162,13 @@ def _check_shapes(model: nn.Module, state: Mapping[str, torch.Tensor], layout: s
     if not mis_shaped:
         return
     name = getattr(model, "model_name", "DeepLabV3")
-    lines = mismatch_lines(name, layout, [], [], mis_shaped)
     if all(not k.startswith("backbone.") for k in mis_shaped):
-        lines.append(
-            f"  the ASPP head differs: pass its width as aspp_channels= (this model: {options.get('aspp_channels')})"
-        )
+        fix = f"the ASPP head differs: pass its width as aspp_channels= (this model: {options.get('aspp_channels')})"
     else:
         guess = _guess_deeplabv3_variant(state)
-        if guess and guess != name:
-            lines.append(f"  the checkpoint's backbone matches {guess!r}: create that model instead")
+        fix = f"the checkpoint's backbone matches {guess!r}: create that model instead" \
+            if guess and guess != name else None
+    lines = mismatch_lines(name, layout, [], [], mis_shaped, fix)
     raise CheckpointMismatchError("\n".join(lines), mis_shaped=mis_shaped)
 
 

@@ -136,12 +136,9 @@ def _message(
     state: Mapping[str, torch.Tensor] | None,
 ) -> str:
     name = getattr(model, "model_name", type(model).__name__)
-    lines = mismatch_lines(name, layout, missing, unexpected, mis_shaped)
-    if state is not None:
-        guess = guess_ssdlite_variant(state, layout)
-        if guess and guess != name:
-            lines.append(f"  the checkpoint matches {guess!r}: create that model instead")
-    return "\n".join(lines)
+    guess = guess_ssdlite_variant(state, layout) if state is not None else None
+    fix = f"the checkpoint matches {guess!r}: create that model instead" if guess and guess != name else None
+    return "\n".join(mismatch_lines(name, layout, missing, unexpected, mis_shaped, fix))
 
 
 def guess_ssdlite_variant(state: Mapping[str, torch.Tensor], layout: str) -> str | None:

@@ -212,14 +212,9 @@ def _checkpoint_depth(layout: str, keys: Iterable[str]) -> int:
 def _mismatch_message(
     model_name: str, layout: str, missing: list[str], unexpected: list[str], mis_shaped: list[str], note: str
 ) -> str:
-    lines = mismatch_lines(model_name, layout, missing, unexpected, mis_shaped)
-    for prefix, what in _OTHER_TASKS:
-        if any(k.startswith(prefix) for k in unexpected):
-            lines.append(f"  this is {what}, not a VQA checkpoint")
-            break
-    if note:
-        lines.append("  " + note)
-    return "\n".join(lines)
+    other = next((what for prefix, what in _OTHER_TASKS if any(k.startswith(prefix) for k in unexpected)), None)
+    fixes = ([f"this is {other}, not a VQA checkpoint"] if other else []) + ([note] if note else [])
+    return "\n".join(mismatch_lines(model_name, layout, missing, unexpected, mis_shaped, "; ".join(fixes) or None))
 
 
 def check_vilt_shapes(
