@@ -29,6 +29,24 @@ torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_inside_the_run(tmp_path_factory):
+    """Temporary files of the tests and of the processes they start (torchrun's rendezvous
+    folders, Core ML packages ...) go under pytest's own folder for this run, which pytest
+    removes with the next run, instead of piling up in the system's temp folder."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tempfiles")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield
+    tempfile.tempdir = saved[1]
+    if saved[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[0]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield
