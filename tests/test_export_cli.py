@@ -116,6 +116,18 @@ def test_cli_export(tmp_path, photo_dir):
     assert bad.returncode == 1 and len(errors) == 1 and "torchscript" in errors[0]
 
 
+def test_export_on_default_photos_says_they_prove_little(tmp_path, photo_dir, capsys):
+    from mobilevt.cli.main import main
+
+    weights = mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), tmp_path / "xxs.safetensors")
+    common = ["export", "mobilevit_xxs", "--weights", str(weights), "--format", "torchscript"]
+    assert main([*common, "-o", str(tmp_path / "a.pt")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("note: checked on the 2 sample photos of scikit-learn only") and "--check-images" in lines[-1]
+    assert main([*common, "-o", str(tmp_path / "b.pt"), "--check-images", str(photo_dir)]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
 def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, capfd):

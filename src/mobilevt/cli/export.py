@@ -38,6 +38,7 @@ def add_export_parser(sub) -> None:
 def run_export(args) -> int:
     import mobilevt
     from mobilevt.export import export_model
+    from mobilevt.export.core import PACKAGED_PHOTOS_SOURCE
 
     from .common import create_model_from_args
 
@@ -81,6 +82,9 @@ def run_export(args) -> int:
         f"top-5 {100 * report.top5_agreement:.1f}%; batch-1 latency {report.exported_latency_ms:.1f} ms "
         f"(eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
     )
+    if report.check_source == PACKAGED_PHOTOS_SOURCE:
+        print(f"note: checked on the {report.check_images} {PACKAGED_PHOTOS_SOURCE} only, which says little about "
+              "a model trained on other images: pass --check-images DIR with photos of its own task")
     return 0
 
 

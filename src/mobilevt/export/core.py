@@ -585,6 +585,9 @@ class _Normalize(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+PACKAGED_PHOTOS_SOURCE = "sample photos of scikit-learn"
+
+
 def _check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
     if folder is not None:
         paths = list_images(folder)[:limit]
@@ -593,7 +596,7 @@ def _check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
         return [load_image(p) for p in paths], str(folder)
     photos = _packaged_photos()
     if photos:
-        return photos[:limit], "sample photos of scikit-learn"
+        return photos[:limit], PACKAGED_PHOTOS_SOURCE
     raise ExportError(
         "no photos to check the export on: pass check_images / --check-images DIR, or pip install scikit-learn"
     )
