@@ -116,6 +116,17 @@ def test_same_top5_as_timm_transform_and_model(tmp_path):
     assert exact >= 0.95 * len(photos)
 
 
+def test_predict_takes_the_model_name_from_a_mobilevt_weights_file(tmp_path, capsys):
+    from mobilevt.cli.main import main
+
+    photo = str(real_photos(1)[0])
+    weights = mobilevt.save_weights(mobilevt.create_model("mobilevit_xs", num_classes=3), tmp_path / "xs.safetensors")
+    assert main(["predict", photo, "--weights", str(weights), "--topk", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 3
+    assert main(["predict", photo]) == 1  # published weights: which model is not written anywhere
+    assert "pass --model NAME" in capsys.readouterr().err
+
+
 def test_misspelled_model_is_the_only_line(capsys):
     """The name is checked first: no warning about random weights for a model that does
     not exist, and the hint names the command a CLI user runs."""

@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from .common import create_model_from_args
+from .common import create_model_from_args, model_name_from_args
 
 
 def add_predict_parser(sub) -> None:
@@ -46,7 +46,8 @@ def add_evaluate_parser(sub) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name, e.g. mobilevit_s or mobilevit_s.timm_in1k")
+    p.add_argument("--model", help="model name, e.g. mobilevit_s or mobilevit_s.timm_in1k (default: the one a "
+                   "mobilevt weights file records)")
     p.add_argument(
         "--weights",
         default="DEFAULT",
@@ -56,6 +57,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _create(args) -> torch.nn.Module:
+    args.model = model_name_from_args(args.model, args.weights)
     model = create_model_from_args(args.model, args.weights)
     # Inference fast path: BatchNorm folded, channels-last convolutions (same outputs
     # within 1e-5, about 1.5x faster on CPU).

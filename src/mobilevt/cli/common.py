@@ -35,3 +35,21 @@ def is_random_weights(weights: str | None) -> bool:
 
 def warn_random_weights(name: str, outputs: str) -> None:
     print(f"warning: {name} has random weights (--weights none); its {outputs} are meaningless", file=sys.stderr)
+
+
+def model_name_from_args(model: str | None, weights: str | None, default: str | None = None) -> str:
+    """``--model``, else the model a mobilevt weights file records (``mobilevt train`` and
+    ``save_weights`` write it), else ``default``."""
+    if model:
+        return model
+    from pathlib import Path
+
+    from mobilevt.weights.loading import recorded_model_name
+
+    if weights and Path(weights).expanduser().is_file():
+        recorded = recorded_model_name(Path(weights).expanduser())
+        if recorded:
+            return recorded
+    if default:
+        return default
+    raise ValueError(f"pass --model NAME: the weights {weights!r} do not record which model they belong to")

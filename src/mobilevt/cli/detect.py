@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import create_model_from_args
+from .common import create_model_from_args, model_name_from_args
 
 
 def add_detect_parser(sub) -> None:
@@ -18,7 +18,8 @@ def add_detect_parser(sub) -> None:
         "its COCO-format annotation file.",
     )
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", default="ssdlite_mobilevit_s", help="an ssdlite_* model (default ssdlite_mobilevit_s)")
+    p.add_argument("--model", help="an ssdlite_* model (default: the one a mobilevt weights file records, "
+                   "else ssdlite_mobilevit_s)")
     p.add_argument(
         "--weights",
         default="DEFAULT",
@@ -43,6 +44,7 @@ def add_detect_parser(sub) -> None:
 def run_detect(args) -> int:
     import mobilevt
 
+    args.model = model_name_from_args(args.model, args.weights, "ssdlite_mobilevit_s")
     entry = mobilevt.get_model_entry(args.model)
     if entry.task != "object-detection":
         raise ValueError(f"{args.model} is a {entry.task} model; mobilevt detect takes an ssdlite_* model")

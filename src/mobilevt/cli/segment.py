@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import create_model_from_args
+from .common import create_model_from_args, model_name_from_args
 
 
 def add_segment_parser(sub) -> None:
@@ -18,7 +18,8 @@ def add_segment_parser(sub) -> None:
         "with --evaluate, the mean IoU on a PASCAL VOC- or ADE20K-layout folder.",
     )
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", default="deeplabv3_mobilevit_s", help="a deeplabv3_* model (default deeplabv3_mobilevit_s)")
+    p.add_argument("--model", help="a deeplabv3_* model (default: the one a mobilevt weights file records, "
+                   "else deeplabv3_mobilevit_s)")
     p.add_argument(
         "--weights",
         default="DEFAULT",
@@ -38,6 +39,7 @@ def add_segment_parser(sub) -> None:
 def run_segment(args) -> int:
     import mobilevt
 
+    args.model = model_name_from_args(args.model, args.weights, "deeplabv3_mobilevit_s")
     entry = mobilevt.get_model_entry(args.model)
     if entry.task != "semantic-segmentation":
         raise ValueError(f"{args.model} is a {entry.task} model; mobilevt segment takes a deeplabv3_* model")

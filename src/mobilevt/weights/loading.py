@@ -245,6 +245,20 @@ def _as_checkpoint(source) -> Checkpoint:
 # mobilevt's own format
 
 
+def recorded_model_name(path: Path) -> str | None:
+    """The model name a mobilevt ``.safetensors`` file records in its metadata, if any."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except (SafetensorError, OSError):
+        return None
+    return metadata.get("model") or None if metadata.get("format") == "mobilevt" else None
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: PreprocessConfig | None = None) -> Path:
     """Write ``model`` as mobilevt safetensors (keys, model name, classes and preprocessing
     in the metadata), atomically: a crash never leaves a half-written file."""
