@@ -414,6 +414,12 @@ def test_cli_segment(tmp_path, capsys):
     assert main(["segment", str(tmp_path / "missing.jpg"), "--model", "deeplabv3_mobilevit_xxs",
                  "--weights", str(tmp_path / "seg.safetensors"), "--out", str(tmp_path / "out")]) == 1
     assert "missing.jpg" in capsys.readouterr().err
+    # random 21-class weights print PASCAL VOC's class names, as detect prints COCO's
+    assert main(["segment", str(photo), "--model", "deeplabv3_mobilevit_xxs", "--weights", "none",
+                 "--out", str(tmp_path / "random"), "--json"]) == 0
+    from mobilevt.data.segmentation import VOC_CLASSES
+
+    assert set(json.loads(capsys.readouterr().out)[0]["classes"]) <= set(VOC_CLASSES)
 
 
 def test_cli_segment_evaluate(tmp_path, capsys):

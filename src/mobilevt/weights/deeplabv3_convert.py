@@ -279,12 +279,16 @@ def create_deeplabv3(
             ``upsample`` ...). They override what the weights entry, a ``config.json`` or
             a mobilevt checkpoint's metadata say.
     """
+    from ..data.segmentation import VOC_CLASSES
+
     backbone_name = entry.name[len("deeplabv3_") :]
     if weights is None:
         model = entry.builder(num_classes=21 if num_classes is None else num_classes, **kwargs)
         model.model_name = entry.name
         model.pretrained_weights = None
         model.preprocess = entry.default_preprocess
+        if model.num_classes == len(VOC_CLASSES):  # the published heads' classes (as SSDLite's 81: COCO)
+            model.class_names = list(VOC_CLASSES)
         if backbone_weights is not None:
             like = _load_backbone(model, backbone_name, backbone_weights)
             if like is not None:
@@ -293,7 +297,6 @@ def create_deeplabv3(
     if backbone_weights is not None:
         raise ValueError("pass either weights= (a whole DeepLabV3 checkpoint) or backbone_weights=, not both")
 
-    from ..data.segmentation import VOC_CLASSES
     from ..models.deeplabv3 import WEIGHTS_ARCH
 
     weights_entry = weights if isinstance(weights, Weights) else None
@@ -339,8 +342,9 @@ def create_deeplabv3(
     else:
         model.preprocess = preprocess_from_metadata(checkpoint.metadata) or _preprocess_for_layout(entry, layout)
     names = names or class_names_from_metadata(checkpoint.metadata) or []
-    if not names and weights_entry is not None and weights_entry.dataset.startswith("PASCAL VOC"):
-        names = list(VOC_CLASSES)
+    if not names and num_classes == len(VOC_CLASSES) and (weights_entry is None or weights_entry.dataset.startswith(
+            "PASCAL VOC")):
+        names = list(VOC_CLASSES)  # a 21-class head without names: PASCAL VOC's, as every published one
     if names and len(names) == num_classes:
         model.class_names = names
     return model
