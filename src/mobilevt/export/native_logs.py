@@ -74,7 +74,9 @@ def expected_warnings_silenced() -> Iterator[None]:
     pytree_log = logging.getLogger("torch.utils._pytree")
     pytree_log.addFilter(_PYTREE_FILTER)
     try:
-        with warnings.catch_warnings():
+        # ExecuTorch probes the CPU when its thread pool first starts, which can be anywhere
+        # in an export that runs a program (lowering, checking, timing)
+        with warnings.catch_warnings(), native_stderr_without(CPU_PROBE):
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
             yield
