@@ -164,6 +164,39 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     return folder
 
 
+def _train_digits(root: Path) -> None:
+    """The digits recipe for 4 epochs (mobilevit_xxs) into root/run, its result in
+    root/result.json, and real digit images: root/calibration (64 of the train split) and
+    root/val (120 of the validation split) with their labels in root/labels.json."""
+    import dataclasses
+    import json
+
+    from PIL import Image
+
+    from mobilevt.training import load_config, train
+    from mobilevt.training.data import DigitsDataset
+
+    result = train(load_config("digits", [f"output_dir={root / 'run'}", "epochs=4", "optim.warmup_steps=20"]))
+    (root / "result.json").write_text(json.dumps(dataclasses.asdict(result)))
+    labels = {}
+    for split, folder, count in (("train", "calibration", 64), ("val", "val", 120)):
+        data = DigitsDataset(split)
+        (root / folder).mkdir()
+        for i in range(count):
+            image, target = data[i]
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / folder / f"{i:04d}.png")
+            labels[f"{folder}/{i:04d}.png"] = target
+    (root / "labels.json").write_text(json.dumps(labels))
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """A 4-epoch digits training run (see ``_train_digits``), made once per test run for
+    every test and worker that uses it."""
+    pytest.importorskip("sklearn")
+    return built_once(tmp_path_factory, "trained-digits", _train_digits)
+
+
 @pytest.fixture(scope="session")
 def shapes_cache(tmp_path_factory) -> Path:
     """A fresh cache folder for the recipes' generated shapes data set (``MOBILEVT_CACHE``),

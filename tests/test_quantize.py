@@ -4,15 +4,12 @@ lets XNNPACK run the whole MobileViT graph."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import mobilevt
-from conftest import built_once
 from mobilevt.export.rewrite import delegate_friendly
 
 
@@ -55,34 +52,13 @@ def test_xnnpack_runs_the_rewritten_v1_block_whole():
     assert left_outside(delegate_friendly(block)) == {}
 
 
-def _train_digits(root: Path) -> None:
-    from PIL import Image
-
-    from mobilevt.training import load_config, train
-    from mobilevt.training.data import DigitsDataset
-
-    result = train(load_config("digits", [f"output_dir={root / 'run'}", "epochs=4", "optim.warmup_steps=20"]))
-    shutil.copy(result.best_path, root / "weights.safetensors")
-    labels = {}
-    for split, folder, count in (("train", "calibration", 64), ("val", "val", 120)):
-        data = DigitsDataset(split)
-        (root / folder).mkdir()
-        for i in range(count):
-            image, target = data[i]
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / folder / f"{i:04d}.png")
-            labels[f"{folder}/{i:04d}.png"] = target
-    (root / "labels.json").write_text(json.dumps(labels))
-
-
 @pytest.fixture(scope="module")
-def trained_digits(tmp_path_factory):
+def trained_digits(digits_run):
     """mobilevit_xxs trained for a few epochs on scikit-learn's digits, with calibration
-    (train split) and check (validation split) folders of the real digit images; trained
-    once per run, whichever worker asks first."""
-    pytest.importorskip("sklearn")
-    root = built_once(tmp_path_factory, "trained-digits", _train_digits)
-    labels = json.loads((root / "labels.json").read_text())
-    return mobilevt.create_model("mobilevit_xxs", weights=root / "weights.safetensors"), root, labels
+    (train split) and check (validation split) folders of the real digit images."""
+    result = json.loads((digits_run / "result.json").read_text())
+    labels = json.loads((digits_run / "labels.json").read_text())
+    return mobilevt.create_model("mobilevit_xxs", weights=result["best_path"]), digits_run, labels
 
 
 @pytest.mark.slow
