@@ -250,8 +250,8 @@ def export_model(
                          f"(asked for up to {max_batch})")
             max_batch = program.planned_batch
         if dynamic_batch and not _runs_at(program.run, [1, max_batch], height, width):
-            # The XNNPACK delegate keeps some MobileViTv2 tensors at the example batch
-            # (ExecuTorch 1.5); a static batch-1 program is what runs correctly.
+            # The XNNPACK delegate can keep a tensor at the example's batch (ExecuTorch 1.5;
+            # seen: mobilevitv2_050 at 224x320): a static batch-1 program is what runs.
             notes.append("dynamic batch failed in the ExecuTorch runtime for this model: exported with batch 1")
             dynamic_batch, max_batch = False, 1
             program = _export_executorch(eager, output, height, width, False, 1)
