@@ -19,7 +19,7 @@ import torch
 
 CPU_PROBE = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
 # the runtime's complaints about an input batch beyond the planned one
-RESIZE_ERRORS = re.compile(r"^\[(tensor_impl|method)\.cpp:\d+\] .*(resize|set_inputs|CALL_DELEGATE)")
+RESIZE_ERRORS = re.compile(r"^\[(tensor_impl|method|XNNExecutor)\.cpp:\d+\] .*(resize|set_inputs|CALL_DELEGATE)")
 
 
 @contextlib.contextmanager
