@@ -141,8 +141,11 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
     overrides = ["epochs=2", "save_every_steps=2", "data.workers=0", "sampler.image_size=32", "sampler.min_size=32",
                  "sampler.max_size=48", "sampler.num_scales=2", f"output_dir={out}"]
+    # a terminal's Ctrl-C: SIGINT with its default action (a pytest-xdist worker may ignore
+    # SIGINT, and a child would inherit that, so Python would install no KeyboardInterrupt)
     process = subprocess.Popen([sys.executable, "-m", "mobilevt", "train", "--config", "digits", *overrides],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
