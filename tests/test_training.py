@@ -160,6 +160,13 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path):
     assert command == ["mobilevt", "train", "--config", "digits", *overrides, "--resume"]
 
 
+def test_interrupt_report_survives_a_corrupt_checkpoint(tmp_path):
+    from mobilevt.training.trainer import checkpoint_position
+
+    (tmp_path / "last.pt").write_bytes(b"half a file")
+    assert checkpoint_position(tmp_path / "last.pt") is None and checkpoint_position(tmp_path / "none.pt") is None
+
+
 def test_a_new_run_refuses_an_earlier_runs_folder(tmp_path):
     train(_digits(tmp_path, "max_steps=2", "epochs=1"))
     best = (tmp_path / "best.safetensors").read_bytes()

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -446,11 +447,15 @@ def _claim_output_folder(out: Path, overwrite: bool, is_main: bool) -> None:
 
 
 def checkpoint_position(path: Path) -> Optional[tuple[int, int]]:
-    """(epoch, step) of a training checkpoint, or None where there is none."""
+    """(epoch, step) of a training checkpoint, or None where there is none or it is unreadable
+    (it is read while reporting an interruption: that report must not fail)."""
     if not path.is_file():
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return int(checkpoint["sampler"]["epoch"]), int(checkpoint["state"]["step"])
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return int(checkpoint["sampler"]["epoch"]), int(checkpoint["state"]["step"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+        return None
 
 
 def _load_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scaler, sampler) -> dict:

@@ -256,7 +256,9 @@ def recorded_model_name(path: Path) -> str | None:
             metadata = fh.metadata() or {}
     except (SafetensorError, OSError):
         return None
-    return metadata.get("model") or None if metadata.get("format") == "mobilevt" else None
+    if metadata.get("format") != "mobilevt":
+        return None
+    return metadata.get("model") or None
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: PreprocessConfig | None = None) -> Path:
