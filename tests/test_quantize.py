@@ -31,6 +31,7 @@ def test_delegate_friendly_rewrite_keeps_the_outputs(name):
     assert (actual - expected).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # two XNNPACK lowerings of a block
 def test_xnnpack_runs_the_rewritten_v1_block_whole():
     """Without the rewrite, a MobileViT block leaves operators (layer_norm, SDPA's safe
     softmax ...) to ExecuTorch's portable kernels; rewritten, XNNPACK runs all of it. (The
