@@ -48,24 +48,33 @@ def test_leave_one_out_average_by_hand(matching, expected):
         ("yes!", "yes"),  # '!' not next to a space: becomes a space, then trimmed
         ("yes !", "yes"),  # next to a space: removed
         ("3.5", "3.5"),  # a period before a digit is a decimal point and stays
+        (".5 of it.", ".5 of it"),
         ("1,000", "1000"),  # a digit,digit comma: every punctuation mark is removed
+        ("1,000 (about)", "1000 about"),  # ... the parentheses too, though no space is beside them
         ("black/white", "black white"),  # no space around '/': it becomes a space
         ("black / white", "black white"),
         ("t-shirt", "t shirt"),
+        # the test reads the original text: one '-' beside a space removes every '-'
+        ("t-shirt - red", "tshirt red"),
         ("  on\tthe\ntable ", "on table"),  # tabs/newlines to spaces, articles dropped
         ("man's", "man's"),  # apostrophes are not punctuation for the metric
         ("an apple", "apple"),
         ("ten", "10"),
+        ("eleven", "eleven"),  # the table stops at ten
+        ("hes here", "he's here"),
         # the script's table maps "Im" -> "I'm", but it lowercases first, so its
         # capitalised keys never match
         ("Im", "im"),
+        # re.UNICODE passed where re.sub takes its count: at most 32 periods go
+        ("wow" + "." * 33, "wow."),
+        ("wow" + "." * 32, "wow"),
     ],
 )
 def test_answer_normalisation_by_hand(raw, normalized):
     assert normalize_answer(raw) == normalized
 
 
-def test_prediction_is_normalised_before_matching():
+def test_prediction_is_normalised_when_humans_disagree():
     humans = ["2"] * 4 + ["3"] * 6
     # "Two." normalises to "2": 4 matches -> 1.0
     assert vqa_accuracy("Two.", humans) == pytest.approx(1.0)
@@ -73,18 +82,50 @@ def test_prediction_is_normalised_before_matching():
     assert vqa_accuracy("a dog.", ["dog"] + ["cat"] * 9) == pytest.approx(0.3)
 
 
-def test_human_answers_get_punctuation_processing_only_when_they_disagree():
-    # Humans disagree, so their punctuation is processed: "yes." -> "yes" matches; in
-    # "yes!" the '!' has no space beside it and becomes one, "yes " (not trimmed again by
-    # the script), which does not match. So m = 3 -> 0.9.
-    humans = ["yes."] * 3 + ["yes!"] * 2 + ["no"] * 5
-    assert vqa_accuracy("yes", humans) == pytest.approx(0.9)
-    # Humans agree: their answers are used as written, so "Yes" (capital) never equals the
-    # normalised prediction "yes": 0.
-    assert vqa_accuracy("yes", ["Yes"] * 10) == 0.0
-    # ... and number words of the humans are not converted (only the prediction is)
-    assert vqa_accuracy("two", ["two"] * 10) == 0.0
-    assert vqa_accuracy("two", ["2"] * 10) == 1.0
+def test_unanimous_humans_are_compared_as_written():
+    # 2021: no normalisation at all when the humans agree, of them or of the prediction
+    assert vqa_accuracy("yes", ["yes"] * 10) == 1.0
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("yes.", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("two", ["two"] * 10) == 1.0
+    assert vqa_accuracy("two", ["2"] * 10) == 0.0
+    # ... but newlines and tabs become spaces and both sides are trimmed, before the
+    # humans are found to agree
+    assert vqa_accuracy(" yes\n", ["yes", "yes\t"] * 5) == 1.0
+    # pre-2021: the prediction is always normalised, unanimous humans never
+    assert vqa_accuracy("Yes", ["yes"] * 10, version="pre-2021") == 1.0
+    assert vqa_accuracy("two", ["two"] * 10, version="pre-2021") == 0.0
+    assert vqa_accuracy("two", ["2"] * 10, version="pre-2021") == 1.0
+    # ... and the humans' whitespace is not cleaned: "yes\t" differs from "yes", so they
+    # disagree, get punctuation processing only (which keeps the tab), and 5 match
+    assert vqa_accuracy("yes", ["yes", "yes\t"] * 5, version="pre-2021") == 1.0
+    assert vqa_accuracy("yes", ["yes"] + ["yes\t"] * 9, version="pre-2021") == pytest.approx(0.3)
+
+
+def test_disagreeing_humans_are_normalised_fully_since_2021():
+    humans = ["yes."] * 3 + ["Yes!"] * 2 + ["no"] * 5
+    # 2021: "yes." -> "yes", "Yes!" -> "Yes " -> "yes": 5 matches -> 1.0
+    assert vqa_accuracy("yes", humans) == 1.0
+    # pre-2021: punctuation only: "yes." -> "yes" matches, "Yes " does not: 3 -> 0.9
+    assert vqa_accuracy("yes", humans, version="pre-2021") == pytest.approx(0.9)
+    # number words and articles of the humans: "two" and "the 2" become "2" since 2021
+    numbers = ["two"] * 2 + ["the 2"] + ["3"] * 7
+    assert vqa_accuracy("2", numbers) == pytest.approx(0.9)
+    assert vqa_accuracy("2", numbers, version="pre-2021") == 0.0
+    # the prediction is normalised the same way in both
+    assert vqa_accuracy("Three", numbers) == 1.0 and vqa_accuracy("Three", numbers, version="pre-2021") == 1.0
+
+
+def test_leave_one_out_is_by_answer_record():
+    # The script leaves out a human answer by dict inequality: answers with their own
+    # answer_id leave out one each; identical dicts leave each other out, all at once.
+    with_ids = [{"answer": "yes", "answer_confidence": "yes", "answer_id": i} for i in range(1, 11)]
+    assert vqa_accuracy("yes", with_ids) == 1.0
+    assert vqa_accuracy("yes", [{"answer": "yes"}] * 10) == 0.0
+    # 3 identical "2" records: leaving out any of them leaves 0 matches, another record 3
+    records = [{"answer": "2"}] * 3 + [{"answer": "3", "answer_id": i} for i in range(7)]
+    assert vqa_accuracy("2", records) == pytest.approx(0.7)
+    assert vqa_accuracy("2", ["2"] * 3 + ["3"] * 7) == pytest.approx(0.9)  # strings: distinct answers
 
 
 def test_bad_arguments_are_clear():
@@ -92,6 +133,10 @@ def test_bad_arguments_are_clear():
         vqa_accuracy("yes", "yes")
     with pytest.raises(ValueError, match="at least one human answer"):
         vqa_accuracy("yes", [])
+    with pytest.raises(TypeError, match="a string or a dict with an 'answer' string"):
+        vqa_accuracy("yes", [3])
+    with pytest.raises(ValueError, match="unknown VQA evaluator version '2017'; choose one of 2021, pre-2021"):
+        vqa_accuracy("yes", ["yes"], version="2017")
 
 
 def _annotation(question_id: int, answers: list[str], answer_type: str, question_type: str) -> dict:
@@ -119,9 +164,9 @@ def annotations_file(tmp_path):
 
 
 def test_evaluate_overall_and_per_answer_type_by_hand(annotations_file, tmp_path):
-    predictions = {1: "Yes", 2: "two", 3: "red", 4: "yes"}
-    # q1: "Yes" -> "yes", 10 matches -> 1.0      q2: "two" -> "2", 3 matches -> 0.9
-    # q3: "red", 2 matches -> 0.6                q4: "yes", 1 match -> 0.3
+    predictions = {1: "yes", 2: "two", 3: "red", 4: "Yes"}
+    # q1: unanimous "yes", 10 matches -> 1.0      q2: "two" -> "2", 3 matches -> 0.9
+    # q3: "red", 2 matches -> 0.6                 q4: "Yes" -> "yes", 1 match -> 0.3
     result = evaluate_vqa(predictions, annotations_file)
     assert result.num_questions == 4
     assert result.per_question == pytest.approx({1: 1.0, 2: 0.9, 3: 0.6, 4: 0.3})
@@ -132,6 +177,9 @@ def test_evaluate_overall_and_per_answer_type_by_hand(annotations_file, tmp_path
     results = tmp_path / "results.json"
     results.write_text(json.dumps([{"question_id": q, "answer": a} for q, a in predictions.items()]))
     assert evaluate_vqa(str(results), str(annotations_file)).accuracy == pytest.approx(0.7)
+    # q1 answered "Yes": compared as written against unanimous humans since 2021
+    assert evaluate_vqa({**predictions, 1: "Yes"}, annotations_file).per_question[1] == 0.0
+    assert evaluate_vqa({**predictions, 1: "Yes"}, annotations_file, version="pre-2021").per_question[1] == 1.0
 
 
 def test_evaluate_refuses_missing_and_unknown_questions(annotations_file):
