@@ -199,6 +199,19 @@ def test_saved_torchscript_pipeline_gives_the_same_answers(pipeline, tmp_path):
             assert [s for _, s in row] == pytest.approx([s for _, s in alone], abs=1e-5)
 
 
+def test_a_pipeline_that_calls_an_extension_operator_is_not_saved(pipeline, tmp_path):
+    from mobilevt.data.preprocess import EncodedImagePreprocess, ImagePreprocess
+    from mobilevt.export import ExportError
+
+    pipeline.decoder = EncodedImagePreprocess(ImagePreprocess(mobilevt.PreprocessConfig((64, 64), 64)))
+    try:
+        with pytest.raises(ExportError, match="calls image::decode_image, image::read_file, operators that core"):
+            pipeline.save_torchscript(tmp_path / "vqa.pt")
+    finally:
+        del pipeline.decoder
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_pipeline_errors_are_clear(pipeline, tmp_path, hf_folder):
     image = torch.zeros(100, 120, 3, dtype=torch.uint8)
     with pytest.raises(ValueError, match="top_k must be at least 1"):
@@ -297,6 +310,10 @@ def test_export_torchscript_is_the_whole_pipeline(pipeline, hf_folder, check_fol
     assert report["check_images"] == 3 and report["include_preprocessing"]
     assert report["max_abs_diff"] <= 1e-5 and report["top1_agreement"] == 1.0  # the same kernels as eager
     assert report["exported_latency_ms"] > 0 and report["eager_latency_ms"] > 0
+    # libtorch alone loads the pipeline (tokenizer included): no extension operator in its code
+    from mobilevt.export.torchscript import extension_operators
+
+    assert extension_operators(output) == []
     loaded = torch.jit.load(str(output))
     image = load_image(_photos(1)[0]).permute(1, 2, 0).contiguous()
     with torch.no_grad():

@@ -157,16 +157,6 @@ class ImagePreprocess(nn.Module):
             return tensor if self.channels_last_input else tensor.permute(2, 0, 1)
         raise TypeError(f"expected a tensor, PIL image or numpy array, got {type(image).__name__}")
 
-    @torch.jit.export
-    def preprocess_encoded(self, data: torch.Tensor) -> torch.Tensor:
-        """Decode an encoded image (JPEG/PNG/WebP bytes as a 1-D uint8 tensor, e.g. from
-        ``torchvision.io.read_file``) with torchvision's decoders, then preprocess it.
-        Needs torchvision's image ops in the runtime that loads the scripted module."""
-        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        if self.channels_last_input:
-            image = image.permute(1, 2, 0)
-        return self.forward(image)
-
     def extra_repr(self) -> str:
         c = self.config
         return (
@@ -174,3 +164,23 @@ class ImagePreprocess(nn.Module):
             f"crop={c.input_size} ({c.crop_rounding} margin), mean={c.mean}, std={c.std}, "
             f"channel_order={c.channel_order}"
         )
+
+
+class EncodedImagePreprocess(nn.Module):
+    """Decoding + :class:`ImagePreprocess`: an encoded image (JPEG/PNG/WebP bytes as a 1-D
+    uint8 tensor, e.g. from ``torchvision.io.read_file``) in, the model's input out.
+
+    Scriptable, but the scripted module calls torchvision's image operators: only a runtime
+    that loads torchvision's library can run it, which a phone app or a plain libtorch
+    program does not; ``mobilevt export`` never writes it (apps decode the image themselves
+    and pass uint8 pixels to the exported file)."""
+
+    def __init__(self, preprocess: ImagePreprocess):
+        super().__init__()
+        self.preprocess = preprocess
+
+    def forward(self, data: torch.Tensor) -> torch.Tensor:
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        if self.preprocess.channels_last_input:
+            image = image.permute(1, 2, 0)
+        return self.preprocess(image)

@@ -53,7 +53,6 @@ from typing import Dict, Final, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..fileio import atomic_path
 
 __all__ = ["WordPieceTokenizer", "create_tokenizer", "load_vocab"]
 
@@ -362,9 +361,9 @@ class WordPieceTokenizer(nn.Module):
 
     def save_torchscript(self, path: str | os.PathLike) -> Path:
         """Script this tokenizer and save it atomically to ``path`` (``torch.jit.load`` it)."""
-        scripted = torch.jit.script(self)
-        with atomic_path(path) as tmp:
-            torch.jit.save(scripted, str(tmp))
+        from ..export.torchscript import save_torchscript
+
+        save_torchscript(self, path)
         return Path(path)
 
     # ------------------------------------------------------------------ text -> words

@@ -24,9 +24,11 @@ from ..data.images import list_images, load_image
 from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_directory, atomic_path, write_text_atomic
 from ..weights.entries import PreprocessConfig
+from .errors import ExportError
 from .quantize import METHODS, quantize_onnx_static, quantize_pt2e_xnnpack
 from .native_logs import RESIZE_ERRORS, expected_warnings_silenced, load_executorch_method, native_stderr_without
 from .rewrite import delegate_friendly
+from .torchscript import save_torchscript
 
 FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
 _EXTRAS = {
@@ -35,10 +37,6 @@ _EXTRAS = {
     "coreml": 'pip install "mobilevt[coreml]"  (coremltools)',
     "tflite": 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)',
 }
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be made as asked (missing package, unsupported option)."""
 
 
 @dataclass
@@ -353,22 +351,7 @@ def _export_torchscript(
     module: nn.Module = model
     if include_preprocessing:
         module = _ImageClassifier(ImagePreprocess(_with_size(config, height, width), channels_last_input=True), model)
-    scripted = torch.jit.script(module.eval())
-    with atomic_path(output) as tmp:
-        if lite:
-            from torch.utils.mobile_optimizer import optimize_for_mobile
-
-            try:
-                scripted = optimize_for_mobile(scripted)
-            except RuntimeError as exc:
-                if "XNNPACK" not in str(exc):
-                    raise
-                # CPU wheels without XNNPACK cannot run the mobile rewrite passes; the
-                # lite-interpreter file is still valid, only not pre-optimised.
-                notes.append("optimize_for_mobile skipped: this torch build has no XNNPACK")
-            scripted._save_for_lite_interpreter(str(tmp))
-        else:
-            torch.jit.save(scripted, str(tmp))
+    notes += save_torchscript(module, output, lite)
     if lite:
         from torch.jit.mobile import _load_for_lite_interpreter
 

@@ -29,6 +29,7 @@ from torchvision.ops import box_iou
 from ..fileio import atomic_path, write_text_atomic
 from ..ops.ssd import box_cxcywh_to_xyxy, decode_boxes, postprocess_detections
 from ..weights.entries import PreprocessConfig
+from .torchscript import save_torchscript
 from .core import (
     _EXTRAS,
     ExportError,
@@ -139,9 +140,7 @@ def export_detector(
     output = Path(output)
     notes: List[str] = []
     if format == "torchscript":
-        scripted = torch.jit.script(eager)
-        with atomic_path(output) as tmp:
-            torch.jit.save(scripted, str(tmp))
+        notes += save_torchscript(eager, output)
         loaded = torch.jit.load(str(output))
         runtime = "TorchScript interpreter"
 

@@ -22,7 +22,6 @@ from torch import nn
 
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..data.vilt_preprocess import ViltImagePreprocess
-from ..fileio import atomic_path
 from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
 
 __all__ = [
@@ -129,9 +128,9 @@ class VqaPipeline(nn.Module):
     def save_torchscript(self, path: str | os.PathLike) -> Path:
         """Script the whole pipeline and save it atomically to ``path``; load it with
         :func:`load_vqa_pipeline` or ``torch.jit.load`` (no mobilevt needed there)."""
-        scripted = torch.jit.script(self.eval())
-        with atomic_path(path) as tmp:
-            torch.jit.save(scripted, str(tmp))
+        from ..export.torchscript import save_torchscript
+
+        save_torchscript(self, path)
         return Path(path)
 
 

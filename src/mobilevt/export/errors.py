@@ -1,0 +1,5 @@
+"""The export's error type, in a module of its own so that every backend can raise it."""
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be made as asked (missing package, unsupported option)."""
