@@ -221,3 +221,87 @@ def pytest_collection_modifyitems(config, items):
         ordered += [proof] + others[:1]
         others = others[1:]
     items[:] = ordered + others
+
+
+def _build_cpp_example(folder: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "cpp" / "build.sh"
+    run = subprocess.run(["sh", str(script), str(folder / "mobilevt_run")], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def cpp_runner(tmp_path_factory) -> Path:
+    """examples/cpp/mobilevt_run built against the installed torch wheel's libtorch, once per
+    test run (about a minute of g++)."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler (g++) on this machine: the C++ example cannot be built")
+    return built_once(tmp_path_factory, "cpp-example", _build_cpp_example) / "mobilevt_run"
+
+
+def _build_executorch_example(folder: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "executorch_cpp" / "build.sh"
+    run = subprocess.run(["sh", str(script), str(folder / "mobilevt_pte_run")], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def pte_runner(tmp_path_factory) -> Path:
+    """examples/executorch_cpp/mobilevt_pte_run built against the executorch wheel's C++
+    runtime (seconds of g++), once per test run."""
+    pytest.importorskip("executorch")
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler (g++) on this machine: the ExecuTorch C++ example cannot be built")
+    return built_once(tmp_path_factory, "executorch-example", _build_executorch_example) / "mobilevt_pte_run"
+
+
+def assert_cpp_executorch_agrees(runner: Path, program: Path, inputs: list, folder: Path, tolerance: float = 1e-4):
+    """Runs ``program`` on ``inputs`` in the C++ ExecuTorch example and in Python's ExecuTorch
+    runtime, and asserts every output agrees within ``tolerance``."""
+    import subprocess
+
+    from mobilevt.export.native_logs import load_executorch_method
+
+    paths = [write_raw_tensor(x, folder / f"cpp-input{i}.bin") for i, x in enumerate(inputs)]
+    run = subprocess.run([str(runner), str(program), *map(str, paths), "--dump", str(folder / "cpp-output")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    _, method = load_executorch_method(program)
+    expected = method.execute([x.contiguous() for x in inputs])
+    assert run.stdout.count("output\t") == len(expected)
+    for i, tensor in enumerate(expected):
+        assert (read_raw_tensor(folder / f"cpp-output.{i}.bin") - tensor.float()).abs().max() <= tolerance, i
+
+
+def write_ppm(image: "torch.Tensor", path: Path) -> Path:
+    """A uint8 [H, W, 3] image as binary PPM, the C++ example's image format."""
+    height, width, _ = image.shape
+    path.write_bytes(f"P6\n{width} {height}\n255\n".encode() + image.contiguous().numpy().tobytes())
+    return path
+
+
+def write_raw_tensor(tensor: "torch.Tensor", path: Path) -> Path:
+    """A tensor in the C++ examples' raw format: a "float32 d0 d1 ..." (or "int64 ...") line,
+    then the values, little-endian."""
+    is_integer = not tensor.is_floating_point()
+    header = " ".join(["int64" if is_integer else "float32", *map(str, tensor.shape)]) + "\n"
+    values = tensor.contiguous().numpy().astype("<i8" if is_integer else "<f4")
+    path.write_bytes(header.encode() + values.tobytes())
+    return path
+
+
+def read_raw_tensor(path: Path) -> "torch.Tensor":
+    import numpy as np
+
+    with open(path, "rb") as file:
+        header = file.readline().split()
+        assert header[0] == b"float32", header
+        values = np.frombuffer(file.read(), dtype="<f4").reshape([int(size) for size in header[1:]])
+    return torch.from_numpy(values.copy())

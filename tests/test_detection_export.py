@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import packaged_photos, randomize_
+from conftest import assert_cpp_executorch_agrees, packaged_photos, randomize_
 from mobilevt.export import ExportError, export_model
 from mobilevt.export.detection import DecodedSSDLite, _detections_agreement
 from mobilevt.ops import postprocess_detections
@@ -85,13 +85,15 @@ def test_onnx_outputs_plus_the_documented_nms_give_the_library_detections(detect
 
 
 @pytest.mark.slow
-def test_executorch(detector, tmp_path, photo_dir):
+def test_executorch(detector, tmp_path, photo_dir, pte_runner):
     pytest.importorskip("executorch")
     report = export_model(detector, tmp_path / "det.pte", "executorch", image_size=(128, 128), check_images=photo_dir,
                           latency_runs=2)
     assert report.runtime.startswith("ExecuTorch") and not report.dynamic_batch
     assert report.max_abs_diff <= 1e-4
     assert report.details["detections_compared"] > 0 and report.top1_agreement >= 0.75
+    # boxes and scores from the ExecuTorch C++ runtime that apps link, as in Python's runtime
+    assert_cpp_executorch_agrees(pte_runner, tmp_path / "det.pte", [torch.rand(1, 3, 128, 128)], tmp_path)
 
 
 def test_detector_export_options_are_checked(detector, tmp_path):

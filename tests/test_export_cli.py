@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import max_abs, model_with_structure, real_photos
+from conftest import assert_cpp_executorch_agrees, max_abs, model_with_structure, real_photos
 from mobilevt.export import ExportError, export_model
 
 
@@ -130,7 +130,7 @@ def test_export_on_default_photos_says_they_prove_little(tmp_path, photo_dir, ca
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
-def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir):
+def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, pte_runner):
     """`mobilevt export --format executorch` as a user runs it: the file agrees with eager,
     its report names what XNNPACK does not run, and the terminal shows the status line and
     the result only (no C++ log lines of the runtime, no library deprecations)."""
@@ -166,6 +166,8 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir):
     x = torch.rand(batch, 3, 224, 320)
     with torch.no_grad():
         assert max_abs(method.execute([x])[0], model.eval()(x)) <= 1e-4
+    # the ExecuTorch C++ runtime that apps link runs the file as Python's runtime does
+    assert_cpp_executorch_agrees(pte_runner, out, [x], tmp_path)
 
 
 @pytest.mark.slow

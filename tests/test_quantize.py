@@ -64,7 +64,7 @@ def trained_digits(digits_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["executorch", "onnx"])
-def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt):
+def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt, request):
     """The int8 file is several times smaller than fp32, agrees with the fp32 model on the
     top-1 of real validation digits, and costs (almost) no accuracy."""
     pytest.importorskip({"executorch": "executorch", "onnx": "onnxruntime"}[fmt])
@@ -88,6 +88,10 @@ def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt):
 
         method = Runtime.get().load_program(str(output)).load_method("forward")
         int8 = torch.cat([method.execute([batch[i : i + 1]])[0] for i in range(len(batch))])
+        # the ExecuTorch C++ runtime that apps link (quantized kernels and XNNPACK) agrees
+        from conftest import assert_cpp_executorch_agrees
+
+        assert_cpp_executorch_agrees(request.getfixturevalue("pte_runner"), output, [batch[:1]], tmp_path)
     else:
         import onnxruntime as ort
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import max_abs, randomize_
+from conftest import assert_cpp_executorch_agrees, max_abs, randomize_
 from mobilevt.export.core import export_model
 
 SIZE = (128, 160)
@@ -52,8 +52,10 @@ def test_onnx_dynamic_size(tmp_path, photo_dir):
 
 
 @pytest.mark.slow
-def test_executorch(tmp_path, photo_dir):
+def test_executorch(tmp_path, photo_dir, pte_runner):
     pytest.importorskip("executorch")
     report = export_model(_model("deeplabv3_mobilevit_xxs"), tmp_path / "seg.pte", "executorch",
                           check_images=photo_dir, latency_runs=1, dynamic_batch=False)
     _check(report, 1e-4)
+    # the ExecuTorch C++ runtime that apps link gives Python's runtime's logits
+    assert_cpp_executorch_agrees(pte_runner, tmp_path / "seg.pte", [torch.rand(1, 3, *SIZE)], tmp_path)

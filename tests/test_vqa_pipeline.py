@@ -212,6 +212,30 @@ def test_a_pipeline_that_calls_an_extension_operator_is_not_saved(pipeline, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # builds the C++ example once per run (about a minute of g++)
+def test_cpp_example_answers_like_python(pipeline, cpp_runner, tmp_path):
+    """The saved pipeline in a C++ program on libtorch alone: image file and question
+    string in, the same answers and scores as Python's TorchScript interpreter, also for
+    non-ASCII and empty questions."""
+    import subprocess
+
+    from conftest import write_ppm
+
+    path = pipeline.save_torchscript(tmp_path / "vqa.pt")
+    loaded = load_vqa_pipeline(path)
+    image = load_image(_photos(1)[0]).permute(1, 2, 0).contiguous()
+    ppm = write_ppm(image, tmp_path / "photo.ppm")
+    for question in [QUESTIONS[0], "¿De qué color es el gato? 猫は何色？", ""]:
+        run = subprocess.run([str(cpp_runner), "vqa", str(path), str(ppm), question, "--topk", "4"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        printed = [line.split("\t") for line in run.stdout.splitlines()]
+        with torch.no_grad():
+            expected = loaded(image, question, 4)
+        assert [answer for _, answer in printed] == [answer for answer, _ in expected]
+        assert [float(score) for score, _ in printed] == pytest.approx([score for _, score in expected], abs=1e-4)
+
+
 def test_pipeline_errors_are_clear(pipeline, tmp_path, hf_folder):
     image = torch.zeros(100, 120, 3, dtype=torch.uint8)
     with pytest.raises(ValueError, match="top_k must be at least 1"):
@@ -351,14 +375,21 @@ def test_export_onnx_with_dynamic_image_size_and_vocab(pipeline, hf_folder, chec
 
 
 @pytest.mark.slow  # about 30 s: torch.export and XNNPACK lowering
-def test_export_executorch_takes_several_image_sizes(hf_folder, check_folder, tmp_path, capsys):
+def test_export_executorch_takes_several_image_sizes(pipeline, hf_folder, check_folder, tmp_path, capsys,
+                                                     pte_runner):
     pytest.importorskip("executorch", reason='the executorch export needs it: pip install "mobilevt[executorch]"')
+    from conftest import assert_cpp_executorch_agrees
+
     output = tmp_path / "vqa.pte"
     report = _export(hf_folder, check_folder, output, "executorch", capsys)
     # the three check photos have different sizes: the program took all of them
     assert report["details"]["dynamic_size"] is True
     assert report["max_abs_diff"] <= PARITY_ATOL and report["top1_agreement"] == 1.0
     assert (tmp_path / "vqa.vocab.txt").is_file() and (tmp_path / "vqa.answers.txt").is_file()
+    # the ExecuTorch C++ runtime that apps link: token ids, mask and pixels in, Python's logits out
+    image = load_image(_photos(1)[0]).permute(1, 2, 0).contiguous()
+    inputs = _model_inputs(pipeline, image, QUESTIONS[2], pad_text=True)  # the program takes padded ids
+    assert_cpp_executorch_agrees(pte_runner, output, list(inputs), tmp_path)
 
 
 def test_export_refuses_formats_and_options_that_do_not_apply(hf_folder, tmp_path, capsys):
