@@ -1,0 +1,94 @@
+"""examples/web: an exported ONNX classifier (preprocessing included) in headless Chromium
+with ONNX Runtime Web (WebAssembly), driven as a user does it (the page served on
+127.0.0.1, a photo picked in its file input), gives the top-5 and logits of Python's
+onnxruntime on the same file and pixels.
+
+Needs Chromium and its driver (`apt-get install chromium chromium-driver`), selenium and
+`npm ci` in examples/web; `.ci/run` installs them."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mobilevt
+from conftest import randomize_, real_photos
+from mobilevt.data.imagenet import imagenet_classes
+from mobilevt.export import export_model
+
+pytestmark = pytest.mark.slow  # a browser and an ONNX export
+
+WEB = Path(__file__).resolve().parents[1] / "examples" / "web"
+# WebAssembly kernels against onnxruntime's native CPU kernels: different summation orders
+TOLERANCE = 1e-4
+
+
+def _serve_module():
+    spec = importlib.util.spec_from_file_location("mobilevt_web_serve", WEB / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("Chromium is not installed: apt-get install chromium chromium-driver")
+    if not (WEB / "node_modules" / "onnxruntime-web" / "dist" / "ort.min.js").is_file():
+        pytest.skip("ONNX Runtime Web is not installed: npm ci --prefix examples/web")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    yield driver
+    driver.quit()
+
+
+def _wait_for(driver, script: str, seconds: float = 120):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds).until(lambda d: d.execute_script(script))
+
+
+def test_page_classifies_a_picked_photo_as_python_onnxruntime_does(browser, tmp_path):
+    import onnxruntime as ort
+
+    model = randomize_(mobilevt.create_model("mobilevit_xxs"), seed=3)
+    model.preprocess = mobilevt.get_model_entry("mobilevit_xxs").get_weights("cvnets_in1k").preprocess
+    export_model(model, tmp_path / "model.onnx", "onnx", include_preprocessing=True, latency_runs=0)
+    names = imagenet_classes().names
+    (tmp_path / "labels.txt").write_text("".join(name + "\n" for name in names))
+    for page_file in ("index.html", "app.js"):
+        shutil.copy(WEB / page_file, tmp_path / page_file)
+    server = _serve_module().make_server(tmp_path, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/index.html?runs=3")
+        _wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
+        for i, photo in enumerate(real_photos(2)):
+            png = tmp_path / f"photo{i}.png"  # lossless: the browser and PIL see the same pixels
+            Image.open(photo).convert("RGB").save(png)
+            browser.execute_script("document.getElementById('result').dataset.done = ''")
+            browser.find_element("id", "photo").send_keys(str(png))
+            _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
+            shown = json.loads(browser.find_element("id", "result").get_attribute("textContent"))
+            pixels = np.asarray(Image.open(png))
+            (expected,) = session.run(None, {session.get_inputs()[0].name: pixels})
+            expected = torch.from_numpy(expected).reshape(-1)
+            assert (shown["height"], shown["width"]) == pixels.shape[:2]
+            assert (torch.tensor(shown["logits"]) - expected).abs().max() <= TOLERANCE
+            assert shown["top5"] == expected.topk(5).indices.tolist()
+            assert shown["names"] == [names[k] for k in shown["top5"]] and shown["latency_ms"] > 0
+    finally:
+        server.shutdown()
