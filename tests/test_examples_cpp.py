@@ -54,9 +54,9 @@ def test_classifier_with_preprocessing_gives_pythons_logits_and_top5(cpp_runner,
         assert printed == [names[k] for k in expected[0].topk(5).indices.tolist()]
 
 
-@pytest.mark.parametrize("name, options", [("deeplabv3_mobilevit_xxs", {"num_classes": 5}),
+@pytest.mark.parametrize("name, options", [("mobilevitv2_050", {}), ("deeplabv3_mobilevit_xxs", {"num_classes": 5}),
                                            ("ssdlite_mobilevit_xxs", {"num_classes": 4})])
-def test_segmenter_and_detector_give_pythons_outputs(cpp_runner, tmp_path, name, options):
+def test_classifier_segmenter_and_detector_give_pythons_outputs(cpp_runner, tmp_path, name, options):
     model = randomize_(mobilevt.create_model(name, **options), seed=2).eval()
     model.preprocess = mobilevt.PreprocessConfig((128, 128), 128, "bilinear")
     output = tmp_path / "model.pt"

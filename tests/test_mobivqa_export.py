@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs
+from conftest import PARITY_ATOL, assert_cpp_executorch_agrees, max_abs
 from mobilevt.cli.main import main
 from mobilevt.export import ExportError
 from mobilevt.export.vilt import export_vilt_executorch, export_vilt_onnx
@@ -147,7 +147,7 @@ def test_executorch_refuses_data_dependent_exits_naming_the_mode_and_the_alterna
 
 
 @pytest.mark.slow  # about 30 s: torch.export and XNNPACK lowering
-def test_executorch_of_pruning_with_fixed_exit_equals_eager_at_two_sizes(full_logits, tmp_path):
+def test_executorch_of_pruning_with_fixed_exit_equals_eager_at_two_sizes(full_logits, tmp_path, pte_runner):
     pytest.importorskip("executorch", reason='the executorch export needs it: pip install "mobilevt[executorch]"')
     model = _configure(_tiny_vilt(), (1, 0.5), {"layer": 3})
     # ExecuTorch takes batch 1 and questions padded to one length: the single-image checks
@@ -157,6 +157,8 @@ def test_executorch_of_pruning_with_fixed_exit_equals_eager_at_two_sizes(full_lo
     run, _, dynamic = export_vilt_executorch(model, tmp_path / "vilt.pte", checks, notes)
     assert dynamic, notes
     _check_against_eager(model, run, checks, full)
+    # the ExecuTorch C++ runtime that apps link gives Python's runtime's logits
+    assert_cpp_executorch_agrees(pte_runner, tmp_path / "vilt.pte", list(checks[1]), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------
