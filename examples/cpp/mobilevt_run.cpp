@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    torch::NoGradGuard no_grad;
+    c10::InferenceMode inference_mode;  // no autograd bookkeeping, as torch.inference_mode() in Python
     auto model = load_model(args[2]);
     if (args[1] == "classify") return classify(model, args);
     if (args[1] == "tensor") return tensor(model, args);

@@ -95,6 +95,7 @@ async function main() {
     status("ready: pick a photo");
     document.getElementById("photo").addEventListener("change", (event) => {
       const file = event.target.files[0];
+      event.target.value = "";  // so that picking the same photo again runs it again
       if (file) classify(session, labels, file).catch((error) => status("error: " + error.message));
     });
   } catch (error) {
