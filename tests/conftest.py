@@ -7,6 +7,7 @@ model pass (see ../shared/README.md).
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -223,12 +224,13 @@ def pytest_collection_modifyitems(config, items):
     items[:] = ordered + others
 
 
-def _build_cpp_example(folder: Path) -> None:
+def _build_example(example: str, program: str, folder: Path) -> None:
+    """Builds examples/<example>/ with its build.sh into folder/<program>."""
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "cpp" / "build.sh"
-    run = subprocess.run(["sh", str(script), str(folder / "mobilevt_run")], capture_output=True, text=True,
+    script = Path(__file__).resolve().parents[1] / "examples" / example / "build.sh"
+    run = subprocess.run(["sh", str(script), str(folder / program)], capture_output=True, text=True,
                          env=dict(os.environ, PYTHON=sys.executable))
     assert run.returncode == 0, run.stderr[-3000:]
 
@@ -239,17 +241,8 @@ def cpp_runner(tmp_path_factory) -> Path:
     test run (about a minute of g++)."""
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler (g++) on this machine: the C++ example cannot be built")
-    return built_once(tmp_path_factory, "cpp-example", _build_cpp_example) / "mobilevt_run"
-
-
-def _build_executorch_example(folder: Path) -> None:
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "examples" / "executorch_cpp" / "build.sh"
-    run = subprocess.run(["sh", str(script), str(folder / "mobilevt_pte_run")], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHON=sys.executable))
-    assert run.returncode == 0, run.stderr[-3000:]
+    return built_once(tmp_path_factory, "cpp-example", functools.partial(_build_example, "cpp", "mobilevt_run")) \
+        / "mobilevt_run"
 
 
 @pytest.fixture(scope="session")
@@ -259,7 +252,8 @@ def pte_runner(tmp_path_factory) -> Path:
     pytest.importorskip("executorch")
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler (g++) on this machine: the ExecuTorch C++ example cannot be built")
-    return built_once(tmp_path_factory, "executorch-example", _build_executorch_example) / "mobilevt_pte_run"
+    return built_once(tmp_path_factory, "executorch-example",
+                      functools.partial(_build_example, "executorch_cpp", "mobilevt_pte_run")) / "mobilevt_pte_run"
 
 
 def assert_cpp_executorch_agrees(runner: Path, program: Path, inputs: list, folder: Path, tolerance: float = 1e-4):
