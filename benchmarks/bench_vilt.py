@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 import mobilevt
-from mobilevt.weights.vilt_convert import arch_from_hf_config, convert_vilt_state_dict
+from mobilevt.weights.vilt_layouts import vilt_options_from_hf_config
 
 RUNTIMES = ("eager", "scripted", "onnx", "executorch")
 RUNTIME_NAMES = {
@@ -78,10 +78,10 @@ def build_models(hf_overrides: Optional[dict[str, Any]] = None, num_answers: int
     from transformers import ViltConfig, ViltForQuestionAnswering
 
     reference = ViltForQuestionAnswering(ViltConfig(num_labels=num_answers, **(hf_overrides or {}))).eval()
-    arch, _ = arch_from_hf_config(reference.config.to_dict())
+    arch, _ = vilt_options_from_hf_config(reference.config.to_dict())
     with torch.device("meta"):  # every tensor is assigned from the reference: skip the initialisation
         ours = mobilevt.create_model("vilt_b32_vqa", num_classes=num_answers, **arch).eval()
-    ours.load_state_dict(convert_vilt_state_dict(reference.state_dict(), ours), assign=True)
+    ours.load_state_dict(mobilevt.convert_state_dict(reference.state_dict(), ours), assign=True)
     return reference, ours
 
 

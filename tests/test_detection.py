@@ -34,7 +34,7 @@ from mobilevt.ops import (
     postprocess_detections,
     ssd_multibox_loss,
 )
-from mobilevt.weights.convert import CheckpointMismatchError
+from mobilevt import CheckpointMismatchError
 
 DATA = Path(__file__).parent / "data"
 

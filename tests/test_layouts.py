@@ -133,7 +133,7 @@ def read_key_list(path: Path) -> dict[str, list[int]]:
 def test_cvnets_keys_and_shapes_match_the_reference_dump(name):
     """mobilevt's own map, run in reverse over its key list, names every key of the
     ml-cvnets model with the right shape, and nothing else."""
-    from mobilevt.weights.convert import source_keys
+    from mobilevt.weights.mobilevit_layouts import source_keys
 
     model = mobilevt.create_model(name)
     produced = {}

@@ -181,7 +181,7 @@ def test_dilated_features_match_the_authors_code(name, reference):
 
 def to_authors_keys(state: dict[str, torch.Tensor], v2_based: bool, depths: dict[int, int]) -> dict[str, torch.Tensor]:
     """mobilevt keys -> the authors' module names, written from their source (independently
-    of mobilevt.weights.convert):
+    of mobilevt.weights.mobilevit_layouts):
 
     - MobileViTv3-v{1,2}/cvnets/models/classification/mobilevit*.py: ``conv_1`` (stem),
       ``layer_1`` .. ``layer_5`` (Sequentials: inverted residuals, then the v3 block at

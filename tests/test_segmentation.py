@@ -22,7 +22,7 @@ from mobilevt.tasks.segmentation import (
     segment,
     write_segmentation,
 )
-from mobilevt.weights.convert import CheckpointMismatchError
+from mobilevt import CheckpointMismatchError
 
 transformers = pytest.importorskip("transformers")
 
@@ -169,7 +169,7 @@ def test_cvnets_checkpoint_layout(tmp_path, x):
     # the backbone under "encoder." in ml-cvnets' classification names (as the classifier converter maps them)
     for key in ours:
         if key.startswith("backbone."):
-            theirs = mobilevt.weights.convert.source_keys("cvnets", key[len("backbone."):], source.backbone.arch)
+            theirs = mobilevt.weights.mobilevit_layouts.source_keys("cvnets", key[len("backbone."):], source.backbone.arch)
             assert len(theirs) == 1
             state["encoder." + theirs[0]] = ours[key]
     assert "encoder.layer_4.1.global_rep.0.pre_norm_mha.1.qkv_proj.weight" in state

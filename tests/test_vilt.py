@@ -18,7 +18,6 @@ import mobilevt
 from conftest import PARITY_ATOL, max_abs
 from mobilevt import CheckpointMismatchError, WeightsNotFoundError
 from mobilevt.cli.main import main
-from mobilevt.weights.vilt_convert import convert_vilt_state_dict
 
 transformers = pytest.importorskip("transformers")
 from transformers import ViltConfig  # noqa: E402
@@ -146,7 +145,7 @@ def test_full_size_vilt_b32_matches_transformers_at_384():
     with torch.device("meta"):  # every tensor is assigned from the reference: skip the initialisation
         model = mobilevt.create_model("vilt_b32_vqa").eval()
     assert model.arch.hidden_size == 768 and model.num_layers == 12 and model.num_answers == 3129
-    model.load_state_dict(convert_vilt_state_dict(reference.state_dict(), model), assign=True)
+    model.load_state_dict(mobilevt.convert_state_dict(reference.state_dict(), model), assign=True)
     inputs = _inputs([(384, 384)], [40], seed=4)
     expected = _reference_logits(reference, inputs)
     assert expected.abs().max() > 0.1

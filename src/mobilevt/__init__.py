@@ -8,9 +8,11 @@ from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_f
 from .tasks.detection import DetectionResult, detect, evaluate_detection
 from .tasks.segmentation import Segmentation, evaluate_segmentation, segment
 from .tasks.vqa import VqaPipeline, create_vqa_pipeline, evaluate_vqa, vqa_accuracy
-from .weights.convert import CheckpointMismatchError, convert_state_dict, detect_layout
+from .weights.engine import convert_state_dict, load_weights
 from .weights.entries import PreprocessConfig, Weights
-from .weights.loading import WeightsNotFoundError, load_weights, save_weights
+from .weights.loading import WeightsNotFoundError, save_weights
+from .weights.mobilevit_layouts import detect_layout
+from .weights.state_dicts import CheckpointMismatchError
 
 __version__ = "0.1.0"
 

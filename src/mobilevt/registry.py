@@ -9,6 +9,7 @@ from typing import Any, Callable
 from torch import nn
 
 from .weights.entries import PreprocessConfig, Weights
+from .weights.family import CheckpointFamily
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,11 @@ class ModelEntry:
     # what the model does: "image-classification" (image in, class logits out) or e.g.
     # "visual-question-answering" (ViLT: question tokens and image in, answer logits out)
     task: str = "image-classification"
-    # a family's own create_model (its checkpoint layouts and options):
-    # create(entry, weights, num_classes, **kwargs), weights being None, a Weights entry
-    # or a source; None = the image-classifier path of mobilevt.create_model
-    create: Callable[..., nn.Module] | None = None
-    # a family's own strict loader for mobilevt.load_weights: load(model, checkpoint),
-    # checkpoint being a mobilevt.weights.loading.Checkpoint (state dict + metadata);
-    # None = the MobileViT classifier layouts (weights.convert)
-    load: Callable[[nn.Module, Any], None] | None = None
+    # the family's checkpoint layouts, read by the one engine (mobilevt.weights.engine);
+    # None only for a model that loads no checkpoints
+    checkpoints: CheckpointFamily | None = None
+    # the registered classifier a task model is built on (backbone_weights= loads it)
+    backbone: str | None = None
     # the publisher's ImageNet top-1 for a model with no registered weights entry to carry it
     published_top1: float | None = None
 

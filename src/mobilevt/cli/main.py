@@ -128,7 +128,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mobilevt.registry import UnknownModelError
     from mobilevt.training.config import ConfigError
     from mobilevt.training.trainer import TrainingError
-    from mobilevt.weights.convert import CheckpointMismatchError
+    from mobilevt.weights.state_dicts import CheckpointMismatchError
     from mobilevt.weights.loading import WeightsNotFoundError
 
     # ValueError / ImportError: the library raises them with messages meant for users

@@ -17,7 +17,6 @@ Papers: DeepLabV3, arXiv:1706.05587; MobileViT, arXiv:2110.02178; MobileViTv2, a
 """
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Optional, Sequence, Tuple
 
@@ -28,7 +27,7 @@ from torch import nn
 from ..layers import ConvNormAct, MobileViTV2Block
 from ..layers.aspp import ASPP, ConvNormReLU
 from ..registry import ModelEntry, get_model_entry, list_models, register_model
-from ..weights.deeplabv3_convert import ARCH_METADATA, create_deeplabv3, load_deeplabv3
+from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
 from ..weights.entries import PreprocessConfig, Weights
 
 SEGMENTATION_TASK = "semantic-segmentation"
@@ -119,12 +118,6 @@ class DeepLabV3(nn.Module):
         for classifier in self._classifiers():
             nn.init.normal_(classifier.weight, std=0.01)
             nn.init.zeros_(classifier.bias)
-
-    @torch.jit.ignore
-    def weights_metadata(self) -> dict:
-        """What ``save_weights`` stores beside the tensors: the options that shape the model
-        and that its weights do not tell (output stride, ASPP rates ...)."""
-        return {ARCH_METADATA: json.dumps(self.arch_options())}
 
     @torch.jit.ignore
     def arch_options(self) -> dict:
@@ -271,13 +264,11 @@ _V2_PUBLISHED = {
     1.75: (None, None, 28.1, 39.53),
     2.0: (None, None, 34.0, 40.94),
 }
-# Architecture of weights that differ from their model's defaults (create_model applies them).
-WEIGHTS_ARCH = {
-    # ml-cvnets' ADE20K recipe: output stride 8, rates (12, 24, 36); 150 classes
-    "cvnets_ade20k": dict(output_stride=8, atrous_rates=(12, 24, 36)),
-    # config/segmentation/pascal_voc/deeplabv3_mobilevit.yaml: ASPP 512, stride 8, rates (12, 24, 36)
-    "cvnets_voc_os8": dict(output_stride=8, atrous_rates=(12, 24, 36), aspp_channels=512),
-}
+# Architecture of weights that differ from their model's defaults (create_model applies them):
+# ml-cvnets' ADE20K recipe: output stride 8, rates (12, 24, 36); 150 classes
+_CVNETS_ADE20K_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)))
+# config/segmentation/pascal_voc/deeplabv3_mobilevit.yaml: ASPP 512, stride 8, rates (12, 24, 36)
+_CVNETS_VOC_OS8_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)), ("aspp_channels", 512))
 
 
 def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optional[float]]:
@@ -291,7 +282,8 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optiona
             weights.append(
                 Weights(name, "cvnets_voc_os8", _CVNETS_SEG_URL + "pascalvoc/deeplabv3-mobilevitv1.pt", "cvnets",
                         CVNETS_V1_SEG_PREPROCESS, 79.44, num_classes=21, dataset="PASCAL VOC 2012",
-                        paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)")
+                        paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)",
+                        arch_options=_CVNETS_VOC_OS8_ARCH)
             )
         return tuple(weights), params
     for width, (voc_params, voc_miou, ade_params, ade_miou) in _V2_PUBLISHED.items():
@@ -307,7 +299,7 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optiona
             weights.append(
                 Weights(name, "cvnets_ade20k", _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
                         "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K",
-                        paper_source="ml-cvnets model zoo (mIoU)")
+                        paper_source="ml-cvnets model zoo (mIoU)", arch_options=_CVNETS_ADE20K_ARCH)
             )
             return tuple(weights), voc_params
     return (), None
@@ -333,8 +325,8 @@ def _register_all() -> None:
                 weights,
                 published_params_m=params,
                 task=SEGMENTATION_TASK,
-                create=create_deeplabv3,
-                load=load_deeplabv3,
+                checkpoints=DEEPLABV3_CHECKPOINTS,
+                backbone=backbone,
             )
         )
 

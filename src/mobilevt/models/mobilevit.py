@@ -2,7 +2,7 @@
 v2) and micronDLA/MobileViTv3 (v3, an ml-cvnets fork) define them.
 
 One table of named variants drives one builder. The module layout is mobilevt's own
-(``stem``, ``stages``, ``final_conv``, ``head``); ``mobilevt.weights.convert`` maps the
+(``stem``, ``stages``, ``final_conv``, ``head``); ``mobilevt.weights.mobilevit_layouts`` maps the
 ml-cvnets, timm, Hugging Face and mmpretrain checkpoint layouts onto it.
 
 Papers: MobileViT, arXiv:2110.02178; MobileViTv2 (separable self-attention), arXiv:2206.02680;
@@ -27,6 +27,7 @@ from ..layers import (
 )
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
+from ..weights.mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 
 
 @dataclass(frozen=True)
@@ -428,6 +429,7 @@ def _register_v1(name: str) -> None:
     register_model(
         ModelEntry(
             name, _builder(ARCHS[name]), "mobilevit", CVNETS_V1_PREPROCESS, weights, params, macs,
+            checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(
                 ("cvnets", CVNETS_V1_PREPROCESS), ("timm", TIMM_V1_PREPROCESS), ("hf", HF_PREPROCESS),
                 ("mmpretrain", MMPRETRAIN_PREPROCESS),
@@ -464,6 +466,7 @@ def _register_v2(width: float) -> None:
     register_model(
         ModelEntry(
             name, _builder(ARCHS[name]), "mobilevitv2", CVNETS_V2_PREPROCESS, tuple(weights), params, macs,
+            checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(
                 ("cvnets", CVNETS_V2_PREPROCESS), ("timm", TIMM_V2_PREPROCESS), ("hf", HF_PREPROCESS),
             ),
@@ -496,6 +499,7 @@ def _register_v3(name: str) -> None:
     register_model(
         ModelEntry(
             name, _builder(ARCHS[name]), "mobilevitv3", preprocess, (), params, macs,
+            checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(("cvnets", preprocess),),
             published_top1=top1,
         )

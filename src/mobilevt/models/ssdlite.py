@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..data.coco import COCO_CLASSES_WITH_BACKGROUND  # noqa: F401  (re-exported for the weights hooks)
 from ..layers import ConvNormAct
 from ..layers.ssd_heads import GlobalPoolProj, SeparableConvNormReLU, SeparablePredictor, SSDHead
 from ..ops.ssd import (
@@ -36,6 +35,7 @@ from ..ops.ssd import (
 )
 from ..registry import ModelEntry, build_model, get_model_entry, list_models, register_model
 from ..weights.entries import PreprocessConfig, Weights
+from ..weights.ssdlite_layouts import SSDLITE_CHECKPOINTS
 
 TASK = "object-detection"
 
@@ -256,17 +256,6 @@ class SSDLite(nn.Module):
         return self
 
 
-def prediction_keys(model: nn.Module) -> List[str]:
-    """State-dict keys of the layers whose size depends on the class count (the last
-    conv of every head)."""
-    keys = []
-    for name, _ in model.state_dict().items():
-        parts = name.split(".")
-        if parts[0] == "heads" and parts[2] == "pred" and (parts[3] in ("weight", "bias") or parts[3] == "pw"):
-            keys.append(name)
-    return keys
-
-
 # ---------------------------------------------------------------------------------------
 # Registered variants and published weights
 
@@ -313,8 +302,6 @@ def _builder(backbone_name: str):
 
 
 def _register(backbone_name: str) -> None:
-    from ..weights.ssdlite_convert import create_ssdlite, load_ssdlite
-
     name = f"ssdlite_{backbone_name}"
     weights: tuple[Weights, ...] = ()
     params = None
@@ -329,7 +316,8 @@ def _register(backbone_name: str) -> None:
     register_model(
         ModelEntry(
             name, _builder(backbone_name), "ssdlite", preprocess, weights, params, None,
-            preprocess_by_layout=(("cvnets", preprocess),), task=TASK, create=create_ssdlite, load=load_ssdlite,
+            preprocess_by_layout=(("cvnets", preprocess),), task=TASK, checkpoints=SSDLITE_CHECKPOINTS,
+            backbone=backbone_name,
         )
     )
 

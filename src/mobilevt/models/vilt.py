@@ -58,7 +58,7 @@ from torch import nn
 from ..layers.vit import PreNormEncoderLayer
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
-from ..weights.vilt_convert import create_vilt, load_vilt_weights, vilt_weights_metadata
+from ..weights.vilt_layouts import VILT_CHECKPOINTS
 
 
 @dataclass(frozen=True)
@@ -466,12 +466,6 @@ class ViltForQuestionAnswering(nn.Module):
     def num_layers(self) -> int:
         return len(self.encoder.layers)
 
-    @torch.jit.ignore
-    def weights_metadata(self) -> dict:
-        """What ``mobilevt.save_weights`` stores beside the tensors so that
-        ``create_model`` rebuilds this model: architecture, answers, exit layers."""
-        return vilt_weights_metadata(self)
-
     # -----------------------------------------------------------------------------------
     # MobiVQA optimisations: early exit and question-guided image-token pruning
 
@@ -793,19 +787,27 @@ def build_vilt_b32_vqa(
     answers: Sequence[str] = (),
     drop_rate: float = 0.0,
     attn_drop_rate: float = 0.0,
+    exit_layers: Sequence[int] = (),
+    predictor_layer: int = 2,
+    predictor_hidden: int = 128,
     **arch_fields,
 ) -> ViltForQuestionAnswering:
     """ViLT-B/32 with the VQAv2 head; ``arch_fields`` override :class:`ViltArch` fields
-    (``hidden_size=``, ``num_layers=`` ...)."""
+    (``hidden_size=``, ``num_layers=`` ...). ``exit_layers`` adds MobiVQA's exit heads
+    (:meth:`ViltForQuestionAnswering.add_early_exits`)."""
     unknown = sorted(set(arch_fields) - ARCH_FIELDS)
     if unknown:
         raise ValueError(
             f"unknown ViLT option(s) {', '.join(unknown)}; architecture fields are {', '.join(sorted(ARCH_FIELDS))}, "
-            "other options num_answers, answers, drop_rate, attn_drop_rate"
+            "other options num_answers, answers, drop_rate, attn_drop_rate, exit_layers, predictor_layer, "
+            "predictor_hidden"
         )
-    return ViltForQuestionAnswering(
+    model = ViltForQuestionAnswering(
         ViltArch(**arch_fields), num_answers=num_answers, answers=answers, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate
     )
+    if exit_layers:
+        model.add_early_exits(exit_layers, predictor_layer, predictor_hidden)
+    return model
 
 
 # A square 384x384 input (shorter side 384, center crop) for profiling and fixed-size
@@ -833,7 +835,6 @@ register_model(
         VILT_SQUARE_PREPROCESS,
         (VILT_B32_VQA_WEIGHTS,),
         task="visual-question-answering",
-        create=create_vilt,
-        load=load_vilt_weights,
+        checkpoints=VILT_CHECKPOINTS,
     )
 )

@@ -1,16 +1,16 @@
-"""Weights entries, checkpoint reading and layout conversion."""
-from .convert import CheckpointMismatchError, convert_state_dict, detect_layout
+"""Weights entries, checkpoint reading, and the one engine (:mod:`.engine`) that converts
+and loads the checkpoints of every model family; each family describes its layouts in a
+``*_layouts`` module."""
 from .entries import PreprocessConfig, Weights
-from .loading import load_weights, read_checkpoint, resolve_source, save_weights
+from .loading import read_checkpoint, read_source, resolve_source, save_weights
+from .state_dicts import CheckpointMismatchError
 
 __all__ = [
     "CheckpointMismatchError",
     "PreprocessConfig",
     "Weights",
-    "convert_state_dict",
-    "detect_layout",
-    "load_weights",
     "read_checkpoint",
+    "read_source",
     "resolve_source",
     "save_weights",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -59,6 +59,14 @@ class PreprocessConfig:
     def crop_pct(self) -> float:
         return self.input_size[0] / self.resize_size
 
+    def with_normalisation_of(self, like: "PreprocessConfig") -> "PreprocessConfig":
+        """These sizes with ``like``'s resampling and normalisation: a task model's input
+        whose backbone was trained with ``like``."""
+        return PreprocessConfig(
+            self.input_size, self.resize_size, like.interpolation, like.mean, like.std, like.channel_order,
+            crop_rounding=self.crop_rounding,
+        )
+
     def transforms(self, *, channels_last_input: bool = False) -> nn.Module:
         """The scriptable preprocessing module (:class:`mobilevt.data.ImagePreprocess`):
         a PIL image or uint8 ``[3, H, W]`` / ``[B, 3, H, W]`` tensor in, the model's input
@@ -83,6 +91,8 @@ class Weights:
     dataset: str = "ImageNet-1k"
     sha256: str | None = None
     paper_source: str = ""  # where the accuracy figure comes from
+    # builder options these weights need beyond the model's defaults (output stride ...)
+    arch_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:

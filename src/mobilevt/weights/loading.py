@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import socket
 import urllib.error
 from dataclasses import asdict
@@ -17,13 +18,14 @@ import torch
 from torch import nn
 
 from ..fileio import atomic_path
-from .convert import CheckpointMismatchError, check_shapes, convert_state_dict, detect_layout, unwrap_state_dict
 from .entries import PreprocessConfig, Weights
+from .state_dicts import CheckpointMismatchError, unwrap_state_dict
 
 HF_PREFIX = "hf-hub:"
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 _LOCAL_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$")
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -32,19 +34,21 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 class Checkpoint:
-    """A state dict read from somewhere, with the metadata mobilevt files carry and the
-    file it came from (``None`` for an in-memory state dict): families whose checkpoints
-    keep a config beside the weights (Hugging Face folders) read it from there."""
+    """A state dict read from somewhere, with the metadata mobilevt files carry, the file
+    it came from (``None`` for an in-memory state dict) and the transformers
+    ``config.json`` beside it (a Hugging Face folder or Hub repository), if any."""
 
     def __init__(
         self,
         state_dict: dict[str, torch.Tensor],
         metadata: Mapping[str, str] | None = None,
         path: str | os.PathLike | None = None,
+        config: Mapping[str, object] | None = None,
     ):
         self.state_dict = state_dict
         self.metadata = dict(metadata or {})
         self.path = None if path is None else Path(path)
+        self.config = None if config is None else dict(config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,6 +172,73 @@ def _check_sha256(path: Path, expected: str) -> None:
 # Reading
 
 
+def read_source(source: str | os.PathLike | Weights, with_config: bool = False) -> Checkpoint:
+    """Read the checkpoint of any weights source: a ``Weights`` entry, a file, a model
+    folder, an http(s) URL, ``hf-hub:<org>/<repo>`` or a bare Hub id ``<org>/<repo>``
+    that is not a local path. ``with_config`` also reads the transformers
+    ``config.json`` beside the weights (folder or Hub repository)."""
+    sha256 = None
+    if isinstance(source, Weights):
+        source, sha256 = source.source, source.sha256
+    text = os.fspath(source)
+    repo = _hub_repo(text)
+    if repo is not None:
+        # the config first: offline, its message names both files to fetch
+        config = _hub_config(repo) if with_config else None
+        path = resolve_source(HF_PREFIX + repo)
+    else:
+        path = resolve_source(text, sha256)
+        config = _config_beside(Path(text).expanduser()) if with_config and not _is_url(text) else None
+    checkpoint = read_checkpoint(path)
+    checkpoint.config = config
+    return checkpoint
+
+
+def _is_url(text: str) -> bool:
+    return urlparse(text).scheme in ("http", "https", "file")
+
+
+def _hub_repo(text: str) -> str | None:
+    if text.startswith(HF_PREFIX):
+        return text[len(HF_PREFIX) :]
+    if _is_url(text) or Path(text).expanduser().exists():
+        return None
+    if _HUB_ID.match(text) and not text.endswith(_SUFFIXES):
+        return text
+    return None
+
+
+def _config_beside(path: Path) -> dict | None:
+    folder = path if path.is_dir() else path.parent
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise CheckpointMismatchError(f"{config_path} is not readable JSON ({err}); fix or remove it") from err
+
+
+def _hub_config(repo: str) -> dict | None:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo_id = repo.partition("@")[0]
+    try:
+        path = hub_file(repo, "config.json")
+    except Exception as err:  # offline, not found, auth ...
+        if type(err).__name__ in ("EntryNotFoundError", "RemoteEntryNotFoundError"):
+            return None  # a repository of weights only
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise WeightsNotFoundError(
+            f"could not get config.json of {repo_id} from the Hugging Face Hub ({type(err).__name__}: {reason}). "
+            f"If this machine is offline, download config.json and model.safetensors (or pytorch_model.bin) from "
+            f"https://huggingface.co/{repo_id} on a connected machine into one folder and pass that folder as "
+            f"weights=..., or fill the Hub cache at {HF_HUB_CACHE} (`hf download {repo_id}` on a connected machine, "
+            "then copy it)."
+        ) from err
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a safetensors file or a weights-only pickle (``torch.load(weights_only=True)``)."""
     path = Path(path)
@@ -201,44 +272,6 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise CheckpointMismatchError(f"{path} holds a {type(raw).__name__}, not a state dict")
         state = raw
     return Checkpoint(unwrap_state_dict(state), metadata, path)
-
-
-# ---------------------------------------------------------------------------------------
-# Loading into a model
-
-
-def load_weights(model: nn.Module, source: str | os.PathLike | Weights | Checkpoint | Mapping) -> nn.Module:
-    """Load any supported checkpoint layout into ``model`` strictly.
-
-    ``source`` is a file, folder, URL, ``hf-hub:`` id, ``Weights`` entry, an already read
-    ``Checkpoint`` or a state dict. Every key must match in name and shape: a checkpoint
-    of another variant or task raises ``CheckpointMismatchError`` naming the keys.
-    """
-    checkpoint = _as_checkpoint(source)
-    name = getattr(model, "model_name", None)
-    if name is None:
-        raise ValueError("load_weights needs a model made by mobilevt.create_model (it has no model_name)")
-    from ..registry import get_model_entry
-
-    entry = get_model_entry(name)
-    if entry.load is not None:  # a family with its own checkpoint layouts (ViLT, task models)
-        entry.load(model, checkpoint)
-        return model
-    layout = detect_layout(checkpoint.state_dict)
-    converted = convert_state_dict(checkpoint.state_dict, name, layout)
-    check_shapes(model, converted, layout, checkpoint.state_dict)
-    model.load_state_dict(converted, strict=True)
-    return model
-
-
-def _as_checkpoint(source) -> Checkpoint:
-    if isinstance(source, Checkpoint):
-        return source
-    if isinstance(source, Weights):
-        return read_checkpoint(resolve_source(source.source, source.sha256))
-    if isinstance(source, Mapping):
-        return Checkpoint(unwrap_state_dict(source))
-    return read_checkpoint(resolve_source(source))
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,9 +313,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: Preproce
     class_names = getattr(model, "class_names", None)
     if class_names:
         metadata["class_names"] = json.dumps(list(class_names))
-    family_metadata = getattr(model, "weights_metadata", None)
-    if callable(family_metadata):  # what a family needs to rebuild the model (ViLT: arch, answers, exits)
-        metadata.update(family_metadata())
+    if getattr(model, "model_name", None):
+        from ..registry import get_model_entry
+
+        # what the family needs to rebuild the model (DeepLabV3's ASPP, ViLT's architecture ...)
+        metadata.update(get_model_entry(model.model_name).checkpoints.metadata_of(model))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
@@ -290,8 +325,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: Preproce
 
 
 def class_names_from_metadata(metadata: Mapping[str, str]) -> list[str] | None:
-    raw = metadata.get("class_names")
-    return list(json.loads(raw)) if raw else None
+    """The output names a mobilevt file records (``class_names``, or a ViLT's ``answers``)."""
+    raw = metadata.get("class_names") or metadata.get("answers")
+    return [str(name) for name in json.loads(raw)] if raw else None
 
 
 def preprocess_from_metadata(metadata: Mapping[str, str]) -> PreprocessConfig | None:
