@@ -18,7 +18,7 @@ from torchvision import tv_tensors
 import mobilevt
 from mobilevt.training import load_config, train
 from mobilevt.training.detection import DetectionTask
-from mobilevt.training.tasks import TASKS
+from mobilevt.training.task_registry import TASKS
 
 pytest.importorskip("pycocotools")
 

@@ -528,7 +528,8 @@ class _Backend:
 
 def _missing_package(backend: str) -> Optional[str]:
     if backend == "tflite":
-        from .export.core import _EXTRAS, FORMATS
+        from .export.core import FORMATS
+        from .export.report import EXTRAS as _EXTRAS
 
         if "tflite" not in FORMATS:
             return "missing: this mobilevt has no TFLite export yet"

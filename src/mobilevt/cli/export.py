@@ -38,7 +38,7 @@ def add_export_parser(sub) -> None:
 def run_export(args) -> int:
     import mobilevt
     from mobilevt.export import export_model
-    from mobilevt.export.core import PACKAGED_PHOTOS_SOURCE
+    from mobilevt.export.report import PACKAGED_PHOTOS_SOURCE
 
     from .common import create_model_from_args
 

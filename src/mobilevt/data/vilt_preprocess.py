@@ -2,7 +2,7 @@
 
 :class:`ViltImagePreprocess` turns one uint8 RGB image into ViLT's ``(pixel_values,
 pixel_mask)``: the shorter side resized to 384 and the longer one capped at 639, both
-floored to multiples of 32 (:class:`mobilevt.models.vilt.ViltImageSizeRule`), bicubic with
+floored to multiples of 32 (:class:`mobilevt.data.vilt_preprocess.ViltImageSizeRule`), bicubic with
 antialiasing, scaled by 1/255 and normalised with mean = std = 0.5. ``pad_batch`` zero-pads
 several preprocessed images at the bottom and right to the largest height and width and
 returns the pixel mask that tells the model which pixels are real, as transformers'
@@ -21,13 +21,14 @@ the values (max-abs 0.0157 after normalisation).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ViltImagePreprocess", "vilt_resized_size"]
+__all__ = ["VILT_IMAGE_SIZE_RULE", "ViltImagePreprocess", "ViltImageSizeRule", "vilt_resized_size"]
 
 
 def vilt_resized_size(
@@ -35,7 +36,7 @@ def vilt_resized_size(
 ) -> Tuple[int, int]:
     """(height, width) that ViLT resizes a ``height`` x ``width`` image to.
 
-    The scriptable form of :meth:`mobilevt.models.vilt.ViltImageSizeRule.output_size`
+    The scriptable form of :meth:`mobilevt.data.vilt_preprocess.ViltImageSizeRule.output_size`
     (the same float arithmetic as transformers' ``ViltImageProcessor.resize``): the shorter
     side becomes ``shorter_side``, the longer keeps the aspect ratio up to
     ``longer_side_max``, both rounded half up, then floored to a multiple of ``size_divisor``.
@@ -58,6 +59,35 @@ def vilt_resized_size(
     return out_height, out_width
 
 
+@dataclass(frozen=True)
+class ViltImageSizeRule:
+    """How ViLT prepares an image (dandelin/ViLT's ``pixelbert_transform``, transformers'
+    ``ViltImageProcessor``). Data only: the preprocessing itself lives elsewhere.
+
+    The shorter side is resized to ``shorter_side`` and the longer one keeps the aspect
+    ratio, capped at ``longer_side_max`` (``int(1333 / 800 * shorter_side)``, the
+    800x1333 cap of detection pipelines scaled down); both are rounded (half up) and
+    floored to a multiple of ``size_divisor``. Pixels are scaled by 1/255, normalised
+    with ``mean``/``std`` (RGB), and the images of a batch are zero-padded at the bottom
+    and right to the largest height and width, with ``pixel_mask`` 1 on real pixels.
+    """
+
+    shorter_side: int = 384
+    longer_side_max: int = 639
+    size_divisor: int = 32
+    interpolation: str = "bicubic"
+    mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    channel_order: str = "RGB"
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(height, width) an image of ``height`` x ``width`` is resized to."""
+        return vilt_resized_size(height, width, self.shorter_side, self.longer_side_max, self.size_divisor)
+
+
+VILT_IMAGE_SIZE_RULE = ViltImageSizeRule()
+
+
 class ViltImagePreprocess(nn.Module):
     """One uint8 RGB image to ViLT's ``(pixel_values [1, 3, h, w], pixel_mask [1, h, w])``.
 
@@ -67,15 +97,13 @@ class ViltImagePreprocess(nn.Module):
     padded batch and its mask for several.
 
     Args:
-        size_rule: a :class:`mobilevt.models.vilt.ViltImageSizeRule` (default: ViLT's,
+        size_rule: a :class:`mobilevt.data.vilt_preprocess.ViltImageSizeRule` (default: ViLT's,
             ``model.image_size_rule``): sizes, mean and std.
     """
 
     def __init__(self, size_rule=None):
         super().__init__()
         if size_rule is None:
-            from ..models.vilt import VILT_IMAGE_SIZE_RULE
-
             size_rule = VILT_IMAGE_SIZE_RULE
         if size_rule.interpolation != "bicubic" or size_rule.channel_order != "RGB":
             raise ValueError(

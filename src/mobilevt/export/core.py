@@ -8,12 +8,11 @@ of repeated batch-1 runs of both, measured in the same process so the ratio is f
 from __future__ import annotations
 
 import copy
-import json
 import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -22,46 +21,24 @@ from torch import nn
 
 from ..data.images import list_images, load_image
 from ..data.preprocess import ImagePreprocess
-from ..fileio import atomic_directory, atomic_path, write_text_atomic
+from ..fileio import atomic_directory, atomic_path
 from ..weights.entries import PreprocessConfig
 from .errors import ExportError
+from .report import (
+    EXTRAS,
+    ExportReport,
+    topk_agreement,
+    check_inputs,
+    file_size,
+    median_ms,
+    write_report,
+)
 from .quantize import METHODS, quantize_onnx_static, quantize_pt2e_xnnpack
 from .native_logs import RESIZE_ERRORS, expected_warnings_silenced, load_executorch_method, native_stderr_without
 from .rewrite import delegate_friendly
 from .torchscript import save_torchscript
 
 FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
-_EXTRAS = {
-    "onnx": 'pip install "mobilevt[onnx]"  (onnx, onnxruntime)',
-    "executorch": 'pip install "mobilevt[executorch]"  (executorch)',
-    "coreml": 'pip install "mobilevt[coreml]"  (coremltools)',
-    "tflite": 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)',
-}
-
-
-@dataclass
-class ExportReport:
-    format: str
-    path: str
-    file_bytes: int
-    input_size: tuple[int, int]
-    dynamic_batch: bool
-    include_preprocessing: bool
-    check_images: int
-    check_source: str
-    max_abs_diff: Optional[float]
-    top1_agreement: Optional[float]
-    top5_agreement: Optional[float]
-    eager_latency_ms: Optional[float]
-    exported_latency_ms: Optional[float]
-    runtime: str
-    notes: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-
 @expected_warnings_silenced()
 def export_model(
     model: nn.Module,
@@ -168,8 +145,8 @@ def export_model(
     if fuse and hasattr(eager, "fuse"):
         eager = eager.fuse()
 
-    images, source = _check_inputs(check_images, max_check_images)
-    preprocess = ImagePreprocess(_with_size(config, height, width))
+    images, source = check_inputs(check_images, max_check_images)
+    preprocess = ImagePreprocess(_withfile_size(config, height, width))
     batch = torch.stack([preprocess(image) for image in images])
     with torch.inference_mode():
         expected = eager(batch)
@@ -197,7 +174,7 @@ def export_model(
 
         opset = max(opset, 18)  # the antialiased Resize needs opset 18
         run, runtime, format_details = export_onnx_with_preprocessing(
-            eager, output, _with_size(config, height, width), opset, images, notes, _EXTRAS["onnx"]
+            eager, output, _withfile_size(config, height, width), opset, images, notes, EXTRAS["onnx"]
         )
         actual, latency_input = _run_on_photos(run, images, notes)
         dynamic_batch = False
@@ -213,7 +190,7 @@ def export_model(
             fp32_path = Path(folder) / "fp32.onnx"
             fp32_run, runtime = _export_onnx(eager, fp32_path, height, width, dynamic_batch, dynamic_size, opset)
             quantize_onnx_static(fp32_path, output, calibration_batches, "pixel_values")
-            fp32_bytes = _size(fp32_path)
+            fp32_bytes = file_size(fp32_path)
         run = _onnx_runner(output)
         notes.append("int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 "
                      "activations) of convolutions and weight matmuls; attention matmuls and softmax stay fp32")
@@ -234,7 +211,7 @@ def export_model(
         with tempfile.TemporaryDirectory() as folder:
             fp32_path = Path(folder) / "fp32.pte"
             fp32_run = _export_executorch(eager, fp32_path, height, width, False, 1).run
-            fp32_bytes = _size(fp32_path)
+            fp32_bytes = file_size(fp32_path)
             notes.append("int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
                          "int8 activations), batch 1")
             actual = torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
@@ -261,33 +238,33 @@ def export_model(
         latency_input = batch[:1]
     else:
         runtime = _export_coreml(eager, output, height, width, config, coreml_precision, notes)
-        return _write_report(ExportReport(
-            format=format, path=str(output), file_bytes=_size(output), input_size=(height, width),
+        return write_report(ExportReport(
+            format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
             dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
-            max_abs_diff=None, top1_agreement=None, top5_agreement=None, eager_latency_ms=None,
+            max_abs_diff=None, top1agreement=None, top5agreement=None, eager_latency_ms=None,
             exported_latency_ms=None, runtime=runtime, notes=notes,
             details={"preprocess": asdict(config), "precision": coreml_precision, "threads": torch.get_num_threads()},
         ))
 
-    agreement = _agreement(actual, expected)
+    agreement = topk_agreement(actual, expected)
     eager_input = batch[:1]
     if include_preprocessing:
-        eager_ms = _median_ms(lambda: eager(preprocess(images[0])[None]), latency_runs)
+        eager_ms = median_ms(lambda: eager(preprocess(images[0])[None]), latency_runs)
     else:
-        eager_ms = _median_ms(lambda: eager(eager_input), latency_runs)
-    exported_ms = _median_ms(lambda: run(latency_input), latency_runs)
+        eager_ms = median_ms(lambda: eager(eager_input), latency_runs)
+    exported_ms = median_ms(lambda: run(latency_input), latency_runs)
     report = ExportReport(
         format=format,
         path=str(output),
-        file_bytes=_size(output),
+        file_bytes=file_size(output),
         input_size=(height, width),
         dynamic_batch=dynamic_batch if format in ("onnx", "executorch", "tflite") else True,
         include_preprocessing=include_preprocessing,
         check_images=len(images),
         check_source=source,
         max_abs_diff=float((actual.float() - expected.float()).abs().max()),
-        top1_agreement=agreement[0],
-        top5_agreement=agreement[1],
+        top1agreement=agreement[0],
+        top5agreement=agreement[1],
         eager_latency_ms=eager_ms,
         exported_latency_ms=exported_ms,
         runtime=runtime,
@@ -297,25 +274,10 @@ def export_model(
                  "max_batch": max_batch if format == "executorch" else None, "dynamic_size": dynamic_size}
         | format_details,
     )
-    return _write_report(report)
+    return write_report(report)
 
 
-def _write_report(report: ExportReport) -> ExportReport:
-    write_text_atomic(_report_path(Path(report.path)), report.to_json() + "\n")
-    return report
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def _report_path(output: Path) -> Path:
-    return output.with_name(output.name + ".report.json")
-
-
-def _with_size(config: PreprocessConfig, height: int, width: int) -> PreprocessConfig:
+def _withfile_size(config: PreprocessConfig, height: int, width: int) -> PreprocessConfig:
     if (height, width) == tuple(config.input_size):
         return config
     # keep the source's resize-to-crop ratio at the new size
@@ -350,7 +312,7 @@ def _export_torchscript(
 ):
     module: nn.Module = model
     if include_preprocessing:
-        module = _ImageClassifier(ImagePreprocess(_with_size(config, height, width), channels_last_input=True), model)
+        module = _ImageClassifier(ImagePreprocess(_withfile_size(config, height, width), channels_last_input=True), model)
     notes += save_torchscript(module, output, lite)
     if lite:
         from torch.jit.mobile import _load_for_lite_interpreter
@@ -373,7 +335,7 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
         import onnx
         import onnxruntime as ort
     except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {_EXTRAS['onnx']}") from None
+        raise ExportError(f"the onnx export needs {exc.name}: {EXTRAS['onnx']}") from None
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
     with atomic_path(output) as tmp:
         if opset <= 17:
@@ -435,7 +397,7 @@ def _export_executorch(
         from executorch.exir import to_edge_transform_and_lower
         from executorch.runtime import Runtime  # noqa: F401  (the runtime, checked here with the exporter)
     except ImportError as exc:
-        raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
+        raise ExportError(f"the executorch export needs {exc.name}: {EXTRAS['executorch']}") from None
     # batch 2 in the example: torch.export specialises a size-1 dimension to a constant
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=max_batch)}} if dynamic_batch else None
@@ -485,7 +447,7 @@ def _outside_delegate_note(counts: dict[str, int]) -> Optional[str]:
 def _compare_with_fp32(run, fp32_run, fp32_bytes: int, output: Path, latency_input, runs: int) -> dict[str, Any]:
     """Size and batch-1 latency of the quantized file vs the fp32 file on the same runtime,
     timed interleaved so that machine noise hits both alike."""
-    int8_bytes = _size(output)
+    int8_bytes = file_size(output)
     times: dict[str, list[float]] = {"int8": [], "fp32": []}
     if runs > 0:
         with torch.inference_mode():
@@ -520,7 +482,7 @@ def _export_coreml(model, output: Path, height: int, width: int, config, precisi
     try:
         import coremltools as ct
     except ImportError as exc:
-        raise ExportError(f"the coreml export needs {exc.name}: {_EXTRAS['coreml']}") from None
+        raise ExportError(f"the coreml export needs {exc.name}: {EXTRAS['coreml']}") from None
     if output.suffix != ".mlpackage":
         raise ExportError(f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {output.name}")
     if precision not in ("float16", "float32"):
@@ -568,52 +530,3 @@ class _Normalize(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-PACKAGED_PHOTOS_SOURCE = "sample photos of scikit-learn"
-
-
-def _check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
-    if folder is not None:
-        paths = list_images(folder)[:limit]
-        if not paths:
-            raise ExportError(f"{folder}: no images to check the export on")
-        return [load_image(p) for p in paths], str(folder)
-    photos = _packaged_photos()
-    if photos:
-        return photos[:limit], PACKAGED_PHOTOS_SOURCE
-    raise ExportError(
-        "no photos to check the export on: pass check_images / --check-images DIR, or pip install scikit-learn"
-    )
-
-
-def _packaged_photos() -> list[torch.Tensor]:
-    """scikit-learn's two sample photos (part of mobilevt[train]): the same check photos on
-    every machine, whichever other packages are installed."""
-    try:
-        from sklearn.datasets import load_sample_images
-    except ImportError:
-        return []
-    # scikit-learn hands out read-only arrays: torch.tensor copies (from_numpy would warn)
-    return [torch.tensor(array).permute(2, 0, 1) for array in load_sample_images().images]
-
-
-def _agreement(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
-    if expected.dim() == 4:  # dense logits [B, K, H, W] (segmentation): agreement per pixel
-        actual, expected = (t.movedim(1, -1).reshape(-1, t.shape[1]) for t in (actual, expected))
-    k = min(5, expected.shape[-1])
-    top1 = (actual.argmax(-1) == expected.argmax(-1)).float().mean().item()
-    a5, e5 = actual.topk(k, -1).indices.sort(-1).values, expected.topk(k, -1).indices.sort(-1).values
-    top5 = (a5 == e5).all(-1).float().mean().item()
-    return top1, top5
-
-
-def _median_ms(fn: Callable[[], Any], runs: int) -> Optional[float]:
-    if runs <= 0:
-        return None
-    with torch.inference_mode():
-        fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)

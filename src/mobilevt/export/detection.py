@@ -30,15 +30,8 @@ from ..fileio import atomic_path, write_text_atomic
 from ..ops.ssd import box_cxcywh_to_xyxy, decode_boxes, postprocess_detections
 from ..weights.entries import PreprocessConfig
 from .torchscript import save_torchscript
-from .core import (
-    _EXTRAS,
-    ExportError,
-    ExportReport,
-    _check_inputs,
-    _median_ms,
-    _size,
-    _write_report,
-)
+from .errors import ExportError
+from .report import EXTRAS, ExportReport, check_inputs, file_size, median_ms, write_report
 from .native_logs import load_executorch_method
 from .rewrite import delegate_friendly
 
@@ -129,7 +122,7 @@ def export_detector(
 
     from ..tasks.detection import DetectionPreprocess
 
-    photos, source = _check_inputs(check_images, max_check_images)
+    photos, source = check_inputs(check_images, max_check_images)
     resize = DetectionPreprocess(PreprocessConfig((height, width), height, preprocess_config.interpolation,
                                                   preprocess_config.mean, preprocess_config.std,
                                                   preprocess_config.channel_order, preprocess_config.antialias))
@@ -160,26 +153,26 @@ def export_detector(
         parts = [run(batch[i : i + 1]) for i in range(len(batch))]
         actual = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
     agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
-    eager_ms = _median_ms(lambda: eager(batch[:1]), latency_runs)
-    exported_ms = _median_ms(lambda: run(batch[:1]), latency_runs)
+    eager_ms = median_ms(lambda: eager(batch[:1]), latency_runs)
+    exported_ms = median_ms(lambda: run(batch[:1]), latency_runs)
     metadata = detection_metadata(model, height, width)
     write_text_atomic(_metadata_path(output), json.dumps(metadata, indent=2) + "\n")
     notes.append(f"outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
                  f"NMS is the separate step described in {_metadata_path(output).name}")
     report = ExportReport(
-        format=format, path=str(output), file_bytes=_size(output), input_size=(height, width),
+        format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
         dynamic_batch=dynamic_batch, include_preprocessing=False, check_images=len(photos), check_source=source,
         max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
-        top1_agreement=agreement, top5_agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
+        top1agreement=agreement, top5agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
         runtime=runtime, notes=notes,
-        details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
+        details={"task": "object-detection", "detectionsagreement": agreement, "detections_compared": compared,
                  "detections_near_ties": ties,
                  "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
                  "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
                  "preprocess": asdict(preprocess_config), "opset": opset if format == "onnx" else None,
                  "fused": fuse, "threads": torch.get_num_threads(), "metadata": str(_metadata_path(output))},
     )
-    return _write_report(report)
+    return write_report(report)
 
 
 def _metadata_path(output: Path) -> Path:
@@ -271,7 +264,7 @@ def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynam
         import onnx
         import onnxruntime as ort
     except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {_EXTRAS['onnx']}") from None
+        raise ExportError(f"the onnx export needs {exc.name}: {EXTRAS['onnx']}") from None
     if opset > 17:
         raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
@@ -299,7 +292,7 @@ def _export_executorch(module: nn.Module, output: Path, height: int, width: int)
         from executorch.exir import to_edge_transform_and_lower
         from executorch.runtime import Runtime  # noqa: F401  (the runtime, checked with the exporter)
     except ImportError as exc:
-        raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
+        raise ExportError(f"the executorch export needs {exc.name}: {EXTRAS['executorch']}") from None
     example = torch.rand(1, 3, height, width)
     program = torch.export.export(delegate_friendly(module), (example,))
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()

@@ -30,7 +30,7 @@ from torch import nn
 from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_path
 from ..weights.entries import PreprocessConfig
-from .core import ExportError
+from .errors import ExportError
 
 if TYPE_CHECKING:
     import onnx

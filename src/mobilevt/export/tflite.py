@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..fileio import atomic_path
-from .core import ExportError
+from .errors import ExportError
 
 INSTALL_HINT = 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)'
 

@@ -41,7 +41,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 
 from ..fileio import atomic_path, write_text_atomic
-from .core import _EXTRAS, ExportError, ExportReport, _agreement, _check_inputs, _median_ms, _size, _write_report
+from .errors import ExportError
+from .report import EXTRAS, ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
 
 VQA_FORMATS = ("torchscript", "onnx", "executorch")
 CHECK_QUESTIONS = (
@@ -74,7 +75,7 @@ def export_vqa_pipeline(
         raise ExportError("export_vqa_pipeline needs at least one check question")
     output = Path(output)
     pipeline = copy.deepcopy(pipeline).eval()
-    photos, source = _check_inputs(check_images, max_check_images)
+    photos, source = check_inputs(check_images, max_check_images)
     images = [photo.permute(1, 2, 0).contiguous() for photo in photos]  # uint8 [H, W, 3], as apps pass them
     pairs = [(image, questions[i % len(questions)]) for i, image in enumerate(images)]
     with torch.inference_mode():
@@ -93,8 +94,8 @@ def export_vqa_pipeline(
         with torch.inference_mode():
             actual = torch.stack([loaded.answer_logits(image, question) for image, question in pairs])
         image, question = pairs[0]
-        eager_ms = _median_ms(lambda: pipeline(image, question, 5), latency_runs)
-        exported_ms = _median_ms(lambda: loaded(image, question, 5), latency_runs)
+        eager_ms = median_ms(lambda: pipeline(image, question, 5), latency_runs)
+        exported_ms = median_ms(lambda: loaded(image, question, 5), latency_runs)
         notes.append("input: a uint8 [H, W, 3] RGB image of any size and the question string; output: top-k "
                      "(answer, score); answer_logits(image, question) gives all logits")
         input_size = tuple(image.shape[:2])
@@ -109,8 +110,8 @@ def export_vqa_pipeline(
             run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes)
             details["dynamic_size"] = dynamic_size
         actual = torch.cat([run(inputs) for inputs in model_inputs])
-        eager_ms = _median_ms(lambda: pipeline.model(*model_inputs[0]), latency_runs)
-        exported_ms = _median_ms(lambda: run(model_inputs[0]), latency_runs)
+        eager_ms = median_ms(lambda: pipeline.model(*model_inputs[0]), latency_runs)
+        exported_ms = median_ms(lambda: run(model_inputs[0]), latency_runs)
         details |= _write_side_files(pipeline, output)
         notes.append("inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
                      "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
@@ -119,15 +120,15 @@ def export_vqa_pipeline(
         input_size = tuple(model_inputs[0][2].shape[-2:])
         dynamic = format == "onnx"  # ExecuTorch specialises the example's batch of 1
 
-    top1, top5 = _agreement(actual, expected)
+    top1, top5 = topk_agreement(actual, expected)
     report = ExportReport(
-        format=format, path=str(output), file_bytes=_size(output), input_size=input_size, dynamic_batch=dynamic,
+        format=format, path=str(output), file_bytes=file_size(output), input_size=input_size, dynamic_batch=dynamic,
         include_preprocessing=format == "torchscript", check_images=len(pairs), check_source=source,
-        max_abs_diff=float((actual.float() - expected.float()).abs().max()), top1_agreement=top1,
-        top5_agreement=top5, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime,
+        max_abs_diff=float((actual.float() - expected.float()).abs().max()), top1agreement=top1,
+        top5agreement=top5, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime,
         notes=notes, details=details,
     )
-    return _write_report(report)
+    return write_report(report)
 
 
 def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> Tuple[torch.Tensor, ...]:
@@ -230,7 +231,7 @@ def export_vilt_onnx(
         import onnx
         import onnxruntime as ort
     except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {_EXTRAS['onnx']}") from None
+        raise ExportError(f"the onnx export needs {exc.name}: {EXTRAS['onnx']}") from None
     output = Path(output)
     model = model.eval()
     if has_data_dependent_exit(model):
@@ -294,7 +295,7 @@ def export_vilt_executorch(
         from executorch.exir import to_edge_transform_and_lower
         from executorch.runtime import Runtime  # noqa: F401  (the runner needs it: fail before lowering)
     except ImportError as exc:
-        raise ExportError(f"the executorch export needs {exc.name}: {_EXTRAS['executorch']}") from None
+        raise ExportError(f"the executorch export needs {exc.name}: {EXTRAS['executorch']}") from None
     notes = [] if notes is None else notes
     output = Path(output)
     model = model.eval()

@@ -1,6 +1,7 @@
 """Model families. Importing a family module registers its variants."""
 from .mobilevit import MobileViT, MobileViTArch, StageConfig
-from .vilt import ViltArch, ViltForQuestionAnswering, ViltImageSizeRule
+from ..data.vilt_preprocess import ViltImageSizeRule
+from .vilt import ViltArch, ViltForQuestionAnswering
 
 # last: registers an SSDLite detector for every MobileViT classifier registered above
 from .ssdlite import SSDLite, SSDLiteConfig  # noqa: E402

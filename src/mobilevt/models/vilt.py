@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.vilt_preprocess import VILT_IMAGE_SIZE_RULE
 from ..layers.vit import PreNormEncoderLayer
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
@@ -101,35 +102,6 @@ class ViltArch:
 ARCH_FIELDS = frozenset(f.name for f in fields(ViltArch))
 
 
-@dataclass(frozen=True)
-class ViltImageSizeRule:
-    """How ViLT prepares an image (dandelin/ViLT's ``pixelbert_transform``, transformers'
-    ``ViltImageProcessor``). Data only: the preprocessing itself lives elsewhere.
-
-    The shorter side is resized to ``shorter_side`` and the longer one keeps the aspect
-    ratio, capped at ``longer_side_max`` (``int(1333 / 800 * shorter_side)``, the
-    800x1333 cap of detection pipelines scaled down); both are rounded (half up) and
-    floored to a multiple of ``size_divisor``. Pixels are scaled by 1/255, normalised
-    with ``mean``/``std`` (RGB), and the images of a batch are zero-padded at the bottom
-    and right to the largest height and width, with ``pixel_mask`` 1 on real pixels.
-    """
-
-    shorter_side: int = 384
-    longer_side_max: int = 639
-    size_divisor: int = 32
-    interpolation: str = "bicubic"
-    mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
-    channel_order: str = "RGB"
-
-    def output_size(self, height: int, width: int) -> Tuple[int, int]:
-        """(height, width) an image of ``height`` x ``width`` is resized to."""
-        from ..data.vilt_preprocess import vilt_resized_size  # the one (scriptable) implementation
-
-        return vilt_resized_size(height, width, self.shorter_side, self.longer_side_max, self.size_divisor)
-
-
-VILT_IMAGE_SIZE_RULE = ViltImageSizeRule()
 
 
 def _align_corners_weights(valid: torch.Tensor, out_size: int, in_size: int) -> torch.Tensor:

@@ -13,9 +13,15 @@ from typing import Any, Optional
 
 import yaml
 
+from .task_registry import task_names
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be trained: unknown key, wrong type or bad value."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, a checkpoint of another model ...)."""
 
 
 @dataclass
@@ -194,11 +200,8 @@ def _check_type(key: str, value: Any, hint) -> Any:
 
 def _validate(config, prefix: str) -> None:
     if isinstance(config, TrainConfig):
-        from .tasks import TASKS, _import_builtin_tasks
-
-        _import_builtin_tasks()
-        if config.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(sorted(TASKS))}, not {config.task!r}")
+        if config.task not in task_names():
+            raise ConfigError(f"task must be one of {', '.join(task_names())}, not {config.task!r}")
         if config.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, not {config.amp!r}")
         for key in ("epochs", "batch_size"):

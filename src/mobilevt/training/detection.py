@@ -39,7 +39,7 @@ from ..data.datasets import DatasetLayoutError
 from ..ops.ssd import match_anchors, ssd_multibox_loss
 from ..weights.entries import PreprocessConfig
 from .config import TrainConfig
-from .tasks import TrainingTask, rank_shard, register_task, sum_over_ranks
+from .tasks import TrainingTask, rank_shard, sum_over_ranks
 
 SHAPES = "shapes"
 # RandomZoomOut's canvas: the ImageNet mean colour (torchvision's SSD recipe)
@@ -250,5 +250,3 @@ def _coco_of(loader: DataLoader) -> CocoDetection:
         data = data.dataset  # a rank's Subset
     return data.dataset
 
-
-register_task(DetectionTask.name, DetectionTask)

@@ -33,8 +33,8 @@ from torchvision.transforms import InterpolationMode, v2
 from ..data.segmentation import open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX
 from ..tasks.segmentation import ConfusionMatrix
-from .config import TrainConfig
-from .tasks import TrainingTask, rank_shard, register_task, sum_over_ranks
+from .config import TrainConfig, TrainingError
+from .tasks import TrainingTask, rank_shard, sum_over_ranks
 
 AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
 SHAPES = "shapes"
@@ -216,13 +216,9 @@ class SegmentationTask(TrainingTask):
             failed = int(sum_over_ranks([float(failed)], device)[0])
         scores = matrix.compute()
         if scores.pixels == 0:
-            from .trainer import TrainingError
-
             raise TrainingError(f"no validation pixel to score: {failed} image(s) failed to decode, or every mask is 255")
         return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, "mean_accuracy": scores.mean_accuracy}, failed
 
     def format_metrics(self, metrics: Dict[str, float]) -> str:
         return f"val mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
 
-
-register_task(SegmentationTask.name, SegmentationTask)

@@ -5,7 +5,7 @@ mixed precision, DDP, checkpoints that resume exactly); a :class:`TrainingTask` 
 the parts that differ between image classification, semantic segmentation and object
 detection: the datasets, the model, the per-resolution augmentation of an (image, target)
 pair, batching, the loss and the validation metrics. ``TrainConfig.task`` picks one by
-name from :data:`TASKS` (``register_task`` adds one).
+name (:mod:`mobilevt.training.task_registry`; ``register_task`` adds one).
 
 Dataset items are ``(image, target)``: ``image`` a uint8 ``[3, H, W]`` tensor (a
 ``tv_tensors.Image`` for dense tasks) or ``None`` when the file could not be decoded
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .config import TrainConfig
+from .config import TrainConfig, TrainingError
+from .data import EvalDataset, collate_train
 
 
 class TrainingTask:
@@ -163,16 +164,12 @@ class ClassificationTask(TrainingTask):
     def validation_loader(
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
     ) -> DataLoader:
-        from .trainer import validation_loader
-
         return validation_loader(val_set, config.sampler.image_size, config.batch_size, config.data.workers,
                                  rank, world_size)
 
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
     ) -> Tuple[Dict[str, float], int]:
-        from .trainer import evaluate_classifier
-
         top1, top5, failed = evaluate_classifier(model, loader, device, config.channels_last, distributed)
         return {"top1": top1, "top5": top5}, failed
 
@@ -180,31 +177,43 @@ class ClassificationTask(TrainingTask):
         return f"val top-1 {metrics['top1']:.2f}%"
 
 
-TASKS: Dict[str, Callable[[], TrainingTask]] = {"classification": ClassificationTask}
+def validation_loader(
+    val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """The validation batches of one rank: every ``world_size``-th image from ``rank`` on.
+    No padding, so no image is counted twice; ``evaluate_classifier`` sums the counts."""
+    data: Dataset = EvalDataset(val_set, image_size)
+    if world_size > 1:
+        data = Subset(data, range(rank, len(data), world_size))
+    return DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate_train)
 
 
-def register_task(name: str, factory: Callable[[], TrainingTask]) -> None:
-    """Make ``TrainConfig.task == name`` train with ``factory()``."""
-    TASKS[name] = factory
-
-
-def get_task(name: str) -> TrainingTask:
-    """A fresh task object for ``TrainConfig.task``."""
-    _import_builtin_tasks()
-    try:
-        return TASKS[name]()
-    except KeyError:
-        raise ValueError(f"unknown training task {name!r}; known: {', '.join(sorted(TASKS))}") from None
-
-
-def _import_builtin_tasks() -> None:
-    # the dense-prediction tasks register themselves on import; a missing module means
-    # that task is not built into this version
-    import importlib
-
-    for module in ("segmentation", "detection"):
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module}":
-                raise
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False, distributed: bool = False
+) -> tuple[float, float, int]:
+    """Top-1 and top-5 (%) over the decodable images of ``loader``, and how many images
+    failed to decode. With ``distributed``, each rank passes its own shard and the counts
+    are summed over ranks, so every rank returns the whole validation set's figures."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = count = failed = 0
+    for images, targets, failed_in_batch in loader:
+        failed += failed_in_batch
+        if images is None:
+            continue
+        images, targets = images.to(device), targets.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images)
+        top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+        correct1 += int((top[:, 0] == targets).sum())
+        correct5 += int((top == targets[:, None]).any(dim=1).sum())
+        count += len(targets)
+    model.train(was_training)
+    if distributed:
+        totals = sum_over_ranks([float(correct1), float(correct5), float(count), float(failed)], device)
+        correct1, correct5, count, failed = (int(v) for v in totals)
+    if count == 0:
+        raise TrainingError(f"no validation image could be decoded ({failed} failed)")
+    return 100.0 * correct1 / count, 100.0 * correct5 / count, failed

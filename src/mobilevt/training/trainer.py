@@ -22,22 +22,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from ..data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 from ..fileio import atomic_path
-from .config import TrainConfig
-from .data import EvalDataset, collate_train
-from .tasks import TrainingTask, get_task
+from .config import TrainConfig, TrainingError
+from .task_registry import get_task
+from .tasks import TrainingTask
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
 BEST = "best.safetensors"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (NaN loss, a checkpoint of another model ...)."""
 
 
 @dataclass
@@ -332,47 +328,6 @@ def _make_ema(model: nn.Module, decay: Optional[float]):
         return averaged * rate + current * (1.0 - rate)
 
     return AveragedModel(model, avg_fn=average, use_buffers=True)
-
-
-def validation_loader(
-    val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1
-) -> DataLoader:
-    """The validation batches of one rank: every ``world_size``-th image from ``rank`` on.
-    No padding, so no image is counted twice; ``evaluate_classifier`` sums the counts."""
-    data: Dataset = EvalDataset(val_set, image_size)
-    if world_size > 1:
-        data = Subset(data, range(rank, len(data), world_size))
-    return DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate_train)
-
-
-@torch.no_grad()
-def evaluate_classifier(
-    model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False, distributed: bool = False
-) -> tuple[float, float, int]:
-    """Top-1 and top-5 (%) over the decodable images of ``loader``, and how many images
-    failed to decode. With ``distributed``, each rank passes its own shard and the counts
-    are summed over ranks, so every rank returns the whole validation set's figures."""
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = count = failed = 0
-    for images, targets, failed_in_batch in loader:
-        failed += failed_in_batch
-        if images is None:
-            continue
-        images, targets = images.to(device), targets.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        logits = model(images)
-        top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-        correct1 += int((top[:, 0] == targets).sum())
-        correct5 += int((top == targets[:, None]).any(dim=1).sum())
-        count += len(targets)
-    model.train(was_training)
-    if distributed:
-        correct1, correct5, count, failed = _sum_over_ranks([correct1, correct5, count, failed], device)
-    if count == 0:
-        raise TrainingError(f"no validation image could be decoded ({failed} failed)")
-    return 100.0 * correct1 / count, 100.0 * correct5 / count, failed
 
 
 def _sum_over_ranks(values, device: torch.device):

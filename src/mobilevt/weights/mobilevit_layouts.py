@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 from torch import nn
 
 from .family import CheckpointFamily
-from .state_dicts import HF_TRANSFORMER_LAYER_KEYS
+from .state_dicts import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
 
 LAYOUTS = ("mobilevt", "cvnets", "timm", "hf", "mmpretrain")
 

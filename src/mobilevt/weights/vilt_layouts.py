@@ -207,13 +207,6 @@ def _config_note(config: Mapping[str, Any] | None) -> str:
 
 
 
-def _config_note(config: Mapping[str, Any] | None) -> str:
-    architectures = (config or {}).get("architectures") or []
-    if architectures and _VQA_CLASS not in architectures:
-        return f"config.json says this is a {', '.join(architectures)} checkpoint; vilt_b32_vqa loads {_VQA_CLASS} ones"
-    return ""
-
-
 def _add_hf_prefix(layout: str, state: dict, model: nn.Module | None) -> dict:
     # a bare ViltModel state dict, without the task model's "vilt." prefix
     if layout != "hf" or any(k.startswith("vilt.") for k in state):

@@ -1,0 +1,113 @@
+"""What every export shares: the report (written beside the file as JSON), the check
+photos, agreement with the eager model and the timing."""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..data.images import list_images, load_image
+from ..fileio import write_text_atomic
+from .errors import ExportError
+
+# pip extras that bring each format's tools
+EXTRAS = {
+    "onnx": 'pip install "mobilevt[onnx]"  (onnx, onnxruntime)',
+    "executorch": 'pip install "mobilevt[executorch]"  (executorch)',
+    "coreml": 'pip install "mobilevt[coreml]"  (coremltools)',
+    "tflite": 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)',
+}
+
+
+@dataclass
+class ExportReport:
+    format: str
+    path: str
+    file_bytes: int
+    input_size: tuple[int, int]
+    dynamic_batch: bool
+    include_preprocessing: bool
+    check_images: int
+    check_source: str
+    max_abs_diff: Optional[float]
+    top1agreement: Optional[float]
+    top5agreement: Optional[float]
+    eager_latency_ms: Optional[float]
+    exported_latency_ms: Optional[float]
+    runtime: str
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def write_report(report: ExportReport) -> ExportReport:
+    write_text_atomic(report_path(Path(report.path)), report.to_json() + "\n")
+    return report
+
+
+def file_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def report_path(output: Path) -> Path:
+    return output.with_name(output.name + ".report.json")
+
+
+PACKAGED_PHOTOS_SOURCE = "sample photos of scikit-learn"
+
+
+def check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
+    if folder is not None:
+        paths = list_images(folder)[:limit]
+        if not paths:
+            raise ExportError(f"{folder}: no images to check the export on")
+        return [load_image(p) for p in paths], str(folder)
+    photos = packaged_photos()
+    if photos:
+        return photos[:limit], PACKAGED_PHOTOS_SOURCE
+    raise ExportError(
+        "no photos to check the export on: pass check_images / --check-images DIR, or pip install scikit-learn"
+    )
+
+
+def packaged_photos() -> list[torch.Tensor]:
+    """scikit-learn's two sample photos (part of mobilevt[train]): the same check photos on
+    every machine, whichever other packages are installed."""
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        return []
+    # scikit-learn hands out read-only arrays: torch.tensor copies (from_numpy would warn)
+    return [torch.tensor(array).permute(2, 0, 1) for array in load_sample_images().images]
+
+
+def topk_agreement(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    if expected.dim() == 4:  # dense logits [B, K, H, W] (segmentation): agreement per pixel
+        actual, expected = (t.movedim(1, -1).reshape(-1, t.shape[1]) for t in (actual, expected))
+    k = min(5, expected.shape[-1])
+    top1 = (actual.argmax(-1) == expected.argmax(-1)).float().mean().item()
+    a5, e5 = actual.topk(k, -1).indices.sort(-1).values, expected.topk(k, -1).indices.sort(-1).values
+    top5 = (a5 == e5).all(-1).float().mean().item()
+    return top1, top5
+
+
+def median_ms(fn: Callable[[], Any], runs: int) -> Optional[float]:
+    if runs <= 0:
+        return None
+    with torch.inference_mode():
+        fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
