@@ -412,46 +412,25 @@ def _transformers_model(name: str, seed: int) -> nn.Module:
 # --------------------------------------------------------------------------- runtimes
 
 
+def _executorch_threads(threads: int) -> bool:
+    from .export.backends import set_executorch_threads
+
+    return set_executorch_threads(threads)
+
+
 def _onnxruntime_runner(path: Path, threads: int) -> Callable[[int], Run]:
-    import onnxruntime as ort
+    from .export.backends import onnx_runner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle onnxruntime threads spin after each run and would slow the torch backends
-    # timed right after them (see export/core.py).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
-
-    return lambda batch: run
-
-
-def _set_executorch_threads(threads: int) -> bool:
-    try:
-        from executorch.extension.pybindings import portable_lib
-
-        portable_lib._unsafe_reset_threadpool(threads)  # experimental API of ExecuTorch 1.x
-        return portable_lib._threadpool_get_thread_count() == threads
-    except (ImportError, AttributeError, RuntimeError):
-        return False
+    run_file = onnx_runner(path, threads)
+    return lambda batch: (lambda x: run_file(x)[0])
 
 
 def _executorch_runner(path: Path, threads: int) -> Callable[[int], Run]:
-    from .export.native_logs import load_executorch_method
+    from .export.backends import executorch_runner, set_executorch_threads
 
-    _set_executorch_threads(threads)
-    _, method = load_executorch_method(path)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return method.execute([x.contiguous()])[0]
-
-    return lambda batch: run
+    set_executorch_threads(threads)
+    run_file, _ = executorch_runner(path)
+    return lambda batch: (lambda x: run_file(x)[0])
 
 
 def _tflite_interpreter_class():
@@ -645,7 +624,7 @@ def _build_backends(
                         max_batch=max_batch, check_images=check_dir, max_check_images=2, latency_runs=0,
                     )
                 notes = [report.runtime]
-                if backend == "executorch" and not _set_executorch_threads(threads):
+                if backend == "executorch" and not _executorch_threads(threads):
                     notes.append("its thread pool could not be resized: default thread count")
                 static = not report.dynamic_batch
                 if static and max_batch > 1:

@@ -34,8 +34,16 @@ from .report import (
     write_report,
 )
 from .quantize import METHODS, quantize_onnx_static, quantize_pt2e_xnnpack
-from .native_logs import RESIZE_ERRORS, expected_warnings_silenced, load_executorch_method, native_stderr_without
+from .native_logs import RESIZE_ERRORS, expected_warnings_silenced, native_stderr_without
 from .rewrite import delegate_friendly
+from .backends import (
+    executorch_runner,
+    onnx_runner,
+    onnx_runtime_name,
+    require_executorch,
+    require_onnx,
+    write_xnnpack_program,
+)
 from .torchscript import save_torchscript
 
 FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
@@ -146,7 +154,7 @@ def export_model(
         eager = eager.fuse()
 
     images, source = check_inputs(check_images, max_check_images)
-    preprocess = ImagePreprocess(_withfile_size(config, height, width))
+    preprocess = ImagePreprocess(_with_size(config, height, width))
     batch = torch.stack([preprocess(image) for image in images])
     with torch.inference_mode():
         expected = eager(batch)
@@ -174,7 +182,7 @@ def export_model(
 
         opset = max(opset, 18)  # the antialiased Resize needs opset 18
         run, runtime, format_details = export_onnx_with_preprocessing(
-            eager, output, _withfile_size(config, height, width), opset, images, notes, EXTRAS["onnx"]
+            eager, output, _with_size(config, height, width), opset, images, notes, EXTRAS["onnx"]
         )
         actual, latency_input = _run_on_photos(run, images, notes)
         dynamic_batch = False
@@ -241,7 +249,7 @@ def export_model(
         return write_report(ExportReport(
             format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
             dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
-            max_abs_diff=None, top1agreement=None, top5agreement=None, eager_latency_ms=None,
+            max_abs_diff=None, top1_agreement=None, top5_agreement=None, eager_latency_ms=None,
             exported_latency_ms=None, runtime=runtime, notes=notes,
             details={"preprocess": asdict(config), "precision": coreml_precision, "threads": torch.get_num_threads()},
         ))
@@ -263,8 +271,8 @@ def export_model(
         check_images=len(images),
         check_source=source,
         max_abs_diff=float((actual.float() - expected.float()).abs().max()),
-        top1agreement=agreement[0],
-        top5agreement=agreement[1],
+        top1_agreement=agreement[0],
+        top5_agreement=agreement[1],
         eager_latency_ms=eager_ms,
         exported_latency_ms=exported_ms,
         runtime=runtime,
@@ -277,7 +285,7 @@ def export_model(
     return write_report(report)
 
 
-def _withfile_size(config: PreprocessConfig, height: int, width: int) -> PreprocessConfig:
+def _with_size(config: PreprocessConfig, height: int, width: int) -> PreprocessConfig:
     if (height, width) == tuple(config.input_size):
         return config
     # keep the source's resize-to-crop ratio at the new size
@@ -312,7 +320,7 @@ def _export_torchscript(
 ):
     module: nn.Module = model
     if include_preprocessing:
-        module = _ImageClassifier(ImagePreprocess(_withfile_size(config, height, width), channels_last_input=True), model)
+        module = _ImageClassifier(ImagePreprocess(_with_size(config, height, width), channels_last_input=True), model)
     notes += save_torchscript(module, output, lite)
     if lite:
         from torch.jit.mobile import _load_for_lite_interpreter
@@ -331,11 +339,7 @@ def _export_torchscript(
 
 
 def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bool, dynamic_size: bool, opset: int):
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {EXTRAS['onnx']}") from None
+    onnx = require_onnx()
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
     with atomic_path(output) as tmp:
         if opset <= 17:
@@ -353,24 +357,12 @@ def _export_onnx(model, output: Path, height: int, width: int, dynamic_batch: bo
                 dynamic_shapes={"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None,
             )
         onnx.checker.check_model(onnx.load(str(tmp)))
-    return _onnx_runner(output), f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    return _onnx_runner(output), onnx_runtime_name()
 
 
 def _onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # Idle onnxruntime threads spin for a while after each run and would slow the eager
-    # runs measured beside them; without spinning both latencies are fair.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        (logits,) = session.run(None, {input_name: x.numpy()})
-        return torch.from_numpy(logits)
-
-    return run
+    run = onnx_runner(path)
+    return lambda x: run(x)[0]
 
 
 def _onnx_axes(dynamic_batch: bool, dynamic_size: bool):
@@ -392,12 +384,7 @@ def _export_executorch(
     model, output: Path, height: int, width: int, dynamic_batch: bool, max_batch: int,
     calibration: Sequence[torch.Tensor] = (),
 ) -> _ExecutorchProgram:
-    try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-        from executorch.runtime import Runtime  # noqa: F401  (the runtime, checked here with the exporter)
-    except ImportError as exc:
-        raise ExportError(f"the executorch export needs {exc.name}: {EXTRAS['executorch']}") from None
+    require_executorch()
     # batch 2 in the example: torch.export specialises a size-1 dimension to a constant
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=max_batch)}} if dynamic_batch else None
@@ -406,15 +393,11 @@ def _export_executorch(
     if calibration:
         model = quantize_pt2e_xnnpack(model, example, calibration)
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    outside = outside_delegate(edge.exported_program().graph)
-    lowered = edge.to_executorch()
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(lowered.buffer)
-    loaded, method = load_executorch_method(output)
+    outside = outside_delegate(write_xnnpack_program(program, output))
+    run_file, loaded = executorch_runner(output)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return method.execute([x.contiguous()])[0]
+        return run_file(x)[0]
 
     # memory planning may bound the batch below the exported range (ExecuTorch 1.5 planned
     # mobilevit_xxs at 256x256 for 15 when asked for 32)

@@ -31,8 +31,15 @@ from ..ops.ssd import box_cxcywh_to_xyxy, decode_boxes, postprocess_detections
 from ..weights.entries import PreprocessConfig
 from .torchscript import save_torchscript
 from .errors import ExportError
-from .report import EXTRAS, ExportReport, check_inputs, file_size, median_ms, write_report
-from .native_logs import load_executorch_method
+from .report import ExportReport, check_inputs, file_size, median_ms, write_report
+from .backends import (
+    executorch_runner,
+    onnx_runner,
+    onnx_runtime_name,
+    require_executorch,
+    require_onnx,
+    write_xnnpack_program,
+)
 from .rewrite import delegate_friendly
 
 DETECTION_FORMATS = ("torchscript", "onnx", "executorch")
@@ -163,9 +170,9 @@ def export_detector(
         format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
         dynamic_batch=dynamic_batch, include_preprocessing=False, check_images=len(photos), check_source=source,
         max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
-        top1agreement=agreement, top5agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
+        top1_agreement=agreement, top5_agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
         runtime=runtime, notes=notes,
-        details={"task": "object-detection", "detectionsagreement": agreement, "detections_compared": compared,
+        details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
                  "detections_near_ties": ties,
                  "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
                  "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
@@ -260,11 +267,7 @@ def _anchor_of(boxes: torch.Tensor, box: torch.Tensor) -> int:
 
 
 def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {EXTRAS['onnx']}") from None
+    onnx = require_onnx()
     if opset > 17:
         raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
@@ -273,35 +276,12 @@ def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynam
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["pixel_values"], output_names=["boxes", "scores"], dynamic_axes=axes)
         onnx.checker.check_model(onnx.load(str(tmp)))
-    import onnxruntime as ort  # noqa: F811
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        boxes, scores = session.run(None, {"pixel_values": x.numpy()})
-        return torch.from_numpy(boxes), torch.from_numpy(scores)
-
-    return run, f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    return onnx_runner(output), onnx_runtime_name()
 
 
 def _export_executorch(module: nn.Module, output: Path, height: int, width: int):
-    try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-        from executorch.runtime import Runtime  # noqa: F401  (the runtime, checked with the exporter)
-    except ImportError as exc:
-        raise ExportError(f"the executorch export needs {exc.name}: {EXTRAS['executorch']}") from None
+    require_executorch()
     example = torch.rand(1, 3, height, width)
-    program = torch.export.export(delegate_friendly(module), (example,))
-    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(lowered.buffer)
-    _, method = load_executorch_method(output)
-
-    def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        boxes, scores = method.execute([x.contiguous()])
-        return boxes, scores
-
+    write_xnnpack_program(torch.export.export(delegate_friendly(module), (example,)), output)
+    run, _ = executorch_runner(output)
     return run, "ExecuTorch runtime (XNNPACK delegate)"

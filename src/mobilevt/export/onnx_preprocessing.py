@@ -31,6 +31,7 @@ from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_path
 from ..weights.entries import PreprocessConfig
 from .errors import ExportError
+from .backends import onnx_runner, onnx_runtime_name
 
 if TYPE_CHECKING:
     import onnx
@@ -204,7 +205,7 @@ def export_onnx_with_preprocessing(
     uint8 ``[H, W, 3]`` RGB tensor."""
     try:
         import onnx
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (the check runs the file in it)
     except ImportError as exc:
         raise ExportError(f"the onnx export needs {exc.name}: {install_hint}") from None
     crop_h, crop_w = (int(s) for s in config.input_size)
@@ -217,14 +218,10 @@ def export_onnx_with_preprocessing(
     onnx.checker.check_model(full)
     with atomic_path(output) as tmp:
         onnx.save(full, str(tmp))
-    options = ort.SessionOptions()
-    # no thread spinning after each run: the eager latency measured beside it stays fair
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
+    run_file = onnx_runner(output)
 
     def run(image: torch.Tensor) -> torch.Tensor:
-        (logits,) = session.run(None, {IMAGE_INPUT: image.numpy()})
-        return torch.from_numpy(logits)
+        return run_file(image)[0]
 
     difference = preprocessing_difference(config, images)
     notes.append(
@@ -232,5 +229,5 @@ def export_onnx_with_preprocessing(
         f"photos: at most {difference['max_steps']:g}/255, on {100 * difference['fraction_differing']:.3f}% of "
         "the values"
     )
-    runtime = f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    runtime = onnx_runtime_name()
     return run, runtime, {"preprocessing_vs_eager": difference}

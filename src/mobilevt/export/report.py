@@ -35,8 +35,8 @@ class ExportReport:
     check_images: int
     check_source: str
     max_abs_diff: Optional[float]
-    top1agreement: Optional[float]
-    top5agreement: Optional[float]
+    top1_agreement: Optional[float]
+    top5_agreement: Optional[float]
     eager_latency_ms: Optional[float]
     exported_latency_ms: Optional[float]
     runtime: str

@@ -42,7 +42,15 @@ import torch
 
 from ..fileio import atomic_path, write_text_atomic
 from .errors import ExportError
-from .report import EXTRAS, ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
+from .backends import (
+    executorch_runner,
+    onnx_runner,
+    onnx_runtime_name,
+    require_executorch,
+    require_onnx,
+    write_xnnpack_program,
+)
+from .report import ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
 
 VQA_FORMATS = ("torchscript", "onnx", "executorch")
 CHECK_QUESTIONS = (
@@ -124,8 +132,8 @@ def export_vqa_pipeline(
     report = ExportReport(
         format=format, path=str(output), file_bytes=file_size(output), input_size=input_size, dynamic_batch=dynamic,
         include_preprocessing=format == "torchscript", check_images=len(pairs), check_source=source,
-        max_abs_diff=float((actual.float() - expected.float()).abs().max()), top1agreement=top1,
-        top5agreement=top5, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime,
+        max_abs_diff=float((actual.float() - expected.float()).abs().max()), top1_agreement=top1,
+        top5_agreement=top5, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime,
         notes=notes, details=details,
     )
     return write_report(report)
@@ -199,20 +207,8 @@ def _image_dims(max_text_len: int, batch: bool):
 def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ONNX file in onnxruntime (CPU) on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)``; ``threads`` = intra-op threads (0: onnxruntime's default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads > 0:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # fair timing beside eager
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(inputs: Tuple[torch.Tensor, ...]) -> torch.Tensor:
-        feeds = {name: tensor.numpy() for name, tensor in zip(_INPUT_NAMES, inputs)}
-        return torch.from_numpy(session.run(None, feeds)[0])
-
-    return run
+    run = onnx_runner(path, threads)
+    return lambda inputs: run(*inputs)[0]
 
 
 def export_vilt_onnx(
@@ -227,11 +223,7 @@ def export_vilt_onnx(
     exporter at ``opset`` (<= 17); the confidence and predictor exits use the dynamo
     exporter (``torch.cond`` -> ``If``) at opset ``max(opset, 18)``.
     """
-    try:
-        import onnx
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {EXTRAS['onnx']}") from None
+    onnx = require_onnx()
     output = Path(output)
     model = model.eval()
     if has_data_dependent_exit(model):
@@ -260,16 +252,14 @@ def export_vilt_onnx(
             torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset, input_names=_INPUT_NAMES,
                               output_names=["logits"], dynamic_axes=axes)
             onnx.checker.check_model(onnx.load(str(tmp)))
-    return vilt_onnx_runner(output, threads), f"onnxruntime {ort.__version__} (CPUExecutionProvider)"
+    return vilt_onnx_runner(output, threads), onnx_runtime_name()
 
 
 def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ``.pte`` in the ExecuTorch runtime on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)`` (questions padded as at export)."""
-    from .native_logs import load_executorch_method
-
-    _, method = load_executorch_method(path)
-    return lambda inputs: method.execute([t.contiguous() for t in inputs])[0]
+    run, _ = executorch_runner(path)
+    return lambda inputs: run(*inputs)[0]
 
 
 def export_vilt_executorch(
@@ -290,22 +280,14 @@ def export_vilt_executorch(
             "(they would run on slow portable kernels). Use --format torchscript (every mode) or onnx (torch.cond -> "
             "If), or a fixed exit (--exit-layer N) for ExecuTorch."
         )
-    try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-        from executorch.runtime import Runtime  # noqa: F401  (the runner needs it: fail before lowering)
-    except ImportError as exc:
-        raise ExportError(f"the executorch export needs {exc.name}: {EXTRAS['executorch']}") from None
+    require_executorch()
     notes = [] if notes is None else notes
     output = Path(output)
     model = model.eval()
     example = examples[0]
 
     def lower(dynamic_shapes) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
-        program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-        with atomic_path(output) as tmp:
-            tmp.write_bytes(lowered.buffer)
+        write_xnnpack_program(torch.export.export(model, example, dynamic_shapes=dynamic_shapes), output)
         return vilt_executorch_runner(output)
 
     sizes = {tuple(inputs[2].shape[-2:]) for inputs in examples}
