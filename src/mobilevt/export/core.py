@@ -12,7 +12,7 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -47,31 +47,35 @@ from .backends import (
 from .torchscript import save_torchscript
 
 FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
-@expected_warnings_silenced()
-def export_model(
-    model: nn.Module,
-    output: str | os.PathLike,
-    format: str,
-    *,
-    image_size: Optional[Sequence[int]] = None,
-    dynamic_batch: bool = True,
-    dynamic_size: bool = False,
-    include_preprocessing: bool = False,
-    lite: bool = False,
-    opset: int = 17,
-    check_images: str | os.PathLike | None = None,
-    max_check_images: int = 32,
-    latency_runs: int = 20,
-    fuse: bool = True,
-    max_batch: int = 32,
-    coreml_precision: str = "float16",
-    quantize: Optional[str] = None,
-    calibration: str | os.PathLike | None = None,
-    max_calibration_images: int = 128,
-) -> ExportReport:
-    """Export ``model`` (a mobilevt classifier with ``model.preprocess``) to ``output``.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``export_model`` was asked for, in one value the family adapters share."""
 
-    Args:
+    format: str
+    image_size: Optional[Sequence[int]] = None
+    dynamic_batch: bool = True
+    dynamic_size: bool = False
+    include_preprocessing: bool = False
+    lite: bool = False
+    opset: int = 17
+    check_images: str | os.PathLike | None = None
+    max_check_images: int = 32
+    latency_runs: int = 20
+    fuse: bool = True
+    max_batch: int = 32
+    coreml_precision: str = "float16"
+    quantize: Optional[str] = None
+    calibration: str | os.PathLike | None = None
+    max_calibration_images: int = 128
+
+
+@expected_warnings_silenced()
+def export_model(model: nn.Module, output: str | os.PathLike, format: str, **options: Any) -> ExportReport:
+    """Export ``model`` to ``output`` in ``format`` and verify the written file against
+    the eager model: every family (classifier, segmenter, detector, ViLT VQA pipeline)
+    goes through this one function, which picks the family's adapter.
+
+    Options (keywords, all optional; :class:`ExportOptions`):
         format: ``"torchscript"``, ``"onnx"``, ``"executorch"`` (``.pte`` lowered to XNNPACK),
             ``"coreml"`` (ML Program ``.mlpackage`` whose input is an image with the
             pixel scale and channel order baked in) or ``"tflite"`` (LiteRT flatbuffer from
@@ -86,7 +90,7 @@ def export_model(
         lite: TorchScript only: ``optimize_for_mobile`` and the lite-interpreter format
             (``.ptl``) that PyTorch Mobile loads.
         check_images: folder of photos to verify on; default: the sample photos shipped
-            in scikit-learn / scikit-image when installed.
+            in scikit-learn when installed.
         fuse: fold BatchNorm into convolutions first (outputs change < 1e-5).
         max_batch: ExecuTorch plans memory for the largest batch: the dynamic batch
             dimension's upper bound.
@@ -99,190 +103,283 @@ def export_model(
         calibration: folder of representative photos (a few hundred from the training
             distribution; not the images the report checks on).
 
-    A :class:`mobilevt.tasks.vqa.VqaPipeline` (ViLT) is exported by
-    :func:`mobilevt.export.vilt.export_vqa_pipeline` (torchscript, onnx, executorch).
-    An SSDLite detector is exported by :func:`mobilevt.export.detection.export_detector`
-    (torchscript, onnx, executorch: network + box decoding; NMS described beside the file).
+    A ViLT :class:`~mobilevt.tasks.vqa.VqaPipeline` exports to torchscript, onnx and
+    executorch (:mod:`mobilevt.export.vilt`); an SSDLite detector to the same three, as
+    network + box decoding with NMS described beside the file (:mod:`mobilevt.export.detection`).
     """
-    if hasattr(model, "answer_logits") and hasattr(model, "tokenizer"):  # a ViLT VqaPipeline
-        if quantize is not None or lite or include_preprocessing or image_size is not None or dynamic_size:
-            raise ExportError("the ViLT VQA export takes no --quantize, --lite, --include-preprocessing, "
-                              "--image-size or --dynamic-size: TorchScript holds the whole pipeline, ONNX and "
-                              "ExecuTorch take any image size")
-        from .vilt import export_vqa_pipeline
+    unknown = sorted(set(options) - {f.name for f in fields(ExportOptions)})
+    if unknown:
+        raise TypeError(f"export_model() got unexpected option(s) {', '.join(unknown)}")
+    chosen = ExportOptions(format=format, **options)
+    export = _adapter_for(model)
+    return export(model, Path(output), chosen)
 
-        return export_vqa_pipeline(model, output, format, check_images=check_images, latency_runs=latency_runs,
-                                   opset=opset)
+
+def _adapter_for(model: nn.Module) -> Callable[[nn.Module, Path, ExportOptions], ExportReport]:
+    """The family's export: how it wraps the model, checks its options and compares outputs."""
+    if hasattr(model, "answer_logits") and hasattr(model, "tokenizer"):  # a ViLT VqaPipeline
+        return _export_vqa_pipeline
     if getattr(model, "image_size_rule", None) is not None:
         raise ExportError("a ViLT model also needs its question tokenizer: export the pipeline, "
                           "export_model(mobilevt.create_vqa_pipeline(weights=...), ...)")
-    if getattr(model, "anchor_generator", None) is not None:  # an SSDLite detector: network + box decoding
-        if quantize is not None or lite or include_preprocessing or dynamic_size:
-            raise ExportError("detector exports take no --quantize, --lite, --include-preprocessing or --dynamic-size: "
-                              "the file holds the network and its box decoding at one input size")
-        from .detection import export_detector
+    if getattr(model, "anchor_generator", None) is not None:  # an SSDLite detector
+        return _export_detector
+    return _export_image_model  # classifiers, and segmenters (agreement per pixel)
 
-        return export_detector(model, output, format, image_size=image_size, dynamic_batch=dynamic_batch, opset=opset,
-                               check_images=check_images, max_check_images=max_check_images,
-                               latency_runs=latency_runs, fuse=fuse)
-    if format not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    if dynamic_size and (format != "onnx" or opset > 17):
+
+def _refuse_options(options: ExportOptions, names: Sequence[str], what: str, why: str) -> None:
+    defaults = ExportOptions(format=options.format)
+    if any(getattr(options, name) != getattr(defaults, name) for name in names):
+        flags = ["--" + name.replace("_", "-") for name in names]
+        raise ExportError(f"{what} take no {', '.join(flags[:-1])} or {flags[-1]}: {why}")
+
+
+def _export_vqa_pipeline(pipeline: nn.Module, output: Path, options: ExportOptions) -> ExportReport:
+    _refuse_options(options, ("quantize", "lite", "include_preprocessing", "image_size", "dynamic_size"),
+                    "ViLT VQA exports", "TorchScript holds the whole pipeline, ONNX and ExecuTorch take any image size")
+    from .vilt import export_vqa_pipeline
+
+    return export_vqa_pipeline(pipeline, output, options.format, check_images=options.check_images,
+                               latency_runs=options.latency_runs, opset=options.opset)
+
+
+def _export_detector(model: nn.Module, output: Path, options: ExportOptions) -> ExportReport:
+    _refuse_options(options, ("quantize", "lite", "include_preprocessing", "dynamic_size"),
+                    "detector exports", "the file holds the network and its box decoding at one input size")
+    from .detection import export_detector
+
+    return export_detector(model, output, options.format, image_size=options.image_size,
+                           dynamic_batch=options.dynamic_batch, opset=options.opset,
+                           check_images=options.check_images, max_check_images=options.max_check_images,
+                           latency_runs=options.latency_runs, fuse=options.fuse)
+
+
+def _check_image_model_options(options: ExportOptions) -> None:
+    fmt = options.format
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if options.dynamic_size and (fmt != "onnx" or options.opset > 17):
         raise ExportError("--dynamic-size applies to onnx at opset 17 or lower (TorchScript files take any size)")
-    if lite and format != "torchscript":
+    if options.lite and fmt != "torchscript":
         raise ExportError("--lite applies to the torchscript format only")
-    if include_preprocessing and format not in ("torchscript", "onnx"):
+    if options.include_preprocessing and fmt not in ("torchscript", "onnx"):
         raise ExportError(
-            f"--include-preprocessing is available for torchscript and onnx exports, not {format}; export the "
+            f"--include-preprocessing is available for torchscript and onnx exports, not {fmt}; export the "
             "model alone and preprocess in the app"
         )
-    if quantize is not None:
-        if quantize not in METHODS:
-            raise ExportError(f"unknown quantization {quantize!r}; choose one of {', '.join(METHODS)}")
-        if format not in ("onnx", "executorch"):
-            raise ExportError(f"--quantize int8 is available for onnx and executorch exports, not {format}")
-        if include_preprocessing:
+    if options.quantize is not None:
+        if options.quantize not in METHODS:
+            raise ExportError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(METHODS)}")
+        if fmt not in ("onnx", "executorch"):
+            raise ExportError(f"--quantize int8 is available for onnx and executorch exports, not {fmt}")
+        if options.include_preprocessing:
             raise ExportError("--quantize does not combine with --include-preprocessing yet; export the model alone")
-        if calibration is None:
+        if options.calibration is None:
             raise ExportError("--quantize int8 needs --calibration DIR: a folder of representative photos")
-    if include_preprocessing and dynamic_size:
+    if options.include_preprocessing and options.dynamic_size:
         raise ExportError("--dynamic-size does not apply with --include-preprocessing: the image input takes any size")
+
+
+@dataclass
+class _Job:
+    """One image-model export: the eager model, the check batch and what the writer reports."""
+
+    eager: nn.Module
+    output: Path
+    options: ExportOptions
+    config: PreprocessConfig
+    height: int
+    width: int
+    images: list
+    batch: torch.Tensor
+    notes: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    calibration: list = field(default_factory=list)
+
+
+@dataclass
+class _Written:
+    """What a format writer hands back: the file's runner, its outputs on the check batch."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    runtime: str
+    actual: torch.Tensor
+    latency_input: torch.Tensor
+    dynamic_batch: bool
+    max_batch: Optional[int] = None
+
+
+def _export_image_model(model: nn.Module, output: Path, options: ExportOptions) -> ExportReport:
+    _check_image_model_options(options)
     config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig()
-    height, width = tuple(image_size) if image_size else tuple(config.input_size)
+    height, width = tuple(options.image_size) if options.image_size else tuple(config.input_size)
     eager = copy.deepcopy(model).eval()
-    if fuse and hasattr(eager, "fuse"):
+    if options.fuse and hasattr(eager, "fuse"):
         eager = eager.fuse()
-
-    images, source = check_inputs(check_images, max_check_images)
+    if options.format == "coreml":
+        return _coreml_report(eager, output, options, config, height, width)
+    images, source = check_inputs(options.check_images, options.max_check_images)
     preprocess = ImagePreprocess(_with_size(config, height, width))
-    batch = torch.stack([preprocess(image) for image in images])
+    job = _Job(eager, output, options, config, height, width, images, torch.stack([preprocess(i) for i in images]))
+    if options.quantize is not None:
+        job.calibration = _calibration_batches(options, preprocess, job.details)
     with torch.inference_mode():
-        expected = eager(batch)
-
-    output = Path(output)
-    notes: list[str] = []
-    format_details: dict[str, Any] = {}
-    calibration_batches: list[torch.Tensor] = []
-    if quantize is not None:
-        paths = list_images(calibration)[:max_calibration_images]
-        if not paths:
-            raise ExportError(f"{calibration}: no calibration images found")
-        calibration_batches = [preprocess(load_image(p))[None] for p in paths]
-        format_details["quantization"] = {"method": quantize, "calibration_images": len(paths),
-                                          "calibration_source": str(calibration)}
-    if format == "torchscript":
-        run, runtime = _export_torchscript(eager, output, include_preprocessing, lite, config, height, width, notes)
-        if include_preprocessing:
-            actual, latency_input = _run_on_photos(run, images, notes)
-        else:
-            actual = run(batch)
-            latency_input = batch[:1]
-    elif format == "onnx" and include_preprocessing:
-        from .onnx_preprocessing import export_onnx_with_preprocessing
-
-        opset = max(opset, 18)  # the antialiased Resize needs opset 18
-        run, runtime, format_details = export_onnx_with_preprocessing(
-            eager, output, _with_size(config, height, width), opset, images, notes, EXTRAS["onnx"]
-        )
-        actual, latency_input = _run_on_photos(run, images, notes)
-        dynamic_batch = False
-    elif format == "tflite":
-        from .tflite import export_tflite
-
-        run, runtime, format_details = export_tflite(eager, output, height, width, notes)
-        dynamic_batch = False
-        actual = torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
-        latency_input = batch[:1]
-    elif format == "onnx" and quantize is not None:
-        with tempfile.TemporaryDirectory() as folder:
-            fp32_path = Path(folder) / "fp32.onnx"
-            fp32_run, runtime = _export_onnx(eager, fp32_path, height, width, dynamic_batch, dynamic_size, opset)
-            quantize_onnx_static(fp32_path, output, calibration_batches, "pixel_values")
-            fp32_bytes = file_size(fp32_path)
-        run = _onnx_runner(output)
-        notes.append("int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 "
-                     "activations) of convolutions and weight matmuls; attention matmuls and softmax stay fp32")
-        actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
-        latency_input = batch[:1]
-        format_details["quantization"] |= _compare_with_fp32(run, fp32_run, fp32_bytes, output, latency_input,
-                                                             latency_runs)
-    elif format == "onnx":
-        run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, dynamic_size, opset)
-        actual = run(batch) if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
-        latency_input = batch[:1]
-    elif format == "executorch" and quantize is not None:
-        # PT2E captures one static shape: int8 programs take batch 1
-        dynamic_batch = False
-        program = _export_executorch(eager, output, height, width, False, 1, calibration_batches)
-        run, runtime = program.run, program.runtime
-        format_details["outside_delegate"] = program.outside_delegate
-        with tempfile.TemporaryDirectory() as folder:
-            fp32_path = Path(folder) / "fp32.pte"
-            fp32_run = _export_executorch(eager, fp32_path, height, width, False, 1).run
-            fp32_bytes = file_size(fp32_path)
-            notes.append("int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
-                         "int8 activations), batch 1")
-            actual = torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
-            latency_input = batch[:1]
-            format_details["quantization"] |= _compare_with_fp32(run, fp32_run, fp32_bytes, output, latency_input,
-                                                                 latency_runs)
-    elif format == "executorch":
-        program = _export_executorch(eager, output, height, width, dynamic_batch, max_batch)
-        if dynamic_batch and program.planned_batch < max_batch:
-            notes.append(f"the ExecuTorch memory planner bounded the batch at {program.planned_batch} "
-                         f"(asked for up to {max_batch})")
-            max_batch = program.planned_batch
-        if dynamic_batch and not _runs_at(program.run, [1, max_batch], height, width):
-            # The XNNPACK delegate can keep a tensor at the example's batch (ExecuTorch 1.5;
-            # seen: mobilevitv2_050 at 224x320): a static batch-1 program is what runs.
-            notes.append("dynamic batch failed in the ExecuTorch runtime for this model: exported with batch 1")
-            dynamic_batch, max_batch = False, 1
-            program = _export_executorch(eager, output, height, width, False, 1)
-        run, runtime = program.run, program.runtime
-        format_details["outside_delegate"] = program.outside_delegate
-        notes += [note for note in [_outside_delegate_note(program.outside_delegate)] if note]
-        actual = torch.cat([run(batch[i : i + max_batch]) for i in range(0, len(batch), max_batch)]) \
-            if dynamic_batch else torch.cat([run(batch[i : i + 1]) for i in range(len(batch))])
-        latency_input = batch[:1]
+        expected = eager(job.batch)
+    written = _WRITERS[_writer_key(options)](job)
+    top1, top5 = topk_agreement(written.actual, expected)
+    if options.include_preprocessing:
+        eager_ms = median_ms(lambda: eager(preprocess(images[0])[None]), options.latency_runs)
     else:
-        runtime = _export_coreml(eager, output, height, width, config, coreml_precision, notes)
-        return write_report(ExportReport(
-            format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
-            dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
-            max_abs_diff=None, top1_agreement=None, top5_agreement=None, eager_latency_ms=None,
-            exported_latency_ms=None, runtime=runtime, notes=notes,
-            details={"preprocess": asdict(config), "precision": coreml_precision, "threads": torch.get_num_threads()},
-        ))
+        eager_ms = median_ms(lambda: eager(job.batch[:1]), options.latency_runs)
+    return write_report(ExportReport(
+        format=options.format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
+        dynamic_batch=written.dynamic_batch, include_preprocessing=options.include_preprocessing,
+        check_images=len(images), check_source=source,
+        max_abs_diff=float((written.actual.float() - expected.float()).abs().max()),
+        top1_agreement=top1, top5_agreement=top5, eager_latency_ms=eager_ms,
+        exported_latency_ms=median_ms(lambda: written.run(written.latency_input), options.latency_runs),
+        runtime=written.runtime, notes=job.notes,
+        details={"preprocess": asdict(config), "opset": options.opset if options.format == "onnx" else None,
+                 "lite": options.lite, "fused": bool(options.fuse and hasattr(model, "fuse")),
+                 "threads": torch.get_num_threads(), "max_batch": written.max_batch,
+                 "dynamic_size": options.dynamic_size} | job.details,
+    ))
 
-    agreement = topk_agreement(actual, expected)
-    eager_input = batch[:1]
-    if include_preprocessing:
-        eager_ms = median_ms(lambda: eager(preprocess(images[0])[None]), latency_runs)
-    else:
-        eager_ms = median_ms(lambda: eager(eager_input), latency_runs)
-    exported_ms = median_ms(lambda: run(latency_input), latency_runs)
-    report = ExportReport(
-        format=format,
-        path=str(output),
-        file_bytes=file_size(output),
-        input_size=(height, width),
-        dynamic_batch=dynamic_batch if format in ("onnx", "executorch", "tflite") else True,
-        include_preprocessing=include_preprocessing,
-        check_images=len(images),
-        check_source=source,
-        max_abs_diff=float((actual.float() - expected.float()).abs().max()),
-        top1_agreement=agreement[0],
-        top5_agreement=agreement[1],
-        eager_latency_ms=eager_ms,
-        exported_latency_ms=exported_ms,
-        runtime=runtime,
-        notes=notes,
-        details={"preprocess": asdict(config), "opset": opset if format == "onnx" else None, "lite": lite,
-                 "fused": bool(fuse and hasattr(model, "fuse")), "threads": torch.get_num_threads(),
-                 "max_batch": max_batch if format == "executorch" else None, "dynamic_size": dynamic_size}
-        | format_details,
+
+def _calibration_batches(options: ExportOptions, preprocess: ImagePreprocess, details: dict) -> list[torch.Tensor]:
+    paths = list_images(options.calibration)[: options.max_calibration_images]
+    if not paths:
+        raise ExportError(f"{options.calibration}: no calibration images found")
+    details["quantization"] = {"method": options.quantize, "calibration_images": len(paths),
+                               "calibration_source": str(options.calibration)}
+    return [preprocess(load_image(p))[None] for p in paths]
+
+
+def _writer_key(options: ExportOptions) -> str:
+    if options.include_preprocessing:
+        return options.format + "+preprocessing"
+    if options.quantize is not None:
+        return options.format + "+" + options.quantize
+    return options.format
+
+
+def _one_at_a_time(run, batch: torch.Tensor, step: int = 1) -> torch.Tensor:
+    return torch.cat([run(batch[i : i + step]) for i in range(0, len(batch), step)])
+
+
+def _write_torchscript(job: _Job) -> _Written:
+    options = job.options
+    run, runtime = _export_torchscript(job.eager, job.output, options.include_preprocessing, options.lite,
+                                       job.config, job.height, job.width, job.notes)
+    if options.include_preprocessing:
+        actual, latency_input = _run_on_photos(run, job.images, job.notes)
+        return _Written(run, runtime, actual, latency_input, True)
+    return _Written(run, runtime, run(job.batch), job.batch[:1], True)
+
+
+def _write_onnx_with_preprocessing(job: _Job) -> _Written:
+    from .onnx_preprocessing import export_onnx_with_preprocessing
+
+    opset = max(job.options.opset, 18)  # the antialiased Resize needs opset 18
+    run, runtime, details = export_onnx_with_preprocessing(
+        job.eager, job.output, _with_size(job.config, job.height, job.width), opset, job.images, job.notes,
+        EXTRAS["onnx"],
     )
-    return write_report(report)
+    job.details.update(details, opset=opset)
+    actual, latency_input = _run_on_photos(run, job.images, job.notes)
+    return _Written(run, runtime, actual, latency_input, False)
+
+
+def _write_onnx(job: _Job) -> _Written:
+    options = job.options
+    run, runtime = _export_onnx(job.eager, job.output, job.height, job.width, options.dynamic_batch,
+                                options.dynamic_size, options.opset)
+    actual = run(job.batch) if options.dynamic_batch else _one_at_a_time(run, job.batch)
+    return _Written(run, runtime, actual, job.batch[:1], options.dynamic_batch)
+
+
+def _write_onnx_int8(job: _Job) -> _Written:
+    options = job.options
+    with tempfile.TemporaryDirectory() as folder:
+        fp32_path = Path(folder) / "fp32.onnx"
+        fp32_run, runtime = _export_onnx(job.eager, fp32_path, job.height, job.width, options.dynamic_batch,
+                                         options.dynamic_size, options.opset)
+        quantize_onnx_static(fp32_path, job.output, job.calibration, "pixel_values")
+        fp32_bytes = file_size(fp32_path)
+    run = _onnx_runner(job.output)
+    job.notes.append("int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 "
+                     "activations) of convolutions and weight matmuls; attention matmuls and softmax stay fp32")
+    actual = run(job.batch) if options.dynamic_batch else _one_at_a_time(run, job.batch)
+    job.details["quantization"] |= _compare_with_fp32(run, fp32_run, fp32_bytes, job.output, job.batch[:1],
+                                                      options.latency_runs)
+    return _Written(run, runtime, actual, job.batch[:1], options.dynamic_batch)
+
+
+def _write_tflite(job: _Job) -> _Written:
+    from .tflite import export_tflite
+
+    run, runtime, details = export_tflite(job.eager, job.output, job.height, job.width, job.notes)
+    job.details.update(details)
+    return _Written(run, runtime, _one_at_a_time(run, job.batch), job.batch[:1], False)
+
+
+def _write_executorch_int8(job: _Job) -> _Written:
+    # PT2E captures one static shape: int8 programs take batch 1
+    program = _export_executorch(job.eager, job.output, job.height, job.width, False, 1, job.calibration)
+    job.details["outside_delegate"] = program.outside_delegate
+    with tempfile.TemporaryDirectory() as folder:
+        fp32_path = Path(folder) / "fp32.pte"
+        fp32_run = _export_executorch(job.eager, fp32_path, job.height, job.width, False, 1).run
+        job.notes.append("int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
+                         "int8 activations), batch 1")
+        actual = _one_at_a_time(program.run, job.batch)
+        job.details["quantization"] |= _compare_with_fp32(program.run, fp32_run, file_size(fp32_path), job.output,
+                                                          job.batch[:1], job.options.latency_runs)
+    return _Written(program.run, program.runtime, actual, job.batch[:1], False, 1)
+
+
+def _write_executorch(job: _Job) -> _Written:
+    dynamic_batch, max_batch = job.options.dynamic_batch, job.options.max_batch
+    program = _export_executorch(job.eager, job.output, job.height, job.width, dynamic_batch, max_batch)
+    if dynamic_batch and program.planned_batch < max_batch:
+        job.notes.append(f"the ExecuTorch memory planner bounded the batch at {program.planned_batch} "
+                         f"(asked for up to {max_batch})")
+        max_batch = program.planned_batch
+    if dynamic_batch and not _runs_at(program.run, [1, max_batch], job.height, job.width):
+        # The XNNPACK delegate can keep a tensor at the example's batch (ExecuTorch 1.5;
+        # seen: mobilevitv2_050 at 224x320): a static batch-1 program is what runs.
+        job.notes.append("dynamic batch failed in the ExecuTorch runtime for this model: exported with batch 1")
+        dynamic_batch, max_batch = False, 1
+        program = _export_executorch(job.eager, job.output, job.height, job.width, False, 1)
+    job.details["outside_delegate"] = program.outside_delegate
+    job.notes += [note for note in [_outside_delegate_note(program.outside_delegate)] if note]
+    actual = _one_at_a_time(program.run, job.batch, max_batch if dynamic_batch else 1)
+    return _Written(program.run, program.runtime, actual, job.batch[:1], dynamic_batch, max_batch)
+
+
+_WRITERS: dict[str, Callable[[_Job], _Written]] = {
+    "torchscript": _write_torchscript,
+    "torchscript+preprocessing": _write_torchscript,
+    "onnx": _write_onnx,
+    "onnx+preprocessing": _write_onnx_with_preprocessing,
+    "onnx+int8": _write_onnx_int8,
+    "executorch": _write_executorch,
+    "executorch+int8": _write_executorch_int8,
+    "tflite": _write_tflite,
+}
+
+
+def _coreml_report(eager: nn.Module, output: Path, options: ExportOptions, config, height: int, width: int):
+    notes: list[str] = []
+    runtime = _export_coreml(eager, output, height, width, config, options.coreml_precision, notes)
+    return write_report(ExportReport(
+        format=options.format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
+        dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
+        max_abs_diff=None, top1_agreement=None, top5_agreement=None, eager_latency_ms=None,
+        exported_latency_ms=None, runtime=runtime, notes=notes,
+        details={"preprocess": asdict(config), "precision": options.coreml_precision,
+                 "threads": torch.get_num_threads()},
+    ))
 
 
 def _with_size(config: PreprocessConfig, height: int, width: int) -> PreprocessConfig:
