@@ -33,6 +33,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--output-dir", default="bench-results", help="folder for bench.md/json/png (default bench-results)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:

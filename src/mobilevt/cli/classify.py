@@ -20,6 +20,7 @@ def add_predict_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run_predict)
 
 
 def add_evaluate_parser(sub) -> None:
@@ -43,6 +44,7 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--distributed", action="store_true", help="force distributed mode (automatic under torchrun)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run_evaluate)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

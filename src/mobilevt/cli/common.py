@@ -6,6 +6,30 @@ import sys
 from torch import nn
 
 
+def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, json_help: str) -> None:
+    """The arguments ``segment`` and ``detect`` share: images or ``--evaluate DATA``, the
+    model and its weights, where the pictures go, and the evaluation's batching."""
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", help=f"a {family}_* model (default: the one a mobilevt weights file records, "
+                   f"else {default_model})")
+    p.add_argument("--weights", default="DEFAULT", help="weights tag, file, folder, URL or hf-hub:<repo> (default: "
+                   "the model's published weights; 'none' for random)")
+    p.add_argument("--out", default=".", help=f"folder for {out_help} (default: the current folder)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--split", default="val", help="--evaluate: the dataset split (default val)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", "-o", help="--evaluate: write the scores as JSON to this file")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+
+
+def check_images_or_evaluate(args, what: str, metric: str) -> None:
+    if args.evaluate is None and not args.inputs:
+        raise ValueError(f"give images to {what}, or --evaluate DATA for {metric}")
+    if args.evaluate is not None and args.inputs:
+        raise ValueError(f"give either images to {what} or --evaluate DATA, not both")
+
+
 def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     """``--model``/``--weights`` to a model in eval mode.
 

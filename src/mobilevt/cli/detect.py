@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import create_model_from_args, model_name_from_args
+from .common import add_dense_task_arguments, check_images_or_evaluate, create_model_from_args, model_name_from_args
 
 
 def add_detect_parser(sub) -> None:
@@ -17,28 +17,16 @@ def add_detect_parser(sub) -> None:
         "(<stem>_detections.png); or, with --evaluate, compute COCO mAP (pycocotools) on an images folder and "
         "its COCO-format annotation file.",
     )
-    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", help="an ssdlite_* model (default: the one a mobilevt weights file records, "
-                   "else ssdlite_mobilevit_s)")
-    p.add_argument(
-        "--weights",
-        default="DEFAULT",
-        help="weights tag, file, URL or hf-hub:<repo> (default: the model's published weights; 'none' for random)",
-    )
-    p.add_argument("--out", default=".", help="folder for the drawn PNGs (default: the current folder)")
+    add_dense_task_arguments(p, "ssdlite", "ssdlite_mobilevit_s", "the drawn PNGs",
+                             "print JSON (per image: its boxes; or the scores)")
     p.add_argument("--threshold", type=float, default=None,
                    help="lowest score of a box to keep (default 0.3; --evaluate uses the model's 0.01 unless given)")
-    p.add_argument("--json", action="store_true", help="print JSON (per image: its boxes; or the scores)")
     p.add_argument("--evaluate", metavar="DATA",
                    help="report COCO mAP on DATA: an images folder with --annotations, or a COCO-layout folder "
                    "(annotations/instances_<split>2017.json + <split>2017/)")
     p.add_argument("--annotations", help="--evaluate: the COCO instances JSON of the images folder")
-    p.add_argument("--split", default="val", help="--evaluate on a COCO-layout folder: the split (default val)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--output", "-o", help="--evaluate: write the scores as JSON to this file")
     p.add_argument("--results", help="--evaluate: write the detections in COCO results format to this file")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+    p.set_defaults(func=run_detect)
 
 
 def run_detect(args) -> int:
@@ -48,10 +36,7 @@ def run_detect(args) -> int:
     entry = mobilevt.get_model_entry(args.model)
     if entry.task != "object-detection":
         raise ValueError(f"{args.model} is a {entry.task} model; mobilevt detect takes an ssdlite_* model")
-    if args.evaluate is None and not args.inputs:
-        raise ValueError("give images to detect objects in, or --evaluate DATA for COCO mAP")
-    if args.evaluate is not None and args.inputs:
-        raise ValueError("give either images or --evaluate DATA, not both")
+    check_images_or_evaluate(args, "detect objects in", "COCO mAP")
     model = create_model_from_args(args.model, args.weights).fuse()
     if args.evaluate is not None:
         return _evaluate(model, args)

@@ -33,6 +33,7 @@ def add_export_parser(sub) -> None:
     from .vqa import add_mobivqa_arguments
 
     add_mobivqa_arguments(p)
+    p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:

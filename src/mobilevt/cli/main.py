@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="table of every model: params, MACs, published accuracy, weights")
     models.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'mobilevitv2_*'")
     models.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    models.set_defaults(func=lambda args: _models_table(args.pattern, args.json))
     classify.add_predict_parser(sub)
     classify.add_evaluate_parser(sub)
     export.add_export_parser(sub)
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return args.func(args)
     except _user_errors() as exc:
         # A wrong name, path, file or option: one line saying what and how to fix it.
         message = str(exc).strip().replace("\n", " ")
@@ -137,28 +138,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         UnknownModelError, WeightsNotFoundError, CheckpointMismatchError, DatasetLayoutError, ImageDecodeError,
         ExportError, ConfigError, TrainingError, ValueError, ImportError,
     )
-
-
-def _run(args) -> int:
-    if args.command == "models":
-        return _models_table(args.pattern, args.json)
-    if args.command == "predict":
-        return classify.run_predict(args)
-    if args.command == "evaluate":
-        return classify.run_evaluate(args)
-    if args.command == "export":
-        return export.run_export(args)
-    if args.command == "train":
-        return train.run_train(args)
-    if args.command == "bench":
-        return bench.run_bench(args)
-    if args.command == "vqa":
-        return vqa.run_vqa(args)
-    if args.command == "segment":
-        return segment.run_segment(args)
-    if args.command == "detect":
-        return detect.run_detect(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import create_model_from_args, model_name_from_args
+from .common import add_dense_task_arguments, check_images_or_evaluate, create_model_from_args, model_name_from_args
 
 
 def add_segment_parser(sub) -> None:
@@ -17,23 +17,11 @@ def add_segment_parser(sub) -> None:
         "(<stem>_mask.png, VOC colours) and the image with the classes blended in (<stem>_overlay.png); or, "
         "with --evaluate, the mean IoU on a PASCAL VOC- or ADE20K-layout folder.",
     )
-    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", help="a deeplabv3_* model (default: the one a mobilevt weights file records, "
-                   "else deeplabv3_mobilevit_s)")
-    p.add_argument(
-        "--weights",
-        default="DEFAULT",
-        help="weights tag, file, folder, URL or hf-hub:<repo> (default: the model's published weights; 'none' for random)",
-    )
-    p.add_argument("--out", default=".", help="folder for the mask and overlay PNGs (default: the current folder)")
-    p.add_argument("--json", action="store_true", help="print JSON (per image: class pixel fractions; or the scores)")
+    add_dense_task_arguments(p, "deeplabv3", "deeplabv3_mobilevit_s", "the mask and overlay PNGs",
+                             "print JSON (per image: class pixel fractions; or the scores)")
     p.add_argument("--evaluate", metavar="DATA", help="report mIoU on this dataset folder instead of segmenting images")
-    p.add_argument("--split", default="val", help="dataset split for --evaluate (default val)")
     p.add_argument("--layout", choices=("voc", "ade20k"), help="dataset layout (default: detected)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--output", "-o", help="--evaluate: write the scores as JSON to this file")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+    p.set_defaults(func=run_segment)
 
 
 def run_segment(args) -> int:
@@ -43,10 +31,7 @@ def run_segment(args) -> int:
     entry = mobilevt.get_model_entry(args.model)
     if entry.task != "semantic-segmentation":
         raise ValueError(f"{args.model} is a {entry.task} model; mobilevt segment takes a deeplabv3_* model")
-    if args.evaluate is None and not args.inputs:
-        raise ValueError("give images to segment, or --evaluate DATA for mIoU on a dataset folder")
-    if args.evaluate is not None and args.inputs:
-        raise ValueError("give either images to segment or --evaluate DATA, not both")
+    check_images_or_evaluate(args, "segment", "mIoU on a dataset folder")
     model = create_model_from_args(args.model, args.weights)
     model = model.fuse() if hasattr(model, "fuse") else model
     if args.evaluate is not None:

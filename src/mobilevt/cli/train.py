@@ -18,6 +18,7 @@ def add_train_parser(sub) -> None:
     mode.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
     mode.add_argument("--overwrite", action="store_true",
                       help="delete an earlier run's files in OUTPUT_DIR first (default: refuse a used folder)")
+    p.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:

@@ -25,6 +25,7 @@ def add_vqa_parser(sub) -> None:
     p.add_argument("--topk", type=int, default=5, help="answers to print (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_mobivqa_arguments(p)
+    p.set_defaults(func=run_vqa)
 
 
 def add_mobivqa_arguments(p) -> None:
