@@ -29,17 +29,17 @@ from pathlib import Path
 import torch
 
 from mobilevt.fileio import atomic_path, write_text_atomic
-from mobilevt.models.vilt import ViltForQuestionAnswering, build_vilt_b32_vqa
+from mobilevt.models.mobivqa import MobiVqaVilt, build_vilt_b32_vqa
 from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_vqa, load_easy_vqa, train_exit_heads, train_vqa
 
 
-def build_model(config: dict, answers: list[str]) -> ViltForQuestionAnswering:
+def build_model(config: dict, answers: list[str]) -> MobiVqaVilt:
     model = build_vilt_b32_vqa(num_answers=len(answers), answers=answers, **config["arch"])
     model.add_early_exits(config["exit_layers"], predictor_layer=config["predictor_layer"])
     return model
 
 
-def train_or_load(args, train, answers) -> tuple[ViltForQuestionAnswering, dict]:
+def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
     from safetensors.torch import load_file
 
     run_dir = Path(args.run_dir)
@@ -85,7 +85,7 @@ def train_or_load(args, train, answers) -> tuple[ViltForQuestionAnswering, dict]
     return model.eval(), config
 
 
-def _save(model: ViltForQuestionAnswering, config: dict, weights_path: Path, config_path: Path) -> None:
+def _save(model: MobiVqaVilt, config: dict, weights_path: Path, config_path: Path) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(weights_path) as tmp:
@@ -108,7 +108,7 @@ def settings(num_layers: int, exit_layers: list[int]) -> list[tuple[str, dict, t
     return rows
 
 
-def configure(model: ViltForQuestionAnswering, exit_kwargs: dict, pruning: tuple[int, float]) -> None:
+def configure(model: MobiVqaVilt, exit_kwargs: dict, pruning: tuple[int, float]) -> None:
     model.set_early_exit(**exit_kwargs)
     model.set_token_pruning(*pruning)
 

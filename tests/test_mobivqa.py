@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mobilevt.models.vilt import ViltForQuestionAnswering, build_vilt_b32_vqa, prune_image_tokens, text_to_image_attention
+from mobilevt.models.mobivqa import MobiVqaVilt, build_vilt_b32_vqa, prune_image_tokens, text_to_image_attention
 from mobilevt.training.vqa import VqaSplit, train_exit_heads
 
 SMALL = dict(hidden_size=64, num_layers=6, num_heads=4, mlp_dim=128, image_size=128, patch_size=16, vocab_size=300)
@@ -30,7 +30,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def _model(seed: int = 0) -> ViltForQuestionAnswering:
+def _model(seed: int = 0) -> MobiVqaVilt:
     model = build_vilt_b32_vqa(num_answers=7, **SMALL)
     model.add_early_exits(EXIT_LAYERS, predictor_layer=2)
     return _randomize(model, seed)
@@ -382,3 +382,20 @@ def test_evaluate_vqa_accuracy_by_answer_group():
     # a group naming an answer no question has (index 7) is allowed, and empty groups are NaN
     extra = evaluate_vqa(Fixed(predictions), split, answer_groups={**groups, "other": [7]})
     assert extra["by_group"]["shape"] == pytest.approx(2 / 3) and extra["by_group"]["other"] != extra["by_group"]["other"]
+
+
+def test_plain_vilt_has_no_mobivqa_parts_and_equals_mobivqa_switched_off():
+    from mobilevt.models.mobivqa import ExitMode
+    from mobilevt.models.vilt import ViltForQuestionAnswering
+
+    mobivqa = _model()
+    plain = ViltForQuestionAnswering(mobivqa.arch, num_answers=mobivqa.num_answers).eval()
+    state = {k: v for k, v in mobivqa.state_dict().items() if not k.startswith(("exit_heads.", "exit_predictor."))}
+    plain.load_state_dict(state, strict=True)
+    assert not hasattr(plain, "exit_mode") and not hasattr(plain, "add_early_exits")
+    assert ExitMode(mobivqa.exit_mode) is ExitMode.OFF and mobivqa.prune_layer == 0
+    inputs = mobivqa.example_inputs(2, (64, 96))
+    with torch.no_grad():
+        assert torch.equal(plain(*inputs), mobivqa(*inputs))
+    mobivqa.set_early_exit(threshold=0.5)
+    assert ExitMode(mobivqa.exit_mode) is ExitMode.CONFIDENCE and ExitMode.CONFIDENCE.label == "confidence-threshold"

@@ -42,6 +42,7 @@ import torch
 
 from ..fileio import atomic_path, write_text_atomic
 from .errors import ExportError
+from ..models.mobivqa import ExitMode
 from .backends import (
     executorch_runner,
     onnx_runner,
@@ -163,13 +164,12 @@ def _write_side_files(pipeline, output: Path) -> dict[str, str]:
 
 
 _INPUT_NAMES = ["input_ids", "attention_mask", "pixel_values", "pixel_mask"]
-_EXIT_MODE_NAMES = {1: "confidence-threshold", 2: "exit-predictor", 3: "fixed"}
 
 
 def has_data_dependent_exit(model) -> bool:
     """Whether ``model``'s early exit decides from the data (confidence threshold or exit
     predictor): those export with ``torch.cond`` only."""
-    return int(getattr(model, "exit_mode", 0)) in (1, 2)
+    return int(getattr(model, "exit_mode", ExitMode.OFF)) in (ExitMode.CONFIDENCE, ExitMode.PREDICTOR)
 
 
 def mobivqa_settings(model) -> dict[str, Any]:
@@ -178,16 +178,16 @@ def mobivqa_settings(model) -> dict[str, Any]:
     pruning = None
     if int(getattr(model, "prune_layer", 0)) > 0:
         pruning = {"after_layer": int(model.prune_layer), "keep_ratio": float(model.prune_keep_ratio)}
-    mode = int(getattr(model, "exit_mode", 0))
+    mode = ExitMode(int(getattr(model, "exit_mode", ExitMode.OFF)))
     exit_setting: Optional[dict[str, Any]] = None
-    if mode == 1:
-        exit_setting = {"mode": _EXIT_MODE_NAMES[mode], "threshold": float(model.exit_threshold),
+    if mode == ExitMode.CONFIDENCE:
+        exit_setting = {"mode": mode.label, "threshold": float(model.exit_threshold),
                         "score": "softmax" if model.exit_softmax else "sigmoid", "exit_layers": list(model.exit_layers)}
-    elif mode == 2:
-        exit_setting = {"mode": _EXIT_MODE_NAMES[mode], "predictor_layer": int(model.predictor_layer),
+    elif mode == ExitMode.PREDICTOR:
+        exit_setting = {"mode": mode.label, "predictor_layer": int(model.predictor_layer),
                         "exit_layers": list(model.exit_layers)}
-    elif mode == 3:
-        exit_setting = {"mode": _EXIT_MODE_NAMES[mode], "layer": int(model.fixed_exit_layer)}
+    elif mode == ExitMode.FIXED:
+        exit_setting = {"mode": mode.label, "layer": int(model.fixed_exit_layer)}
     return {"token_pruning": pruning, "early_exit": exit_setting}
 
 
@@ -238,7 +238,7 @@ def export_vilt_onnx(
             program.save(str(tmp))
             onnx.checker.check_model(onnx.load(str(tmp)))
         if notes is not None:
-            notes.append(f"{_EXIT_MODE_NAMES[int(model.exit_mode)]} early exit exported with torch.cond: ONNX If "
+            notes.append(f"{ExitMode(int(model.exit_mode)).label} early exit exported with torch.cond: ONNX If "
                          f"nodes skip the layers after an exit (opset {opset})")
     else:
         if opset > 17:
@@ -273,7 +273,7 @@ def export_vilt_executorch(
     Returns a runner of the written file, the runtime's name and whether the image size is
     dynamic."""
     if has_data_dependent_exit(model):
-        mode = _EXIT_MODE_NAMES[int(model.exit_mode)]
+        mode = ExitMode(int(model.exit_mode)).label
         raise ExportError(
             f"ExecuTorch cannot export the {mode} early exit: it decides from the data whether to run the next "
             "layers (torch.cond), and the XNNPACK delegate does not lower the layers inside torch.cond branches "

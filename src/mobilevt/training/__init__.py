@@ -10,6 +10,7 @@ __all__ = [
     "TrainingError",
     "builtin_recipes",
     "load_config",
+    "register_task",
     "train",
     "warmup_cosine",
 ]

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..fileio import write_text_atomic
-from ..models.vilt import ViltForQuestionAnswering
+from ..models.mobivqa import MobiVqaVilt
 from .trainer import parameter_groups, warmup_cosine
 
 __all__ = [
@@ -170,7 +170,7 @@ def shift_and_flip(images: torch.Tensor, max_shift: int, generator: Optional[tor
 
 
 def train_vqa(
-    model: ViltForQuestionAnswering,
+    model: MobiVqaVilt,
     train: VqaSplit,
     epochs: float = 2.0,
     batch_size: int = 64,
@@ -224,7 +224,7 @@ def train_vqa(
 
 
 def exit_states(
-    model: ViltForQuestionAnswering, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor
+    model: MobiVqaVilt, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor
 ) -> tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The encoder states after each exit layer (a list aligned with
     ``model.exit_layers``), the states after ``model.predictor_layer`` and the key
@@ -242,7 +242,7 @@ def exit_states(
 
 
 def train_exit_heads(
-    model: ViltForQuestionAnswering,
+    model: MobiVqaVilt,
     train: VqaSplit,
     epochs: float = 1.0,
     batch_size: int = 128,
@@ -302,7 +302,7 @@ def train_exit_heads(
 
 
 @torch.no_grad()
-def _earliest_correct_exit(model: ViltForQuestionAnswering, states: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+def _earliest_correct_exit(model: MobiVqaVilt, states: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """Per question the index of the first exit head whose top answer is right, else
     ``len(exit_layers)`` (run the full model)."""
     target = torch.full_like(labels, len(model.exit_layers))
@@ -321,7 +321,7 @@ def evaluate_vqa(
     answer_groups: Optional[Dict[str, Sequence[int]]] = None,
 ) -> dict:
     """Accuracy (top answer) of ``model`` on ``split`` (the first ``limit`` questions),
-    and, for a :class:`ViltForQuestionAnswering`, the mean number of layers run. With
+    and, for a :class:`MobiVqaVilt`, the mean number of layers run. With
     ``answer_groups`` (name -> answer indices, e.g. easy-VQA's colours, shapes, yes/no:
     :func:`easy_vqa_answer_groups`), also ``by_group``: the accuracy on the questions whose
     true answer is in each group."""
@@ -338,7 +338,7 @@ def evaluate_vqa(
     group_count = torch.zeros(len(names) + 1, dtype=torch.long)
     for rows in _batches(count, batch_size, shuffle=False, seed=0):
         input_ids, attention_mask, pixel_values, labels = split.batch(rows)
-        if isinstance(model, ViltForQuestionAnswering):
+        if isinstance(model, MobiVqaVilt):
             logits, exit_layer = model.forward_with_exit(input_ids, attention_mask, pixel_values)
             layers_run += float(exit_layer.to(torch.float64).sum())
         else:
