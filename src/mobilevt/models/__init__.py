@@ -4,9 +4,10 @@ from ..data.vilt_preprocess import ViltImageSizeRule
 from .mobivqa import ExitMode, MobiVqaVilt  # registers vilt_b32_vqa
 from .vilt import ViltArch, ViltForQuestionAnswering
 
-# last: registers an SSDLite detector for every MobileViT classifier registered above
+# the task models, registered from their literal tables (after the classifiers: the order
+# of list_models())
 from .ssdlite import SSDLite, SSDLiteConfig  # noqa: E402
-from .deeplabv3 import DeepLabV3  # noqa: E402  (likewise a DeepLabV3 segmenter)
+from .deeplabv3 import DeepLabV3  # noqa: E402
 
 __all__ = [
     "DeepLabV3", "MobileViT", "MobileViTArch", "SSDLite", "SSDLiteConfig", "StageConfig", "ViltArch", "ViltForQuestionAnswering",

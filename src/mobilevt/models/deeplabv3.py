@@ -26,7 +26,8 @@ from torch import nn
 
 from ..layers import ConvNormAct, MobileViTV2Block
 from ..layers.aspp import ASPP, ConvNormReLU
-from ..registry import ModelEntry, get_model_entry, list_models, register_model
+from ..registry import ModelEntry, get_model_entry, register_model
+from . import mobilevit  # noqa: F401  (registers the backbones first)
 from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
 from ..weights.entries import PreprocessConfig, Weights
 
@@ -254,15 +255,15 @@ _V1_PUBLISHED = {
     "mobilevit_xs": ("apple/deeplabv3-mobilevit-x-small", 2.9, 77.1),
     "mobilevit_s": ("apple/deeplabv3-mobilevit-small", 6.4, 79.1),
 }
-# v2 (ml-cvnets model zoo): width -> (VOC params M, VOC mIoU, ADE20K params M, ADE20K mIoU)
+# v2 (ml-cvnets model zoo): backbone -> (width, VOC params M, VOC mIoU, ADE20K params M, ADE20K mIoU)
 _V2_PUBLISHED = {
-    0.5: (6.2, 75.07, 6.3, 31.93),
-    0.75: (None, None, 9.6, 34.70),
-    1.0: (13.3, 78.94, 13.4, 37.06),
-    1.25: (17.7, 79.68, 17.7, 38.42),
-    1.5: (22.6, 80.30, 22.6, 38.91),
-    1.75: (None, None, 28.1, 39.53),
-    2.0: (None, None, 34.0, 40.94),
+    "mobilevitv2_050": (0.5, 6.2, 75.07, 6.3, 31.93),
+    "mobilevitv2_075": (0.75, None, None, 9.6, 34.70),
+    "mobilevitv2_100": (1.0, 13.3, 78.94, 13.4, 37.06),
+    "mobilevitv2_125": (1.25, 17.7, 79.68, 17.7, 38.42),
+    "mobilevitv2_150": (1.5, 22.6, 80.30, 22.6, 38.91),
+    "mobilevitv2_175": (1.75, None, None, 28.1, 39.53),
+    "mobilevitv2_200": (2.0, None, None, 34.0, 40.94),
 }
 # Architecture of weights that differ from their model's defaults (create_model applies them):
 # ml-cvnets' ADE20K recipe: output stride 8, rates (12, 24, 36); 150 classes
@@ -286,49 +287,62 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optiona
                         arch_options=_CVNETS_VOC_OS8_ARCH)
             )
         return tuple(weights), params
-    for width, (voc_params, voc_miou, ade_params, ade_miou) in _V2_PUBLISHED.items():
-        if backbone == f"mobilevitv2_{int(width * 100):03d}":
-            text = f"{width:g}" if width not in (1.0, 2.0) else f"{width:.1f}"
-            weights = []
-            if voc_miou is not None:
-                weights.append(
-                    Weights(name, "cvnets_voc", _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
-                            "cvnets", CVNETS_V2_SEG_PREPROCESS, voc_miou, num_classes=21, dataset="PASCAL VOC 2012",
-                            paper_source="ml-cvnets model zoo (mIoU)")
-                )
+    if backbone in _V2_PUBLISHED:
+        width, voc_params, voc_miou, ade_params, ade_miou = _V2_PUBLISHED[backbone]
+        text = f"{width:g}" if width not in (1.0, 2.0) else f"{width:.1f}"
+        weights = []
+        if voc_miou is not None:
             weights.append(
-                Weights(name, "cvnets_ade20k", _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
-                        "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K",
-                        paper_source="ml-cvnets model zoo (mIoU)", arch_options=_CVNETS_ADE20K_ARCH)
+                Weights(name, "cvnets_voc", _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                        "cvnets", CVNETS_V2_SEG_PREPROCESS, voc_miou, num_classes=21, dataset="PASCAL VOC 2012",
+                        paper_source="ml-cvnets model zoo (mIoU)")
             )
-            return tuple(weights), voc_params
+        weights.append(
+            Weights(name, "cvnets_ade20k", _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                    "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K",
+                    paper_source="ml-cvnets model zoo (mIoU)", arch_options=_CVNETS_ADE20K_ARCH)
+        )
+        return tuple(weights), voc_params
     return (), None
 
 
-def _register_all() -> None:
-    for backbone in list_models(task="image-classification"):
-        entry = get_model_entry(backbone)
-        if not entry.family.startswith("mobilevit"):
-            continue
-        name = f"deeplabv3_{backbone}"
-        weights, params = _weights_for(name, backbone)
-        base = entry.default_preprocess
-        preprocess = PreprocessConfig(
-            (512, 512), 512, base.interpolation, base.mean, base.std, base.channel_order, crop_rounding="floor"
-        )
-        register_model(
-            ModelEntry(
-                name,
-                partial(build_deeplabv3, backbone),
-                "deeplabv3",
-                preprocess,
-                weights,
-                published_params_m=params,
-                task=SEGMENTATION_TASK,
-                checkpoints=DEEPLABV3_CHECKPOINTS,
-                backbone=backbone,
-            )
-        )
+# name -> backbone classifier: every registered segmenter, written out
+DEEPLABV3_MODELS = {
+    "deeplabv3_mobilevit_xxs": "mobilevit_xxs",
+    "deeplabv3_mobilevit_xs": "mobilevit_xs",
+    "deeplabv3_mobilevit_s": "mobilevit_s",
+    "deeplabv3_mobilevitv2_050": "mobilevitv2_050",
+    "deeplabv3_mobilevitv2_075": "mobilevitv2_075",
+    "deeplabv3_mobilevitv2_100": "mobilevitv2_100",
+    "deeplabv3_mobilevitv2_125": "mobilevitv2_125",
+    "deeplabv3_mobilevitv2_150": "mobilevitv2_150",
+    "deeplabv3_mobilevitv2_175": "mobilevitv2_175",
+    "deeplabv3_mobilevitv2_200": "mobilevitv2_200",
+    "deeplabv3_mobilevitv3_xxs": "mobilevitv3_xxs",
+    "deeplabv3_mobilevitv3_xs": "mobilevitv3_xs",
+    "deeplabv3_mobilevitv3_s": "mobilevitv3_s",
+    "deeplabv3_mobilevitv3_xxs_l2": "mobilevitv3_xxs_l2",
+    "deeplabv3_mobilevitv3_xs_l2": "mobilevitv3_xs_l2",
+    "deeplabv3_mobilevitv3_s_l2": "mobilevitv3_s_l2",
+    "deeplabv3_mobilevitv3_050": "mobilevitv3_050",
+    "deeplabv3_mobilevitv3_075": "mobilevitv3_075",
+    "deeplabv3_mobilevitv3_100": "mobilevitv3_100",
+}
 
 
-_register_all()
+def _register(name: str, backbone: str) -> None:
+    weights, params = _weights_for(name, backbone)
+    base = get_model_entry(backbone).default_preprocess
+    preprocess = PreprocessConfig(
+        (512, 512), 512, base.interpolation, base.mean, base.std, base.channel_order, crop_rounding="floor"
+    )
+    register_model(
+        ModelEntry(
+            name, partial(build_deeplabv3, backbone), "deeplabv3", preprocess, weights, published_params_m=params,
+            task=SEGMENTATION_TASK, checkpoints=DEEPLABV3_CHECKPOINTS, backbone=backbone,
+        )
+    )
+
+
+for _name, _backbone in DEEPLABV3_MODELS.items():
+    _register(_name, _backbone)

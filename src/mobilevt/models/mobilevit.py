@@ -348,10 +348,22 @@ ARCHS: dict[str, MobileViTArch] = {
     "mobilevit_xxs": _v1_arch((16, 24, 48, 64, 80), (64, 80, 96), 320, 2.0, 0.05),
     "mobilevit_xs": _v1_arch((32, 48, 64, 80, 96), (96, 120, 144), 384, 4.0, 0.1),
     "mobilevit_s": _v1_arch((32, 64, 96, 128, 160), (144, 192, 240), 640, 4.0, 0.1),
-    **{f"mobilevitv2_{int(w * 100):03d}": _v2_arch(w) for w in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)},
-    **{f"mobilevitv3_{size}": _v3_on_v1_arch(*config) for size, config in _V3_ON_V1.items()},
-    **{f"mobilevitv3_{size}_l2": _v3_on_v1_arch(*config, layer4_depth=2) for size, config in _V3_ON_V1.items()},
-    **{f"mobilevitv3_{int(w * 100):03d}": _v3_on_v2_arch(w) for w in (0.5, 0.75, 1.0)},
+    "mobilevitv2_050": _v2_arch(0.5),
+    "mobilevitv2_075": _v2_arch(0.75),
+    "mobilevitv2_100": _v2_arch(1.0),
+    "mobilevitv2_125": _v2_arch(1.25),
+    "mobilevitv2_150": _v2_arch(1.5),
+    "mobilevitv2_175": _v2_arch(1.75),
+    "mobilevitv2_200": _v2_arch(2.0),
+    "mobilevitv3_xxs": _v3_on_v1_arch(*_V3_ON_V1["xxs"]),
+    "mobilevitv3_xs": _v3_on_v1_arch(*_V3_ON_V1["xs"]),
+    "mobilevitv3_s": _v3_on_v1_arch(*_V3_ON_V1["s"]),
+    "mobilevitv3_xxs_l2": _v3_on_v1_arch(*_V3_ON_V1["xxs"], layer4_depth=2),
+    "mobilevitv3_xs_l2": _v3_on_v1_arch(*_V3_ON_V1["xs"], layer4_depth=2),
+    "mobilevitv3_s_l2": _v3_on_v1_arch(*_V3_ON_V1["s"], layer4_depth=2),
+    "mobilevitv3_050": _v3_on_v2_arch(0.5),
+    "mobilevitv3_075": _v3_on_v2_arch(0.75),
+    "mobilevitv3_100": _v3_on_v2_arch(1.0),
 }
 
 
@@ -395,15 +407,15 @@ _V1_PUBLISHED = {
     "mobilevit_xs": ("mobilevit_xs", "apple/mobilevit-x-small", "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7", 2.3, 1.05, 74.8, 74.7, 74.75),
     "mobilevit_s": ("mobilevit_s", "apple/mobilevit-small", "mobilevit-small_3rdparty_in1k_20221018-cb4f741c", 5.6, 2.03, 78.4, 78.3, 78.25),
 }
-# width: (published params M, MACs G, top-1)
+# name: (width, published params M, MACs G, top-1)
 _V2_PUBLISHED = {
-    0.5: (1.37, 0.466, 70.18),
-    0.75: (2.87, 1.030, 75.56),
-    1.0: (4.90, 1.844, 78.09),
-    1.25: (7.48, 2.856, 79.65),
-    1.5: (10.59, 4.068, 80.38),
-    1.75: (14.25, 5.519, 80.84),
-    2.0: (18.45, 7.215, 81.17),
+    "mobilevitv2_050": (0.5, 1.37, 0.466, 70.18),
+    "mobilevitv2_075": (0.75, 2.87, 1.030, 75.56),
+    "mobilevitv2_100": (1.0, 4.90, 1.844, 78.09),
+    "mobilevitv2_125": (1.25, 7.48, 2.856, 79.65),
+    "mobilevitv2_150": (1.5, 10.59, 4.068, 80.38),
+    "mobilevitv2_175": (1.75, 14.25, 5.519, 80.84),
+    "mobilevitv2_200": (2.0, 18.45, 7.215, 81.17),
 }
 
 
@@ -438,9 +450,8 @@ def _register_v1(name: str) -> None:
     )
 
 
-def _register_v2(width: float) -> None:
-    name = f"mobilevitv2_{int(width * 100):03d}"
-    params, macs, top1 = _V2_PUBLISHED[width]
+def _register_v2(name: str) -> None:
+    width, params, macs, top1 = _V2_PUBLISHED[name]
     width_text = f"{width:g}" if width != 1.0 and width != 2.0 else f"{width:.1f}"
     weights = [
         Weights(name, "cvnets_in1k", _CVNETS_V2_URL.format(width_text), "cvnets", CVNETS_V2_PREPROCESS, top1,
@@ -508,7 +519,7 @@ def _register_v3(name: str) -> None:
 
 for _name in _V1_PUBLISHED:
     _register_v1(_name)
-for _width in _V2_PUBLISHED:
-    _register_v2(_width)
+for _name in _V2_PUBLISHED:
+    _register_v2(_name)
 for _name in _V3_PUBLISHED:
     _register_v3(_name)

@@ -33,7 +33,7 @@ from ..ops.ssd import (
     decode_boxes,
     postprocess_detections,
 )
-from ..registry import ModelEntry, build_model, get_model_entry, list_models, register_model
+from ..registry import ModelEntry, build_model, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.ssdlite_layouts import SSDLITE_CHECKPOINTS
 
@@ -301,8 +301,7 @@ def _builder(backbone_name: str):
     return build
 
 
-def _register(backbone_name: str) -> None:
-    name = f"ssdlite_{backbone_name}"
+def _register(name: str, backbone_name: str) -> None:
     weights: tuple[Weights, ...] = ()
     params = None
     preprocess = SSDLITE_PREPROCESS
@@ -328,11 +327,28 @@ def published_map(name: str) -> Optional[float]:
     return PUBLISHED[backbone][2] if backbone in PUBLISHED else None
 
 
-def _register_all() -> None:
-    # one detector per MobileViT classifier registered before this module is imported
-    for backbone_name in list_models(task="image-classification"):
-        if get_model_entry(backbone_name).family.startswith("mobilevit"):
-            _register(backbone_name)
+# name -> backbone classifier: every registered detector, written out
+SSDLITE_MODELS = {
+    "ssdlite_mobilevit_xxs": "mobilevit_xxs",
+    "ssdlite_mobilevit_xs": "mobilevit_xs",
+    "ssdlite_mobilevit_s": "mobilevit_s",
+    "ssdlite_mobilevitv2_050": "mobilevitv2_050",
+    "ssdlite_mobilevitv2_075": "mobilevitv2_075",
+    "ssdlite_mobilevitv2_100": "mobilevitv2_100",
+    "ssdlite_mobilevitv2_125": "mobilevitv2_125",
+    "ssdlite_mobilevitv2_150": "mobilevitv2_150",
+    "ssdlite_mobilevitv2_175": "mobilevitv2_175",
+    "ssdlite_mobilevitv2_200": "mobilevitv2_200",
+    "ssdlite_mobilevitv3_xxs": "mobilevitv3_xxs",
+    "ssdlite_mobilevitv3_xs": "mobilevitv3_xs",
+    "ssdlite_mobilevitv3_s": "mobilevitv3_s",
+    "ssdlite_mobilevitv3_xxs_l2": "mobilevitv3_xxs_l2",
+    "ssdlite_mobilevitv3_xs_l2": "mobilevitv3_xs_l2",
+    "ssdlite_mobilevitv3_s_l2": "mobilevitv3_s_l2",
+    "ssdlite_mobilevitv3_050": "mobilevitv3_050",
+    "ssdlite_mobilevitv3_075": "mobilevitv3_075",
+    "ssdlite_mobilevitv3_100": "mobilevitv3_100",
+}
 
-
-_register_all()
+for _name, _backbone in SSDLITE_MODELS.items():
+    _register(_name, _backbone)
