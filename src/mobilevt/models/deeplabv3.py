@@ -27,7 +27,7 @@ from torch import nn
 from ..layers import ConvNormAct, MobileViTV2Block
 from ..layers.aspp import ASPP, ConvNormReLU
 from ..registry import ModelEntry, get_model_entry, register_model
-from . import mobilevit  # noqa: F401  (registers the backbones first)
+from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the backbones first
 from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
 from ..weights.entries import PreprocessConfig, Weights
 
@@ -331,6 +331,7 @@ DEEPLABV3_MODELS = {
 
 
 def _register(name: str, backbone: str) -> None:
+    assert backbone in BACKBONE_ARCHS, backbone
     weights, params = _weights_for(name, backbone)
     base = get_model_entry(backbone).default_preprocess
     preprocess = PreprocessConfig(
