@@ -81,12 +81,21 @@ def model_with_structure(name: str, photos: list[torch.Tensor], seed: int = 3) -
 
     model = randomize_(mobilevt.create_model(name), seed=seed)
     batch = torch.stack([ImagePreprocess(model.preprocess)(photo) for photo in photos])
+    return measure_batchnorm_(model, batch)
+
+
+def measure_batchnorm_(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
+    """Set every BatchNorm's statistics to those of ``batch`` (one cumulative pass). Only
+    the BatchNorms run in training mode: dropout stays off, so the result does not depend
+    on the global random state (that is, on which tests ran before)."""
+    model.eval()
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None  # cumulative average over the batch
+            module.train()
     with torch.no_grad():
-        model.train()(batch)
+        model(batch)
     return model.eval()
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import assert_cpp_executorch_agrees, packaged_photos, randomize_
+from conftest import assert_cpp_executorch_agrees, measure_batchnorm_, packaged_photos, randomize_
 from mobilevt.export import ExportError, export_model
 from mobilevt.export.detection import DecodedSSDLite, _detections_agreement
 from mobilevt.ops import postprocess_detections
@@ -30,13 +30,7 @@ def detector():
     from mobilevt.tasks.detection import detection_preprocess_for
 
     preprocess = detection_preprocess_for(model)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-                module.momentum = None
-        model.train()(torch.stack([preprocess(p) for p in photos]))
-    return model.eval()
+    return measure_batchnorm_(model, torch.stack([preprocess(p) for p in photos]))
 
 
 @pytest.mark.parametrize("fmt,suffix,tolerance", [("torchscript", "pt", 1e-5), ("onnx", "onnx", 1e-4)])
@@ -46,7 +40,7 @@ def test_torchscript_and_onnx(detector, tmp_path, photo_dir, fmt, suffix, tolera
     assert report.details["task"] == "object-detection" and report.input_size == SIZE
     assert report.max_abs_diff <= tolerance
     assert report.details["detections_compared"] > 0  # the agreement below is about real boxes
-    assert report.top1_agreement == 1.0
+    assert report.top1_agreement == 1.0 and report.agreement_of == "detections"
     meta = json.loads((tmp_path / f"det.{suffix}.detection.json").read_text())
     assert meta["class_names"] == detector.class_names
     assert meta["postprocess"]["nms_iou_threshold"] == 0.5 and meta["postprocess"]["score_threshold"] == 0.01

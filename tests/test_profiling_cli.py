@@ -50,9 +50,10 @@ def test_models_cli_table(capsys):
     for name in mobilevt.list_models("mobilevit*"):
         assert f"| {name} |" in out
     assert "| mobilevit_s | 5.58 |" in out
-    assert "69.00 ImageNet top-1" in out
+    assert "69.00 top-1 % (ImageNet-1k)" in out
     assert main(["models", "deeplabv3_mobilevit_xxs"]) == 0
-    assert "| deeplabv3_mobilevit_xxs |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| deeplabv3_mobilevit_xxs |" in out and "73.60 mIoU % (PASCAL VOC 2012)" in out
 
 
 def test_models_table_prints_each_row_as_soon_as_it_is_profiled(capsys, monkeypatch):

@@ -21,7 +21,7 @@ def _model(name: str) -> torch.nn.Module:
 
 def _check(report, tolerance: float) -> None:
     assert report.max_abs_diff is not None and report.max_abs_diff <= tolerance, report.max_abs_diff
-    assert report.top1_agreement >= 0.99  # per pixel (dense logits)
+    assert report.top1_agreement >= 0.99 and report.agreement_of == "top-1 class per pixel"
 
 
 @pytest.mark.parametrize("name", ["deeplabv3_mobilevit_xxs", "deeplabv3_mobilevitv2_050"])

@@ -963,7 +963,7 @@ def run_benchmark(
             workdir = Path(tmp)
             for name in names:
                 entry = mobilevt.get_model_entry(name)
-                top1 = entry.default_weights.top1 if entry.default_weights else None
+                top1 = entry.default_weights.top1 if entry.default_weights else None  # classifiers' ImageNet top-1
                 cost = count_macs(mobilevt.create_model(name).eval(), (image_size, image_size))
                 built = _build_backends(name, backends, image_size, threads, batch_sizes[-1], seed, workdir, advance)
                 model_rows: list[BenchRow] = []

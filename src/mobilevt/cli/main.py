@@ -27,14 +27,6 @@ class _WithExampleText(torch.nn.Module):
         return self.model(input_ids, attention_mask, pixel_values, pixel_mask)
 
 
-_METRIC_BY_TASK = {
-    "image-classification": "ImageNet top-1",
-    "semantic-segmentation": "mIoU",
-    "object-detection": "COCO mAP",
-    "visual-question-answering": "VQAv2 accuracy",
-}
-
-
 def _models_table(pattern: str | None, as_json: bool) -> int:
     import mobilevt
 
@@ -57,11 +49,11 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
           "|---|---:|---:|---:|---|---:|---|", flush=True)
     for name in names:
         r = _model_row(name)
-        top1 = f"{r['top1']:.2f} {r['metric']}" if r["top1"] is not None else "-"
+        score = f"{r['score']:.2f} {r['metric']} ({r['dataset']})" if r["score"] is not None else "-"
         published_macs = r["published_macs_g"] if r["published_macs_g"] is not None else "-"
         print(
             f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {published_macs} | {r['resolution']} "
-            f"| {top1} | {', '.join(r['weights'])} |", flush=True
+            f"| {score} | {', '.join(r['weights'])} |", flush=True
         )
     return 0
 
@@ -79,16 +71,18 @@ def _model_row(name: str) -> dict:
     else:  # a model that also reads text (ViLT): profiled with its own full-length example question
         cost = count_macs(_WithExampleText(model), size)
         resolution += f" + {model.example_inputs()[0].shape[1]} tokens"
-    top1 = entry.default_weights.top1 if entry.default_weights else entry.published_top1
+    weights = entry.default_weights
+    score = weights.score if weights is not None else entry.published_top1
     return {
         "model": name,
         "params_m": round(cost.params / 1e6, 3),
         "macs_g": round(cost.macs / 1e9, 3),
         "published_macs_g": entry.published_macs_g,
         "resolution": resolution,
-        "top1": top1,
-        # the published score's metric (Weights.top1 holds the task's headline figure)
-        "metric": _METRIC_BY_TASK.get(entry.task, "score"),
+        "score": score,
+        "top1": score if entry.task == "image-classification" else None,  # the field before "score"
+        "metric": weights.metric if weights is not None else "top-1 %",
+        "dataset": weights.dataset if weights is not None else "ImageNet-1k",
         "weights": [w.tag for w in entry.weights],
     }
 

@@ -237,6 +237,7 @@ def _export_image_model(model: nn.Module, output: Path, options: ExportOptions) 
         check_images=len(images), check_source=source,
         max_abs_diff=float((written.actual.float() - expected.float()).abs().max()),
         top1_agreement=top1, top5_agreement=top5, eager_latency_ms=eager_ms,
+        agreement_of="top-1 class per pixel" if expected.dim() == 4 else "top-1 class",
         exported_latency_ms=median_ms(lambda: written.run(written.latency_input), options.latency_runs),
         runtime=written.runtime, notes=job.notes,
         details={"preprocess": asdict(config), "opset": options.opset if options.format == "onnx" else None,

@@ -171,6 +171,7 @@ def export_detector(
         dynamic_batch=dynamic_batch, include_preprocessing=False, check_images=len(photos), check_source=source,
         max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
         top1_agreement=agreement, top5_agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
+        agreement_of="detections",
         runtime=runtime, notes=notes,
         details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
                  "detections_near_ties": ties,

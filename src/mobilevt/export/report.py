@@ -42,6 +42,10 @@ class ExportReport:
     runtime: str
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    # what top1_agreement / top5_agreement compare: "top-1 class" (classifiers),
+    # "top-1 class per pixel" (segmenters), "detections" (same boxes, labels and
+    # scores within tolerance), "top-1 answer" (VQA)
+    agreement_of: str = "top-1 class"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

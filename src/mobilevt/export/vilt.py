@@ -134,6 +134,7 @@ def export_vqa_pipeline(
         format=format, path=str(output), file_bytes=file_size(output), input_size=input_size, dynamic_batch=dynamic,
         include_preprocessing=format == "torchscript", check_images=len(pairs), check_source=source,
         max_abs_diff=float((actual.float() - expected.float()).abs().max()), top1_agreement=top1,
+        agreement_of="top-1 answer",
         top5_agreement=top5, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime,
         notes=notes, details=details,
     )

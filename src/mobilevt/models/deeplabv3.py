@@ -277,12 +277,12 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optiona
         repo, params, miou = _V1_PUBLISHED[backbone]
         weights = [
             Weights(name, "hf_voc", f"hf-hub:{repo}", "hf", HF_V1_SEG_PREPROCESS, miou, num_classes=21,
-                    dataset="PASCAL VOC 2012", paper_source="MobileViT paper, Table 5 (mIoU)"),
+                    dataset="PASCAL VOC 2012", metric="mIoU %", paper_source="MobileViT paper, Table 5 (mIoU)"),
         ]
         if backbone == "mobilevit_s":
             weights.append(
                 Weights(name, "cvnets_voc_os8", _CVNETS_SEG_URL + "pascalvoc/deeplabv3-mobilevitv1.pt", "cvnets",
-                        CVNETS_V1_SEG_PREPROCESS, 79.44, num_classes=21, dataset="PASCAL VOC 2012",
+                        CVNETS_V1_SEG_PREPROCESS, 79.44, num_classes=21, dataset="PASCAL VOC 2012", metric="mIoU %",
                         paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)",
                         arch_options=_CVNETS_VOC_OS8_ARCH)
             )
@@ -295,11 +295,11 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optiona
             weights.append(
                 Weights(name, "cvnets_voc", _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
                         "cvnets", CVNETS_V2_SEG_PREPROCESS, voc_miou, num_classes=21, dataset="PASCAL VOC 2012",
-                        paper_source="ml-cvnets model zoo (mIoU)")
+                        metric="mIoU %",                        paper_source="ml-cvnets model zoo (mIoU)")
             )
         weights.append(
             Weights(name, "cvnets_ade20k", _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
-                    "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K",
+                    "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K", metric="mIoU %",
                     paper_source="ml-cvnets model zoo (mIoU)", arch_options=_CVNETS_ADE20K_ARCH)
         )
         return tuple(weights), voc_params

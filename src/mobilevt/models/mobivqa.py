@@ -471,6 +471,8 @@ VILT_B32_VQA_WEIGHTS = Weights(
     preprocess=VILT_SQUARE_PREPROCESS,
     num_classes=3129,
     dataset="VQAv2",
+    score=71.26,
+    metric="VQA score % (test-dev)",
     paper_source="ViLT (arXiv:2102.03334) Table 2: 71.26 VQA score on VQAv2 test-dev",
 )
 

@@ -310,6 +310,7 @@ def _register(name: str, backbone_name: str) -> None:
         preprocess = CVNETS_V1_SSD_PREPROCESS if backbone_name.startswith("mobilevit_") else CVNETS_V2_SSD_PREPROCESS
         weights = (
             Weights(name, "cvnets_coco", url, "cvnets", preprocess, coco_map, num_classes=81, dataset="COCO 2017",
+                    metric="mAP@[.5:.95] %",
                     paper_source=f"COCO val2017 mAP@[.5:.95] {coco_map} ({source})"),
         )
     register_model(

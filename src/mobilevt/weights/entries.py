@@ -24,7 +24,8 @@ class Weights:
     source: str  # https URL or "hf-hub:<repo id>"
     layout: Layout
     preprocess: PreprocessConfig
-    top1: float | None = None
+    # the published headline figure of these weights, in ``metric`` (top-1 %, mIoU % ...)
+    score: float | None = None
     top5: float | None = None
     num_classes: int = 1000
     dataset: str = "ImageNet-1k"
@@ -32,6 +33,13 @@ class Weights:
     paper_source: str = ""  # where the accuracy figure comes from
     # builder options these weights need beyond the model's defaults (output stride ...)
     arch_options: tuple[tuple[str, Any], ...] = ()
+    metric: str = "top-1 %"  # what ``score`` measures on ``dataset``
+
+    @property
+    def top1(self) -> float | None:
+        """ImageNet-style top-1 (%) of a classifier's weights; ``None`` for weights scored
+        with another metric (see ``score`` and ``metric``)."""
+        return self.score if self.metric == "top-1 %" else None
 
     @property
     def name(self) -> str:
