@@ -30,7 +30,7 @@ import torch
 
 from mobilevt.fileio import atomic_path, write_text_atomic
 from mobilevt.models.mobivqa import MobiVqaVilt, build_vilt_b32_vqa
-from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_vqa, load_easy_vqa, train_exit_heads, train_vqa
+from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_on_split, load_easy_vqa, train_exit_heads, train_vqa
 
 
 def build_model(config: dict, answers: list[str]) -> MobiVqaVilt:
@@ -143,7 +143,7 @@ def main() -> None:
     with torch.inference_mode():
         for name, exit_kwargs, pruning in settings(model.num_layers, model.exit_layers):
             configure(model, exit_kwargs, pruning)
-            result = evaluate_vqa(model, test, limit=args.eval_limit, answer_groups=easy_vqa_answer_groups(answers))
+            result = evaluate_on_split(model, test, limit=args.eval_limit, answer_groups=easy_vqa_answer_groups(answers))
             rows.append({"setting": name, "exit": exit_kwargs, "pruning": list(pruning), **result})
             print(f"{name}: accuracy {result['accuracy']:.4f} (by answer kind {result['by_group']}), "
                   f"mean layers {result['mean_layers']:.2f}")

@@ -27,9 +27,7 @@ def detector():
     model.class_names = ["background", "circle", "square", "triangle"]
     model.preprocess = mobilevt.PreprocessConfig(SIZE, SIZE[0], "bilinear")
     # BatchNorm statistics measured on photos, so that photos get different detections
-    from mobilevt.tasks.detection import detection_preprocess_for
-
-    preprocess = detection_preprocess_for(model)
+    preprocess = mobilevt.transforms_for(model)
     return measure_batchnorm_(model, torch.stack([preprocess(p) for p in photos]))
 
 

@@ -357,7 +357,7 @@ def test_shift_and_flip_moves_the_picture_and_fills_with_the_background():
 
 
 def test_evaluate_vqa_accuracy_by_answer_group():
-    from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_vqa
+    from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_on_split
 
     class Fixed(torch.nn.Module):  # answers a fixed sequence whatever the input
         def __init__(self, predictions):
@@ -376,11 +376,11 @@ def test_evaluate_vqa_accuracy_by_answer_group():
                      labels=labels)
     groups = easy_vqa_answer_groups(answers)
     assert groups == {"shape": [3, 4], "yes/no": [0, 1], "colour": [2]}
-    result = evaluate_vqa(Fixed(predictions), split, batch_size=3, answer_groups=groups)
+    result = evaluate_on_split(Fixed(predictions), split, batch_size=3, answer_groups=groups)
     assert result["accuracy"] == pytest.approx(5 / 8)
     assert result["by_group"] == pytest.approx({"shape": 2 / 3, "yes/no": 2 / 3, "colour": 1 / 2})
     # a group naming an answer no question has (index 7) is allowed, and empty groups are NaN
-    extra = evaluate_vqa(Fixed(predictions), split, answer_groups={**groups, "other": [7]})
+    extra = evaluate_on_split(Fixed(predictions), split, answer_groups={**groups, "other": [7]})
     assert extra["by_group"]["shape"] == pytest.approx(2 / 3) and extra["by_group"]["other"] != extra["by_group"]["other"]
 
 

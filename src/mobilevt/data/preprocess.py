@@ -248,3 +248,40 @@ class EncodedImagePreprocess(nn.Module):
         if self.preprocess.channels_last_input:
             image = image.permute(1, 2, 0)
         return self.preprocess(image)
+
+
+class DetectionPreprocess(ImagePreprocess):
+    """Resize the whole image to the detector's input size (aspect ratio not kept), scale
+    to [0, 1], normalise and order channels as ``config`` says; ``resize_size`` and the
+    crop settings are unused. Scriptable, like :class:`ImagePreprocess`."""
+
+    @torch.jit.export
+    def output_size(self, height: int, width: int) -> List[int]:
+        return [self.crop_height, self.crop_width]
+
+
+class SegmentationPreprocess(nn.Module):
+    """uint8 ``[3, H, W]`` / ``[B, 3, H, W]`` RGB -> the model input: resized to
+    ``config.input_size`` (the whole image, no crop; antialiased bilinear or bicubic),
+    scaled to [0, 1], normalised and put in ``config.channel_order``. Scriptable."""
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        super().__init__()
+        self.height = int(config.input_size[0])
+        self.width = int(config.input_size[1])
+        self.interpolation = "bicubic" if config.interpolation == "bicubic" else "bilinear"
+        self.flip_channels = config.channel_order == "BGR"
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        batched = image.dim() == 4
+        x = image if batched else image.unsqueeze(0)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.shape[2] != self.height or x.shape[3] != self.width:
+            x = F.interpolate(x, size=[self.height, self.width], mode=self.interpolation, align_corners=False, antialias=True)
+            x = x.clamp(0.0, 1.0)
+        x = (x - self.mean) / self.std
+        if self.flip_channels:
+            x = x.flip(1)
+        return x if batched else x.squeeze(0)

@@ -26,56 +26,14 @@ from ..data.datasets import (
     open_classification_dataset,
 )
 from ..data.images import ImageDecodeError, list_images, load_image
-from ..data.imagenet import imagenet_classes
 from ..data.preprocess import ImagePreprocess
 from ..fileio import write_text_atomic
-from ..registry import get_model_entry
-from ..weights.entries import PreprocessConfig, Weights
+from .model_io import class_names_for, preprocess_config_for, transforms_for  # noqa: F401  (re-exported)
+from ..weights.entries import PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
-
-
-def transforms_for(model_or_name: Union[nn.Module, str, Weights, PreprocessConfig]) -> ImagePreprocess:
-    """The scriptable evaluation preprocessing for a model, a model name (``"mobilevit_s"``
-    or ``"mobilevit_s.timm_in1k"``), a ``Weights`` entry or a ``PreprocessConfig``."""
-    config = preprocess_config_for(model_or_name)
-    return ImagePreprocess(config)
-
-
-def preprocess_config_for(model_or_name: Union[nn.Module, str, Weights, PreprocessConfig]) -> PreprocessConfig:
-    if isinstance(model_or_name, PreprocessConfig):
-        return model_or_name
-    if isinstance(model_or_name, Weights):
-        return model_or_name.preprocess
-    if isinstance(model_or_name, str):
-        name, _, tag = model_or_name.partition(".")
-        entry = get_model_entry(name)
-        return entry.get_weights(tag).preprocess if tag else entry.default_preprocess
-    if isinstance(model_or_name, nn.Module):
-        target = getattr(model_or_name, "module", model_or_name)  # DDP / wrappers
-        config = getattr(target, "preprocess", None)
-        if isinstance(config, PreprocessConfig):
-            return config
-        raise ValueError(
-            f"{type(model_or_name).__name__} carries no preprocessing (models from mobilevt.create_model do); "
-            "pass a PreprocessConfig or a model name instead"
-        )
-    raise TypeError(f"expected a model, model name, Weights or PreprocessConfig, got {type(model_or_name).__name__}")
-
-
-def class_names_for(model: nn.Module) -> list[str]:
-    """Names of a classifier's outputs: its ``class_names`` attribute if set, ImageNet's
-    for a 1000-class model, else ``class_0`` ...``class_N``."""
-    target = getattr(model, "module", model)
-    names = getattr(target, "class_names", None)
-    num_classes = int(getattr(target, "num_classes", 0) or 0)
-    if names:
-        return list(names)
-    if num_classes == 1000:
-        return list(imagenet_classes().names)
-    return [f"class_{i}" for i in range(num_classes)]
 
 
 # ---------------------------------------------------------------------------------------

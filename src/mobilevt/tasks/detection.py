@@ -27,11 +27,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.coco import CocoDetection
 from ..data.images import ImageDecodeError, load_image
-from ..data.preprocess import ImagePreprocess
+from ..data.preprocess import DetectionPreprocess  # noqa: F401  (re-exported)
 from ..fileio import write_text_atomic
 from ..ops.ssd import Detections
-from ..weights.entries import PreprocessConfig
 from .classification import _source_name, expand_image_inputs, resolve_device
+from .model_io import class_names_for, transforms_for
 
 ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
 
@@ -40,28 +40,6 @@ COCO_METRICS = (
     "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large",
 )
 _DETECTION_EXTRA = 'pip install "mobilevt[detection]"  (pycocotools)'
-
-
-class DetectionPreprocess(ImagePreprocess):
-    """Resize the whole image to the detector's input size (aspect ratio not kept), scale
-    to [0, 1], normalise and order channels as ``config`` says; ``resize_size`` and the
-    crop settings are unused. Scriptable, like :class:`ImagePreprocess`."""
-
-    @torch.jit.export
-    def output_size(self, height: int, width: int) -> List[int]:
-        return [self.crop_height, self.crop_width]
-
-
-def detection_preprocess_for(model: nn.Module) -> DetectionPreprocess:
-    config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig((320, 320), 320)
-    return DetectionPreprocess(config)
-
-
-def class_names_for_detector(model: nn.Module) -> List[str]:
-    names = getattr(model, "class_names", None)
-    if names and len(names) == model.num_classes:
-        return list(names)
-    return ["background"] + [f"class {i}" for i in range(1, model.num_classes)]
 
 
 @dataclass
@@ -162,8 +140,8 @@ def detect(
         raise ValueError(f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
                          "(mobilevt.list_models(task='object-detection'))")
     items = expand_image_inputs(images)
-    preprocess = preprocess if preprocess is not None else detection_preprocess_for(model)
-    names = list(class_names) if class_names is not None else class_names_for_detector(model)
+    preprocess = preprocess if preprocess is not None else transforms_for(model, "object-detection")
+    names = list(class_names) if class_names is not None else class_names_for(model, "object-detection")
     device = resolve_device(device)
     model = model.to(device).eval()
     loader = DataLoader(_DetectInputs(items, preprocess), batch_size=batch_size, num_workers=workers,
@@ -355,7 +333,7 @@ def evaluate_detection(
     indices = range(len(dataset)) if limit is None else range(min(limit, len(dataset)))
     device = resolve_device(device)
     model = model.to(device).eval()
-    loader = DataLoader(_EvalInputs(dataset, detection_preprocess_for(model), indices), batch_size=batch_size,
+    loader = DataLoader(_EvalInputs(dataset, transforms_for(model, "object-detection"), indices), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate)
     results: List[Dict[str, Any]] = []
     evaluated: List[int] = []

@@ -32,8 +32,9 @@ from ..data.images import ImageDecodeError, load_image
 from ..data.segmentation import SegmentationFolder, open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX, voc_palette
 from ..fileio import atomic_path
-from ..weights.entries import PreprocessConfig
+from ..data.preprocess import SegmentationPreprocess  # noqa: F401  (re-exported)
 from .classification import ImageInput, _source_name, expand_image_inputs, resolve_device
+from .model_io import class_names_for, transforms_for
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,41 +120,6 @@ def mean_iou(predicted: torch.Tensor, target: torch.Tensor, num_classes: int, ig
 # Preprocessing
 
 
-class SegmentationPreprocess(nn.Module):
-    """uint8 ``[3, H, W]`` / ``[B, 3, H, W]`` RGB -> the model input: resized to
-    ``config.input_size`` (the whole image, no crop; antialiased bilinear or bicubic),
-    scaled to [0, 1], normalised and put in ``config.channel_order``. Scriptable."""
-
-    def __init__(self, config: PreprocessConfig) -> None:
-        super().__init__()
-        self.height = int(config.input_size[0])
-        self.width = int(config.input_size[1])
-        self.interpolation = "bicubic" if config.interpolation == "bicubic" else "bilinear"
-        self.flip_channels = config.channel_order == "BGR"
-        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        batched = image.dim() == 4
-        x = image if batched else image.unsqueeze(0)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        if x.shape[2] != self.height or x.shape[3] != self.width:
-            x = F.interpolate(x, size=[self.height, self.width], mode=self.interpolation, align_corners=False, antialias=True)
-            x = x.clamp(0.0, 1.0)
-        x = (x - self.mean) / self.std
-        if self.flip_channels:
-            x = x.flip(1)
-        return x if batched else x.squeeze(0)
-
-
-def segmentation_preprocess_for(model: nn.Module) -> SegmentationPreprocess:
-    """The model's preprocessing (``model.preprocess``) for whole-image segmentation."""
-    config = getattr(model, "preprocess", None)
-    if config is None:
-        raise ValueError("the model has no .preprocess: create it with mobilevt.create_model")
-    return SegmentationPreprocess(config)
-
-
 def upsampled_logits(model: nn.Module, batch: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``model``'s logits for ``batch`` resized (bilinear) to ``size`` (height, width)."""
     logits = model(batch)
@@ -192,13 +158,6 @@ class Segmentation:
         return {"source": self.source, "classes": self.class_fractions(), "error": self.error}
 
 
-def segmentation_class_names(model: nn.Module) -> list[str]:
-    names = getattr(model, "class_names", None)
-    if names:
-        return list(names)
-    return [str(i) for i in range(int(getattr(model, "num_classes", 0)))]
-
-
 @torch.inference_mode()
 def segment(
     model: nn.Module,
@@ -218,8 +177,8 @@ def segment(
         raise ValueError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     device = resolve_device(device)
     model = model.to(device).eval()
-    preprocess = segmentation_preprocess_for(model).to(device)
-    names = segmentation_class_names(model)
+    preprocess = transforms_for(model, "semantic-segmentation").to(device)
+    names = class_names_for(model, "semantic-segmentation")
     results = []
     for item in expand_image_inputs(images):
         source = _source_name(item)
@@ -356,7 +315,7 @@ def evaluate_segmentation(
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
     num_classes = int(getattr(model, "num_classes"))
-    names = list(getattr(base, "class_names", None) or segmentation_class_names(model))
+    names = list(getattr(base, "class_names", None) or class_names_for(model, "semantic-segmentation"))
     if isinstance(base, SegmentationFolder) and base.num_classes != num_classes:
         raise ValueError(
             f"the dataset has {base.num_classes} classes but the model predicts {num_classes}: use a model made for "
@@ -364,7 +323,7 @@ def evaluate_segmentation(
         )
     device = resolve_device(device)
     model = model.to(device).eval()
-    preprocess = segmentation_preprocess_for(model)
+    preprocess = transforms_for(model, "semantic-segmentation")
     loader = DataLoader(_EvalItems(dataset, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate_eval)
     matrix = ConfusionMatrix(num_classes, device=device)
     failed: list[str] = []
@@ -405,7 +364,6 @@ __all__: List[str] = [
     "mean_iou",
     "overlay",
     "segment",
-    "segmentation_preprocess_for",
     "upsampled_logits",
     "write_segmentation",
 ]

@@ -39,7 +39,7 @@ __all__ = [
     "build_wordpiece_vocab",
     "train_vqa",
     "train_exit_heads",
-    "evaluate_vqa",
+    "evaluate_on_split",
     "exit_states",
     "shift_and_flip",
     "easy_vqa_answer_groups",
@@ -313,7 +313,7 @@ def _earliest_correct_exit(model: MobiVqaVilt, states: List[torch.Tensor], label
 
 
 @torch.no_grad()
-def evaluate_vqa(
+def evaluate_on_split(
     model: nn.Module,
     split: VqaSplit,
     batch_size: int = 256,
