@@ -23,11 +23,34 @@ def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, 
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
 
 
-def check_images_or_evaluate(args, what: str, metric: str) -> None:
+def dense_task_model(args, command: str, task: str, default_model: str) -> nn.Module:
+    """The fused model of ``args`` for ``mobilevt segment`` / ``detect``, after checking
+    that it does ``task`` and that images or ``--evaluate DATA`` (not both) were given."""
+    import mobilevt
+
+    args.model = model_name_from_args(args.model, args.weights, default_model)
+    entry = mobilevt.get_model_entry(args.model)
+    if entry.task != task:
+        family = default_model.split("_", 1)[0]
+        raise ValueError(f"{args.model} is a {entry.task} model; mobilevt {command} takes a {family}_* model")
+    what, metric = {"segment": ("segment", "mIoU on a dataset folder"), "detect": ("detect objects in", "COCO mAP")}[command]
     if args.evaluate is None and not args.inputs:
         raise ValueError(f"give images to {what}, or --evaluate DATA for {metric}")
     if args.evaluate is not None and args.inputs:
         raise ValueError(f"give either images to {what} or --evaluate DATA, not both")
+    return create_model_from_args(args.model, args.weights).fuse()
+
+
+def existing_image_inputs(paths: list[str]) -> list:
+    """The images under ``paths`` (files and folders); a missing path gets one error line."""
+    import os
+
+    from mobilevt.tasks.classification import expand_image_inputs
+
+    for path in paths:
+        if not os.path.exists(path):
+            print(f"error: {path}: no such file or directory", file=sys.stderr)
+    return expand_image_inputs([p for p in paths if os.path.exists(p)])
 
 
 def create_model_from_args(name: str, weights: str | None) -> nn.Module:

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import add_dense_task_arguments, check_images_or_evaluate, create_model_from_args, model_name_from_args
+from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs
 
 
 def add_detect_parser(sub) -> None:
@@ -30,14 +30,7 @@ def add_detect_parser(sub) -> None:
 
 
 def run_detect(args) -> int:
-    import mobilevt
-
-    args.model = model_name_from_args(args.model, args.weights, "ssdlite_mobilevit_s")
-    entry = mobilevt.get_model_entry(args.model)
-    if entry.task != "object-detection":
-        raise ValueError(f"{args.model} is a {entry.task} model; mobilevt detect takes an ssdlite_* model")
-    check_images_or_evaluate(args, "detect objects in", "COCO mAP")
-    model = create_model_from_args(args.model, args.weights).fuse()
+    model = dense_task_model(args, "detect", "object-detection", "ssdlite_mobilevit_s")
     if args.evaluate is not None:
         return _evaluate(model, args)
     return _detect(model, args)
@@ -48,13 +41,10 @@ def _detect(model, args) -> int:
 
     from mobilevt.data.images import ImageDecodeError, load_image
     from mobilevt.fileio import atomic_path
-    from mobilevt.tasks.classification import expand_image_inputs
     from mobilevt.tasks.detection import detect, draw_detections
 
     missing = [p for p in args.inputs if not os.path.exists(p)]
-    for path in missing:
-        print(f"error: {path}: no such file or directory", file=sys.stderr)
-    items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
+    items = existing_image_inputs(args.inputs)
     threshold = 0.3 if args.threshold is None else args.threshold
     results = detect(model, items, score_threshold=threshold, batch_size=args.batch_size, device=args.device,
                      on_error="report")

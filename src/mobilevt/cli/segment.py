@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import add_dense_task_arguments, check_images_or_evaluate, create_model_from_args, model_name_from_args
+from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs
 
 
 def add_segment_parser(sub) -> None:
@@ -25,15 +25,7 @@ def add_segment_parser(sub) -> None:
 
 
 def run_segment(args) -> int:
-    import mobilevt
-
-    args.model = model_name_from_args(args.model, args.weights, "deeplabv3_mobilevit_s")
-    entry = mobilevt.get_model_entry(args.model)
-    if entry.task != "semantic-segmentation":
-        raise ValueError(f"{args.model} is a {entry.task} model; mobilevt segment takes a deeplabv3_* model")
-    check_images_or_evaluate(args, "segment", "mIoU on a dataset folder")
-    model = create_model_from_args(args.model, args.weights)
-    model = model.fuse() if hasattr(model, "fuse") else model
+    model = dense_task_model(args, "segment", "semantic-segmentation", "deeplabv3_mobilevit_s")
     if args.evaluate is not None:
         return _evaluate(model, args)
     return _segment(model, args)
@@ -41,13 +33,10 @@ def run_segment(args) -> int:
 
 def _segment(model, args) -> int:
     from mobilevt.data.images import ImageDecodeError
-    from mobilevt.tasks.classification import expand_image_inputs
     from mobilevt.tasks.segmentation import segment, write_segmentation
 
     missing = [p for p in args.inputs if not os.path.exists(p)]
-    for path in missing:
-        print(f"error: {path}: no such file or directory", file=sys.stderr)
-    items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
+    items = existing_image_inputs(args.inputs)
     results = segment(model, items, device=args.device, on_error="report")
     failed = len(missing)
     rows = []

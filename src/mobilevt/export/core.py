@@ -283,8 +283,7 @@ def _write_onnx_with_preprocessing(job: _Job) -> _Written:
 
     opset = max(job.options.opset, 18)  # the antialiased Resize needs opset 18
     run, runtime, details = export_onnx_with_preprocessing(
-        job.eager, job.output, _with_size(job.config, job.height, job.width), opset, job.images, job.notes,
-        EXTRAS["onnx"],
+        job.eager, job.output, _with_size(job.config, job.height, job.width), opset, job.images, job.notes
     )
     job.details.update(details, opset=opset)
     actual, latency_input = _run_on_photos(run, job.images, job.notes)

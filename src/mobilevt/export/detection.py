@@ -32,14 +32,7 @@ from ..weights.entries import PreprocessConfig
 from .torchscript import save_torchscript
 from .errors import ExportError
 from .report import ExportReport, check_inputs, file_size, median_ms, write_report
-from .backends import (
-    executorch_runner,
-    onnx_runner,
-    onnx_runtime_name,
-    require_executorch,
-    require_onnx,
-    write_xnnpack_program,
-)
+from . import backends
 from .rewrite import delegate_friendly
 
 DETECTION_FORMATS = ("torchscript", "onnx", "executorch")
@@ -268,7 +261,7 @@ def _anchor_of(boxes: torch.Tensor, box: torch.Tensor) -> int:
 
 
 def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
-    onnx = require_onnx()
+    onnx = backends.require_onnx()
     if opset > 17:
         raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
@@ -277,12 +270,12 @@ def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynam
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["pixel_values"], output_names=["boxes", "scores"], dynamic_axes=axes)
         onnx.checker.check_model(onnx.load(str(tmp)))
-    return onnx_runner(output), onnx_runtime_name()
+    return backends.onnx_runner(output), backends.onnx_runtime_name()
 
 
 def _export_executorch(module: nn.Module, output: Path, height: int, width: int):
-    require_executorch()
+    backends.require_executorch()
     example = torch.rand(1, 3, height, width)
-    write_xnnpack_program(torch.export.export(delegate_friendly(module), (example,)), output)
-    run, _ = executorch_runner(output)
+    backends.write_xnnpack_program(torch.export.export(delegate_friendly(module), (example,)), output)
+    run, _ = backends.executorch_runner(output)
     return run, "ExecuTorch runtime (XNNPACK delegate)"

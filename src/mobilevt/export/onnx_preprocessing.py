@@ -30,8 +30,7 @@ from torch import nn
 from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_path
 from ..weights.entries import PreprocessConfig
-from .errors import ExportError
-from .backends import onnx_runner, onnx_runtime_name
+from .backends import onnx_runner, onnx_runtime_name, require_onnx
 
 if TYPE_CHECKING:
     import onnx
@@ -197,17 +196,13 @@ def preprocessing_difference(config: PreprocessConfig, images: list[torch.Tensor
 
 def export_onnx_with_preprocessing(
     model: nn.Module, output: Path, config: PreprocessConfig, opset: int, images: list[torch.Tensor],
-    notes: list[str], install_hint: str,
+    notes: list[str],
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str, dict[str, Any]]:
     """Export ``model`` (input ``[1, 3, crop_h, crop_w]``) at ``opset`` >= 18 with the
     preprocessing graph in front, write it atomically to ``output``, load it in
     onnxruntime; return ``(run, runtime description, report details)``. ``run`` takes one
     uint8 ``[H, W, 3]`` RGB tensor."""
-    try:
-        import onnx
-        import onnxruntime  # noqa: F401  (the check runs the file in it)
-    except ImportError as exc:
-        raise ExportError(f"the onnx export needs {exc.name}: {install_hint}") from None
+    onnx = require_onnx()
     crop_h, crop_w = (int(s) for s in config.input_size)
     # the dynamo exporter writes opset 18+ natively (static [1, 3, crop_h, crop_w] input)
     program = torch.onnx.export(

@@ -43,14 +43,7 @@ import torch
 from ..fileio import atomic_path, write_text_atomic
 from .errors import ExportError
 from ..models.mobivqa import ExitMode
-from .backends import (
-    executorch_runner,
-    onnx_runner,
-    onnx_runtime_name,
-    require_executorch,
-    require_onnx,
-    write_xnnpack_program,
-)
+from . import backends
 from .report import ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
 
 VQA_FORMATS = ("torchscript", "onnx", "executorch")
@@ -208,7 +201,7 @@ def _image_dims(max_text_len: int, batch: bool):
 def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ONNX file in onnxruntime (CPU) on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)``; ``threads`` = intra-op threads (0: onnxruntime's default)."""
-    run = onnx_runner(path, threads)
+    run = backends.onnx_runner(path, threads)
     return lambda inputs: run(*inputs)[0]
 
 
@@ -224,7 +217,7 @@ def export_vilt_onnx(
     exporter at ``opset`` (<= 17); the confidence and predictor exits use the dynamo
     exporter (``torch.cond`` -> ``If``) at opset ``max(opset, 18)``.
     """
-    onnx = require_onnx()
+    onnx = backends.require_onnx()
     output = Path(output)
     model = model.eval()
     if has_data_dependent_exit(model):
@@ -253,13 +246,13 @@ def export_vilt_onnx(
             torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset, input_names=_INPUT_NAMES,
                               output_names=["logits"], dynamic_axes=axes)
             onnx.checker.check_model(onnx.load(str(tmp)))
-    return vilt_onnx_runner(output, threads), onnx_runtime_name()
+    return vilt_onnx_runner(output, threads), backends.onnx_runtime_name()
 
 
 def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ``.pte`` in the ExecuTorch runtime on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)`` (questions padded as at export)."""
-    run, _ = executorch_runner(path)
+    run, _ = backends.executorch_runner(path)
     return lambda inputs: run(*inputs)[0]
 
 
@@ -281,14 +274,14 @@ def export_vilt_executorch(
             "(they would run on slow portable kernels). Use --format torchscript (every mode) or onnx (torch.cond -> "
             "If), or a fixed exit (--exit-layer N) for ExecuTorch."
         )
-    require_executorch()
+    backends.require_executorch()
     notes = [] if notes is None else notes
     output = Path(output)
     model = model.eval()
     example = examples[0]
 
     def lower(dynamic_shapes) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
-        write_xnnpack_program(torch.export.export(model, example, dynamic_shapes=dynamic_shapes), output)
+        backends.write_xnnpack_program(torch.export.export(model, example, dynamic_shapes=dynamic_shapes), output)
         return vilt_executorch_runner(output)
 
     sizes = {tuple(inputs[2].shape[-2:]) for inputs in examples}

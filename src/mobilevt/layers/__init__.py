@@ -1,6 +1,6 @@
 """Building blocks shared by the model families."""
 from .attention import LinearSelfAttention, MultiHeadSelfAttention
-from .conv import ConvNormAct, make_divisible
+from .conv import ConvNormAct, fuse_batchnorms_, make_divisible
 from .inverted_residual import InvertedResidual
 from .mobilevit_block import MobileViTBlock, MobileViTV2Block, MobileViTV3Block, MobileViTV3V2Block
 from .transformer import ConvMlp, LinearTransformerLayer, Mlp, TransformerLayer
@@ -18,5 +18,6 @@ __all__ = [
     "Mlp",
     "MultiHeadSelfAttention",
     "TransformerLayer",
+    "fuse_batchnorms_",
     "make_divisible",
 ]

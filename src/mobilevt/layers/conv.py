@@ -61,3 +61,17 @@ class ConvNormAct(nn.Module):
         if isinstance(self.bn, nn.BatchNorm2d):
             self.conv = fuse_conv_bn_eval(self.conv, self.bn)
             self.bn = nn.Identity()
+
+
+def fuse_batchnorms_(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm of ``model``'s :class:`ConvNormAct` layers into their
+    convolutions, in place, for inference; marks ``model.is_fused`` and returns it.
+    Outputs change by float rounding only (< 1e-5); the model can no longer be trained
+    or loaded from unfused checkpoints, so fuse after loading weights."""
+    if model.training:
+        raise RuntimeError("call model.eval() before model.fuse(): folded BatchNorm cannot be trained")
+    for module in model.modules():
+        if isinstance(module, ConvNormAct):
+            module.fuse()
+    model.is_fused = True
+    return model

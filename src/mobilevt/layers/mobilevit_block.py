@@ -129,8 +129,9 @@ class MobileViTBlock(_PatchTransformerV1):
         return self.fusion(torch.cat([shortcut, x], dim=1))
 
 
-class MobileViTV3Block(_PatchTransformerV1):
-    """MobileViTv3 block on the v1 design (MobileViTv3-XXS/XS/S).
+class MobileViTV3Block(MobileViTBlock):
+    """MobileViTv3 block on the v1 design (MobileViTv3-XXS/XS/S); arguments as
+    :class:`MobileViTBlock`.
 
     Three changes to :class:`MobileViTBlock` (arXiv:2209.15159): the local convolution is
     depthwise 3x3; the fusion is a 1x1 convolution of the *local* features (the 1x1
@@ -139,33 +140,9 @@ class MobileViTV3Block(_PatchTransformerV1):
     output. Everything else (transformer, resizing) is v1's.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        transformer_dim: int,
-        mlp_dim: int,
-        depth: int,
-        num_heads: int = 4,
-        patch_size: int = 2,
-        dilation: int = 1,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        ffn_drop: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.patch_h = patch_size
-        self.patch_w = patch_size
+    def __init__(self, channels: int, transformer_dim: int, *args, dilation: int = 1, **kwargs) -> None:
+        super().__init__(channels, transformer_dim, *args, dilation=dilation, **kwargs)
         self.local_kxk = ConvNormAct(channels, channels, 3, groups=channels, dilation=dilation)
-        self.local_1x1 = nn.Conv2d(channels, transformer_dim, 1, bias=False)
-        self.transformer = nn.Sequential(
-            *[
-                TransformerLayer(transformer_dim, mlp_dim, num_heads, drop, attn_drop, ffn_drop, drop_path)
-                for _ in range(depth)
-            ]
-        )
-        self.norm = nn.LayerNorm(transformer_dim)
-        self.proj = ConvNormAct(transformer_dim, channels, 1)
         self.fusion = ConvNormAct(transformer_dim + channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,8 +193,9 @@ class MobileViTV2Block(_PatchTransformerV2):
         return self.proj(self.global_representation(x))
 
 
-class MobileViTV3V2Block(_PatchTransformerV2):
-    """MobileViTv3 block on the v2 design (MobileViTv3-0.5/0.75/1.0).
+class MobileViTV3V2Block(MobileViTV2Block):
+    """MobileViTv3 block on the v2 design (MobileViTv3-0.5/0.75/1.0); arguments as
+    :class:`MobileViTV2Block`.
 
     As :class:`MobileViTV2Block`, but the final 1x1 projection (BatchNorm, no activation)
     takes the global features concatenated with the local ones (``2 * transformer_dim``
@@ -225,31 +203,8 @@ class MobileViTV3V2Block(_PatchTransformerV2):
     multiple of the patch is resized on entry, and the resized input is the residual.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        transformer_dim: int,
-        mlp_dim: int,
-        depth: int,
-        patch_size: int = 2,
-        dilation: int = 1,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        ffn_drop: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.patch_h = patch_size
-        self.patch_w = patch_size
-        self.local_kxk = ConvNormAct(channels, channels, 3, groups=channels, dilation=dilation)
-        self.local_1x1 = nn.Conv2d(channels, transformer_dim, 1, bias=False)
-        self.transformer = nn.Sequential(
-            *[
-                LinearTransformerLayer(transformer_dim, mlp_dim, drop, attn_drop, ffn_drop, drop_path)
-                for _ in range(depth)
-            ]
-        )
-        self.norm = nn.GroupNorm(1, transformer_dim)
+    def __init__(self, channels: int, transformer_dim: int, *args, **kwargs) -> None:
+        super().__init__(channels, transformer_dim, *args, **kwargs)
         self.proj = ConvNormAct(2 * transformer_dim, channels, 1, act=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

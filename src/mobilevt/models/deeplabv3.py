@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvNormAct, MobileViTV2Block
+from ..layers import MobileViTV2Block, fuse_batchnorms_
 from ..layers.aspp import ASPP, ConvNormReLU
 from ..registry import ModelEntry, get_model_entry, register_model
 from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the backbones first
@@ -137,13 +137,7 @@ class DeepLabV3(nn.Module):
     def fuse(self) -> "DeepLabV3":
         """Fold every BatchNorm into its convolution for inference, in place (see
         :meth:`mobilevt.models.MobileViT.fuse`); returns the model."""
-        if self.training:
-            raise RuntimeError("call model.eval() before model.fuse(): folded BatchNorm cannot be trained")
-        for module in self.modules():
-            if isinstance(module, ConvNormAct):
-                module.fuse()
-        self.is_fused = True
-        return self
+        return fuse_batchnorms_(self)
 
     @torch.jit.export
     def forward_with_aux(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -178,7 +172,7 @@ def _undilate_v2_local_convs(backbone: nn.Module) -> None:
     # transformers' MobileViTV2 does not dilate the v2 block's depthwise 3x3 conv in
     # dilated stages (ml-cvnets, where the weights were trained, does)
     for module in backbone.modules():
-        if isinstance(module, MobileViTV2Block):
+        if type(module) is MobileViTV2Block:  # not the v3 blocks built on it
             conv = module.local_kxk.conv
             conv.dilation = (1, 1)
             conv.padding = (1, 1)

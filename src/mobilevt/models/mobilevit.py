@@ -23,6 +23,7 @@ from ..layers import (
     MobileViTV2Block,
     MobileViTV3Block,
     MobileViTV3V2Block,
+    fuse_batchnorms_,
     make_divisible,
 )
 from ..registry import ModelEntry, register_model
@@ -180,13 +181,7 @@ class MobileViT(nn.Module):
         """Fold every BatchNorm into its convolution for inference, in place; returns the
         model. Outputs change by float rounding only (< 1e-5); the model can no longer be
         trained or loaded from unfused checkpoints, so fuse after loading weights."""
-        if self.training:
-            raise RuntimeError("call model.eval() before model.fuse(): folded BatchNorm cannot be trained")
-        for module in self.modules():
-            if isinstance(module, ConvNormAct):
-                module.fuse()
-        self.is_fused = True
-        return self
+        return fuse_batchnorms_(self)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one (0 removes it)."""

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..layers import ConvNormAct
+from ..layers import fuse_batchnorms_
 from ..layers.ssd_heads import GlobalPoolProj, SeparableConvNormReLU, SeparablePredictor, SSDHead
 from ..ops.ssd import (
     Detections,
@@ -247,13 +247,7 @@ class SSDLite(nn.Module):
     @torch.jit.ignore
     def fuse(self) -> "SSDLite":
         """Fold every BatchNorm into its convolution for inference, in place."""
-        if self.training:
-            raise RuntimeError("call model.eval() before model.fuse(): folded BatchNorm cannot be trained")
-        for module in self.modules():
-            if isinstance(module, ConvNormAct):
-                module.fuse()
-        self.is_fused = True
-        return self
+        return fuse_batchnorms_(self)
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 from torch import nn
 
 from .entries import Weights
-from .family import CheckpointFamily, Mismatch
+from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .mobilevit_layouts import source_keys as classifier_source_keys
 
@@ -101,13 +101,7 @@ def deeplabv3_options_from_hf_config(config: Mapping[str, Any]) -> tuple[dict[st
         options["atrous_rates"] = tuple(int(r) for r in config["atrous_rates"])
     if "aspp_out_channels" in config:
         options["aspp_channels"] = int(config["aspp_out_channels"])
-    names: list[str] = []
-    id2label = config.get("id2label")
-    if isinstance(id2label, Mapping) and id2label:
-        labels = {int(k): str(v) for k, v in id2label.items()}
-        if sorted(labels) == list(range(len(labels))):
-            names = [labels[i] for i in range(len(labels))]
-    return options, names
+    return options, names_from_id2label(config)
 
 
 def _drop_aux_head(layout: str, state: dict, model: Optional[nn.Module]) -> dict:

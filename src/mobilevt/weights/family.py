@@ -20,6 +20,16 @@ from .state_dicts import CheckpointMismatchError
 StateDict = Mapping[str, torch.Tensor]
 
 
+def names_from_id2label(config: Mapping[str, Any]) -> list[str]:
+    """The output names of a transformers ``config.json`` (``id2label`` in index order);
+    empty when it has none or its indices are not 0..n-1."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, Mapping) or not id2label:
+        return []
+    labels = {int(k): str(v) for k, v in id2label.items()}
+    return [labels[i] for i in range(len(labels))] if sorted(labels) == list(range(len(labels))) else []
+
+
 def no_names(num_classes: int, weights: Optional[Weights], layout: Optional[str]) -> list[str]:
     return []
 

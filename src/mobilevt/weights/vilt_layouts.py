@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .family import CheckpointFamily, Mismatch
+from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .state_dicts import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
 
@@ -189,13 +189,7 @@ def vilt_options_from_hf_config(config: Mapping[str, Any]) -> tuple[dict[str, An
     if "layer_norm_eps" in config:
         # transformers applies one epsilon to every LayerNorm of the encoder and embeddings.
         arch["layer_norm_eps"] = arch["text_layer_norm_eps"] = float(config["layer_norm_eps"])
-    answers: list[str] = []
-    id2label = config.get("id2label")
-    if isinstance(id2label, Mapping) and id2label:
-        labels = {int(k): str(v) for k, v in id2label.items()}
-        if sorted(labels) == list(range(len(labels))):
-            answers = [labels[i] for i in range(len(labels))]
-    return arch, answers
+    return arch, names_from_id2label(config)
 
 
 def _config_note(config: Mapping[str, Any] | None) -> str:
