@@ -276,7 +276,7 @@ def _validate_rank(rank, world_size, port, out):
 
     import torch.distributed as dist
 
-    from mobilevt.training.trainer import evaluate_classifier, validation_loader
+    from mobilevt.training.tasks import evaluate_classifier, validation_loader
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
@@ -299,7 +299,7 @@ def test_validation_is_sharded_over_ranks_with_exact_totals_and_broken_images_co
 
     import torch.multiprocessing as mp
 
-    from mobilevt.training.trainer import evaluate_classifier, validation_loader
+    from mobilevt.training.tasks import evaluate_classifier, validation_loader
 
     data, model, top1, top5 = _designed_validation()
     single = evaluate_classifier(model, validation_loader(data, 32, batch_size=4, workers=0), torch.device("cpu"))
