@@ -202,8 +202,8 @@ def _create_from_checkpoint(entry: ModelEntry, weights: Any, num_classes: Option
     options, names = _options(family, entry, weights_entry, checkpoint, layout)
     options.update(kwargs)
     user_names = options.pop(family.names_attribute, None)
-    converted = convert(family, checkpoint, _skeleton(entry, options), layout)
     skeleton = _skeleton(entry, options)
+    converted = convert(family, checkpoint, skeleton, layout)
     head = tuple(family.head_keys(skeleton))
     check_shapes(family, skeleton, converted, layout, checkpoint, skip=head)
     checkpoint_classes = _classes_in(family, converted, skeleton)
@@ -218,7 +218,8 @@ def _create_from_checkpoint(entry: ModelEntry, weights: Any, num_classes: Option
         converted.update({k: fresh[k] for k in family.head_keys(model)})
         names = []
     else:
-        model = _skeleton(entry, options, num_classes)
+        # the skeleton already has the checkpoint's class count unless the builder's default differs
+        model = skeleton if _num_outputs(family, skeleton) == num_classes else _skeleton(entry, options, num_classes)
         if not _assignable(model):
             model = build(entry, options, num_classes)
     model = _load(family, model, converted, layout, checkpoint)
