@@ -236,7 +236,7 @@ def _hub_config(repo: str) -> dict | None:
             f"weights=..., or fill the Hub cache at {HF_HUB_CACHE} (`hf download {repo_id}` on a connected machine, "
             "then copy it)."
         ) from err
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return _config_beside(Path(path))  # a corrupt download gets the same one-line error
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
