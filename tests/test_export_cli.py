@@ -159,11 +159,9 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, pt
                       + ", ".join(f"{n} x{c}" for n, c in sorted(outside.items(), key=lambda kv: -kv[1]))]
                      if outside else [])
     method = Runtime.get().load_program(str(out)).load_method("forward")
-    # v1 keeps a dynamic batch; at this size v2's XNNPACK delegate (ExecuTorch 1.5) keeps a
-    # 28x40 tensor at the example's batch, and the export falls back to batch 1, saying so
-    batch = 3 if report["dynamic_batch"] else 1
-    assert report["dynamic_batch"] == (name == "mobilevit_xxs"), report["notes"]
-    x = torch.rand(batch, 3, 224, 320)
+    # the program keeps its symbolic batch: a batch of 3 runs
+    assert report["dynamic_batch"] and report["details"]["max_batch"] == 4, report["notes"]
+    x = torch.rand(3, 3, 224, 320)
     with torch.no_grad():
         assert max_abs(method.execute([x])[0], model.eval()(x)) <= 1e-4
     # the ExecuTorch C++ runtime that apps link runs the file as Python's runtime does

@@ -31,26 +31,33 @@ def test_delegate_friendly_rewrite_keeps_the_outputs(name):
     assert (actual - expected).abs().max() < 1e-5
 
 
-@pytest.mark.slow  # two XNNPACK lowerings of a block
-def test_xnnpack_runs_the_rewritten_v1_block_whole():
-    """Without the rewrite, a MobileViT block leaves operators (layer_norm, SDPA's safe
-    softmax ...) to ExecuTorch's portable kernels; rewritten, XNNPACK runs all of it. (The
-    whole rewritten models are checked by the export report's ``outside_delegate`` in
-    tests/test_export_cli.py.)"""
-    pytest.importorskip("executorch")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+# a block of each architecture, with its input channels: v1 stage 2 block 1 (48), v2 stage 2
+# block 1 (128)
+BLOCKS = {"mobilevit_xxs": 48, "mobilevitv2_050": 128}
 
+
+@pytest.mark.slow  # two XNNPACK lowerings of a block
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_xnnpack_runs_the_rewritten_block_whole_and_as_eager_does(name, tmp_path):
+    """Without the rewrite, a MobileViT block leaves operators (v1: layer_norm, SDPA's safe
+    softmax ...; v2: split, sum) to ExecuTorch's portable kernels; rewritten, XNNPACK runs
+    all of it, and the ExecuTorch runtime gives eager's output. (The whole rewritten models
+    are checked by the export report's ``outside_delegate`` in tests/test_export_cli.py.)"""
+    pytest.importorskip("executorch")
+    from mobilevt.export.backends import executorch_runner, write_xnnpack_program
     from mobilevt.export.core import outside_delegate
 
-    def left_outside(module):
-        program = torch.export.export(module, (torch.rand(1, 48, 16, 16),))
-        return outside_delegate(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-                                .exported_program().graph)
+    x = torch.rand(1, BLOCKS[name], 16, 16)
 
-    block = mobilevt.create_model("mobilevit_xxs").eval().fuse().stages[2][1]  # 48 channels in
-    assert left_outside(block)
-    assert left_outside(delegate_friendly(block)) == {}
+    def left_outside(module, path):
+        return outside_delegate(write_xnnpack_program(torch.export.export(module, (x,)), path))
+
+    block = _with_random_norms(mobilevt.create_model(name)).fuse().stages[2][1]
+    assert left_outside(block, tmp_path / "block.pte")
+    assert left_outside(delegate_friendly(block), tmp_path / "rewritten.pte") == {}
+    run, _ = executorch_runner(tmp_path / "rewritten.pte")
+    with torch.inference_mode():
+        assert (run(x)[0] - block(x)).abs().max() < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +110,15 @@ def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt, request):
     assert fp32_accuracy > 0.8 and int8_accuracy >= fp32_accuracy - 0.03, (fp32_accuracy, int8_accuracy)
 
 
-@pytest.mark.slow
-def test_int8_options_are_checked(trained_digits, tmp_path):
+def test_int8_options_are_checked(tmp_path, photo_dir):
+    """Checked before anything is exported: the model's weights do not matter."""
     from mobilevt.export import ExportError, export_model
 
-    model, root, _ = trained_digits
+    model = mobilevt.create_model("mobilevit_xxs").eval()
     with pytest.raises(ExportError, match="needs --calibration"):
         export_model(model, tmp_path / "m.onnx", "onnx", quantize="int8")
     with pytest.raises(ExportError, match="onnx and executorch"):
-        export_model(model, tmp_path / "m.pt", "torchscript", quantize="int8", calibration=root / "calibration")
+        export_model(model, tmp_path / "m.pt", "torchscript", quantize="int8", calibration=photo_dir)
     with pytest.raises(ExportError, match="unknown quantization"):
-        export_model(model, tmp_path / "m.onnx", "onnx", quantize="int4", calibration=root / "calibration")
+        export_model(model, tmp_path / "m.onnx", "onnx", quantize="int4", calibration=photo_dir)
+    assert not list(tmp_path.iterdir())

@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import nn
 
-from ..layers.attention import MultiHeadSelfAttention
+from ..layers.attention import LinearSelfAttention, MultiHeadSelfAttention
 
 
 class ExplicitAttention(nn.Module):
@@ -42,6 +42,29 @@ class ExplicitAttention(nn.Module):
         attention = torch.bmm(q, k.transpose(1, 2)).softmax(dim=-1)
         x = torch.bmm(attention, v).reshape(batch, self.num_heads, tokens, self.head_dim)
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class ExplicitLinearAttention(nn.Module):
+    """MobileViTv2's separable attention with channel slices instead of ``split`` and the
+    score-weighted sum over patches as a batched matrix product (XNNPACK reduces only
+    spatial dimensions, so ``sum`` over the last one would leave the delegate)."""
+
+    def __init__(self, attention: LinearSelfAttention) -> None:
+        super().__init__()
+        self.dim = attention.dim
+        self.qkv, self.proj = attention.qkv, attention.proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)  # [B, 1 + 2 * dim, P, N]
+        batch, _, pixels, patches = qkv.shape
+        # The softmax runs on a 3-D view: on the 4-D output of a convolution, which XNNPACK
+        # keeps channels-last, ExecuTorch 1.5's delegate takes the softmax over the channels.
+        scores = qkv[:, :1].reshape(batch * pixels, 1, patches).softmax(dim=-1).reshape(batch * pixels, patches, 1)
+        key, value = qkv[:, 1 : 1 + self.dim], qkv[:, 1 + self.dim :]
+        # sum_n key[b, c, p, n] * scores[b, 0, p, n] as [B * P, C, N] @ [B * P, N, 1]
+        key = key.permute(0, 2, 1, 3).reshape(batch * pixels, self.dim, patches)
+        context = torch.bmm(key, scores).reshape(batch, pixels, self.dim, 1).permute(0, 2, 1, 3)
+        return self.proj(torch.relu(value) * context)
 
 
 class ExplicitLayerNorm(nn.Module):
@@ -97,6 +120,8 @@ def _swap(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, MultiHeadSelfAttention):
             setattr(module, name, ExplicitAttention(child))
+        elif isinstance(child, LinearSelfAttention):
+            setattr(module, name, ExplicitLinearAttention(child))
         elif isinstance(child, nn.LayerNorm):
             setattr(module, name, ExplicitLayerNorm(child) if child.elementwise_affine else child)
         elif isinstance(child, nn.GroupNorm) and child.num_groups == 1 and child.affine:
