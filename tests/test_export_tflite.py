@@ -10,6 +10,7 @@ except the one checking the error message that names it.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -69,6 +70,23 @@ def test_tflite_runs_in_litert_and_agrees_with_eager(exported, photo_dir):
             expected = model(x)
         assert logits.shape == (1, 1000) and max_abs(logits, expected) <= ATOL
         assert logits.argmax() == expected.argmax()
+
+
+def test_cli_prints_only_its_status_line_and_the_result(tmp_path, photo_dir):
+    """`mobilevt export --format tflite` as a user runs it: no converter progress lines, no
+    absl or LiteRT C++ log lines (they go to the process's stderr, hence a subprocess)."""
+    _needs_litert()
+    run = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", "none", "--format", "tflite",
+         "-o", str(tmp_path / "m.tflite"), "--image-size", "128", "128", "--check-images", str(photo_dir)],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(run.stdout.splitlines()) == 1 and run.stdout.startswith(f"wrote {tmp_path / 'm.tflite'}"), run.stdout
+    assert run.stderr.splitlines() == [
+        "warning: mobilevit_xxs has random weights (--weights none); its predictions are meaningless",
+        "mobilevit_xxs: converting to LiteRT, then checking the file against eager (a minute or more) ...",
+    ], run.stderr
 
 
 def _with_extra_operator(flatbuffer: bytes, custom_code: str) -> bytes:

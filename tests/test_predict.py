@@ -158,3 +158,34 @@ def test_cli_user_errors_are_one_line(args, expected, tmp_path, monkeypatch, cap
     stderr = capsys.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], stderr
+
+
+def test_a_bug_keeps_its_traceback_while_a_user_error_is_one_line(monkeypatch, capsys):
+    """The CLI turns only mobilevt's user errors into one line: a ValueError or ImportError
+    from a bug (here raised inside the command) still reaches the caller whole."""
+    from mobilevt.cli import main as cli
+    from mobilevt.errors import InvalidInputError, MissingDependencyError
+
+    parser = cli.build_parser()
+    for bug in (ValueError("a bug"), ImportError("a bug")):
+        def broken(args, bug=bug):
+            raise bug
+
+        monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, broken))
+        with pytest.raises(type(bug), match="a bug"):
+            cli.main(["models"])
+    for mistake in (InvalidInputError("bad value: use 3"), MissingDependencyError("pip install x")):
+        def refused(args, mistake=mistake):
+            raise mistake
+
+        monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, refused))
+        assert cli.main(["models"]) == 1
+        assert capsys.readouterr().err == f"error: {mistake}\n"
+
+
+def _with_func(parser, func):
+    parser.set_defaults(func=func)
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            sub.set_defaults(func=func)
+    return parser

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .fileio import atomic_path, write_text_atomic
+from .errors import InvalidInputError, MissingDependencyError
 
 __all__ = [
     "BACKENDS",
@@ -335,12 +336,12 @@ def resolve_models(patterns: Sequence[str] | None) -> list[str]:
         if any(ch in pattern for ch in "*?["):
             matched = mobilevt.list_models(pattern, task=_TASK)
             if not matched:
-                raise ValueError(f"no image classifier matches {pattern!r}; `mobilevt models` lists them")
+                raise InvalidInputError(f"no image classifier matches {pattern!r}; `mobilevt models` lists them")
         else:
             # a weights tag (name.tag) does not matter here: the benchmark uses random weights
             entry = mobilevt.get_model_entry(pattern)
             if entry.task != _TASK:
-                raise ValueError(f"mobilevt bench times image classifiers; {entry.name} is a {entry.task} model")
+                raise InvalidInputError(f"mobilevt bench times image classifiers; {entry.name} is a {entry.task} model")
             matched = [entry.name]
         names += [n for n in matched if n not in names]
     return names
@@ -403,7 +404,7 @@ def _transformers_model(name: str, seed: int) -> nn.Module:
     else:
         match = re.fullmatch(r"mobilevitv2_(\d{3})", name)
         if match is None:
-            raise ValueError(f"transformers has no counterpart of {name}")
+            raise InvalidInputError(f"transformers has no counterpart of {name}")
         config = transformers.MobileViTV2Config(num_labels=1000, width_multiplier=int(match.group(1)) / 100)
         model = transformers.MobileViTV2ForImageClassification(config)
     return _TransformersLogits(_well_scaled_random_(model, seed)).eval()
@@ -445,7 +446,7 @@ def _tflite_interpreter_class():
 def _tflite_runner(path: Path, threads: int) -> Callable[[int], Run]:
     interpreter_class = _tflite_interpreter_class()
     if interpreter_class is None:
-        raise ImportError(f"no TFLite interpreter: {_INSTALL['tflite']}")
+        raise MissingDependencyError(f"no TFLite interpreter: {_INSTALL['tflite']}")
 
     def runner_for(batch: int) -> Run:
         interpreter = interpreter_class(model_path=str(path), num_threads=threads)
@@ -488,7 +489,7 @@ def _file_runner(backend: str, path: Path, threads: int) -> Callable[[int], Run]
         return _executorch_runner(path, threads)
     if backend == "tflite":
         return _tflite_runner(path, threads)
-    raise ValueError(f"{backend} does not run from a file")
+    raise InvalidInputError(f"{backend} does not run from a file")
 
 
 # --------------------------------------------------------------------------- building backends
@@ -930,17 +931,17 @@ def run_benchmark(
     backends = list(dict.fromkeys(backends))
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        raise ValueError(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
+        raise InvalidInputError(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
     if not batch_sizes or batch_sizes[0] < 1:
-        raise ValueError("batch sizes must be positive integers, e.g. --batch-sizes 1 8")
+        raise InvalidInputError("batch sizes must be positive integers, e.g. --batch-sizes 1 8")
     threads = threads or _available_cores()
     memory_note = None
     if measure_memory and not hasattr(os, "fork"):
         measure_memory = False  # the measuring processes are forked
         memory_note = "peak memory not measured: it needs os.fork (Linux, macOS)"
     if threads < 1 or runs < 1 or warmup < 0 or image_size < 32:
-        raise ValueError("need threads >= 1, runs >= 1, warmup >= 0 and image size >= 32")
+        raise InvalidInputError("need threads >= 1, runs >= 1, warmup >= 0 and image size >= 32")
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     clock = time.perf_counter()

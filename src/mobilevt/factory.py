@@ -9,6 +9,7 @@ from torch import nn
 from .registry import get_model_entry
 from .weights import engine
 from .weights.entries import Weights
+from .errors import InvalidInputError
 
 
 def create_model(
@@ -59,7 +60,7 @@ def _find_entry(entry, weights) -> Weights | None:
     if isinstance(weights, str):
         if weights.upper() == "DEFAULT":
             if entry.default_weights is None:
-                raise ValueError(f"model {entry.name!r} has no published weights")
+                raise InvalidInputError(f"model {entry.name!r} has no published weights")
             return entry.default_weights
         for candidate in entry.weights:
             if weights in (candidate.tag, candidate.name):
@@ -67,7 +68,7 @@ def _find_entry(entry, weights) -> Weights | None:
         looks_like_source = any(c in weights for c in "/\\:") or os.path.splitext(weights)[1] or os.path.exists(weights)
         if not looks_like_source:
             known = ", ".join(w.tag for w in entry.weights) or "none"
-            raise ValueError(
+            raise InvalidInputError(
                 f"{weights!r} is neither a weights tag of {entry.name!r} (known: {known}) nor a file, URL or "
                 "'hf-hub:' id"
             )

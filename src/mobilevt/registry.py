@@ -10,6 +10,7 @@ from torch import nn
 
 from .weights.entries import PreprocessConfig, Weights
 from .weights.family import CheckpointFamily
+from .errors import InvalidInputError, MobilevtError
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ModelEntry:
             if tag in (entry.tag, entry.name):
                 return entry
         known = ", ".join(w.tag for w in self.weights) or "none"
-        raise ValueError(f"model {self.name!r} has no weights tagged {tag!r}; known tags: {known}")
+        raise InvalidInputError(f"model {self.name!r} has no weights tagged {tag!r}; known tags: {known}")
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -56,7 +57,7 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-class UnknownModelError(KeyError, ValueError):
+class UnknownModelError(MobilevtError, KeyError, ValueError):
     def __str__(self) -> str:  # KeyError would print the message with quotes
         return str(self.args[0])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from torch import nn
+from ..errors import InvalidInputError
 
 
 def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, json_help: str) -> None:
@@ -32,12 +33,12 @@ def dense_task_model(args, command: str, task: str, default_model: str) -> nn.Mo
     entry = mobilevt.get_model_entry(args.model)
     if entry.task != task:
         family = default_model.split("_", 1)[0]
-        raise ValueError(f"{args.model} is a {entry.task} model; mobilevt {command} takes a {family}_* model")
+        raise InvalidInputError(f"{args.model} is a {entry.task} model; mobilevt {command} takes a {family}_* model")
     what, metric = {"segment": ("segment", "mIoU on a dataset folder"), "detect": ("detect objects in", "COCO mAP")}[command]
     if args.evaluate is None and not args.inputs:
-        raise ValueError(f"give images to {what}, or --evaluate DATA for {metric}")
+        raise InvalidInputError(f"give images to {what}, or --evaluate DATA for {metric}")
     if args.evaluate is not None and args.inputs:
-        raise ValueError(f"give either images to {what} or --evaluate DATA, not both")
+        raise InvalidInputError(f"give either images to {what} or --evaluate DATA, not both")
     return create_model_from_args(args.model, args.weights).fuse()
 
 
@@ -99,4 +100,4 @@ def model_name_from_args(model: str | None, weights: str | None, default: str | 
             return recorded
     if default:
         return default
-    raise ValueError(f"pass --model NAME: the weights {weights!r} do not record which model they belong to")
+    raise InvalidInputError(f"pass --model NAME: the weights {weights!r} do not record which model they belong to")

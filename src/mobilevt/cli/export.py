@@ -1,5 +1,6 @@
 """``mobilevt export``."""
 from __future__ import annotations
+from ..errors import InvalidInputError
 
 
 def add_export_parser(sub) -> None:
@@ -50,7 +51,7 @@ def run_export(args) -> int:
     from .vqa import mobivqa_requested
 
     if mobivqa_requested(args):
-        raise ValueError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
+        raise InvalidInputError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
     model = create_model_from_args(args.model, args.weights)
     _say_what_takes_time(args)
     report = export_model(

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import torch
 
+from ..errors import MobilevtError
 from . import bench, classify, detect, export, segment, train, vqa
 
 
@@ -109,29 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except _user_errors() as exc:
+    except MobilevtError as exc:
         # A wrong name, path, file or option: one line saying what and how to fix it.
         message = str(exc).strip().replace("\n", " ")
         print(f"error: {message}", file=sys.stderr)
         return 1
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from mobilevt.data.datasets import DatasetLayoutError
-    from mobilevt.data.images import ImageDecodeError
-    from mobilevt.export.core import ExportError
-    from mobilevt.registry import UnknownModelError
-    from mobilevt.training.config import ConfigError
-    from mobilevt.training.trainer import TrainingError
-    from mobilevt.weights.state_dicts import CheckpointMismatchError
-    from mobilevt.weights.loading import WeightsNotFoundError
-
-    # ValueError / ImportError: the library raises them with messages meant for users
-    # (bad option values, a missing optional package with its pip command).
-    return (
-        UnknownModelError, WeightsNotFoundError, CheckpointMismatchError, DatasetLayoutError, ImageDecodeError,
-        ExportError, ConfigError, TrainingError, ValueError, ImportError,
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover

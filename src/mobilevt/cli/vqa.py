@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from ..errors import InvalidInputError
 
 
 def add_vqa_parser(sub) -> None:
@@ -68,12 +69,12 @@ def run_vqa(args) -> int:
     from mobilevt.tasks.vqa import load_vqa_pipeline
 
     if args.topk < 1:
-        raise ValueError(f"--topk must be at least 1, got {args.topk}")
+        raise InvalidInputError(f"--topk must be at least 1, got {args.topk}")
     image = load_image(args.image)  # uint8 [3, H, W]; a clear ImageDecodeError if unreadable
     try:
         pipeline = load_vqa_pipeline(args.pipeline) if args.pipeline else _pipeline_from_args(args, "vilt_b32_vqa")
     except FileNotFoundError as exc:  # a missing pipeline file: a user error
-        raise ValueError(str(exc)) from None
+        raise InvalidInputError(str(exc)) from None
     _apply_to_pipeline(pipeline, args)
     with torch.inference_mode():
         answers = pipeline(image, args.question, args.topk)
@@ -127,7 +128,7 @@ def _pipeline_from_args(args, name: str):
     try:
         return create_vqa_pipeline(weights=weights, vocab_file=args.vocab, model_name=name)
     except FileNotFoundError as exc:  # a missing vocab.txt: a user error
-        raise ValueError(str(exc)) from None
+        raise InvalidInputError(str(exc)) from None
 
 
 def _apply_to_pipeline(pipeline, args) -> None:
@@ -137,4 +138,4 @@ def _apply_to_pipeline(pipeline, args) -> None:
         apply_mobivqa_arguments(pipeline.model, args)
     except torch.jit.Error as exc:  # a TorchScript pipeline's ValueError, with the script's traceback
         lines = [line.strip() for line in str(exc).splitlines() if "Error:" in line]
-        raise ValueError(lines[-1].split("Error:", 1)[1].strip() if lines else str(exc)) from None
+        raise InvalidInputError(lines[-1].split("Error:", 1)[1].strip() if lines else str(exc)) from None

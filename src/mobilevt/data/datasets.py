@@ -15,12 +15,13 @@ from torchvision.datasets.folder import make_dataset
 
 from .images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from .imagenet import imagenet_classes
+from ..errors import MobilevtError
 
 _WNID = re.compile(r"^n\d{8}$")
 _VAL_FILE = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpe?g|png)$", re.IGNORECASE)
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(MobilevtError, ValueError):
     """A folder that is not one of the supported dataset layouts, or labels that do not fit it."""
 
 

@@ -10,6 +10,7 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from ..errors import MobilevtError
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -17,7 +18,7 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(MobilevtError, ValueError):
     """An input that is not a readable image: corrupt, truncated, or not an image at all."""
 
     def __init__(self, source: str, reason: str):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.io import ImageReadMode, decode_image
+from ..errors import InvalidInputError
 
 ChannelOrder = Literal["RGB", "BGR"]
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
@@ -54,13 +55,13 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', not {self.interpolation!r}")
+            raise InvalidInputError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', not {self.interpolation!r}")
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+            raise InvalidInputError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
         if self.crop_rounding not in ("round", "floor"):
-            raise ValueError(f"crop_rounding must be 'round' or 'floor', not {self.crop_rounding!r}")
+            raise InvalidInputError(f"crop_rounding must be 'round' or 'floor', not {self.crop_rounding!r}")
         if self.resize_size <= 0 or min(self.input_size) <= 0:
-            raise ValueError(f"sizes must be positive: input_size={self.input_size}, resize_size={self.resize_size}")
+            raise InvalidInputError(f"sizes must be positive: input_size={self.input_size}, resize_size={self.resize_size}")
 
     @classmethod
     def from_crop_pct(cls, input_size: int, crop_pct: float, **kwargs) -> "PreprocessConfig":
@@ -119,11 +120,11 @@ class ImagePreprocess(nn.Module):
         if image.dim() == 3:
             image = image.unsqueeze(0)
         if image.dim() != 4:
-            raise ValueError(f"expected an image [3, H, W] or a batch [B, 3, H, W], got shape {list(image.shape)}")
+            raise InvalidInputError(f"expected an image [3, H, W] or a batch [B, 3, H, W], got shape {list(image.shape)}")
         if self.channels_last_input:
             image = image.permute(0, 3, 1, 2)
         if image.shape[1] != 3:
-            raise ValueError(
+            raise InvalidInputError(
                 f"expected 3 (RGB) channels, got shape {list(image.shape)}; grayscale or RGBA images must be "
                 "converted first (mobilevt.data.load_image does it)"
                 + ("" if self.channels_last_input else ", and an HxWx3 image needs channels_last_input=True")
@@ -216,7 +217,7 @@ class ImagePreprocess(nn.Module):
             return tensor.permute(1, 2, 0) if self.channels_last_input else tensor
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[-1] != 3:
-                raise ValueError(f"a numpy image must be HxWx3 RGB, got shape {image.shape}")
+                raise InvalidInputError(f"a numpy image must be HxWx3 RGB, got shape {image.shape}")
             tensor = torch.from_numpy(np.ascontiguousarray(image))
             return tensor if self.channels_last_input else tensor.permute(2, 0, 1)
         raise TypeError(f"expected a tensor, PIL image or numpy array, got {type(image).__name__}")

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 from ..layers.conv import make_divisible
+from ..errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,15 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
         drop_last: bool = False,
     ):
         if num_samples <= 0:
-            raise ValueError("the dataset is empty")
+            raise InvalidInputError("the dataset is empty")
         if not resolutions:
-            raise ValueError("at least one resolution is needed")
+            raise InvalidInputError("at least one resolution is needed")
         if world_size is None:
             world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if rank is None:
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+            raise InvalidInputError(f"rank {rank} is not in [0, {world_size})")
         self.num_samples = num_samples
         self.resolutions = list(resolutions)
         self.shuffle = shuffle
@@ -162,7 +163,7 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("world_size", self.world_size) != self.world_size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the checkpoint was taken with {state['world_size']} processes, this run has {self.world_size}: "
                 "the mid-epoch position cannot be mapped; resume from an epoch boundary instead"
             )

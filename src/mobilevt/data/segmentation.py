@@ -28,6 +28,7 @@ from torchvision import tv_tensors
 from .datasets import DatasetLayoutError
 from .images import ImageDecodeError, load_image
 from .segmentation_palette import IGNORE_INDEX
+from ..errors import InvalidInputError
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -57,7 +58,7 @@ class SegmentationFolder(Dataset):
         layout: str = "",
     ) -> None:
         if len(images) != len(masks):
-            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+            raise InvalidInputError(f"{len(images)} images but {len(masks)} masks")
         self.images = [Path(p) for p in images]
         self.masks = [Path(p) for p in masks]
         self.class_names = list(class_names)
@@ -212,4 +213,4 @@ def open_segmentation_dataset(
         return voc_segmentation(root, {"training": "train", "validation": "val"}.get(split, split), transform)
     if layout == "ade20k":
         return ade20k_segmentation(root, split, transform)
-    raise ValueError(f"segmentation layout must be 'voc' or 'ade20k', not {layout!r}")
+    raise InvalidInputError(f"segmentation layout must be 'voc' or 'ade20k', not {layout!r}")

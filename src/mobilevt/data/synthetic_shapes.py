@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from ..fileio import atomic_path, write_text_atomic
 from .segmentation_palette import IGNORE_INDEX, voc_palette
+from ..errors import InvalidInputError
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 
@@ -129,11 +130,11 @@ def write_shapes_dataset(
         RuntimeError: no background photos (install scikit-learn, or pass ``backgrounds``).
     """
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
-        raise ValueError(f"need at least one image: num_train={num_train}, num_val={num_val}")
+        raise InvalidInputError(f"need at least one image: num_train={num_train}, num_val={num_val}")
     if image_size < 16:
-        raise ValueError(f"image_size must be at least 16, got {image_size}")
+        raise InvalidInputError(f"image_size must be at least 16, got {image_size}")
     if max_shapes < 1:
-        raise ValueError(f"max_shapes must be at least 1, got {max_shapes}")
+        raise InvalidInputError(f"max_shapes must be at least 1, got {max_shapes}")
     if backgrounds is not None:
         photos = [_Background(Path(p).name, Path(p)) for p in backgrounds]
     else:

@@ -52,6 +52,7 @@ from typing import Dict, Final, List, Sequence, Tuple
 
 import torch
 from torch import nn
+from ..errors import InvalidInputError
 
 
 __all__ = ["WordPieceTokenizer", "create_tokenizer", "load_vocab"]
@@ -194,7 +195,7 @@ def load_vocab(vocab_file: str | os.PathLike) -> List[str]:
         with open(path, encoding="utf-8") as reader:
             return [line.rstrip("\n") for line in reader.readlines()]
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not a UTF-8 text file ({exc.reason}); expected a BERT vocab.txt") from None
+        raise InvalidInputError(f"{path} is not a UTF-8 text file ({exc.reason}); expected a BERT vocab.txt") from None
 
 
 class WordPieceTokenizer(nn.Module):
@@ -253,13 +254,13 @@ class WordPieceTokenizer(nn.Module):
     ):
         super().__init__()
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
+            raise InvalidInputError(f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
         vocab: Dict[str, int] = {}
         for index, token in enumerate(tokens):
             vocab[token] = index  # a repeated token keeps its last id, as the reference
         missing = [token for token in REQUIRED_TOKENS if token not in vocab]
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the vocabulary has no {', '.join(missing)} token; a BERT WordPiece vocab.txt needs "
                 f"{', '.join(REQUIRED_TOKENS)} (one token per line)"
             )
@@ -301,7 +302,7 @@ class WordPieceTokenizer(nn.Module):
         try:
             return cls(tokens, max_length=max_length, lowercase=lowercase)
         except ValueError as exc:
-            raise ValueError(f"{vocab_file}: {exc}") from None
+            raise InvalidInputError(f"{vocab_file}: {exc}") from None
 
     def extra_repr(self) -> str:
         return f"vocab_size={len(self.id_to_token)}, max_length={self.max_length}, lowercase={self.lowercase}"
@@ -346,7 +347,7 @@ class WordPieceTokenizer(nn.Module):
         tokens: List[str] = []
         for token_id in ids:
             if token_id < 0 or token_id >= len(self.id_to_token):
-                raise ValueError(
+                raise InvalidInputError(
                     "decode got id " + str(token_id) + ", outside the vocabulary [0, "
                     + str(len(self.id_to_token)) + ")"
                 )

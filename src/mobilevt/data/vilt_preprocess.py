@@ -27,6 +27,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import InvalidInputError
 
 __all__ = ["VILT_IMAGE_SIZE_RULE", "ViltImagePreprocess", "ViltImageSizeRule", "vilt_resized_size"]
 
@@ -42,7 +43,7 @@ def vilt_resized_size(
     ``longer_side_max``, both rounded half up, then floored to a multiple of ``size_divisor``.
     """
     if height <= 0 or width <= 0:
-        raise ValueError("image size must be positive, got " + str(height) + "x" + str(width))
+        raise InvalidInputError("image size must be positive, got " + str(height) + "x" + str(width))
     if height < width:
         new_height = float(shorter_side)
         new_width = width * (shorter_side / height)
@@ -106,7 +107,7 @@ class ViltImagePreprocess(nn.Module):
         if size_rule is None:
             size_rule = VILT_IMAGE_SIZE_RULE
         if size_rule.interpolation != "bicubic" or size_rule.channel_order != "RGB":
-            raise ValueError(
+            raise InvalidInputError(
                 f"ViltImagePreprocess implements bicubic RGB preprocessing, the rule asks for "
                 f"{size_rule.interpolation} {size_rule.channel_order}"
             )
@@ -128,7 +129,7 @@ class ViltImagePreprocess(nn.Module):
         chw = self._channels_first(image)
         height, width = self.output_size(chw.shape[1], chw.shape[2])
         if height == 0 or width == 0:
-            raise ValueError(
+            raise InvalidInputError(
                 "image of " + str(chw.shape[1]) + "x" + str(chw.shape[2]) + " pixels is too elongated: ViLT's resize "
                 "gives a side shorter than " + str(self.size_divisor) + " pixels; crop it closer to square"
             )
@@ -143,7 +144,7 @@ class ViltImagePreprocess(nn.Module):
         ``[B, 3, h_max, w_max]``, zero-padded at the bottom and right, with
         ``pixel_mask [B, h_max, w_max]`` (1 on real pixels, 0 on padding)."""
         if len(images) == 0:
-            raise ValueError("pad_batch needs at least one image")
+            raise InvalidInputError("pad_batch needs at least one image")
         processed: List[torch.Tensor] = []
         max_height = 0
         max_width = 0
@@ -163,7 +164,7 @@ class ViltImagePreprocess(nn.Module):
 
     def _channels_first(self, image: torch.Tensor) -> torch.Tensor:
         if image.dtype != torch.uint8:
-            raise ValueError(
+            raise InvalidInputError(
                 "expected a uint8 RGB image (values 0-255), got dtype " + str(image.dtype)
                 + "; convert with (image * 255).round().to(torch.uint8) if it is scaled to [0, 1]"
             )
@@ -171,7 +172,7 @@ class ViltImagePreprocess(nn.Module):
             return image.permute(2, 0, 1)
         if image.dim() == 3 and image.shape[0] == 3:
             return image
-        raise ValueError(
+        raise InvalidInputError(
             "expected one RGB image [H, W, 3] or [3, H, W], got shape " + str(list(image.shape))
             + "; convert grayscale or RGBA images to RGB first (mobilevt.load_image does it)"
         )

@@ -18,9 +18,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -119,53 +119,27 @@ def export_detector(
     if fuse:
         eager_model = eager_model.fuse()
     eager = DecodedSSDLite(eager_model, height, width).eval()
-
-    from ..tasks.detection import DetectionPreprocess
-
     photos, source = check_inputs(check_images, max_check_images)
-    resize = DetectionPreprocess(PreprocessConfig((height, width), height, preprocess_config.interpolation,
-                                                  preprocess_config.mean, preprocess_config.std,
-                                                  preprocess_config.channel_order, preprocess_config.antialias))
-    batch = torch.stack([resize(photo) for photo in photos])
+    batch = _check_batch(photos, preprocess_config, height, width)
     with torch.inference_mode():
         expected = eager(batch)
 
     output = Path(output)
-    notes: List[str] = []
-    if format == "torchscript":
-        notes += save_torchscript(eager, output)
-        loaded = torch.jit.load(str(output))
-        runtime = "TorchScript interpreter"
-
-        def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-            with torch.inference_mode():
-                return loaded(x)
-    elif format == "onnx":
-        run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, opset)
-    else:
-        dynamic_batch = False
-        run, runtime = _export_executorch(eager, output, height, width)
-        notes.append("ExecuTorch program with batch 1")
-
-    if dynamic_batch:
-        actual = run(batch)
-    else:
-        parts = [run(batch[i : i + 1]) for i in range(len(batch))]
-        actual = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    written = _WRITERS[format](eager, output, height, width, dynamic_batch, opset)
+    actual = written.run(batch) if written.dynamic_batch else _one_at_a_time(written.run, batch)
     agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
-    eager_ms = median_ms(lambda: eager(batch[:1]), latency_runs)
-    exported_ms = median_ms(lambda: run(batch[:1]), latency_runs)
-    metadata = detection_metadata(model, height, width)
-    write_text_atomic(_metadata_path(output), json.dumps(metadata, indent=2) + "\n")
-    notes.append(f"outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
-                 f"NMS is the separate step described in {_metadata_path(output).name}")
+    write_text_atomic(_metadata_path(output), json.dumps(detection_metadata(model, height, width), indent=2) + "\n")
+    notes = written.notes + [
+        "outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
+        f"NMS is the separate step described in {_metadata_path(output).name}"]
     report = ExportReport(
         format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
-        dynamic_batch=dynamic_batch, include_preprocessing=False, check_images=len(photos), check_source=source,
-        max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
-        top1_agreement=agreement, top5_agreement=None, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms,
-        agreement_of="detections",
-        runtime=runtime, notes=notes,
+        dynamic_batch=written.dynamic_batch, include_preprocessing=False, check_images=len(photos),
+        check_source=source, max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
+        top1_agreement=agreement, top5_agreement=None, agreement_of="detections",
+        eager_latency_ms=median_ms(lambda: eager(batch[:1]), latency_runs),
+        exported_latency_ms=median_ms(lambda: written.run(batch[:1]), latency_runs),
+        runtime=written.runtime, notes=notes,
         details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
                  "detections_near_ties": ties,
                  "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
@@ -174,6 +148,54 @@ def export_detector(
                  "fused": fuse, "threads": torch.get_num_threads(), "metadata": str(_metadata_path(output))},
     )
     return write_report(report)
+
+
+def _check_batch(photos: list, config: PreprocessConfig, height: int, width: int) -> torch.Tensor:
+    """The check photos resized (not cropped) to the exported input size, as detection does."""
+    from ..tasks.detection import DetectionPreprocess
+
+    resize = DetectionPreprocess(PreprocessConfig((height, width), height, config.interpolation, config.mean,
+                                                  config.std, config.channel_order, config.antialias))
+    return torch.stack([resize(photo) for photo in photos])
+
+
+@dataclass
+class _WrittenDetector:
+    run: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
+    runtime: str
+    dynamic_batch: bool
+    notes: List[str]
+
+
+def _write_torchscript(eager, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
+    notes = save_torchscript(eager, output)
+    loaded = torch.jit.load(str(output))
+
+    def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            return loaded(x)
+
+    return _WrittenDetector(run, "TorchScript interpreter", dynamic_batch, notes)
+
+
+def _write_onnx(eager, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
+    run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, opset)
+    return _WrittenDetector(run, runtime, dynamic_batch, [])
+
+
+def _write_executorch(eager, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
+    run, runtime = _export_executorch(eager, output, height, width)
+    return _WrittenDetector(run, runtime, False, ["ExecuTorch program with batch 1"])
+
+
+_WRITERS: Dict[str, Callable[..., _WrittenDetector]] = {
+    "torchscript": _write_torchscript, "onnx": _write_onnx, "executorch": _write_executorch,
+}
+
+
+def _one_at_a_time(run, batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    parts = [run(batch[i : i + 1]) for i in range(len(batch))]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _metadata_path(output: Path) -> Path:

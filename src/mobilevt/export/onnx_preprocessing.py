@@ -31,6 +31,7 @@ from ..data.preprocess import ImagePreprocess
 from ..fileio import atomic_path
 from ..weights.entries import PreprocessConfig
 from .backends import onnx_runner, onnx_runtime_name, require_onnx
+from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -75,7 +76,7 @@ def preprocessing_model(
     from onnx import TensorProto, helper
 
     if opset < MIN_OPSET:
-        raise ValueError(f"preprocessing in ONNX needs opset >= {MIN_OPSET} (antialiased Resize), got {opset}")
+        raise InvalidInputError(f"preprocessing in ONNX needs opset >= {MIN_OPSET} (antialiased Resize), got {opset}")
     g = _GraphBuilder()
     crop_h, crop_w = (int(s) for s in config.input_size)
     resize_size = int(config.resize_size)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..layers.attention import LinearSelfAttention, MultiHeadSelfAttention
+from ..errors import InvalidInputError
 
 
 class ExplicitAttention(nn.Module):
@@ -74,7 +75,7 @@ class ExplicitLayerNorm(nn.Module):
     def __init__(self, norm: nn.LayerNorm) -> None:
         super().__init__()
         if len(norm.normalized_shape) != 1 or not norm.elementwise_affine or norm.bias is None:
-            raise ValueError("ExplicitLayerNorm rewrites an affine LayerNorm over the last dimension")
+            raise InvalidInputError("ExplicitLayerNorm rewrites an affine LayerNorm over the last dimension")
         dim = norm.normalized_shape[0]
         self.register_buffer("average", torch.full((dim, 1), 1.0 / dim))
         self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
@@ -93,7 +94,7 @@ class ExplicitGroupNorm1(nn.Module):
     def __init__(self, norm: nn.GroupNorm) -> None:
         super().__init__()
         if norm.num_groups != 1 or norm.weight is None:
-            raise ValueError("ExplicitGroupNorm1 rewrites an affine GroupNorm with one group")
+            raise InvalidInputError("ExplicitGroupNorm1 rewrites an affine GroupNorm with one group")
         channels = norm.num_channels
         self.register_buffer("average", torch.full((channels, 1), 1.0 / channels))
         self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps

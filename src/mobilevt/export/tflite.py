@@ -25,6 +25,7 @@ from torch import nn
 
 from ..fileio import atomic_path
 from .errors import ExportError
+from .native_logs import LITERT_LOGS, native_stderr_without
 
 INSTALL_HINT = 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)'
 
@@ -90,15 +91,16 @@ def export_tflite(
     except ImportError as exc:
         raise ExportError(f"the tflite export needs {exc.name}: {INSTALL_HINT}") from None
     example = torch.rand(1, 3, height, width)
-    with _quiet_converter():
-        converted = litert_torch.convert(model.eval(), (example,))
-    flatbuffer = converted.model_content()
+    with _quiet_converter(), native_stderr_without(LITERT_LOGS):
+        # model_content() reports its own stage: inside the quiet block too
+        flatbuffer = litert_torch.convert(model.eval(), (example,)).model_content()
     op_names = check_builtin_ops(flatbuffer)  # before writing: no file that cannot run
     with atomic_path(output) as tmp:
         tmp.write_bytes(flatbuffer)
 
-    interpreter = Interpreter(model_path=str(output), num_threads=torch.get_num_threads())
-    interpreter.allocate_tensors()
+    with native_stderr_without(LITERT_LOGS):
+        interpreter = Interpreter(model_path=str(output), num_threads=torch.get_num_threads())
+        interpreter.allocate_tensors()
     (input_detail,) = interpreter.get_input_details()
     (output_detail,) = interpreter.get_output_details()
     if list(input_detail["shape"]) != [1, 3, height, width] or input_detail["dtype"] != np.float32:

@@ -35,6 +35,7 @@ return a runner of the written file (the benchmark uses them too).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -89,49 +90,63 @@ def export_vqa_pipeline(
         "mobivqa": mobivqa_settings(pipeline.model),
     }
 
-    if format == "torchscript":
-        pipeline.save_torchscript(output)
-        loaded = torch.jit.load(str(output))
-        runtime = "TorchScript interpreter"
-        with torch.inference_mode():
-            actual = torch.stack([loaded.answer_logits(image, question) for image, question in pairs])
-        image, question = pairs[0]
-        eager_ms = median_ms(lambda: pipeline(image, question, 5), latency_runs)
-        exported_ms = median_ms(lambda: loaded(image, question, 5), latency_runs)
-        notes.append("input: a uint8 [H, W, 3] RGB image of any size and the question string; output: top-k "
-                     "(answer, score); answer_logits(image, question) gives all logits")
-        input_size = tuple(image.shape[:2])
-        dynamic = True
-    else:
-        model_inputs = [_model_inputs(pipeline, image, question, pad_text=format == "executorch")
-                        for image, question in pairs]
-        if format == "onnx":
-            run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], opset, notes=notes)
-            details["opset"] = max(opset, 18) if has_data_dependent_exit(pipeline.model) else opset
-        else:
-            run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes)
-            details["dynamic_size"] = dynamic_size
-        actual = torch.cat([run(inputs) for inputs in model_inputs])
-        eager_ms = median_ms(lambda: pipeline.model(*model_inputs[0]), latency_runs)
-        exported_ms = median_ms(lambda: run(model_inputs[0]), latency_runs)
-        details |= _write_side_files(pipeline, output)
-        notes.append("inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
-                     "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
-                     "side 384, longer <= 639, multiples of 32, bicubic, (x / 255 - 0.5) / 0.5), pixel_mask "
-                     "[1, H, W] int64; output: logits [1, answers], score = sigmoid(logit)")
-        input_size = tuple(model_inputs[0][2].shape[-2:])
-        dynamic = format == "onnx"  # ExecuTorch specialises the example's batch of 1
-
-    top1, top5 = topk_agreement(actual, expected)
+    write = _write_pipeline_torchscript if format == "torchscript" else _write_model_file
+    written = write(pipeline, output, format, pairs, latency_runs, opset, notes, details)
+    top1, top5 = topk_agreement(written.actual, expected)
     report = ExportReport(
-        format=format, path=str(output), file_bytes=file_size(output), input_size=input_size, dynamic_batch=dynamic,
-        include_preprocessing=format == "torchscript", check_images=len(pairs), check_source=source,
-        max_abs_diff=float((actual.float() - expected.float()).abs().max()), top1_agreement=top1,
-        agreement_of="top-1 answer",
-        top5_agreement=top5, eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime,
+        format=format, path=str(output), file_bytes=file_size(output), input_size=written.input_size,
+        dynamic_batch=written.dynamic_batch, include_preprocessing=format == "torchscript", check_images=len(pairs),
+        check_source=source, max_abs_diff=float((written.actual.float() - expected.float()).abs().max()),
+        top1_agreement=top1, top5_agreement=top5, agreement_of="top-1 answer",
+        eager_latency_ms=written.eager_ms, exported_latency_ms=written.exported_ms, runtime=written.runtime,
         notes=notes, details=details,
     )
     return write_report(report)
+
+
+@dataclass
+class _WrittenVqa:
+    actual: torch.Tensor  # the file's answer logits for the check pairs
+    runtime: str
+    eager_ms: Optional[float]
+    exported_ms: Optional[float]
+    input_size: Tuple[int, int]
+    dynamic_batch: bool
+
+
+def _write_pipeline_torchscript(pipeline, output: Path, format: str, pairs, latency_runs: int, opset: int,
+                                notes: List[str], details: dict) -> _WrittenVqa:
+    pipeline.save_torchscript(output)
+    loaded = torch.jit.load(str(output))
+    with torch.inference_mode():
+        actual = torch.stack([loaded.answer_logits(image, question) for image, question in pairs])
+    image, question = pairs[0]
+    notes.append("input: a uint8 [H, W, 3] RGB image of any size and the question string; output: top-k "
+                 "(answer, score); answer_logits(image, question) gives all logits")
+    return _WrittenVqa(actual, "TorchScript interpreter", median_ms(lambda: pipeline(image, question, 5), latency_runs),
+                       median_ms(lambda: loaded(image, question, 5), latency_runs), tuple(image.shape[:2]), True)
+
+
+def _write_model_file(pipeline, output: Path, format: str, pairs, latency_runs: int, opset: int,
+                      notes: List[str], details: dict) -> _WrittenVqa:
+    """The ViLT network alone (ONNX or ExecuTorch), its tokenizer and answers beside it."""
+    model_inputs = [_model_inputs(pipeline, image, question, pad_text=format == "executorch")
+                    for image, question in pairs]
+    if format == "onnx":
+        run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], opset, notes=notes)
+        details["opset"] = max(opset, 18) if has_data_dependent_exit(pipeline.model) else opset
+    else:
+        run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes)
+        details["dynamic_size"] = dynamic_size
+    actual = torch.cat([run(inputs) for inputs in model_inputs])
+    details |= _write_side_files(pipeline, output)
+    notes.append("inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
+                 "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
+                 "side 384, longer <= 639, multiples of 32, bicubic, (x / 255 - 0.5) / 0.5), pixel_mask "
+                 "[1, H, W] int64; output: logits [1, answers], score = sigmoid(logit)")
+    return _WrittenVqa(actual, runtime, median_ms(lambda: pipeline.model(*model_inputs[0]), latency_runs),
+                       median_ms(lambda: run(model_inputs[0]), latency_runs), tuple(model_inputs[0][2].shape[-2:]),
+                       format == "onnx")  # ExecuTorch specialises the example's batch of 1
 
 
 def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> Tuple[torch.Tensor, ...]:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import ConvNormAct
+from ..errors import InvalidInputError
 
 
 class ConvNormReLU(ConvNormAct):
@@ -50,9 +51,9 @@ class ASPP(nn.Module):
     ) -> None:
         super().__init__()
         if len(atrous_rates) != 3 or any(int(r) < 1 for r in atrous_rates):
-            raise ValueError(f"atrous_rates must be three positive dilations, e.g. (6, 12, 18); got {tuple(atrous_rates)}")
+            raise InvalidInputError(f"atrous_rates must be three positive dilations, e.g. (6, 12, 18); got {tuple(atrous_rates)}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"ASPP dropout must be in [0, 1), got {dropout}")
+            raise InvalidInputError(f"ASPP dropout must be in [0, 1), got {dropout}")
         self.atrous_rates = tuple(int(r) for r in atrous_rates)
         branches: list[nn.Module] = [ConvNormReLU(in_channels, out_channels, 1)]
         branches += [ConvNormReLU(in_channels, out_channels, 3, dilation=rate) for rate in self.atrous_rates]

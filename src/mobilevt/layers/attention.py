@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import InvalidInputError
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -14,7 +15,7 @@ class MultiHeadSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 4, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"attention dim {dim} is not divisible by num_heads={num_heads}")
+            raise InvalidInputError(f"attention dim {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3)

@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import InvalidInputError
 
 
 class MaskedSelfAttention(nn.Module):
@@ -24,7 +25,7 @@ class MaskedSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"attention dim {dim} is not divisible by num_heads={num_heads}")
+            raise InvalidInputError(f"attention dim {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5

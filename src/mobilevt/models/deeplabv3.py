@@ -30,6 +30,7 @@ from ..registry import ModelEntry, get_model_entry, register_model
 from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the backbones first
 from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
 from ..weights.entries import PreprocessConfig, Weights
+from ..errors import InvalidInputError
 
 SEGMENTATION_TASK = "semantic-segmentation"
 
@@ -67,7 +68,7 @@ class DeepLabV3(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+            raise InvalidInputError(f"num_classes must be at least 1, got {num_classes}")
         backbone.final_conv = nn.Identity()
         self.backbone = backbone
         self.num_classes = num_classes
@@ -202,7 +203,7 @@ def build_deeplabv3(
     Other keyword arguments (``drop_path_rate``, ``in_chans`` ...) go to the backbone.
     """
     if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        raise InvalidInputError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     entry = get_model_entry(backbone_name)
     backbone = entry.builder(num_classes=0, output_stride=output_stride, **backbone_kwargs)
     arch = getattr(backbone, "arch", None)

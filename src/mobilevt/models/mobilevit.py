@@ -29,6 +29,7 @@ from ..layers import (
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.mobilevit_layouts import MOBILEVIT_CHECKPOINTS
+from ..errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,9 @@ class MobileViTArch:
 
     def __post_init__(self) -> None:
         if self.version == 3 and self.builds_on not in (1, 2):
-            raise ValueError(f"a MobileViTv3 arch builds on version 1 or 2, got builds_on={self.builds_on}")
+            raise InvalidInputError(f"a MobileViTv3 arch builds on version 1 or 2, got builds_on={self.builds_on}")
         if self.version != 3 and self.builds_on:
-            raise ValueError(f"builds_on is for version 3 only, got version={self.version}")
+            raise InvalidInputError(f"builds_on is for version 3 only, got version={self.version}")
 
     @property
     def base_version(self) -> int:
@@ -104,7 +105,7 @@ class MobileViT(nn.Module):
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+            raise InvalidInputError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.arch = arch
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -193,12 +194,12 @@ class MobileViT(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
-            raise ValueError(
+            raise InvalidInputError(
                 "MobileViT expects a 4-D image batch [batch, channels, height, width], got a tensor with "
                 "{} dimension(s) of shape {}; add a batch dimension with x.unsqueeze(0)".format(x.dim(), list(x.shape))
             )
         if x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise InvalidInputError(
                 "MobileViT expects {} input channels in dimension 1, got shape {}; convert grayscale or RGBA "
                 "images to RGB and use channels-first [B, C, H, W] layout".format(self.in_chans, list(x.shape))
             )

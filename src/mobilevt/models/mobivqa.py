@@ -31,6 +31,7 @@ from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.vilt_layouts import VILT_CHECKPOINTS
 from .vilt import ARCH_FIELDS, ViltArch, ViltForQuestionAnswering, VqaHead
+from ..errors import InvalidInputError
 
 
 class ExitMode(IntEnum):
@@ -178,7 +179,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         """Answer logits ``[batch, num_answers]`` (see :meth:`ViltForQuestionAnswering.forward`),
         with the MobiVQA optimisations that are switched on."""
         if pixel_values is None:
-            raise ValueError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+            raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
         if self.exit_mode != ExitMode.OFF.value or self.prune_layer > 0:
             return self.forward_with_exit(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)[0]
         return self.plain_forward(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
@@ -192,12 +193,12 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         with the backbone frozen, e.g. with :func:`mobilevt.training.vqa.train_exit_heads`."""
         layers = sorted(set(int(layer) for layer in exit_layers))
         if not layers or layers[0] < 1 or layers[-1] >= self.num_layers:
-            raise ValueError(
+            raise InvalidInputError(
                 f"exit_layers must be layer numbers in 1..{self.num_layers - 1} (the last layer is the model's own "
                 f"head), got {list(exit_layers)}"
             )
         if not 1 <= predictor_layer <= layers[0]:
-            raise ValueError(f"predictor_layer must be in 1..{layers[0]} (at most the first exit layer), got {predictor_layer}")
+            raise InvalidInputError(f"predictor_layer must be in 1..{layers[0]} (at most the first exit layer), got {predictor_layer}")
         dim = self.arch.hidden_size
         device = self.pooler.weight.device
         heads = []
@@ -228,11 +229,11 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         """
         chosen = int(threshold is not None) + int(predictor) + int(layer > 0)
         if chosen > 1:
-            raise ValueError("choose one early-exit mode: a confidence threshold, the exit predictor, or a fixed layer")
+            raise InvalidInputError("choose one early-exit mode: a confidence threshold, the exit predictor, or a fixed layer")
         if chosen == 1 and len(self.exit_layers) == 0:
-            raise ValueError("this model has no exit heads: call model.add_early_exits([...]) (and train them) first")
+            raise InvalidInputError("this model has no exit heads: call model.add_early_exits([...]) (and train them) first")
         if layer > 0 and layer not in self.exit_layers:
-            raise ValueError("fixed exit layer " + str(layer) + " has no exit head; exit layers are " + str(self.exit_layers))
+            raise InvalidInputError("fixed exit layer " + str(layer) + " has no exit head; exit layers are " + str(self.exit_layers))
         self.exit_softmax = softmax
         self.fixed_exit_layer = layer
         if threshold is not None:
@@ -252,11 +253,11 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         question's tokens attend to most in that layer (``keep_ratio`` to the nearest
         millionth, the ceiling exact); ``layer=0`` turns it off."""
         if layer < 0 or layer >= len(self.encoder.layers):
-            raise ValueError(
+            raise InvalidInputError(
                 "pruning layer must be in 1.." + str(len(self.encoder.layers) - 1) + " (0 = off), got " + str(layer)
             )
         if layer > 0 and not (keep_ratio > 0.0 and keep_ratio <= 1.0):
-            raise ValueError("keep_ratio must be in (0, 1], got " + str(keep_ratio))
+            raise InvalidInputError("keep_ratio must be in (0, 1], got " + str(keep_ratio))
         self.prune_layer = layer
         self.prune_keep_ratio = keep_ratio
 
@@ -276,7 +277,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         """Answer logits ``[batch, num_answers]`` with the switched-on optimisations, and
         the number of layers each image went through before its answer ``[batch]``."""
         if pixel_values is None:
-            raise ValueError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+            raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
         data_dependent = self.exit_mode == ExitMode.CONFIDENCE.value or self.exit_mode == ExitMode.PREDICTOR.value
         if data_dependent and not torch.jit.is_scripting():
             if _is_exporting():  # data-dependent exits: torch.cond instead of Python control flow
@@ -444,7 +445,7 @@ def build_vilt_b32_vqa(
     (:meth:`MobiVqaVilt.add_early_exits`)."""
     unknown = sorted(set(arch_fields) - ARCH_FIELDS)
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown ViLT option(s) {', '.join(unknown)}; architecture fields are {', '.join(sorted(ARCH_FIELDS))}, "
             "other options num_answers, answers, drop_rate, attn_drop_rate, exit_layers, predictor_layer, "
             "predictor_hidden"

@@ -36,6 +36,7 @@ from ..ops.ssd import (
 from ..registry import ModelEntry, build_model, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.ssdlite_layouts import SSDLITE_CHECKPOINTS
+from ..errors import InvalidInputError
 
 TASK = "object-detection"
 
@@ -67,7 +68,7 @@ class SSDLiteConfig:
     def __post_init__(self) -> None:
         n = len(self.output_strides)
         if len(self.aspect_ratios) != n or len(self.proj_channels) != n:
-            raise ValueError(
+            raise InvalidInputError(
                 f"SSDLiteConfig needs one aspect-ratio list and one proj_channels value per output stride: "
                 f"{n} strides, {len(self.aspect_ratios)} aspect-ratio lists, {len(self.proj_channels)} proj_channels"
             )
@@ -75,18 +76,18 @@ class SSDLiteConfig:
         for i, stride in enumerate(self.output_strides):
             if stride == -1:
                 if i != n - 1:
-                    raise ValueError("output stride -1 (the global 1x1 map) can only be the last one")
+                    raise InvalidInputError("output stride -1 (the global 1x1 map) can only be the last one")
             elif stride <= 32:
                 if stride not in (8, 16, 32) or stride <= previous:
-                    raise ValueError(f"backbone output strides must be increasing values of 8, 16, 32, got {self.output_strides}")
+                    raise InvalidInputError(f"backbone output strides must be increasing values of 8, 16, 32, got {self.output_strides}")
             elif stride != 2 * previous:
-                raise ValueError(
+                raise InvalidInputError(
                     f"each output stride above 32 comes from a stride-2 layer on the previous map: expected "
                     f"{2 * previous} after {previous}, got {stride} ({self.output_strides})"
                 )
             previous = stride
         if not any(0 < s <= 32 for s in self.output_strides):
-            raise ValueError(f"at least one output stride must be a backbone map (8, 16 or 32), got {self.output_strides}")
+            raise InvalidInputError(f"at least one output stride must be a backbone map (8, 16 or 32), got {self.output_strides}")
 
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(SSDLiteConfig))
@@ -108,7 +109,7 @@ class SSDLite(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int = 81, config: SSDLiteConfig = SSDLiteConfig()) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes counts the background too: at least 2, got {num_classes}")
+            raise InvalidInputError(f"num_classes counts the background too: at least 2, got {num_classes}")
         self.config = config
         self.num_classes = num_classes
         self.backbone = backbone
@@ -126,7 +127,7 @@ class SSDLite(nn.Module):
             if 0 < stride <= 32:
                 matches = [i for i, f in enumerate(info) if f["stride"] == stride]
                 if not matches:
-                    raise ValueError(f"the backbone has no stride-{stride} feature map (its strides: "
+                    raise InvalidInputError(f"the backbone has no stride-{stride} feature map (its strides: "
                                      f"{[f['stride'] for f in info]}); build it with output_stride=32")
                 levels.append(matches[-1])
                 channels = info[matches[-1]]["channels"]

@@ -40,6 +40,7 @@ from torch import nn
 
 from ..data.vilt_preprocess import VILT_IMAGE_SIZE_RULE
 from ..layers.vit import PreNormEncoderLayer
+from ..errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,12 @@ class ViltArch:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads != 0:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+            raise InvalidInputError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.image_size % self.patch_size != 0:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise InvalidInputError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         for name in ("hidden_size", "num_layers", "mlp_dim", "patch_size", "vocab_size", "max_text_len"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"ViltArch.{name} must be positive, got {getattr(self, name)}")
+                raise InvalidInputError(f"ViltArch.{name} must be positive, got {getattr(self, name)}")
 
     @property
     def position_grid(self) -> int:
@@ -123,7 +124,7 @@ class ViltTextEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
         if not torch.jit.is_tracing() and seq_len > self.max_text_len:
-            raise ValueError(
+            raise InvalidInputError(
                 "the question has " + str(seq_len) + " tokens, this ViLT takes at most " + str(self.max_text_len)
                 + ": tokenize with truncation=True, max_length=" + str(self.max_text_len)
             )
@@ -177,7 +178,7 @@ class ViltImageEmbeddings(nn.Module):
         """Image tokens ``[batch, 1 + patches, dim]`` ([CLS] first, patches row-major)
         and their validity ``[batch, 1 + patches]`` (bool)."""
         if not torch.jit.is_tracing() and (pixel_values.dim() != 4 or pixel_values.shape[1] != self.in_chans):
-            raise ValueError(
+            raise InvalidInputError(
                 "pixel_values must be [batch, " + str(self.in_chans) + ", height, width], got shape "
                 + str(list(pixel_values.shape))
             )
@@ -268,9 +269,9 @@ class ViltForQuestionAnswering(nn.Module):
     ):
         super().__init__()
         if num_answers <= 0:
-            raise ValueError(f"num_answers must be positive, got {num_answers}")
+            raise InvalidInputError(f"num_answers must be positive, got {num_answers}")
         if answers and len(answers) != num_answers:
-            raise ValueError(f"{len(answers)} answers given for a classifier of {num_answers} outputs")
+            raise InvalidInputError(f"{len(answers)} answers given for a classifier of {num_answers} outputs")
         self.arch = arch
         self.num_answers = num_answers
         self.answers: List[str] = [str(a) for a in answers]
@@ -315,7 +316,7 @@ class ViltForQuestionAnswering(nn.Module):
         [CLS], patches row-major) and its key mask ``[batch, 1, 1, tokens]`` (bool, True
         where a token may be attended to)."""
         if not torch.jit.is_tracing() and input_ids.shape[0] != pixel_values.shape[0]:
-            raise ValueError(
+            raise InvalidInputError(
                 "input_ids and pixel_values must have the same batch size, got "
                 + str(input_ids.shape[0]) + " and " + str(pixel_values.shape[0])
             )
@@ -353,7 +354,7 @@ class ViltForQuestionAnswering(nn.Module):
             token_type_ids: ``[batch, text]`` BERT segment ids (zeros when omitted).
         """
         if pixel_values is None:
-            raise ValueError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+            raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
         return self.plain_forward(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
 
     def plain_forward(

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_iou
+from ..errors import InvalidInputError
 
 
 def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -77,17 +78,17 @@ class SSDAnchorGenerator:
         clip: bool = True,
     ) -> None:
         if len(output_strides) != len(aspect_ratios):
-            raise ValueError(
+            raise InvalidInputError(
                 f"one aspect-ratio list per output stride: got {len(output_strides)} strides and "
                 f"{len(aspect_ratios)} aspect-ratio lists"
             )
         if not 0.0 < min_scale < max_scale:
-            raise ValueError(f"need 0 < min_scale < max_scale, got {min_scale} and {max_scale}")
+            raise InvalidInputError(f"need 0 < min_scale < max_scale, got {min_scale} and {max_scale}")
         self.output_strides = tuple(int(s) for s in output_strides)
         self.aspect_ratios = tuple(tuple(sorted(set(ar))) for ar in aspect_ratios)
         for ratios in self.aspect_ratios:
             if any(r <= 0 for r in ratios):
-                raise ValueError(f"aspect ratios must be positive, got {ratios}")
+                raise InvalidInputError(f"aspect ratios must be positive, got {ratios}")
         self.min_scale = float(min_scale)
         self.max_scale = float(max_scale)
         self.clip = bool(clip)
@@ -137,7 +138,7 @@ class SSDAnchorGenerator:
         one per level, in order; cached."""
         key = tuple((int(h), int(w)) for h, w in feature_sizes)
         if len(key) != len(self.output_strides):
-            raise ValueError(f"one feature map size per level: {len(self.output_strides)} levels, got {len(key)} sizes")
+            raise InvalidInputError(f"one feature map size per level: {len(self.output_strides)} levels, got {len(key)} sizes")
         if key not in self._cache:
             self._cache[key] = torch.cat([self.level_anchors(i, h, w) for i, (h, w) in enumerate(key)])
         return self._cache[key]

@@ -30,6 +30,7 @@ from ..data.preprocess import ImagePreprocess
 from ..fileio import write_text_atomic
 from .model_io import class_names_for, preprocess_config_for, transforms_for  # noqa: F401  (re-exported)
 from ..weights.entries import PreprocessConfig
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def predict(
     ``error`` set for an undecodable file instead of raising :class:`ImageDecodeError`.
     """
     if on_error not in ("raise", "report"):
-        raise ValueError(f"on_error must be 'raise' or 'report', not {on_error!r}")
+        raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     items = expand_image_inputs(images)
     preprocess = preprocess if preprocess is not None else transforms_for(model)
     names = list(class_names) if class_names is not None else class_names_for(model)
@@ -295,14 +296,14 @@ def evaluate(
         dataset = _Preprocessed(data, preprocess)
     if limit is not None:
         if limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
+            raise InvalidInputError(f"limit must be positive, got {limit}")
         if isinstance(dataset, ImageClassificationDataset):
             dataset = dataset.subset(limit)
         else:
             dataset = Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
     total = len(dataset)  # type: ignore[arg-type]
     if total == 0:
-        raise ValueError("the dataset is empty")
+        raise InvalidInputError("the dataset is empty")
 
     with _distributed_context(distributed, device) as (rank, world_size, device):
         shard = Subset(dataset, range(rank, total, world_size))

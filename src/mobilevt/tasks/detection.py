@@ -32,6 +32,7 @@ from ..fileio import write_text_atomic
 from ..ops.ssd import Detections
 from .classification import _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
+from ..errors import InvalidInputError, MissingDependencyError
 
 ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
 
@@ -135,9 +136,9 @@ def detect(
     result with ``error`` set for an undecodable file instead of raising.
     """
     if on_error not in ("raise", "report"):
-        raise ValueError(f"on_error must be 'raise' or 'report', not {on_error!r}")
+        raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     if not hasattr(model, "postprocess"):
-        raise ValueError(f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
+        raise InvalidInputError(f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
                          "(mobilevt.list_models(task='object-detection'))")
     items = expand_image_inputs(images)
     preprocess = preprocess if preprocess is not None else transforms_for(model, "object-detection")
@@ -187,7 +188,7 @@ def _pycocotools():
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:
-        raise ImportError(f"COCO mAP evaluation needs pycocotools: {_DETECTION_EXTRA}") from None
+        raise MissingDependencyError(f"COCO mAP evaluation needs pycocotools: {_DETECTION_EXTRA}") from None
     return COCO, COCOeval
 
 
@@ -323,10 +324,10 @@ def evaluate_detection(
         dataset = images
     else:
         if annotations is None:
-            raise ValueError("evaluate_detection needs the COCO annotation file (annotations=...instances_val.json)")
+            raise InvalidInputError("evaluate_detection needs the COCO annotation file (annotations=...instances_val.json)")
         dataset = CocoDetection(images, annotations)
     if model.num_classes != dataset.num_classes:
-        raise ValueError(
+        raise InvalidInputError(
             f"the model has {model.num_classes} classes (background included), the annotation file "
             f"{dataset.num_classes - 1} categories + background: use a detector trained on these categories"
         )

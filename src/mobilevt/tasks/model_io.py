@@ -10,6 +10,7 @@ from ..data.imagenet import imagenet_classes
 from ..data.preprocess import DetectionPreprocess, ImagePreprocess, SegmentationPreprocess
 from ..registry import get_model_entry
 from ..weights.entries import PreprocessConfig, Weights
+from ..errors import InvalidInputError
 
 ModelOrName = Union[nn.Module, str, Weights, PreprocessConfig]
 
@@ -63,7 +64,7 @@ def preprocess_config_for(model_or_name: Union[nn.Module, str, Weights, Preproce
         config = getattr(target, "preprocess", None)
         if isinstance(config, PreprocessConfig):
             return config
-        raise ValueError(
+        raise InvalidInputError(
             f"{type(model_or_name).__name__} carries no preprocessing (models from mobilevt.create_model do); "
             "pass a PreprocessConfig or a model name instead"
         )

@@ -35,6 +35,7 @@ from ..fileio import atomic_path
 from ..data.preprocess import SegmentationPreprocess  # noqa: F401  (re-exported)
 from .classification import ImageInput, _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
+from ..errors import InvalidInputError
 
 
 # ---------------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: Union[str, torch.device] = "cpu"):
         if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+            raise InvalidInputError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -55,7 +56,7 @@ class ConfusionMatrix:
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: ``predicted`` and ``target`` class-index tensors of one shape."""
         if predicted.shape != target.shape:
-            raise ValueError(f"predicted {list(predicted.shape)} and target {list(target.shape)} differ in shape")
+            raise InvalidInputError(f"predicted {list(predicted.shape)} and target {list(target.shape)} differ in shape")
         target = target.to(self.matrix.device).long().flatten()
         predicted = predicted.to(self.matrix.device).long().flatten()
         valid = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
@@ -174,7 +175,7 @@ def segment(
     :class:`~mobilevt.data.ImageDecodeError`.
     """
     if on_error not in ("raise", "report"):
-        raise ValueError(f"on_error must be 'raise' or 'report', not {on_error!r}")
+        raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     device = resolve_device(device)
     model = model.to(device).eval()
     preprocess = transforms_for(model, "semantic-segmentation").to(device)
@@ -199,7 +200,7 @@ def colorize(mask: torch.Tensor, palette: Optional[Sequence[int]] = None) -> Ima
     values stay the class indices, viewers show the colours."""
     values = mask.detach().cpu().numpy()
     if values.size and (values.min() < 0 or values.max() > 255):
-        raise ValueError("a palette image holds class indices 0..255")
+        raise InvalidInputError("a palette image holds class indices 0..255")
     image = Image.fromarray(values.astype(np.uint8), mode="L").convert("P")
     image.putpalette(list(palette) if palette is not None else voc_palette())
     return image
@@ -221,7 +222,7 @@ def write_segmentation(result: Segmentation, image: Union[torch.Tensor, Image.Im
     """Write ``<stem>_mask.png`` (palette PNG of class indices) and ``<stem>_overlay.png``
     into ``out_dir``, atomically; returns their paths."""
     if result.mask is None:
-        raise ValueError(f"{result.source}: no mask to write ({result.error})")
+        raise InvalidInputError(f"{result.source}: no mask to write ({result.error})")
     if not isinstance(image, (torch.Tensor, Image.Image)):
         image = load_image(image)
     stem = stem or Path(result.source).stem
@@ -317,7 +318,7 @@ def evaluate_segmentation(
     num_classes = int(getattr(model, "num_classes"))
     names = list(getattr(base, "class_names", None) or class_names_for(model, "semantic-segmentation"))
     if isinstance(base, SegmentationFolder) and base.num_classes != num_classes:
-        raise ValueError(
+        raise InvalidInputError(
             f"the dataset has {base.num_classes} classes but the model predicts {num_classes}: use a model made for "
             f"this dataset (create_model(..., num_classes={base.num_classes}) and train it)"
         )

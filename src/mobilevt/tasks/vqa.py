@@ -23,6 +23,7 @@ from torch import nn
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..data.vilt_preprocess import ViltImagePreprocess
 from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
+from ..errors import InvalidInputError
 
 __all__ = [
     "VqaEvaluation",
@@ -66,7 +67,7 @@ class VqaPipeline(nn.Module):
         super().__init__()
         max_text_len = getattr(getattr(model, "arch", None), "max_text_len", None)
         if max_text_len is not None and tokenizer.max_length > max_text_len:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the tokenizer makes up to {tokenizer.max_length} tokens but the model takes at most {max_text_len}: "
                 f"create it with max_length={max_text_len}"
             )
@@ -75,7 +76,7 @@ class VqaPipeline(nn.Module):
         if not names:
             names = [str(index) for index in range(num_answers)]
         if len(names) != num_answers:
-            raise ValueError(f"{len(names)} answer names given for a model with {num_answers} answers")
+            raise InvalidInputError(f"{len(names)} answer names given for a model with {num_answers} answers")
         self.model = model.eval()
         self.tokenizer = tokenizer
         if image_preprocess is None:
@@ -103,7 +104,7 @@ class VqaPipeline(nn.Module):
         """Top-k answers of each (``images[i]``, ``questions[i]``) pair, run as one batch
         (images zero-padded with a pixel mask, questions padded with [PAD])."""
         if len(images) != len(questions):
-            raise ValueError(
+            raise InvalidInputError(
                 "answer_batch needs one question per image, got " + str(len(images)) + " images and "
                 + str(len(questions)) + " questions"
             )
@@ -119,7 +120,7 @@ class VqaPipeline(nn.Module):
 
     def _top_answers(self, scores: torch.Tensor, top_k: int) -> List[Tuple[str, float]]:
         if top_k < 1:
-            raise ValueError("top_k must be at least 1, got " + str(top_k))
+            raise InvalidInputError("top_k must be at least 1, got " + str(top_k))
         best = torch.topk(scores, min(top_k, scores.shape[0]))
         values: List[float] = best.values.tolist()
         indices: List[int] = best.indices.tolist()
@@ -169,7 +170,7 @@ def create_vqa_pipeline(
     model = mobilevt.create_model(model_name, weights=weights, **model_kwargs).eval()
     tokenizer = create_tokenizer(vocab_path, max_length=model.arch.max_text_len, lowercase=lowercase)
     if len(tokenizer.id_to_token) > model.arch.vocab_size:
-        raise ValueError(
+        raise InvalidInputError(
             f"{vocab_path} has {len(tokenizer.id_to_token)} tokens but the model embeds only {model.arch.vocab_size}: "
             "it is not this model's vocabulary"
         )
@@ -189,7 +190,7 @@ def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: 
             raise FileNotFoundError(f"vocabulary file not found: {path}; pass the vocab.txt of the model's tokenizer")
         return path, _lowercase(path.parent)
     if weights is None:
-        raise ValueError(
+        raise InvalidInputError(
             "random ViLT weights (--weights none) come without a vocabulary: pass vocab_file= (--vocab FILE), the "
             "vocab.txt of bert-base-uncased or of any Hugging Face ViLT model folder (30,522 tokens)"
         )

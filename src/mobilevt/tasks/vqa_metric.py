@@ -29,6 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Union
+from ..errors import InvalidInputError
 
 __all__ = ["EVALUATOR_VERSIONS", "VqaEvaluation", "evaluate_vqa", "normalize_answer", "vqa_accuracy"]
 
@@ -124,7 +125,7 @@ def _answer_records(human_answers: Sequence[Union[str, Mapping[str, Any]]]) -> L
     if isinstance(human_answers, (str, Mapping)):
         raise TypeError("human_answers must be a list of the humans' answer strings (or answer dicts), not one")
     if len(human_answers) == 0:
-        raise ValueError("vqa_accuracy needs at least one human answer")
+        raise InvalidInputError("vqa_accuracy needs at least one human answer")
     records = []
     for position, answer in enumerate(human_answers):
         if isinstance(answer, str):
@@ -149,7 +150,7 @@ def vqa_accuracy(
     "answer_id": ...}``).
     """
     if version not in EVALUATOR_VERSIONS:
-        raise ValueError(f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}")
+        raise InvalidInputError(f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}")
     records = _answer_records(human_answers)
     prediction = _clean_whitespace(predicted)
     if version == "2021":
@@ -208,18 +209,18 @@ def evaluate_vqa(
             (as the papers before 2021 were scored; see :mod:`mobilevt.tasks.vqa_metric`).
     """
     if version not in EVALUATOR_VERSIONS:
-        raise ValueError(f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}")
+        raise InvalidInputError(f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}")
     predicted = _load_predictions(predictions)
     annotations = _load_annotations(annotations_file)
     unknown = sorted(set(predicted) - set(annotations))
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(unknown)} predicted question ids are not in the annotations (first: {unknown[:5]}); "
             "are the predictions for another split?"
         )
     missing = [qid for qid in annotations if qid not in predicted]
     if missing and require_all:
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(missing)} of {len(annotations)} annotated questions have no prediction (first: {missing[:5]}); "
             "predict them all or pass require_all=False to evaluate a subset"
         )
@@ -233,7 +234,7 @@ def evaluate_vqa(
         by_answer_type[str(record.get("answer_type", "unknown"))].append(score)
         by_question_type[str(record.get("question_type", "unknown"))].append(score)
     if not per_question:
-        raise ValueError("no predictions to evaluate")
+        raise InvalidInputError("no predictions to evaluate")
     return VqaEvaluation(
         accuracy=sum(per_question.values()) / len(per_question),
         per_answer_type={key: sum(v) / len(v) for key, v in sorted(by_answer_type.items())},
@@ -250,7 +251,7 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a JSON file ({exc})") from None
+        raise InvalidInputError(f"{path} is not a JSON file ({exc})") from None
 
 
 def _load_predictions(predictions: Any) -> Dict[int, str]:
@@ -261,7 +262,7 @@ def _load_predictions(predictions: Any) -> Dict[int, str]:
     result: Dict[int, str] = {}
     for item in predictions:
         if not isinstance(item, Mapping) or "question_id" not in item or "answer" not in item:
-            raise ValueError(
+            raise InvalidInputError(
                 'predictions must be {question_id: answer} or a list of {"question_id": ..., "answer": ...}, got '
                 f"an item {item!r}"
             )
@@ -276,13 +277,13 @@ def _load_annotations(annotations: Any) -> Dict[int, Mapping[str, Any]]:
         annotations = _read_json(annotations, "annotations")
     records = annotations.get("annotations") if isinstance(annotations, Mapping) else None
     if not isinstance(records, list):
-        raise ValueError(
+        raise InvalidInputError(
             f'{source}: expected a VQAv2 annotations JSON with an "annotations" list (e.g. '
             "v2_mscoco_val2014_annotations.json), not the questions file or results"
         )
     by_id: Dict[int, Mapping[str, Any]] = {}
     for record in records:
         if "question_id" not in record or not record.get("answers"):
-            raise ValueError(f'{source}: an annotation without "question_id" or "answers": {str(record)[:200]}')
+            raise InvalidInputError(f'{source}: an annotation without "question_id" or "answers": {str(record)[:200]}')
         by_id[int(record["question_id"])] = record
     return by_id

@@ -14,13 +14,14 @@ from typing import Any, Optional
 import yaml
 
 from .task_registry import task_names
+from ..errors import MobilevtError
 
 
-class ConfigError(ValueError):
+class ConfigError(MobilevtError, ValueError):
     """A configuration that cannot be trained: unknown key, wrong type or bad value."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MobilevtError, RuntimeError):
     """Training cannot go on (NaN loss, a checkpoint of another model ...)."""
 
 

@@ -12,6 +12,7 @@ from torchvision.transforms import InterpolationMode, v2
 from ..data.datasets import DatasetLayoutError, image_folder
 from ..data.images import ImageDecodeError, load_image
 from .config import AugmentConfig, DataConfig, TrainConfig
+from ..errors import MissingDependencyError
 
 
 class DigitsDataset(Dataset):
@@ -22,7 +23,7 @@ class DigitsDataset(Dataset):
         try:
             from sklearn.datasets import load_digits
         except ImportError:
-            raise ImportError("the digits dataset comes with scikit-learn: pip install scikit-learn") from None
+            raise MissingDependencyError("the digits dataset comes with scikit-learn: pip install scikit-learn") from None
         digits = load_digits()
         images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))

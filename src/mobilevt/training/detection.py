@@ -40,6 +40,7 @@ from ..ops.ssd import match_anchors, ssd_multibox_loss
 from ..weights.entries import PreprocessConfig
 from .config import TrainConfig
 from .tasks import TrainingTask, rank_shard, sum_over_ranks
+from ..errors import InvalidInputError
 
 SHAPES = "shapes"
 # RandomZoomOut's canvas: the ImageNet mean colour (torchvision's SSD recipe)
@@ -126,7 +127,7 @@ class DetectionTask(TrainingTask):
 
         entry = mobilevt.get_model_entry(config.model)
         if entry.task != "object-detection":
-            raise ValueError(
+            raise InvalidInputError(
                 f"task detection trains an object detector, and {config.model!r} is a {entry.task} model: use one of "
                 f"{', '.join(mobilevt.list_models(task='object-detection')[:4])} ..."
             )

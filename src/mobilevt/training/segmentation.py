@@ -35,6 +35,7 @@ from ..data.segmentation_palette import IGNORE_INDEX
 from ..tasks.segmentation import ConfusionMatrix
 from .config import TrainConfig, TrainingError
 from .tasks import TrainingTask, rank_shard, sum_over_ranks
+from ..errors import InvalidInputError
 
 AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
 SHAPES = "shapes"
@@ -129,7 +130,7 @@ class SegmentationTask(TrainingTask):
         train = open_segmentation_dataset(root, "train")
         val = open_segmentation_dataset(root, "val", layout=train.layout)
         if train.class_names != val.class_names:
-            raise ValueError(f"{root}: the train and val splits name different classes")
+            raise InvalidInputError(f"{root}: the train and val splits name different classes")
         return train, val, train.class_names
 
     def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
@@ -138,7 +139,7 @@ class SegmentationTask(TrainingTask):
 
         entry = mobilevt.get_model_entry(config.model)
         if entry.task != "semantic-segmentation":
-            raise ValueError(
+            raise InvalidInputError(
                 f"task 'segmentation' trains a semantic-segmentation model (deeplabv3_*), not {config.model!r} "
                 f"({entry.task}); e.g. model: deeplabv3_{config.model}"
             )

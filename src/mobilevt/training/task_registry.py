@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Any, Callable, Dict, List, Union
+from ..errors import InvalidInputError
 
 TaskFactory = Callable[[], Any]
 
@@ -32,7 +33,7 @@ def get_task(name: str) -> Any:
     try:
         factory = TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown training task {name!r}; known: {', '.join(task_names())}") from None
+        raise InvalidInputError(f"unknown training task {name!r}; known: {', '.join(task_names())}") from None
     if isinstance(factory, str):
         module, _, attribute = factory.partition(":")
         factory = getattr(importlib.import_module(module), attribute)

@@ -32,6 +32,7 @@ from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..fileio import write_text_atomic
 from ..models.mobivqa import MobiVqaVilt
 from .trainer import parameter_groups, warmup_cosine
+from ..errors import InvalidInputError, MissingDependencyError
 
 __all__ = [
     "VqaSplit",
@@ -75,7 +76,7 @@ def _require_easy_vqa():
     try:
         import easy_vqa
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError('easy-VQA training needs the easy-vqa data package: pip install "mobilevt[easyvqa]"') from error
+        raise MissingDependencyError('easy-VQA training needs the easy-vqa data package: pip install "mobilevt[easyvqa]"') from error
     return easy_vqa
 
 
@@ -190,7 +191,7 @@ def train_vqa(
     colour and shape do not change, and a transformer trained from scratch on 4,000 images
     needs the extra views to learn shapes (easy-VQA questions never name a position)."""
     if epochs <= 0 or batch_size <= 0 or lr <= 0:
-        raise ValueError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
+        raise InvalidInputError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = max(1, int(epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
@@ -256,7 +257,7 @@ def train_exit_heads(
     cross-entropy of its answers; the predictor's target is the earliest exit whose head
     answers correctly, or "full model" (the last choice) when none does."""
     if not model.exit_layers:
-        raise ValueError("the model has no exit heads: call model.add_early_exits([...]) first")
+        raise InvalidInputError("the model has no exit heads: call model.add_early_exits([...]) first")
     trainable = set(id(p) for p in model.exit_heads.parameters()) | set(id(p) for p in model.exit_predictor.parameters())
     frozen = [p for p in model.parameters() if id(p) not in trainable]
     previous = [p.requires_grad for p in frozen]

@@ -27,6 +27,7 @@ from .entries import Weights
 from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .mobilevit_layouts import source_keys as classifier_source_keys
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def deeplabv3_source_keys(layout: str, key: str, arch) -> list[str]:
     if layout == "mobilevt":
         return [key]
     if layout not in ("hf", "cvnets"):
-        raise ValueError(f"unknown DeepLabV3 checkpoint layout {layout!r}; expected one of {', '.join(DEEPLABV3_LAYOUTS)}")
+        raise InvalidInputError(f"unknown DeepLabV3 checkpoint layout {layout!r}; expected one of {', '.join(DEEPLABV3_LAYOUTS)}")
     if key.startswith("backbone."):
         prefix = "encoder." if layout == "cvnets" else ""
         return [prefix + k for k in classifier_source_keys(layout, key[len("backbone.") :], arch)]

@@ -27,6 +27,7 @@ from .entries import PreprocessConfig, Weights
 from .family import CheckpointFamily, Mismatch
 from .loading import Checkpoint, class_names_from_metadata, preprocess_from_metadata, read_source
 from .state_dicts import CheckpointMismatchError, format_keys, mismatch_lines, unwrap_state_dict
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def family_of(entry: ModelEntry) -> CheckpointFamily:
     if entry.checkpoints is None:
-        raise ValueError(f"model {entry.name!r} has no checkpoint layouts: it can only be created with random weights")
+        raise InvalidInputError(f"model {entry.name!r} has no checkpoint layouts: it can only be created with random weights")
     return entry.checkpoints
 
 
@@ -167,10 +168,10 @@ def create(
     entry or a source (file, folder, URL, ``hf-hub:`` id)."""
     if backbone_weights is not None:
         if weights is not None:
-            raise ValueError("pass either weights= (a whole checkpoint of this model) or backbone_weights= "
+            raise InvalidInputError("pass either weights= (a whole checkpoint of this model) or backbone_weights= "
                              "(a classifier checkpoint for its backbone), not both")
         if entry.backbone is None:
-            raise ValueError(f"model {entry.name!r} has no separate backbone: pass weights= instead of backbone_weights=")
+            raise InvalidInputError(f"model {entry.name!r} has no separate backbone: pass weights= instead of backbone_weights=")
     if weights is None:
         return _create_random(entry, num_classes, backbone_weights, options)
     return _create_from_checkpoint(entry, weights, num_classes, options)
@@ -326,7 +327,7 @@ def load_weights(model: nn.Module, source: Any) -> nn.Module:
     """
     name = getattr(model, "model_name", None)
     if name is None:
-        raise ValueError("load_weights needs a model made by mobilevt.create_model (it has no model_name)")
+        raise InvalidInputError("load_weights needs a model made by mobilevt.create_model (it has no model_name)")
     family = family_of(get_model_entry(name))
     checkpoint = _as_checkpoint(source, family)
     layout = family.detect_layout(checkpoint.state_dict)

@@ -20,6 +20,7 @@ from torch import nn
 from ..fileio import atomic_path
 from .entries import PreprocessConfig, Weights
 from .state_dicts import CheckpointMismatchError, unwrap_state_dict
+from ..errors import InvalidInputError, MissingDependencyError, MobilevtError
 
 HF_PREFIX = "hf-hub:"
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -28,7 +29,7 @@ _SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_./-]+)?$")
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(MobilevtError, FileNotFoundError):
     """A weights source could not be found or downloaded; the message says what was
     tried and where to put the file by hand."""
 
@@ -83,7 +84,7 @@ def resolve_source(source: str | os.PathLike, sha256: str | None = None) -> Path
     )
 
 
-class HubOfflineError(ConnectionError):
+class HubOfflineError(MobilevtError, ConnectionError):
     """The Hugging Face Hub cannot be reached and the file is not in the local Hub cache."""
 
 
@@ -94,7 +95,7 @@ def hub_file(repo: str, filename: str) -> Path:
     try:
         from huggingface_hub import constants, hf_hub_download
     except ImportError as err:  # pragma: no cover - a runtime dependency
-        raise ImportError("loading from the Hugging Face Hub needs `pip install huggingface_hub`") from err
+        raise MissingDependencyError("loading from the Hugging Face Hub needs `pip install huggingface_hub`") from err
     repo_id, _, revision = repo.partition("@")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision or None, local_files_only=True))
@@ -301,7 +302,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: Preproce
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"mobilevt weights are safetensors files; use a .safetensors path, not {path.name!r}")
+        raise InvalidInputError(f"mobilevt weights are safetensors files; use a .safetensors path, not {path.name!r}")
     preprocess = preprocess or getattr(model, "preprocess", None)
     metadata = {
         "format": "mobilevt",

@@ -21,6 +21,7 @@ from torch import nn
 
 from .family import CheckpointFamily
 from .state_dicts import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
+from ..errors import InvalidInputError
 
 LAYOUTS = ("mobilevt", "cvnets", "timm", "hf", "mmpretrain")
 
@@ -228,7 +229,7 @@ def source_keys(layout: str, key: str, arch) -> list[str]:
     """The key(s) in ``layout`` that hold mobilevt's ``key`` of a classifier of ``arch``
     (its ``MobileViTArch``)."""
     if layout not in _KEY_MAPS:
-        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise InvalidInputError(f"unknown checkpoint layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     return _KEY_MAPS[layout](key, arch)
 
 

@@ -21,6 +21,7 @@ from .entries import Weights
 from .family import CheckpointFamily
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .mobilevit_layouts import source_keys as classifier_source_keys
+from ..errors import InvalidInputError
 
 SSDLITE_LAYOUTS = ("mobilevt", "cvnets")
 
@@ -55,7 +56,7 @@ def ssdlite_source_keys(layout: str, key: str, model: nn.Module) -> list[str]:
     if layout == "mobilevt":
         return [key]
     if layout != "cvnets":
-        raise ValueError(f"unknown SSDLite checkpoint layout {layout!r}; expected one of {', '.join(SSDLITE_LAYOUTS)}")
+        raise InvalidInputError(f"unknown SSDLite checkpoint layout {layout!r}; expected one of {', '.join(SSDLITE_LAYOUTS)}")
     if key.startswith("backbone."):
         return ["encoder." + k for k in classifier_source_keys("cvnets", key[len("backbone.") :], model.backbone.arch)]
     parts = key.split(".")

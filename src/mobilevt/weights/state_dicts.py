@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
+from ..errors import MobilevtError
 
 # Wrappers that training scripts put around a state dict, and key prefixes that
 # DistributedDataParallel / torch.compile add.
@@ -12,7 +13,7 @@ _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(MobilevtError, RuntimeError):
     """The checkpoint does not fit the model; the message names the keys, and
     ``missing`` / ``unexpected`` / ``mis_shaped`` list them all."""
 

@@ -27,6 +27,7 @@ from torch import nn
 from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .state_dicts import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def vilt_source_keys(layout: str, key: str) -> list[str]:
         return _hf_keys(key)
     if layout == "dandelin":
         return _dandelin_keys(key)
-    raise ValueError(f"unknown ViLT checkpoint layout {layout!r}; expected one of {', '.join(VILT_LAYOUTS)}")
+    raise InvalidInputError(f"unknown ViLT checkpoint layout {layout!r}; expected one of {', '.join(VILT_LAYOUTS)}")
 
 
 _LAYER_PREFIXES = {"mobilevt": "encoder.layers.", "hf": "vilt.encoder.layer.", "dandelin": "transformer.blocks."}
