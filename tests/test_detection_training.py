@@ -155,10 +155,11 @@ class _OracleDetector(torch.nn.Module):
 
 def _designed_validation(root):
     from mobilevt.data.coco import CocoDetection
-    from mobilevt.training.detection import _ValidationItems
+    from mobilevt.training.detection import _image_info
+    from mobilevt.training.tasks import ResizedValidation
 
     data = CocoDetection(root / "JPEGImages", root / "annotations" / "instances_val.json")
-    items = _ValidationItems(data, 64)
+    items = ResizedValidation(data, 64, _image_info)
     images, answers, designed = [], [], []
     for i in range(len(data)):
         image, (image_id, (height, width)) = items[i]

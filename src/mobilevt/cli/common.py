@@ -54,6 +54,36 @@ def existing_image_inputs(paths: list[str]) -> list:
     return expand_image_inputs([p for p in paths if os.path.exists(p)])
 
 
+def report_per_image(args, paths: list[str], items: list, results: list, write_one) -> int:
+    """The end of ``segment`` and ``detect``: ``write_one(item, result)`` writes one image's
+    pictures and returns its JSON row and its printed line; a missing path, an image that
+    failed or one that cannot be drawn is one error line. With ``--json`` the rows are
+    printed as JSON instead of the lines. Returns the exit code: 1 if any image failed."""
+    import json
+    import os
+
+    from mobilevt.data.images import ImageDecodeError
+
+    failed, rows = sum(not os.path.exists(p) for p in paths), []
+    for item, result in zip(items, results):
+        if result.error:
+            print(f"error: {result.source}: {result.error}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            row, line = write_one(item, result)
+        except ImageDecodeError as exc:  # pragma: no cover - decoded once already
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        rows.append(row)
+        if not args.json:
+            print(line)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 1 if failed else 0
+
+
 def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     """``--model``/``--weights`` to a model in eval mode.
 

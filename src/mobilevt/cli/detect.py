@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs
+from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs, report_per_image
 
 
 def add_detect_parser(sub) -> None:
@@ -39,41 +38,27 @@ def run_detect(args) -> int:
 def _detect(model, args) -> int:
     from torchvision.io import write_png
 
-    from mobilevt.data.images import ImageDecodeError, load_image
+    from mobilevt.data.images import load_image
     from mobilevt.fileio import atomic_path
     from mobilevt.tasks.detection import detect, draw_detections
 
-    missing = [p for p in args.inputs if not os.path.exists(p)]
     items = existing_image_inputs(args.inputs)
     threshold = 0.3 if args.threshold is None else args.threshold
     results = detect(model, items, score_threshold=threshold, batch_size=args.batch_size, device=args.device,
                      on_error="report")
-    failed = len(missing)
-    rows = []
     out = Path(args.out)
-    for item, result in zip(items, results):
-        if result.error:
-            print(f"error: {result.source}: {result.error}", file=sys.stderr)
-            failed += 1
-            continue
-        try:
-            image = load_image(item)
-        except ImageDecodeError as exc:  # pragma: no cover - decoded once already
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
+
+    def write_one(item, result):
+        image = load_image(item)
         target = out / f"{Path(result.source).stem}_detections.png"
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             write_png(draw_detections(image, result), str(tmp))
-        rows.append(result.to_dict() | {"drawn": str(target)})
-        if not args.json:
-            found = ", ".join(f"{o.name} {o.score:.2f}" for o in result.objects[:8]) or "nothing"
-            more = f" (+{len(result.objects) - 8} more)" if len(result.objects) > 8 else ""
-            print(f"{result.source}: {found}{more} -> {target.name}")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    return 1 if failed else 0
+        found = ", ".join(f"{o.name} {o.score:.2f}" for o in result.objects[:8]) or "nothing"
+        more = f" (+{len(result.objects) - 8} more)" if len(result.objects) > 8 else ""
+        return result.to_dict() | {"drawn": str(target)}, f"{result.source}: {found}{more} -> {target.name}"
+
+    return report_per_image(args, args.inputs, items, results, write_one)
 
 
 def _evaluate(model, args) -> int:

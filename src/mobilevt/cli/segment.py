@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs
+from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs, report_per_image
 
 
 def add_segment_parser(sub) -> None:
@@ -32,32 +31,18 @@ def run_segment(args) -> int:
 
 
 def _segment(model, args) -> int:
-    from mobilevt.data.images import ImageDecodeError
     from mobilevt.tasks.segmentation import segment, write_segmentation
 
-    missing = [p for p in args.inputs if not os.path.exists(p)]
     items = existing_image_inputs(args.inputs)
     results = segment(model, items, device=args.device, on_error="report")
-    failed = len(missing)
-    rows = []
-    for item, result in zip(items, results):
-        if result.error:
-            print(f"error: {result.source}: {result.error}", file=sys.stderr)
-            failed += 1
-            continue
-        try:
-            mask_path, overlay_path = write_segmentation(result, item, args.out)
-        except ImageDecodeError as exc:  # pragma: no cover - decoded once already
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        rows.append(result.to_dict() | {"mask": str(mask_path), "overlay": str(overlay_path)})
-        if not args.json:
-            top = ", ".join(f"{name} {fraction:.1%}" for name, fraction in list(result.class_fractions().items())[:5])
-            print(f"{result.source}: {top} -> {mask_path.name}, {overlay_path.name}")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    return 1 if failed else 0
+
+    def write_one(item, result):
+        mask_path, overlay_path = write_segmentation(result, item, args.out)
+        top = ", ".join(f"{name} {fraction:.1%}" for name, fraction in list(result.class_fractions().items())[:5])
+        return (result.to_dict() | {"mask": str(mask_path), "overlay": str(overlay_path)},
+                f"{result.source}: {top} -> {mask_path.name}, {overlay_path.name}")
+
+    return report_per_image(args, args.inputs, items, results, write_one)
 
 
 def _evaluate(model, args) -> int:

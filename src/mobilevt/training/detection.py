@@ -39,7 +39,7 @@ from ..data.datasets import DatasetLayoutError
 from ..ops.ssd import match_anchors, ssd_multibox_loss
 from ..weights.entries import PreprocessConfig
 from .config import TrainConfig
-from .tasks import TrainingTask, rank_shard, sum_over_ranks
+from .tasks import ResizedValidation, TrainingTask, resized_validation_loader, sum_over_ranks
 from ..errors import InvalidInputError
 
 SHAPES = "shapes"
@@ -72,28 +72,10 @@ def open_coco_split(root: str | os.PathLike, split: str) -> Tuple[Path, Path]:
     return images, annotations
 
 
-class _ValidationItems(Dataset):
-    """(image float [3, S, S] in [0, 1] or None, (image id, (height, width)))."""
-
-    def __init__(self, dataset: CocoDetection, size: int):
-        self.dataset = dataset
-        self.resize = v2.Resize((size, size), antialias=True)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        info = (target["image_id"], tuple(target["boxes"].canvas_size))
-        if image is None:
-            return None, info
-        return self.resize(image).as_subclass(torch.Tensor).float().div_(255.0), (info[0], tuple(image.shape[-2:]))
-
-
-def _collate_validation(batch):
-    kept = [b for b in batch if b[0] is not None]
-    images = torch.stack([b[0] for b in kept]) if kept else None
-    return images, [b[1] for b in kept], len(batch) - len(kept)
+def _image_info(image: Any, target: Dict[str, Any]) -> Tuple[int, Tuple[int, int]]:
+    """The validation target: the COCO image id and the image's original (height, width)."""
+    size = tuple(target["boxes"].canvas_size) if image is None else tuple(image.shape[-2:])
+    return target["image_id"], size
 
 
 class DetectionTask(TrainingTask):
@@ -200,9 +182,7 @@ class DetectionTask(TrainingTask):
     def validation_loader(
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
     ) -> DataLoader:
-        data = rank_shard(_ValidationItems(val_set, config.sampler.image_size), rank, world_size)
-        return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
-                          collate_fn=_collate_validation)
+        return resized_validation_loader(val_set, _image_info, config, rank, world_size)
 
     @torch.no_grad()
     def evaluate(
@@ -247,7 +227,7 @@ class DetectionTask(TrainingTask):
 
 def _coco_of(loader: DataLoader) -> CocoDetection:
     data = loader.dataset
-    while not isinstance(data, _ValidationItems):
+    while not isinstance(data, ResizedValidation):
         data = data.dataset  # a rank's Subset
     return data.dataset
 

@@ -34,7 +34,7 @@ from ..data.segmentation import open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX
 from ..tasks.segmentation import ConfusionMatrix
 from .config import TrainConfig, TrainingError
-from .tasks import TrainingTask, rank_shard, sum_over_ranks
+from .tasks import TrainingTask, resized_validation_loader, sum_over_ranks
 from ..errors import InvalidInputError
 
 AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
@@ -64,30 +64,9 @@ def _prepare_shapes() -> Path:
     return root
 
 
-class _ValidationItems(Dataset):
-    """(image float [3, S, S] in [0, 1] or None, int64 mask at its own size)."""
-
-    def __init__(self, dataset: Dataset, size: int):
-        self.dataset = dataset
-        self.resize = v2.Resize((size, size), antialias=True)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int):
-        image, mask = self.dataset[index]
-        if image is None:
-            return None, None
-        image = self.resize(image).as_subclass(torch.Tensor).float().div_(255.0)
-        return image, mask.as_subclass(torch.Tensor).long()
-
-
-def _collate_validation(batch):
-    kept = [b for b in batch if b[0] is not None]
-    failed = len(batch) - len(kept)
-    if not kept:
-        return None, None, failed
-    return torch.stack([b[0] for b in kept]), [b[1] for b in kept], failed
+def _mask_target(image: Any, mask: Any) -> Optional[torch.Tensor]:
+    """The validation target: the int64 mask at its own size."""
+    return None if image is None else mask.as_subclass(torch.Tensor).long()
 
 
 def enet_class_weights(masks: torch.Tensor, num_classes: int, norm: float = 1.1) -> torch.Tensor:
@@ -186,9 +165,7 @@ class SegmentationTask(TrainingTask):
     def validation_loader(
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
     ) -> DataLoader:
-        data = rank_shard(_ValidationItems(val_set, config.sampler.image_size), rank, world_size)
-        return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
-                          collate_fn=_collate_validation)
+        return resized_validation_loader(val_set, _mask_target, config, rank, world_size)
 
     @torch.no_grad()
     def evaluate(

@@ -100,6 +100,42 @@ def rank_shard(data: Dataset, rank: int, world_size: int) -> Dataset:
     return Subset(data, range(rank, len(data), world_size)) if world_size > 1 else data  # type: ignore[arg-type]
 
 
+class ResizedValidation(Dataset):
+    """A dense task's validation split: ``(image float [3, size, size] in [0, 1], target)``
+    with the target from ``target_of(original image, target)``; an image that cannot be
+    decoded gives ``(None, target_of(None, target))`` and is counted, not used."""
+
+    def __init__(self, dataset: Dataset, size: int, target_of: Callable[[Any, Any], Any]):
+        from torchvision.transforms import v2
+
+        self.dataset, self.target_of = dataset, target_of
+        self.resize = v2.Resize((size, size), antialias=True)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        if image is None:
+            return None, self.target_of(None, target)
+        return self.resize(image).as_subclass(torch.Tensor).float().div_(255.0), self.target_of(image, target)
+
+
+def resized_validation_loader(val_set: Dataset, target_of: Callable[[Any, Any], Any], config: TrainConfig,
+                              rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Batches ``(images or None, targets of the decoded images, undecodable count)`` of this
+    rank's shard of :class:`ResizedValidation`."""
+    data = rank_shard(ResizedValidation(val_set, config.sampler.image_size, target_of), rank, world_size)
+    return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
+                      collate_fn=_collate_decoded)
+
+
+def _collate_decoded(batch):
+    kept = [b for b in batch if b[0] is not None]
+    images = torch.stack([b[0] for b in kept]) if kept else None
+    return images, [b[1] for b in kept], len(batch) - len(kept)
+
+
 def sum_over_ranks(values: List[float], device: torch.device) -> List[float]:
     """All-reduce (sum) a list of numbers over the process group (float64)."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
