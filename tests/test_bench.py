@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import mobilevt
-from mobilevt.benchmark import BACKEND_LABELS, _percentile, _time_interleaved, run_benchmark, write_report
+from mobilevt.benchmark import BACKEND_LABELS, run_benchmark, write_report
+from mobilevt.benchmark.timing import percentile, time_interleaved
 from mobilevt.cli.main import main
 from mobilevt.profiling import count_macs
 
@@ -92,7 +93,7 @@ def test_rounds_interleave_backends_with_rotating_start():
     def runner(name):
         return lambda x: calls.append(name)
 
-    times = _time_interleaved({n: runner(n) for n in "abc"}, torch.zeros(1), rounds=3, warmup=1,
+    times = time_interleaved({n: runner(n) for n in "abc"}, torch.zeros(1), rounds=3, warmup=1,
                               advance=lambda text: None, label="test")
     assert "".join(calls) == "abc" + "bca" + "cab" + "abc"  # warm-up round, then 3 timed rounds
     assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
@@ -100,8 +101,8 @@ def test_rounds_interleave_backends_with_rotating_start():
 
 def test_p90_matches_numpy():
     values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 10.0]
-    assert _percentile(values, 0.9) == pytest.approx(np.percentile(values, 90))
-    assert _percentile([4.0], 0.9) == 4.0
+    assert percentile(values, 0.9) == pytest.approx(np.percentile(values, 90))
+    assert percentile([4.0], 0.9) == 4.0
 
 
 @pytest.mark.parametrize(

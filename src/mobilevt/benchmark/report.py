@@ -1,0 +1,287 @@
+"""The benchmark's results: rows, the report, its markdown table, JSON and plot."""
+from __future__ import annotations
+
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+from ..fileio import atomic_path, write_text_atomic
+
+
+BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite", "timm", "transformers")
+BACKEND_LABELS = {
+    "eager": "mobilevt eager",
+    "fused": "mobilevt fused + channels_last",
+    "scripted": "mobilevt TorchScript",
+    "onnxruntime": "ONNX Runtime",
+    "executorch": "ExecuTorch (XNNPACK)",
+    "tflite": "TFLite (LiteRT)",
+    "timm": "timm eager",
+    "transformers": "transformers eager",
+}
+# backends that run mobilevt's own model (the "best mobilevt backend" is chosen among them)
+MOBILEVT_BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite")
+REFERENCE_BACKEND = "timm"
+
+# The issue's targets (fp32, batch 1, 256x256, 2 threads), shown in the summary table.
+EAGER_TARGET = 0.8  # mobilevt eager / timm eager, every variant
+BEST_TARGET = 0.4  # best mobilevt backend / timm eager
+FLOOR_TARGET = 1.5  # best mobilevt backend / FLOP floor
+BEST_TARGET_MODELS = ("mobilevit_s", "mobilevitv2_100")
+
+
+@dataclass
+class MatmulPeak:
+    """Best fp32 ``torch.mm`` throughput measured on this CPU with ``threads`` threads."""
+
+    gflops: float
+    threads: int
+    sizes: tuple[int, ...]
+    gflops_by_size: dict[int, float]
+    repeats: int
+
+
+@dataclass
+class BenchRow:
+    model: str
+    batch: int
+    backend: str
+    label: str
+    status: str  # "ok", "missing" (package not installed), "failed" or "unsupported" (batch size)
+    note: str = ""
+    median_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    throughput_ips: Optional[float] = None  # images per second: batch / median
+    peak_memory_mb: Optional[float] = None
+    ratio_to_timm: Optional[float] = None  # median / timm eager median, same model and batch
+    floor_ms: Optional[float] = None  # 2 * MACs * batch / peak matmul FLOP/s
+    ratio_to_floor: Optional[float] = None  # median / floor_ms
+    max_abs_diff: Optional[float] = None  # logits vs mobilevt eager on the timed input (same weights)
+    macs_g: Optional[float] = None  # per image
+    params_m: Optional[float] = None
+    top1: Optional[float] = None  # published ImageNet top-1 of the variant's default weights
+    runs: int = 0
+
+
+@dataclass
+class BenchMeta:
+    image_size: int
+    threads: int
+    runs: int
+    warmup: int
+    batch_sizes: list[int]
+    backends: list[str]
+    models: list[str]
+    matmul_peak: MatmulPeak
+    cpu: str
+    cpu_count: Optional[int]
+    versions: dict[str, str]
+    weights: str
+    timing_method: str
+    backend_method: str
+    memory_method: str
+    floor_method: str
+    started: str
+    seconds: float = 0.0
+
+
+@dataclass
+class BenchReport:
+    meta: BenchMeta
+    rows: list[BenchRow]
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, model: str, batch: int, backend: str) -> Optional[BenchRow]:
+        for row in self.rows:
+            if (row.model, row.batch, row.backend) == (model, batch, backend):
+                return row
+        return None
+
+    def summary(self) -> list[dict]:
+        """Per model at batch 1 (or the smallest batch): the ratios the issue's targets name."""
+        batch = 1 if 1 in self.meta.batch_sizes else min(self.meta.batch_sizes)
+        out = []
+        for model in self.meta.models:
+            eager = self.row(model, batch, "eager")
+            candidates = [
+                r for r in self.rows
+                if r.model == model and r.batch == batch and r.backend in MOBILEVT_BACKENDS and r.status == "ok"
+            ]
+            best = min(candidates, key=lambda r: r.median_ms) if candidates else None
+            out.append({
+                "model": model,
+                "batch": batch,
+                "eager_ratio_to_timm": eager.ratio_to_timm if eager and eager.status == "ok" else None,
+                "best_backend": best.backend if best else None,
+                "best_ms": best.median_ms if best else None,
+                "best_ratio_to_timm": best.ratio_to_timm if best else None,
+                "best_ratio_to_floor": best.ratio_to_floor if best else None,
+            })
+        return out
+
+    def to_json(self) -> str:
+        payload = {"meta": asdict(self.meta), "rows": [asdict(r) for r in self.rows],
+                   "summary": self.summary(), "notes": self.notes}
+        return json.dumps(payload, indent=2)
+
+    def to_markdown(self) -> str:
+        m = self.meta
+        peak = m.matmul_peak
+        versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
+        lines = [
+            "# mobilevt bench",
+            "",
+            f"fp32, {m.image_size}x{m.image_size}, {m.threads} threads, CPU: {m.cpu} ({m.cpu_count} logical cores); "
+            f"{versions}.",
+            "",
+            f"- Weights: {m.weights}",
+            f"- Timing: {m.timing_method}",
+            f"- Backends: {m.backend_method}",
+            f"- Peak memory: {m.memory_method}",
+            f"- FLOP floor: {m.floor_method} Measured peak: {peak.gflops:.1f} GFLOP/s "
+            f"({', '.join(f'{s}x{s}: {g:.1f}' for s, g in peak.gflops_by_size.items())}).",
+            "",
+            "| model | params (M) | MACs (G) | ImageNet top-1 (published) | FLOP floor, batch 1 (ms) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for model in m.models:
+            first = next((r for r in self.rows if r.model == model), None)
+            if first is None:
+                continue
+            floor = 2 * first.macs_g * 1e9 / (peak.gflops * 1e9) * 1e3 if first.macs_g else None
+            lines.append(
+                f"| {model} | {_fmt(first.params_m, 2)} | {_fmt(first.macs_g, 3)} | {_fmt(first.top1, 2)} | {_fmt(floor, 1)} |"
+            )
+        for batch in m.batch_sizes:
+            lines += [
+                "",
+                f"## Batch {batch}",
+                "",
+                "| model | backend | median (ms) | p90 (ms) | images/s | peak memory (MB) | x timm eager "
+                "| x FLOP floor | max abs diff vs eager | note |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            ]
+            for row in (r for r in self.rows if r.batch == batch):
+                median = _fmt(row.median_ms, 1) if row.status == "ok" else row.status
+                lines.append(
+                    f"| {row.model} | {row.label} | {median} | {_fmt(row.p90_ms, 1)} | {_fmt(row.throughput_ips, 1)} "
+                    f"| {_fmt(row.peak_memory_mb, 0)} | {_fmt(row.ratio_to_timm, 2)} | {_fmt(row.ratio_to_floor, 2)} "
+                    f"| {_fmt_diff(row.max_abs_diff)} | {_cell(row.note)} |"
+                )
+        summary = self.summary()
+        if summary:
+            batch = summary[0]["batch"]
+            lines += [
+                "",
+                f"## Summary against the targets (batch {batch})",
+                "",
+                f"Targets: mobilevt eager <= {EAGER_TARGET}x timm eager for every variant; the best mobilevt backend "
+                f"<= {BEST_TARGET}x timm eager and <= {FLOOR_TARGET}x the FLOP floor for "
+                f"{' and '.join(BEST_TARGET_MODELS)}.",
+                "",
+                "| model | eager / timm | best mobilevt backend | best (ms) | best / timm | best / FLOP floor |",
+                "|---|---:|---|---:|---:|---:|",
+            ]
+            for s in summary:
+                targeted = s["model"] in BEST_TARGET_MODELS
+                lines.append(
+                    f"| {s['model']} | {_mark(s['eager_ratio_to_timm'], EAGER_TARGET)} "
+                    f"| {BACKEND_LABELS.get(s['best_backend'], '-') if s['best_backend'] else '-'} "
+                    f"| {_fmt(s['best_ms'], 1)} "
+                    f"| {_mark(s['best_ratio_to_timm'], BEST_TARGET if targeted else None)} "
+                    f"| {_mark(s['best_ratio_to_floor'], FLOOR_TARGET if targeted else None)} |"
+                )
+        if self.notes:
+            lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Optional[float], digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_diff(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _mark(value: Optional[float], target: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    if target is None:
+        return f"{value:.2f}"
+    return f"{value:.2f} {'(met)' if value <= target else '(missed)'}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+_MARKERS = {"eager": "o", "fused": "s", "scripted": "D", "onnxruntime": "^", "executorch": "v", "tflite": "P",
+            "timm": "x", "transformers": "+"}
+
+
+def plot_latency_vs_top1(report: BenchReport, path: str | os.PathLike) -> Optional[str]:
+    """PNG: batch-1 median latency (x) vs published ImageNet top-1 (y), one marker per
+    backend, one point per variant. Returns a note instead when it cannot be drawn."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return 'no bench.png: matplotlib is not installed (pip install "mobilevt[train]")'
+    batch = 1 if 1 in report.meta.batch_sizes else min(report.meta.batch_sizes)
+    points = [r for r in report.rows if r.batch == batch and r.status == "ok" and r.top1 is not None]
+    if not points:
+        return "no bench.png: no timed row with a published top-1"
+    figure = Figure(figsize=(8, 5.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for backend in report.meta.backends:
+        mine = sorted((r for r in points if r.backend == backend), key=lambda r: r.median_ms)
+        if mine:
+            axes.plot([r.median_ms for r in mine], [r.top1 for r in mine], marker=_MARKERS.get(backend, "o"),
+                      linestyle="-", linewidth=0.8, label=BACKEND_LABELS[backend])
+    for model in report.meta.models:
+        mine = [r for r in points if r.model == model]
+        if mine:
+            leftmost = min(mine, key=lambda r: r.median_ms)
+            axes.annotate(model, (leftmost.median_ms, leftmost.top1), textcoords="offset points", xytext=(0, 7),
+                          ha="left", fontsize=7)
+    latencies = [r.median_ms for r in points]
+    if max(latencies) > 4 * min(latencies):
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 20, not 2x10^1
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel(f"median latency, batch {batch} (ms)")
+    axes.set_ylabel("ImageNet top-1, published (%)")
+    m = report.meta
+    axes.set_title(f"latency vs accuracy: fp32, {m.image_size}x{m.image_size}, {m.threads} threads, {m.cpu}",
+                   fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return None
+
+
+def write_report(report: BenchReport, output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``bench.md``, ``bench.json`` and ``bench.png`` (when matplotlib is installed)
+    atomically into ``output_dir``; returns the paths written."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    png_note = plot_latency_vs_top1(report, out / "bench.png")
+    if png_note is None:
+        written["png"] = out / "bench.png"
+    elif png_note not in report.notes:
+        report.notes.append(png_note)
+    written["json"] = write_text_atomic(out / "bench.json", report.to_json() + "\n")
+    written["markdown"] = write_text_atomic(out / "bench.md", report.to_markdown())
+    return written

@@ -1,0 +1,246 @@
+"""The benchmark run: every model x batch size x backend, built, checked and timed."""
+from __future__ import annotations
+
+
+import gc
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..errors import InvalidInputError
+from .floor import measure_matmul_peak
+from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
+from .models import resolve_models
+from .report import BACKENDS, BACKEND_LABELS, BenchMeta, BenchReport, BenchRow, REFERENCE_BACKEND
+from .runtimes import Run, Backend, build_backends, missing_package, one_line
+from .timing import percentile, time_interleaved
+
+
+def _versions() -> dict[str, str]:
+    import mobilevt
+
+    versions = {"mobilevt": mobilevt.__version__, "torch": torch.__version__}
+    for package in ("onnxruntime", "executorch", "timm", "transformers", "ai_edge_litert"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package.replace("_", "-"))
+        except Exception:  # noqa: BLE001 - not installed
+            continue
+    return versions
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            match = re.search(r"^model name\s*:\s*(.+)$", fh.read(), re.M)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run_benchmark(
+    models: Sequence[str] | None = None,
+    *,
+    backends: Sequence[str] = BACKENDS,
+    batch_sizes: Sequence[int] = (1, 8),
+    image_size: int = 256,
+    threads: Optional[int] = None,
+    runs: int = 20,
+    warmup: int = 3,
+    measure_memory: bool = True,
+    progress: bool = True,
+    seed: int = 0,
+) -> BenchReport:
+    """Time every (model, batch, backend) interleaved and return the report.
+
+    Args:
+        models: names or shell patterns; default: every registered variant.
+        backends: any of ``BACKENDS``; ``timm`` is the reference of the ratio column.
+        threads: torch, onnxruntime, ExecuTorch (and TFLite) threads; default: the cores
+            this process may use.
+        runs: timed rounds per (model, batch), one call of each backend per round.
+        warmup: untimed rounds before them.
+        measure_memory: peak RSS of each backend, in a process of its own (Linux and macOS).
+    """
+    from tqdm.auto import tqdm
+
+    import mobilevt
+    from ..profiling import count_macs
+
+    names = resolve_models(models)
+    backends = list(dict.fromkeys(backends))
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise InvalidInputError(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
+    batch_sizes = sorted(set(int(b) for b in batch_sizes))
+    if not batch_sizes or batch_sizes[0] < 1:
+        raise InvalidInputError("batch sizes must be positive integers, e.g. --batch-sizes 1 8")
+    threads = threads or _available_cores()
+    memory_note = None
+    if measure_memory and not hasattr(os, "fork"):
+        measure_memory = False  # the measuring processes are forked
+        memory_note = "peak memory not measured: it needs os.fork (Linux, macOS)"
+    if threads < 1 or runs < 1 or warmup < 0 or image_size < 32:
+        raise InvalidInputError("need threads >= 1, runs >= 1, warmup >= 0 and image size >= 32")
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    clock = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    steps_per_model = len(backends) * (2 if measure_memory else 1) + len(batch_sizes) * (warmup + runs)
+    bar = tqdm(total=steps_per_model * len(names), unit="step", disable=not progress, file=sys.stderr,
+               desc="mobilevt bench")
+
+    def advance(text: str) -> None:
+        bar.set_description_str(text, refresh=False)
+        bar.update(1)
+
+    rows: list[BenchRow] = []
+    helper: Optional[MemoryHelper] = None
+    notes: list[str] = [memory_note] if memory_note else []
+    try:
+        peak = measure_matmul_peak(threads)
+        with tempfile.TemporaryDirectory(prefix="mobilevt-bench-") as tmp:
+            workdir = Path(tmp)
+            for name in names:
+                entry = mobilevt.get_model_entry(name)
+                top1 = entry.default_weights.top1 if entry.default_weights else None  # classifiers' ImageNet top-1
+                cost = count_macs(mobilevt.create_model(name).eval(), (image_size, image_size))
+                built = build_backends(name, backends, image_size, threads, batch_sizes[-1], seed, workdir, advance)
+                model_rows: list[BenchRow] = []
+                for batch in batch_sizes:
+                    model_rows += _bench_batch(name, batch, built, image_size, runs, warmup, seed, advance)
+                floor_per_image_ms = 2 * cost.macs / (peak.gflops * 1e9) * 1e3
+                for row in model_rows:
+                    row.macs_g = cost.macs / 1e9
+                    row.params_m = cost.params / 1e6
+                    row.top1 = top1
+                    row.floor_ms = floor_per_image_ms * row.batch
+                    if row.status == "ok":
+                        row.ratio_to_floor = row.median_ms / row.floor_ms
+                if measure_memory:
+                    if helper is None:
+                        # timm is imported by the helper once; onnxruntime, ExecuTorch and transformers start
+                        # threads on import, so each measuring process imports them after the fork
+                        timm_ok = "timm" in backends and missing_package("timm") is None
+                        helper = MemoryHelper(["mobilevt.benchmark.runtimes"] + (["timm"] if timm_ok else []))
+                    memory = measure_backend_memory(name, built, batch_sizes, image_size, threads, helper, advance)
+                    for row in model_rows:
+                        measured = memory.get(row.backend)
+                        if isinstance(measured, dict):
+                            row.peak_memory_mb = measured.get(row.batch)
+                        elif isinstance(measured, str):
+                            row.note = "; ".join(filter(None, [row.note, measured]))
+                rows += model_rows
+                del built
+                gc.collect()
+    finally:
+        bar.close()
+        torch.set_num_threads(previous_threads)
+        if helper is not None:
+            helper.close()
+
+    if not measure_memory:
+        memory_method = "not measured (--no-memory)"
+    elif os.path.exists("/proc/self/clear_refs"):
+        memory_method = (
+            "peak resident set size of a process of its own per backend (forked from a helper that imported torch "
+            f"and mobilevt) while it runs {MEMORY_RUNS} calls at each batch size after one untimed call, minus its "
+            "RSS before loading the model: weights, runtime arenas, activations and the input. Linux VmHWM, reset "
+            "through /proc/self/clear_refs before each batch size"
+        )
+    else:
+        memory_method = (
+            "peak resident set size (getrusage ru_maxrss) of a process of its own per backend, minus its peak "
+            "before loading the model; the peak cannot be reset here, so larger batches include smaller ones'"
+        )
+    meta = BenchMeta(
+        image_size=image_size, threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes,
+        backends=backends, models=names, matmul_peak=peak, cpu=_cpu_name(), cpu_count=os.cpu_count(),
+        versions=_versions(),
+        weights=("random (well scaled, no denormals); mobilevt and timm share the same values, transformers has its "
+                 "own; latency does not depend on weight values and nothing is downloaded"),
+        timing_method=(f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds, "
+                       "one call of each backend per round with the first backend rotating; median and p90 of the "
+                       "timed calls; images/s = batch / median; same random fp32 input for all"),
+        backend_method=("ONNX Runtime, ExecuTorch and TFLite run files written by mobilevt.export.export_model (BatchNorm "
+                        "folded) to a temporary folder, with the same thread count as torch; TorchScript is the fused "
+                        "channels-last model scripted or traced (whichever ran faster in a quick check; its note "
+                        "says which) and frozen"),
+        memory_method=memory_method,
+        floor_method=("2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
+                      "batch / peak fp32 matmul throughput (best torch.mm on the same threads, same run)."),
+        started=started,
+        seconds=time.perf_counter() - clock,
+    )
+    return BenchReport(meta, rows, notes)
+
+
+def _bench_batch(
+    name: str, batch: int, built: dict[str, Backend], size: int, runs: int, warmup: int, seed: int,
+    advance: Callable[[str], None],
+) -> list[BenchRow]:
+    rows = {backend: BenchRow(name, batch, backend, BACKEND_LABELS[backend], state.status, state.note)
+            for backend, state in built.items()}
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + batch))
+    runners: dict[str, Run] = {}
+    expected: Optional[torch.Tensor] = None
+    with torch.inference_mode():
+        if built.get("eager") and built["eager"].status == "ok":
+            expected = built["eager"].runner_for(batch)(x)
+        for backend, state in built.items():
+            if state.status != "ok":
+                continue
+            row = rows[backend]
+            if state.max_batch is not None and batch > state.max_batch:
+                row.status = "unsupported"
+                row.note = f"the exported program runs batch <= {state.max_batch}; {state.note}"
+                continue
+            try:
+                run = state.runner_for(batch)
+                out = run(x)
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                row.status, row.note = "failed", f"failed at batch {batch}: {one_line(exc)}"
+                continue
+            if not torch.isfinite(out).all() or out.abs().max() < 1e-6:
+                row.note = "; ".join(filter(None, [row.note, "warning: logits not finite or ~0 (denormal timings?)"]))
+            if expected is not None and state.same_weights:
+                row.max_abs_diff = (out.float() - expected.float()).abs().max().item()
+                if row.max_abs_diff > 1e-3:
+                    row.note = "; ".join(filter(None, [row.note, "warning: logits differ from eager"]))
+            runners[backend] = run
+    if runners:
+        times = time_interleaved(runners, x, runs, warmup, advance, f"{name} batch {batch}")
+    else:
+        times = {}
+        for _ in range(warmup + runs):
+            advance(f"{name} batch {batch}")
+    for backend, samples in times.items():
+        row = rows[backend]
+        row.median_ms = statistics.median(samples) * 1e3
+        row.p90_ms = percentile(samples, 0.9) * 1e3
+        row.throughput_ips = batch / (row.median_ms / 1e3)
+        row.runs = len(samples)
+    reference = rows.get(REFERENCE_BACKEND)
+    for row in rows.values():
+        if reference is not None and reference.status == "ok" and row.status == "ok":
+            row.ratio_to_timm = row.median_ms / reference.median_ms
+    return list(rows.values())

@@ -1,0 +1,274 @@
+"""Each backend built (exported where it is a file) and wrapped as a runner of one input."""
+from __future__ import annotations
+
+
+import copy
+import importlib
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..fileio import atomic_path
+from ..errors import InvalidInputError, MissingDependencyError
+from .models import fast_path, mobilevt_model, timm_model, transformers_model
+
+Run = Callable[[torch.Tensor], torch.Tensor]
+
+_INSTALL = {
+    "onnxruntime": 'pip install "mobilevt[onnx]"',
+    "executorch": 'pip install "mobilevt[executorch]"',
+    "timm": 'pip install "mobilevt[reference]"',
+    "transformers": 'pip install "mobilevt[reference]"',
+    "tflite": "pip install ai-edge-litert",
+}
+REQUIRED_MODULES = {
+    "onnxruntime": ("onnx", "onnxruntime"),
+    "executorch": ("executorch.runtime",),
+    "timm": ("timm",),
+    "transformers": ("transformers",),
+}
+_EXPORT_FORMAT = {"onnxruntime": "onnx", "executorch": "executorch", "tflite": "tflite"}
+_ARTIFACT_SUFFIX = {"scripted": ".pt", "onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
+
+
+def _executorch_threads(threads: int) -> bool:
+    from ..export.backends import set_executorch_threads
+
+    return set_executorch_threads(threads)
+
+
+def _onnxruntime_runner(path: Path, threads: int) -> Callable[[int], Run]:
+    from ..export.backends import onnx_runner
+
+    run_file = onnx_runner(path, threads)
+    return lambda batch: (lambda x: run_file(x)[0])
+
+
+def _executorch_runner(path: Path, threads: int) -> Callable[[int], Run]:
+    from ..export.backends import executorch_runner, set_executorch_threads
+
+    set_executorch_threads(threads)
+    run_file, _ = executorch_runner(path)
+    return lambda batch: (lambda x: run_file(x)[0])
+
+
+def _tflite_interpreter_class():
+    for module_name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            return importlib.import_module(module_name).Interpreter
+        except ImportError:
+            continue
+    return None
+
+
+def _tflite_runner(path: Path, threads: int) -> Callable[[int], Run]:
+    interpreter_class = _tflite_interpreter_class()
+    if interpreter_class is None:
+        raise MissingDependencyError(f"no TFLite interpreter: {_INSTALL['tflite']}")
+
+    def runner_for(batch: int) -> Run:
+        interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+        detail = interpreter.get_input_details()[0]
+        output_index = interpreter.get_output_details()[0]["index"]
+        shape = [int(s) for s in detail["shape"]]
+        nhwc = shape[-1] == 3 and shape[1] != 3  # converters often move channels last
+        if shape[0] != batch:
+            interpreter.resize_tensor_input(detail["index"], [batch] + shape[1:])
+        interpreter.allocate_tensors()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            array = (x.permute(0, 2, 3, 1) if nhwc else x).contiguous().numpy()
+            interpreter.set_tensor(detail["index"], array)
+            interpreter.invoke()
+            return torch.from_numpy(interpreter.get_tensor(output_index).copy())
+
+        return run
+
+    return runner_for
+
+
+def _scripted_runner(path: Path) -> Callable[[int], Run]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        module = torch.jit.load(str(path)).eval()
+    return lambda batch: module
+
+
+def torch_runner(model: nn.Module) -> Callable[[int], Run]:
+    return lambda batch: model
+
+
+def file_runner(backend: str, path: Path, threads: int) -> Callable[[int], Run]:
+    if backend == "scripted":
+        return _scripted_runner(path)
+    if backend == "onnxruntime":
+        return _onnxruntime_runner(path, threads)
+    if backend == "executorch":
+        return _executorch_runner(path, threads)
+    if backend == "tflite":
+        return _tflite_runner(path, threads)
+    raise InvalidInputError(f"{backend} does not run from a file")
+
+
+# --------------------------------------------------------------------------- building backends
+
+
+@dataclass
+class Backend:
+    name: str
+    status: str  # ok / missing / failed
+    note: str = ""
+    runner_for: Optional[Callable[[int], Run]] = None
+    max_batch: Optional[int] = None  # largest batch it runs (an ExecuTorch static-batch fallback)
+    same_weights: bool = True  # logits comparable with mobilevt eager
+    artifact: Optional[Path] = None  # the file a memory child loads
+
+
+def missing_package(backend: str) -> Optional[str]:
+    if backend == "tflite":
+        from ..export.core import FORMATS
+        from ..export.report import EXTRAS as _EXTRAS
+
+        if "tflite" not in FORMATS:
+            return "missing: this mobilevt has no TFLite export yet"
+        if _tflite_interpreter_class() is None:
+            return f"missing: a TFLite interpreter ({_EXTRAS.get('tflite', _INSTALL['tflite'])})"
+        return None
+    for module in REQUIRED_MODULES.get(backend, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return f"missing: {module} ({_INSTALL[backend]})"
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _choose_script_or_trace(fused: nn.Module, size: int, path: Path) -> str:
+    """TorchScript of the fast path: scripted, or traced when tracing gives a faster
+    program that still matches at another batch size; the chosen one is saved to ``path``."""
+    example = torch.rand(1, 3, size, size)
+    check = torch.rand(2, 3, size, size)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent branches
+        expected = fused(check)
+        candidates = {"torch.jit.script + freeze": torch.jit.freeze(torch.jit.script(fused))}
+        try:
+            traced = torch.jit.freeze(torch.jit.trace(fused, example))
+            if (traced(check) - expected).abs().max().item() <= 1e-4:
+                candidates["torch.jit.trace + freeze"] = traced
+        except RuntimeError:
+            pass
+        times: dict[str, list[float]] = {name: [] for name in candidates}
+        for round_index in range(9):
+            for name, module in candidates.items():
+                start = time.perf_counter()
+                module(example)
+                if round_index >= 4:  # TorchScript's profiling executor optimises the graph in the first runs
+                    times[name].append(time.perf_counter() - start)
+        medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        chosen = min(medians, key=medians.get)
+        with atomic_path(path) as tmp:
+            torch.jit.save(candidates[chosen], str(tmp))
+    others = ", ".join(f"{n}: {ms:.1f} ms" for n, ms in medians.items() if n != chosen)
+    return chosen + (f" (quick check, batch 1: {medians[chosen]:.1f} ms vs {others})" if others else "")
+
+
+def _check_image_folder(workdir: Path) -> Path:
+    """Two small random photos-to-be for export_model's verification step (the bench times
+    the files; whether they agree with eager is checked again on the timed input)."""
+    from PIL import Image
+
+    folder = workdir / "check-images"
+    folder.mkdir(exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    for i in range(2):
+        pixels = torch.randint(0, 256, (300, 320, 3), dtype=torch.uint8, generator=generator)
+        Image.fromarray(pixels.numpy()).save(folder / f"random{i}.png")
+    return folder
+
+
+def build_backends(
+    name: str, backends: Sequence[str], size: int, threads: int, max_batch: int, seed: int, workdir: Path,
+    advance: Callable[[str], None],
+) -> dict[str, Backend]:
+    from ..export.core import ExportError
+
+    built: dict[str, Backend] = {}
+    missing = {b: missing_package(b) for b in backends}
+    reference: Optional[nn.Module] = None
+    if "timm" in backends and missing["timm"] is None:
+        # mobilevt loads timm's weights: the two are then checked against each other too
+        import mobilevt
+
+        reference = timm_model(name, seed)
+        base = mobilevt.create_model(name).eval()
+        base.load_state_dict(mobilevt.convert_state_dict(reference.state_dict(), name))
+    else:
+        base = mobilevt_model(name, seed)
+    fused = fast_path(copy.deepcopy(base))
+    check_dir: Optional[Path] = None
+    for backend in backends:
+        advance(f"{name}: building {backend}")
+        if missing[backend]:
+            built[backend] = Backend(backend, "missing", missing[backend])
+            continue
+        try:
+            if backend == "eager":
+                built[backend] = Backend(backend, "ok", "", torch_runner(base))
+            elif backend == "fused":
+                built[backend] = Backend(backend, "ok", "model.fuse() + channels_last", torch_runner(fused))
+            elif backend == "timm":
+                built[backend] = Backend(backend, "ok", "same weights as mobilevt", torch_runner(reference))
+            elif backend == "transformers":
+                model = transformers_model(name, seed)
+                built[backend] = Backend(backend, "ok", "own random weights", torch_runner(model), same_weights=False)
+            elif backend == "scripted":
+                path = workdir / f"{name}.scripted.pt"
+                note = _choose_script_or_trace(fused, size, path)
+                built[backend] = Backend(backend, "ok", note, file_runner(backend, path, threads), artifact=path)
+            else:
+                from ..export.core import export_model
+
+                check_dir = check_dir or _check_image_folder(workdir)
+                path = workdir / f"{name}{_ARTIFACT_SUFFIX[backend]}"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer / exporter chatter
+                    report = export_model(
+                        # a batch-1-only run gets a static program (ExecuTorch needs max > min for a dynamic one)
+                        base, path, _EXPORT_FORMAT[backend], image_size=(size, size), dynamic_batch=max_batch > 1,
+                        max_batch=max_batch, check_images=check_dir, max_check_images=2, latency_runs=0,
+                    )
+                notes = [report.runtime]
+                if backend == "executorch" and not _executorch_threads(threads):
+                    notes.append("its thread pool could not be resized: default thread count")
+                static = not report.dynamic_batch
+                if static and max_batch > 1:
+                    # the export's own explanation (a converter that cannot lower a symbolic batch ...)
+                    why = next((n for n in report.notes if "batch" in n), "the exported program has a static batch")
+                    notes.append(why[:160] if why.lower().startswith("batch 1 only") else f"batch 1 only ({why[:160]})")
+                elif backend == "executorch":
+                    notes.append(f"memory planned for batch <= {report.details['max_batch']}")
+                planned = report.details.get("max_batch") if backend == "executorch" else None
+                built[backend] = Backend(
+                    backend, "ok", "; ".join(notes), file_runner(backend, path, threads),
+                    max_batch=1 if static else planned, artifact=path,
+                )
+        except ImportError as exc:
+            built[backend] = Backend(backend, "missing", f"missing: {exc.name or exc} ({_INSTALL.get(backend, '')})")
+        except ExportError as exc:
+            # export_model names a missing converter package with its pip command
+            status = "missing" if "pip install" in str(exc) else "failed"
+            built[backend] = Backend(backend, status, f"{status}: {one_line(exc)}")
+        except Exception as exc:  # a backend that cannot be built is a table row, not a crash
+            built[backend] = Backend(backend, "failed", f"failed: {one_line(exc)}")
+    return built
