@@ -3,7 +3,7 @@ slow BertTokenizerLegacy and fast BertTokenizer(Fast), same run, interleaved, me
 
     python benchmarks/bench_tokenizer.py VOCAB.txt [--threads 1] [--runs 2000]
 
-A missing VOCAB.txt is first built like tests/test_tokenizer.py's 30522-entry
+A missing VOCAB.txt is first built like tests/data/test_tokenizer.py's 30522-entry
 bert-base-uncased-layout vocabulary (run from the repository root).
 """
 import argparse, os, statistics, sys, time, warnings

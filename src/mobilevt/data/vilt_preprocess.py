@@ -12,7 +12,7 @@ Reference: transformers 5's ``ViltImageProcessor`` (its torchvision backend): on
 it resizes the uint8 image with torch's native uint8 antialiased bicubic kernel, and so
 does this module, then normalises as ``(x - 127.5) / 127.5`` in float32 (the fused form
 transformers uses). The outputs are therefore equal up to float rounding of the
-normalisation (see tests/test_vqa_pipeline.py for the measured difference on real photos).
+normalisation (see tests/tasks/test_vqa_pipeline.py for the measured difference on real photos).
 On other devices (no uint8 bicubic kernel) the resize runs in float32 and is rounded back
 to uint8, which is torchvision's fallback path. The PIL backend
 (``ViltImageProcessorPil``, the dandelin/ViLT training pipeline) rounds after each of

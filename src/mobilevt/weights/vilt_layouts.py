@@ -32,7 +32,7 @@ from ..errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 VILT_LAYOUTS = ("mobilevt", "hf", "dandelin")
-# The ViltArch fields a mobilevt file records (tests/test_vilt.py holds this to ViltArch).
+# The ViltArch fields a mobilevt file records (tests/models/test_vilt.py holds this to ViltArch).
 VILT_ARCH_FIELDS = (
     "hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size", "image_size", "in_chans", "vocab_size",
     "max_text_len", "type_vocab_size", "modality_vocab_size", "qkv_bias", "layer_norm_eps", "text_layer_norm_eps",

@@ -3,13 +3,13 @@ L2 forms) and the v2-based 0.5/0.75/1.0.
 
 The reference is the authors' own code, which no package ships: it is ml-cvnets at the
 commits their README names with their files put over it. Two files hold what it
-produced (see tests/data/README.md):
+produced (see tests/fixtures/README.md):
 
-- ``tests/data/cvnets_keys/ref_v3_*.txt``: the state-dict keys and shapes of their nine
+- ``tests/fixtures/cvnets_keys/ref_v3_*.txt``: the state-dict keys and shapes of their nine
   models, dumped from their model classes;
-- ``tests/data/mobilevitv3_reference.safetensors``: their models' logits (and dilated
+- ``tests/fixtures/mobilevitv3_reference.safetensors``: their models' logits (and dilated
   stage-5 features) on the deterministic weights of ``authors_checkpoint`` below, written
-  by ``tests/data/make_mobilevitv3_reference.py``.
+  by ``tests/fixtures/make_mobilevitv3_reference.py``.
 
 So the parity tests compare with outputs of the authors' code, not of mobilevt.
 """
@@ -25,11 +25,11 @@ import torch
 import mobilevt
 from conftest import PARITY_ATOL, max_abs, randomize_
 
-DATA = Path(__file__).parent / "data"
-KEY_DIR = DATA / "cvnets_keys"
-REFERENCE = DATA / "mobilevitv3_reference.safetensors"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+KEY_DIR = FIXTURES / "cvnets_keys"
+REFERENCE = FIXTURES / "mobilevitv3_reference.safetensors"
 
-# mobilevt name -> the authors' model (their key list: tests/data/cvnets_keys/ref_v3_*.txt),
+# mobilevt name -> the authors' model (their key list: tests/fixtures/cvnets_keys/ref_v3_*.txt),
 # and its parameter count in their README table (millions, one decimal)
 V3 = {
     "mobilevitv3_xxs": ("ref_v3_xx_small", 1.2),

@@ -4,7 +4,7 @@ No real checkpoint can be downloaded here, so each test builds a state dict in t
 publisher's exact key naming from a timm checkpoint with random weights, with a key map
 written here independently of mobilevt's (from ml-cvnets' and mmpretrain's model source),
 and checks that mobilevt loads it to the same logits as timm. mmpretrain's key list is
-also compared with the full list derived from its source (tests/data).
+also compared with the full list derived from its source (tests/fixtures).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from conftest import PARITY_ATOL, max_abs, randomize_
 
 timm = pytest.importorskip("timm")
 
-DATA = Path(__file__).parent / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _sub_all(key: str, rules: list[tuple[str, str]]) -> str:
@@ -140,7 +140,7 @@ def test_cvnets_keys_and_shapes_match_the_reference_dump(name):
     for key, tensor in model.state_dict().items():
         (source,) = source_keys("cvnets", key, model.arch)
         produced[source] = list(tensor.shape)
-    assert produced == read_key_list(DATA / "cvnets_keys" / CVNETS_KEY_FILES[name])
+    assert produced == read_key_list(FIXTURES / "cvnets_keys" / CVNETS_KEY_FILES[name])
 
 
 @pytest.mark.parametrize("name", V1 + ["mobilevitv2_050", "mobilevitv2_100"])
@@ -162,7 +162,7 @@ def test_cvnets_layout(name, tmp_path):
         assert "layer_3.1.fusion.block.conv.weight" in cvnets_state
         assert "classifier.fc.weight" in cvnets_state
     assert mobilevt.detect_layout(cvnets_state) == "cvnets"
-    reference_keys = read_key_list(DATA / "cvnets_keys" / CVNETS_KEY_FILES[name])
+    reference_keys = read_key_list(FIXTURES / "cvnets_keys" / CVNETS_KEY_FILES[name])
     assert {k: list(v.shape) for k, v in cvnets_state.items()} == reference_keys
     # ml-cvnets publishes bare state dicts as *.pt files
     path = tmp_path / f"{name}.pt"
@@ -180,7 +180,7 @@ def test_mmpretrain_layout(name, tmp_path):
     reference = randomize_(timm.create_model(name), seed=33)
     mm_state = timm_to_mmpretrain(reference.state_dict(), _depths(mobilevt.create_model(name)))
     if name == "mobilevit_xxs":
-        listed = read_key_list(DATA / "mmpretrain_mobilevit_xxs_keys.txt")
+        listed = read_key_list(FIXTURES / "mmpretrain_mobilevit_xxs_keys.txt")
         assert set(mm_state) == set(listed)
         assert all(list(mm_state[k].shape) == listed[k] for k in listed)
     # mmpretrain checkpoints wrap the weights: {"meta": ..., "state_dict": ...}

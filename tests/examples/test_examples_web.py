@@ -25,7 +25,7 @@ from mobilevt.export import export_model
 
 pytestmark = pytest.mark.slow  # a browser and an ONNX export
 
-WEB = Path(__file__).resolve().parents[1] / "examples" / "web"
+WEB = Path(__file__).resolve().parents[2] / "examples" / "web"
 # WebAssembly kernels against onnxruntime's native CPU kernels: different summation orders
 TOLERANCE = 1e-4
 

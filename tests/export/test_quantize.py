@@ -42,7 +42,7 @@ def test_xnnpack_runs_the_rewritten_block_whole_and_as_eager_does(name, tmp_path
     """Without the rewrite, a MobileViT block leaves operators (v1: layer_norm, SDPA's safe
     softmax ...; v2: split, sum) to ExecuTorch's portable kernels; rewritten, XNNPACK runs
     all of it, and the ExecuTorch runtime gives eager's output. (The whole rewritten models
-    are checked by the export report's ``outside_delegate`` in tests/test_export_cli.py.)"""
+    are checked by the export report's ``outside_delegate`` in tests/export/test_export_cli.py.)"""
     pytest.importorskip("executorch")
     from mobilevt.export.backends import executorch_runner, write_xnnpack_program
     from mobilevt.export.core import outside_delegate

@@ -9,7 +9,7 @@ its vocabulary is trained here with ``tokenizers``' WordPiece trainer.
 Tolerances: the image preprocessing runs the kernel the reference runs (torch's uint8
 antialiased bicubic) and the same fused float32 normalisation, so it must be bit-exact
 (0.0). Logits against transformers: 1e-4 (PARITY_ATOL: different attention kernels and
-summation orders, as in tests/test_vilt.py); TorchScript vs eager: 1e-5 (same kernels).
+summation orders, as in tests/models/test_vilt.py); TorchScript vs eager: 1e-5 (same kernels).
 """
 from __future__ import annotations
 

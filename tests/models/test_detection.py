@@ -36,7 +36,7 @@ from mobilevt.ops import (
 )
 from mobilevt import CheckpointMismatchError
 
-DATA = Path(__file__).parent / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def random_state(shapes: dict[str, list[int]], seed: int) -> dict[str, torch.Ten
 def cvnets_detector_checkpoint(backbone_keys_file: str, c4: int, c5: int, seed: int = 0):
     """(detector state dict, classifier state dict) in ml-cvnets' naming: the detector's
     encoder is the classifier without conv_1x1_exp and classifier (ssd.py sets them to None)."""
-    classifier_shapes = read_key_list(DATA / "cvnets_keys" / backbone_keys_file)
+    classifier_shapes = read_key_list(FIXTURES / "cvnets_keys" / backbone_keys_file)
     classifier = random_state(classifier_shapes, seed)
     detector = {
         "encoder." + k: v for k, v in classifier.items() if not k.startswith(("conv_1x1_exp.", "classifier."))
