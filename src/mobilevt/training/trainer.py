@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -82,6 +82,69 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     A new run refuses an output folder that holds an earlier run's files unless
     ``overwrite`` (then they are deleted first). ``config.task`` picks what is trained
     (:mod:`mobilevt.training.tasks`); the loop is the same for every task."""
+    run = _start_run(config, resume, overwrite)
+    val_loader = run.task.validation_loader(run.val_set, config, run.rank, run.world_size)
+    for epoch in range(run.state["epoch"], config.epochs):
+        epoch_stats = _train_epoch(run, epoch)
+        _end_epoch(run, epoch, epoch_stats, val_loader)
+        if epoch_stats.stopped:
+            break
+    if run.board is not None:
+        run.board.close()
+    if run.is_main:
+        _plot(run.out / "metrics.csv", run.out / "curves.png", run.task.primary_metric, run.task.metric_scale)
+    if run.distributed:
+        dist.barrier()
+    return TrainResult(run.state["best_metric"], run.state["best_epoch"], str(run.out / BEST),
+                       len(run.state["history"]), run.step, time.perf_counter() - run.start, run.state["history"],
+                       run.task.primary_metric)
+
+
+@dataclass
+class _Run:
+    """What a training run holds from its start to its end (one per process)."""
+
+    config: TrainConfig
+    task: TrainingTask
+    device: torch.device
+    rank: int
+    world_size: int
+    out: Path
+    val_set: Any
+    model: nn.Module
+    wrapped: nn.Module  # the model, or its DistributedDataParallel wrapper
+    ema: Any
+    sampler: MultiScaleBatchSampler
+    train_data: MultiScaleDataset
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    amp_dtype: Optional[torch.dtype]  # autocast's dtype on CUDA, None in float32
+    state: dict
+    board: Any
+    start: float
+    step: int = 0
+    saved_step: Optional[int] = None  # the step of this run's newest last.pt
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class _EpochStats:
+    loss_sum: float = 0.0  # the training loss summed over images
+    images: int = 0
+    failed_images: int = 0  # undecodable training images met (skipped)
+    seconds: float = 0.0
+    stopped: bool = False  # max_steps reached within the epoch
+
+
+def _start_run(config: TrainConfig, resume: bool, overwrite: bool) -> _Run:
     task: TrainingTask = get_task(config.task)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = _device(config.device, distributed)
@@ -89,11 +152,10 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if distributed else 0
     world_size = dist.get_world_size() if distributed else 1
-    is_main = rank == 0
     out = Path(config.output_dir)
     if not resume:
-        _claim_output_folder(out, overwrite, is_main)
-    if is_main:
+        _claim_output_folder(out, overwrite, rank == 0)
+    if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
@@ -106,184 +168,205 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     wrapped: nn.Module = model
     if distributed:
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    if config.sampler.name == "multiscale":
-        resolutions = multiscale_resolutions(
-            (config.sampler.image_size,) * 2, config.batch_size, (config.sampler.min_size,) * 2,
-            (config.sampler.max_size,) * 2, config.sampler.num_scales, config.sampler.divisor,
-        )
-    else:
-        resolutions = [Resolution(config.sampler.image_size, config.sampler.image_size, config.batch_size)]
-    sampler = MultiScaleBatchSampler(len(train_set), resolutions, seed=config.seed, rank=rank, world_size=world_size)
+    sampler = MultiScaleBatchSampler(len(train_set), _resolutions(config), seed=config.seed, rank=rank,
+                                     world_size=world_size)
     train_data = MultiScaleDataset(
         train_set, functools.partial(task.train_transform, config=config), seed=config.seed, joint=True
     )
-    # multi-scale epochs differ slightly in step count: the schedule's length is epoch 0's
-    # (the cosine holds at min_lr if a run goes a few steps beyond)
-    steps_per_epoch = math.ceil(len(sampler) / config.optim.accumulation_steps)
-    total_steps = steps_per_epoch * config.epochs
+    optimizer, scheduler = _optimizer_and_schedule(model, config, len(sampler))
+    amp_dtype, scaler = _mixed_precision(config, device, rank == 0)
+    state = {"epoch": 0, "step": 0, "best_metric": -1.0, "best_epoch": -1, "history": []}
+    if resume:
+        state = _load_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler)
+        if rank == 0:  # drop log rows written after the checkpoint by the interrupted run
+            print(f"resuming {out / CHECKPOINT}: epoch {state['epoch']}, step {state['step']}", flush=True)
+            _truncate_csv(out / "steps.csv", "step", state["step"])
+            _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
+    board = _tensorboard(out) if rank == 0 else None
+    return _Run(config, task, device, rank, world_size, out, val_set, model, wrapped, ema, sampler, train_data,
+                optimizer, scheduler, scaler, amp_dtype, state, board, time.perf_counter(), state["step"],
+                state["step"] if resume else None)
+
+
+def _resolutions(config: TrainConfig) -> list:
+    sampler = config.sampler
+    if sampler.name == "multiscale":
+        return multiscale_resolutions((sampler.image_size,) * 2, config.batch_size, (sampler.min_size,) * 2,
+                                      (sampler.max_size,) * 2, sampler.num_scales, sampler.divisor)
+    return [Resolution(sampler.image_size, sampler.image_size, config.batch_size)]
+
+
+def _optimizer_and_schedule(model: nn.Module, config: TrainConfig, batches_per_epoch: int):
+    """AdamW and its warmup + cosine schedule. Multi-scale epochs differ slightly in step
+    count: the schedule's length is epoch 0's (it holds at min_lr if a run goes beyond)."""
+    optim = config.optim
+    total_steps = math.ceil(batches_per_epoch / optim.accumulation_steps) * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.optim.weight_decay), lr=config.optim.lr, betas=tuple(config.optim.betas)
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: warmup_cosine(step, total_steps, config.optim.warmup_steps, config.optim.lr, config.optim.min_lr)
-        / config.optim.lr,
+        optimizer, lambda step: warmup_cosine(step, total_steps, optim.warmup_steps, optim.lr, optim.min_lr) / optim.lr
     )
+    return optimizer, scheduler
+
+
+def _mixed_precision(config: TrainConfig, device: torch.device, is_main: bool):
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
     use_amp = amp_dtype is not None and device.type == "cuda"
     if amp_dtype is not None and not use_amp and is_main:
         logger.warning("amp=%s applies on CUDA only; training in float32 on %s", config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    state = {"epoch": 0, "step": 0, "best_metric": -1.0, "best_epoch": -1, "history": []}
-    if resume:
-        state = _load_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler)
-        if is_main:  # drop log rows written after the checkpoint by the interrupted run
-            print(f"resuming {out / CHECKPOINT}: epoch {state['epoch']}, step {state['step']}", flush=True)
-            _truncate_csv(out / "steps.csv", "step", state["step"])
-            _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
+    return (amp_dtype if use_amp else None), scaler
 
-    board = _tensorboard(out) if is_main else None
-    val_loader = task.validation_loader(val_set, config, rank, world_size)
-    metric = task.primary_metric
-    csv_path = out / "metrics.csv"
-    start = time.perf_counter()
-    step = state["step"]
-    saved_step: Optional[int] = step if resume else None  # the step of this run's newest last.pt
-    stop = False
-    for epoch in range(state["epoch"], config.epochs):
-        sampler.set_epoch(epoch)  # keeps a resumed mid-epoch position for the same epoch
-        train_data.epoch = epoch
-        loader = DataLoader(
-            train_data, batch_sampler=sampler, num_workers=config.data.workers, collate_fn=task.collate,
-            pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
-        )
-        wrapped.train()
-        epoch_loss, epoch_images, epoch_start = 0.0, 0, time.perf_counter()
-        failed_images = 0  # undecodable training images met this epoch (skipped)
-        micro = 0
-        # batches consumed so far in this epoch: the DataLoader prefetches ahead of the
-        # training step, so the sampler's own position is not where to resume
-        batches_done = sampler.start_step
-        bar = _progress(len(sampler), epoch, is_main)
-        bar.update(batches_done)
-        for images, targets, failed in loader:
-            failed_images += failed
-            batches_done += 1
-            bar.update(1)
-            if images is None:
-                continue
-            images = images.to(device, non_blocking=True)
-            targets = task.targets_to(targets, device)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            images, targets = task.prepare_batch(images, targets)
-            autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-            with autocast:
-                loss = task.training_loss(wrapped, images, targets, config)
-            finite = torch.isfinite(loss.detach()).to(torch.int64).reshape(1)
-            if distributed:  # every rank stops together instead of waiting for a rank that stopped
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if not bool(finite):
-                kept = f"the last good checkpoint is {out / CHECKPOINT} (step {saved_step})" \
-                    if saved_step is not None else "no checkpoint was written yet in this run"
-                raise TrainingError(
-                    f"loss is {loss.item()} at step {step} (epoch {epoch}) on rank {rank}; {kept}. "
-                    "Lower optim.lr, raise optim.warmup_steps or set optim.clip_grad_norm"
-                )
-            scaler.scale(loss / config.optim.accumulation_steps).backward()
-            micro += 1
-            epoch_loss += loss.item() * len(images)
-            epoch_images += len(images)
-            if micro % config.optim.accumulation_steps:
-                continue
-            if config.optim.clip_grad_norm:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            rate = epoch_images * world_size / max(1e-9, time.perf_counter() - epoch_start)
-            step_loss = loss.detach().float()
-            if distributed:  # the loss of the global batch, as one process would see it
-                dist.all_reduce(step_loss)
-                step_loss /= world_size
-            if board is not None:
-                board.add_scalar("train/loss", step_loss.item(), step)
-                board.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                board.add_scalar("train/images_per_s", rate, step)
-            if is_main:
-                _append_csv(out / "steps.csv", {
-                    "step": step, "epoch": epoch, "loss": step_loss.item(), "lr": scheduler.get_last_lr()[0],
-                    "height": images.shape[-2], "width": images.shape[-1], "global_batch": len(images) * world_size,
-                    "images_per_s": rate,
-                })
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                            img_s=f"{rate:.0f}", res=f"{images.shape[-2]}x{images.shape[-1]}", refresh=False)
-            if config.save_every_steps and step % config.save_every_steps == 0:
-                if is_main:
-                    _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
-                                     {**state, "epoch": epoch, "step": step}, steps_done=batches_done)
-                saved_step = step
-            if config.max_steps and step >= config.max_steps:
-                stop = True  # the partial epoch is evaluated and counts as done
-                break
-        bar.close()
-        metrics, val_failed = task.evaluate(model, val_loader, device, config, distributed)
-        ema_value = task.evaluate(ema.module, val_loader, device, config, distributed)[0][metric] \
-            if ema is not None else None
-        value = metrics[metric]
-        seconds = time.perf_counter() - start
-        train_failed = _sum_over_ranks(failed_images, device) if distributed else failed_images
-        row = {"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, epoch_images),
-               "lr": scheduler.get_last_lr()[0], **{f"val_{k}": v for k, v in metrics.items()},
-               f"ema_{metric}": ema_value,
-               "images_per_s": epoch_images * world_size / max(1e-9, time.perf_counter() - epoch_start),
-               "seconds": seconds, "failed_images": train_failed, "val_failed_images": val_failed}
-        state["history"].append(row)
-        best_candidate = max(value, ema_value if ema_value is not None else -1.0)
-        improved = best_candidate > state["best_metric"]
-        if improved:  # the metrics are summed over ranks: all ranks agree
-            state["best_metric"], state["best_epoch"] = best_candidate, epoch
-        if is_main:
-            if improved:
-                source = ema.module if ema is not None and (ema_value or -1) > value else model
-                _export_best(source, model, out / BEST)
-            _append_csv(csv_path, row)
-            if board is not None:
-                for key, number in metrics.items():
-                    board.add_scalar(f"val/{key}", number, step)
-                if ema_value is not None:
-                    board.add_scalar(f"val/ema_{metric}", ema_value, step)
-                board.flush()
-            _save_checkpoint(out / CHECKPOINT, config, model, ema, optimizer, scheduler, scaler, sampler,
-                             {**state, "epoch": epoch + 1, "step": step}, steps_done=0)
-            unit = task.metric_scale
-            ema_text = (f", EMA {ema_value:.2f}{unit}" if unit else f", EMA {ema_value:.4f}") \
-                if ema_value is not None else ""
-            skipped = f", skipped undecodable images: {train_failed} train, {val_failed} val" \
-                if train_failed or val_failed else ""
-            print(f"epoch {epoch}: loss {row['train_loss']:.4f}, {task.format_metrics(metrics)}{ema_text}, "
-                  f"{row['images_per_s']:.0f} img/s, {seconds:.0f} s{skipped}", flush=True)
-        state["epoch"], state["step"] = epoch + 1, step
-        saved_step = step  # rank 0 wrote last.pt above
-        if stop:
+
+def _train_epoch(run: _Run, epoch: int) -> _EpochStats:
+    config, task = run.config, run.task
+    run.sampler.set_epoch(epoch)  # keeps a resumed mid-epoch position for the same epoch
+    run.train_data.epoch = epoch
+    loader = DataLoader(
+        run.train_data, batch_sampler=run.sampler, num_workers=config.data.workers, collate_fn=task.collate,
+        pin_memory=run.device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
+    )
+    run.wrapped.train()
+    stats, epoch_start, micro = _EpochStats(), time.perf_counter(), 0
+    # batches consumed so far in this epoch: the DataLoader prefetches ahead of the
+    # training step, so the sampler's own position is not where to resume
+    batches_done = run.sampler.start_step
+    bar = _progress(len(run.sampler), epoch, run.is_main)
+    bar.update(batches_done)
+    for images, targets, failed in loader:
+        stats.failed_images += failed
+        batches_done += 1
+        bar.update(1)
+        if images is None:
+            continue
+        images = images.to(run.device, non_blocking=True)
+        targets = task.targets_to(targets, run.device)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = task.prepare_batch(images, targets)
+        autocast = torch.autocast("cuda", dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+        with autocast:
+            loss = task.training_loss(run.wrapped, images, targets, config)
+        _check_finite(run, loss, epoch)
+        run.scaler.scale(loss / config.optim.accumulation_steps).backward()
+        micro += 1
+        stats.loss_sum += loss.item() * len(images)
+        stats.images += len(images)
+        if micro % config.optim.accumulation_steps:
+            continue
+        _optimizer_step(run)
+        rate = stats.images * run.world_size / max(1e-9, time.perf_counter() - epoch_start)
+        _log_step(run, epoch, loss, images, rate)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
+                        img_s=f"{rate:.0f}", res=f"{images.shape[-2]}x{images.shape[-1]}", refresh=False)
+        if config.save_every_steps and run.step % config.save_every_steps == 0:
+            if run.is_main:
+                _save_checkpoint(run.out / CHECKPOINT, config, run.model, run.ema, run.optimizer, run.scheduler,
+                                 run.scaler, run.sampler, {**run.state, "epoch": epoch, "step": run.step},
+                                 steps_done=batches_done)
+            run.saved_step = run.step
+        if config.max_steps and run.step >= config.max_steps:
+            stats.stopped = True  # the partial epoch is evaluated and counts as done
             break
-    if board is not None:
-        board.close()
-    if is_main:
-        _plot(csv_path, out / "curves.png", metric, task.metric_scale)
-    if distributed:
-        dist.barrier()
-    return TrainResult(state["best_metric"], state["best_epoch"], str(out / BEST), len(state["history"]), step,
-                       time.perf_counter() - start, state["history"], metric)
+    bar.close()
+    stats.seconds = time.perf_counter() - epoch_start
+    return stats
+
+
+def _check_finite(run: _Run, loss: torch.Tensor, epoch: int) -> None:
+    finite = torch.isfinite(loss.detach()).to(torch.int64).reshape(1)
+    if run.distributed:  # every rank stops together instead of waiting for a rank that stopped
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not bool(finite):
+        kept = f"the last good checkpoint is {run.out / CHECKPOINT} (step {run.saved_step})" \
+            if run.saved_step is not None else "no checkpoint was written yet in this run"
+        raise TrainingError(
+            f"loss is {loss.item()} at step {run.step} (epoch {epoch}) on rank {run.rank}; {kept}. "
+            "Lower optim.lr, raise optim.warmup_steps or set optim.clip_grad_norm"
+        )
+
+
+def _optimizer_step(run: _Run) -> None:
+    if run.config.optim.clip_grad_norm:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.config.optim.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    run.step += 1
+
+
+def _log_step(run: _Run, epoch: int, loss: torch.Tensor, images: torch.Tensor, rate: float) -> None:
+    step_loss = loss.detach().float()
+    if run.distributed:  # the loss of the global batch, as one process would see it
+        dist.all_reduce(step_loss)
+        step_loss /= run.world_size
+    lr = run.scheduler.get_last_lr()[0]
+    if run.board is not None:
+        run.board.add_scalar("train/loss", step_loss.item(), run.step)
+        run.board.add_scalar("train/lr", lr, run.step)
+        run.board.add_scalar("train/images_per_s", rate, run.step)
+    if run.is_main:
+        _append_csv(run.out / "steps.csv", {
+            "step": run.step, "epoch": epoch, "loss": step_loss.item(), "lr": lr,
+            "height": images.shape[-2], "width": images.shape[-1], "global_batch": len(images) * run.world_size,
+            "images_per_s": rate,
+        })
+
+
+def _end_epoch(run: _Run, epoch: int, stats: _EpochStats, val_loader) -> None:
+    """Validate the model and its EMA, keep the best, write the logs and last.pt."""
+    task, metric, state = run.task, run.task.primary_metric, run.state
+    metrics, val_failed = task.evaluate(run.model, val_loader, run.device, run.config, run.distributed)
+    ema_value = task.evaluate(run.ema.module, val_loader, run.device, run.config, run.distributed)[0][metric] \
+        if run.ema is not None else None
+    value = metrics[metric]
+    train_failed = _sum_over_ranks(stats.failed_images, run.device) if run.distributed else stats.failed_images
+    row = {"epoch": epoch, "step": run.step, "train_loss": stats.loss_sum / max(1, stats.images),
+           "lr": run.scheduler.get_last_lr()[0], **{f"val_{k}": v for k, v in metrics.items()},
+           f"ema_{metric}": ema_value, "images_per_s": stats.images * run.world_size / max(1e-9, stats.seconds),
+           "seconds": time.perf_counter() - run.start, "failed_images": train_failed,
+           "val_failed_images": val_failed}
+    state["history"].append(row)
+    best_candidate = max(value, ema_value if ema_value is not None else -1.0)
+    improved = best_candidate > state["best_metric"]
+    if improved:  # the metrics are summed over ranks: all ranks agree
+        state["best_metric"], state["best_epoch"] = best_candidate, epoch
+    if run.is_main:
+        if improved:
+            source = run.ema.module if run.ema is not None and (ema_value or -1) > value else run.model
+            _export_best(source, run.model, run.out / BEST)
+        _append_csv(run.out / "metrics.csv", row)
+        _board_epoch(run.board, metrics, ema_value, metric, run.step)
+        _save_checkpoint(run.out / CHECKPOINT, run.config, run.model, run.ema, run.optimizer, run.scheduler,
+                         run.scaler, run.sampler, {**state, "epoch": epoch + 1, "step": run.step}, steps_done=0)
+        _print_epoch(task, epoch, row, metrics, ema_value, train_failed, val_failed)
+    state["epoch"], state["step"] = epoch + 1, run.step
+    run.saved_step = run.step  # rank 0 wrote last.pt above
+
+
+def _board_epoch(board, metrics: dict, ema_value: Optional[float], metric: str, step: int) -> None:
+    if board is None:
+        return
+    for key, number in metrics.items():
+        board.add_scalar(f"val/{key}", number, step)
+    if ema_value is not None:
+        board.add_scalar(f"val/ema_{metric}", ema_value, step)
+    board.flush()
+
+
+def _print_epoch(task: TrainingTask, epoch: int, row: dict, metrics: dict, ema_value: Optional[float],
+                 train_failed: int, val_failed: int) -> None:
+    unit = task.metric_scale
+    ema_text = (f", EMA {ema_value:.2f}{unit}" if unit else f", EMA {ema_value:.4f}") if ema_value is not None else ""
+    skipped = f", skipped undecodable images: {train_failed} train, {val_failed} val" \
+        if train_failed or val_failed else ""
+    print(f"epoch {epoch}: loss {row['train_loss']:.4f}, {task.format_metrics(metrics)}{ema_text}, "
+          f"{row['images_per_s']:.0f} img/s, {row['seconds']:.0f} s{skipped}", flush=True)
 
 
 def _progress(total: int, epoch: int, enabled: bool):
