@@ -81,9 +81,14 @@ class ExplicitLayerNorm(nn.Module):
         self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        centered = x - torch.matmul(x, self.average)
-        variance = torch.matmul(centered * centered, self.average)
-        return centered * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+        # 2-D products: a batched matmul would be lowered as views around an mm (left to
+        # the portable kernels when the batch is symbolic) or, after PT2E quantization, an
+        # expand that XNNPACK does not take
+        rows = x.reshape(-1, x.shape[-1])
+        centered = rows - torch.mm(rows, self.average)
+        variance = torch.mm(centered * centered, self.average)
+        normalized = centered * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+        return normalized.reshape(x.shape)
 
 
 class ExplicitGroupNorm1(nn.Module):
@@ -100,8 +105,9 @@ class ExplicitGroupNorm1(nn.Module):
         self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
 
     def _mean(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = x.mean(dim=(2, 3), keepdim=True)  # [B, C, 1, 1]
-        return torch.matmul(spatial.reshape(x.shape[0], 1, -1), self.average).reshape(x.shape[0], 1, 1, 1)
+        spatial = x.mean(dim=(2, 3), keepdim=True)  # [B, C, 1, 1]: XNNPACK's mean keeps the dims
+        # a 2-D product, as in ExplicitLayerNorm
+        return torch.mm(spatial.reshape(-1, x.shape[1]), self.average).reshape(-1, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centered = x - self._mean(x)
