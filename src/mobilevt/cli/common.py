@@ -42,6 +42,13 @@ def dense_task_model(args, command: str, task: str, default_model: str) -> nn.Mo
     return create_model_from_args(args.model, args.weights).fuse()
 
 
+def run_dense_task(args, command: str, task: str, default_model: str, apply, evaluate) -> int:
+    """``mobilevt segment`` / ``detect``: the model, then ``evaluate(model, args)`` with
+    ``--evaluate``, else ``apply(model, args)`` to the images."""
+    model = dense_task_model(args, command, task, default_model)
+    return evaluate(model, args) if args.evaluate is not None else apply(model, args)
+
+
 def existing_image_inputs(paths: list[str]) -> list:
     """The images under ``paths`` (files and folders); a missing path gets one error line."""
     import os
@@ -131,3 +138,20 @@ def model_name_from_args(model: str | None, weights: str | None, default: str | 
     if default:
         return default
     raise InvalidInputError(f"pass --model NAME: the weights {weights!r} do not record which model they belong to")
+
+
+def report_evaluation(args, report: dict, failed: list, summary: list[str]) -> int:
+    """``--evaluate``'s end for segment and detect: the JSON report to ``--output``, one
+    error line per undecodable image, then the report (``--json``) or the summary lines;
+    exit status 1 when an image failed."""
+    import json
+    from pathlib import Path
+
+    from mobilevt.fileio import write_text_atomic
+
+    if args.output:
+        write_text_atomic(Path(args.output), json.dumps(report, indent=2) + "\n")
+    for path in failed:
+        print(f"error: {path}: undecodable image, not counted", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else "\n".join(summary))
+    return 1 if failed else 0

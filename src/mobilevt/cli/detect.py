@@ -1,11 +1,10 @@
 """``mobilevt detect``: boxes and labels drawn on images, or COCO mAP on a dataset."""
 from __future__ import annotations
 
-import json
-import sys
+import functools
 from pathlib import Path
 
-from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs, report_per_image
+from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
 
 
 def add_detect_parser(sub) -> None:
@@ -25,14 +24,8 @@ def add_detect_parser(sub) -> None:
                    "(annotations/instances_<split>2017.json + <split>2017/)")
     p.add_argument("--annotations", help="--evaluate: the COCO instances JSON of the images folder")
     p.add_argument("--results", help="--evaluate: write the detections in COCO results format to this file")
-    p.set_defaults(func=run_detect)
-
-
-def run_detect(args) -> int:
-    model = dense_task_model(args, "detect", "object-detection", "ssdlite_mobilevit_s")
-    if args.evaluate is not None:
-        return _evaluate(model, args)
-    return _detect(model, args)
+    p.set_defaults(func=functools.partial(run_dense_task, command="detect", task="object-detection",
+                                          default_model="ssdlite_mobilevit_s", apply=_detect, evaluate=_evaluate))
 
 
 def _detect(model, args) -> int:
@@ -62,7 +55,6 @@ def _detect(model, args) -> int:
 
 
 def _evaluate(model, args) -> int:
-    from mobilevt.fileio import write_text_atomic
     from mobilevt.tasks.detection import evaluate_detection
     from mobilevt.training.detection import open_coco_split
 
@@ -73,15 +65,7 @@ def _evaluate(model, args) -> int:
     # default: the model's own threshold (0.01, as ml-cvnets' COCO evaluation)
     result = evaluate_detection(model, images, annotations, batch_size=args.batch_size, limit=args.limit,
                                 score_threshold=args.threshold, device=args.device, results_json=args.results)
-    report = result.to_dict()
-    if args.output:
-        write_text_atomic(Path(args.output), json.dumps(report, indent=2) + "\n")
-    for line in result.failed:
-        print(f"error: {line}: undecodable image, not counted", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        m = result.metrics
-        print(f"mAP@[.5:.95] {m['map']:.4f}  mAP@0.5 {m['map50']:.4f}  mAP@0.75 {m['map75']:.4f}  "
-              f"AR@100 {m['mar100']:.4f}  ({result.num_images} images, {result.images_per_second:.1f} images/s)")
-    return 1 if result.failed else 0
+    m = result.metrics
+    summary = (f"mAP@[.5:.95] {m['map']:.4f}  mAP@0.5 {m['map50']:.4f}  mAP@0.75 {m['map75']:.4f}  "
+               f"AR@100 {m['mar100']:.4f}  ({result.num_images} images, {result.images_per_second:.1f} images/s)")
+    return report_evaluation(args, result.to_dict(), result.failed, [summary])

@@ -1,11 +1,9 @@
 """``mobilevt segment``: colour masks and overlays of images, or mIoU on a dataset folder."""
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+import functools
 
-from .common import add_dense_task_arguments, dense_task_model, existing_image_inputs, report_per_image
+from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
 
 
 def add_segment_parser(sub) -> None:
@@ -20,14 +18,8 @@ def add_segment_parser(sub) -> None:
                              "print JSON (per image: class pixel fractions; or the scores)")
     p.add_argument("--evaluate", metavar="DATA", help="report mIoU on this dataset folder instead of segmenting images")
     p.add_argument("--layout", choices=("voc", "ade20k"), help="dataset layout (default: detected)")
-    p.set_defaults(func=run_segment)
-
-
-def run_segment(args) -> int:
-    model = dense_task_model(args, "segment", "semantic-segmentation", "deeplabv3_mobilevit_s")
-    if args.evaluate is not None:
-        return _evaluate(model, args)
-    return _segment(model, args)
+    p.set_defaults(func=functools.partial(run_dense_task, command="segment", task="semantic-segmentation",
+                                          default_model="deeplabv3_mobilevit_s", apply=_segment, evaluate=_evaluate))
 
 
 def _segment(model, args) -> int:
@@ -46,26 +38,15 @@ def _segment(model, args) -> int:
 
 
 def _evaluate(model, args) -> int:
-    from mobilevt.fileio import write_text_atomic
     from mobilevt.tasks.segmentation import evaluate_segmentation
 
     result = evaluate_segmentation(
         model, args.evaluate, split=args.split, layout=args.layout, batch_size=args.batch_size, limit=args.limit,
         device=args.device,
     )
-    report = result.to_dict()
-    if args.output:
-        write_text_atomic(Path(args.output), json.dumps(report, indent=2) + "\n")
-    for path in result.failed:
-        print(f"error: {path}: undecodable image, not counted", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"mIoU {100 * result.miou:.2f}%  pixel accuracy {100 * result.pixel_accuracy:.2f}%  "
-            f"mean accuracy {100 * result.mean_accuracy:.2f}%  ({result.num_images} images, "
-            f"{result.images_per_second:.1f} images/s)"
-        )
-        for name, iou in zip(result.class_names, result.iou):
-            print(f"  {name:<20} IoU {'-' if iou != iou else f'{100 * iou:.2f}%'}")
-    return 1 if result.failed else 0
+    summary = [f"mIoU {100 * result.miou:.2f}%  pixel accuracy {100 * result.pixel_accuracy:.2f}%  "
+               f"mean accuracy {100 * result.mean_accuracy:.2f}%  ({result.num_images} images, "
+               f"{result.images_per_second:.1f} images/s)"]
+    summary += [f"  {name:<20} IoU {'-' if iou != iou else f'{100 * iou:.2f}%'}"
+                for name, iou in zip(result.class_names, result.iou)]
+    return report_evaluation(args, result.to_dict(), result.failed, summary)

@@ -7,17 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import ConvNormAct
+from .conv import ConvNormReLU
 from ..errors import InvalidInputError
-
-
-class ConvNormReLU(ConvNormAct):
-    """Conv2d (no bias) -> BatchNorm2d -> ReLU: the segmentation heads of ml-cvnets and
-    transformers use ReLU where the MobileViT backbones use SiLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation, act=False)
-        self.act = nn.ReLU(inplace=True)
 
 
 class ASPPPooling(ConvNormReLU):

@@ -75,3 +75,30 @@ def fuse_batchnorms_(model: nn.Module) -> nn.Module:
             module.fuse()
     model.is_fused = True
     return model
+
+
+class ConvNormReLU(ConvNormAct):
+    """:class:`ConvNormAct` with ReLU for SiLU (and the same arguments): the segmentation
+    and detection heads of ml-cvnets and transformers use ReLU where the MobileViT
+    backbones use SiLU."""
+
+    def __init__(self, *args, act: bool = True, **kwargs) -> None:
+        super().__init__(*args, act=act, **kwargs)
+        if act:
+            self.act = nn.ReLU(inplace=True)  # in place on a fresh BatchNorm output
+
+
+def cvnets_init_(module: nn.Module) -> None:
+    """ml-cvnets' initialisation of every layer in ``module``, in place: kaiming-normal
+    (fan-out) convolutions, truncated-normal (std 0.02) linears, unit norms, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            else:
+                nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

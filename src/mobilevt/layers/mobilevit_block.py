@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import ConvNormAct
-from .transformer import LinearTransformerLayer, TransformerLayer
+from .transformer import Dropouts, LinearTransformerLayer, TransformerLayer
+
+
+def _local_convs(channels: int, transformer_dim: int, depthwise: bool, dilation: int) -> tuple[nn.Module, nn.Module]:
+    """The local representation every block starts with: a 3x3 conv (depthwise in the
+    v2 and v3 designs), then a 1x1 to the transformer's width."""
+    kxk = ConvNormAct(channels, channels, 3, groups=channels if depthwise else 1, dilation=dilation)
+    return kxk, nn.Conv2d(channels, transformer_dim, 1, bias=False)
 
 
 def _padded_size(size: int, patch: int) -> int:
@@ -94,30 +101,14 @@ class MobileViTBlock(_PatchTransformerV1):
     """
 
     def __init__(
-        self,
-        channels: int,
-        transformer_dim: int,
-        mlp_dim: int,
-        depth: int,
-        num_heads: int = 4,
-        patch_size: int = 2,
-        dilation: int = 1,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        ffn_drop: float = 0.0,
-        drop_path: float = 0.0,
+        self, channels: int, transformer_dim: int, mlp_dim: int, depth: int, num_heads: int = 4, patch_size: int = 2,
+        dilation: int = 1, dropouts: Dropouts = Dropouts(),
     ) -> None:
         super().__init__()
-        self.patch_h = patch_size
-        self.patch_w = patch_size
-        self.local_kxk = ConvNormAct(channels, channels, 3, dilation=dilation)
-        self.local_1x1 = nn.Conv2d(channels, transformer_dim, 1, bias=False)
-        self.transformer = nn.Sequential(
-            *[
-                TransformerLayer(transformer_dim, mlp_dim, num_heads, drop, attn_drop, ffn_drop, drop_path)
-                for _ in range(depth)
-            ]
-        )
+        self.patch_h = self.patch_w = patch_size
+        self.local_kxk, self.local_1x1 = _local_convs(channels, transformer_dim, False, dilation)
+        layers = [TransformerLayer(transformer_dim, mlp_dim, num_heads, dropouts) for _ in range(depth)]
+        self.transformer = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(transformer_dim)
         self.proj = ConvNormAct(transformer_dim, channels, 1)
         self.fusion = ConvNormAct(2 * channels, channels, 3)
@@ -161,29 +152,13 @@ class MobileViTV2Block(_PatchTransformerV2):
     """
 
     def __init__(
-        self,
-        channels: int,
-        transformer_dim: int,
-        mlp_dim: int,
-        depth: int,
-        patch_size: int = 2,
-        dilation: int = 1,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        ffn_drop: float = 0.0,
-        drop_path: float = 0.0,
+        self, channels: int, transformer_dim: int, mlp_dim: int, depth: int, patch_size: int = 2, dilation: int = 1,
+        dropouts: Dropouts = Dropouts(),
     ) -> None:
         super().__init__()
-        self.patch_h = patch_size
-        self.patch_w = patch_size
-        self.local_kxk = ConvNormAct(channels, channels, 3, groups=channels, dilation=dilation)
-        self.local_1x1 = nn.Conv2d(channels, transformer_dim, 1, bias=False)
-        self.transformer = nn.Sequential(
-            *[
-                LinearTransformerLayer(transformer_dim, mlp_dim, drop, attn_drop, ffn_drop, drop_path)
-                for _ in range(depth)
-            ]
-        )
+        self.patch_h = self.patch_w = patch_size
+        self.local_kxk, self.local_1x1 = _local_convs(channels, transformer_dim, True, dilation)
+        self.transformer = nn.Sequential(*[LinearTransformerLayer(transformer_dim, mlp_dim, dropouts) for _ in range(depth)])
         self.norm = nn.GroupNorm(1, transformer_dim)
         self.proj = ConvNormAct(transformer_dim, channels, 1, act=False)
 

@@ -12,24 +12,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from .conv import ConvNormAct
-
-
-class ConvNormReLU(ConvNormAct):
-    """Conv2d (no bias) -> BatchNorm2d -> optional ReLU; folds like :class:`ConvNormAct`."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 1,
-        stride: int = 1,
-        groups: int = 1,
-        act: bool = True,
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, groups=groups, act=act)
-        if act:
-            self.act = nn.ReLU(inplace=True)  # in place on a fresh BatchNorm output
+from .conv import ConvNormReLU
 
 
 class SeparableConvNormReLU(nn.Module):

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MobileViTV2Block, fuse_batchnorms_
-from ..layers.aspp import ASPP, ConvNormReLU
+from ..layers import ConvNormReLU, MobileViTV2Block, cvnets_init_, fuse_batchnorms_
+from ..layers.aspp import ASPP
 from ..registry import ModelEntry, get_model_entry, register_model
 from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the backbones first
 from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
@@ -96,14 +96,7 @@ class DeepLabV3(nn.Module):
         # fan-out-scaled init gives logits in the tens and a first loss near 10
         heads = [self.aspp] + ([self.aux_head] if self.aux_head is not None else [])
         for head in heads:
-            for m in head.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            cvnets_init_(head)
         for classifier in self._classifiers():
             nn.init.normal_(classifier.weight, std=0.01)
             nn.init.zeros_(classifier.bias)

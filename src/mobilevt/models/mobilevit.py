@@ -18,6 +18,8 @@ from torch import nn
 
 from ..layers import (
     ConvNormAct,
+    Dropouts,
+    cvnets_init_,
     InvertedResidual,
     MobileViTBlock,
     MobileViTV2Block,
@@ -109,48 +111,15 @@ class MobileViT(nn.Module):
         self.arch = arch
         self.in_chans = in_chans
         self.num_classes = num_classes
-        drop = arch.transformer_dropout if transformer_dropout is None else transformer_dropout
-        attn_drop = arch.attn_dropout if attn_dropout is None else attn_dropout
-        ffn_drop = arch.ffn_dropout if ffn_dropout is None else ffn_dropout
+        dropouts = Dropouts(
+            drop=arch.transformer_dropout if transformer_dropout is None else transformer_dropout,
+            attn_drop=arch.attn_dropout if attn_dropout is None else attn_dropout,
+            ffn_drop=arch.ffn_dropout if ffn_dropout is None else ffn_dropout,
+        )
 
         self.stem = ConvNormAct(in_chans, arch.stem_channels, 3, stride=2)
-        total_blocks = sum(s.num_mv2 + s.transformer_depth for s in arch.stages)
-        block_idx = 0
-        stride, dilation = 2, 1
-        in_ch = arch.stem_channels
-        stages: List[nn.Module] = []
-        feature_info: List[Dict[str, int]] = []
-        for stage in arch.stages:
-            stage_stride = stage.stride
-            block_dilation = dilation
-            if stride * stage_stride > output_stride:
-                # keep resolution: dilate from here on instead of striding
-                dilation *= stage_stride
-                stage_stride = 1
-            stride *= stage_stride
-            blocks: List[nn.Module] = []
-            for i in range(stage.num_mv2):
-                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                blocks.append(
-                    InvertedResidual(
-                        in_ch,
-                        stage.channels,
-                        stride=stage_stride if i == 0 else 1,
-                        expand_ratio=stage.expand_ratio,
-                        dilation=block_dilation if i == 0 else dilation,
-                        drop_path=dpr,
-                    )
-                )
-                in_ch = stage.channels
-                block_idx += 1
-            if stage.transformer_depth > 0:
-                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
-                blocks.append(_mobilevit_block(arch, stage, dilation, drop, attn_drop, ffn_drop, dpr))
-                block_idx += stage.transformer_depth
-            stages.append(nn.Sequential(*blocks))
-            feature_info.append({"channels": stage.channels, "stride": stride})
+        stages, self.feature_info, in_ch = _build_stages(arch, output_stride, dropouts, drop_path_rate)
         self.stages = nn.ModuleList(stages)
-        self.feature_info = feature_info
 
         if arch.final_channels:
             self.final_conv: nn.Module = ConvNormAct(in_ch, arch.final_channels, 1)
@@ -160,22 +129,7 @@ class MobileViT(nn.Module):
             self.num_features = in_ch
         self.head_drop = nn.Dropout(arch.classifier_dropout if drop_rate is None else drop_rate)
         self.head = _make_classifier(self.num_features, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # ml-cvnets' initialisation: kaiming-normal convs, truncated-normal linears.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        cvnets_init_(self)
 
     @torch.jit.ignore
     def fuse(self) -> "MobileViT":
@@ -240,12 +194,52 @@ def _make_classifier(num_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-def _mobilevit_block(
-    arch: MobileViTArch, stage: StageConfig, dilation: int, drop: float, attn_drop: float, ffn_drop: float,
-    drop_path: float,
-) -> nn.Module:
+def _build_stages(
+    arch: MobileViTArch, output_stride: int, dropouts: Dropouts, drop_path_rate: float
+) -> tuple[List[nn.Module], List[Dict[str, int]], int]:
+    """The stages after the stem, their feature info (channels, stride) and the last
+    stage's channels. Past ``output_stride`` a stage dilates instead of striding."""
+    total_blocks = sum(s.num_mv2 + s.transformer_depth for s in arch.stages)
+    block_idx = 0
+    stride, dilation = 2, 1
+    in_ch = arch.stem_channels
+    stages: List[nn.Module] = []
+    feature_info: List[Dict[str, int]] = []
+    for stage in arch.stages:
+        stage_stride = stage.stride
+        block_dilation = dilation
+        if stride * stage_stride > output_stride:
+            # keep resolution: dilate from here on instead of striding
+            dilation *= stage_stride
+            stage_stride = 1
+        stride *= stage_stride
+        blocks: List[nn.Module] = []
+        for i in range(stage.num_mv2):
+            dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+            blocks.append(
+                InvertedResidual(
+                    in_ch,
+                    stage.channels,
+                    stride=stage_stride if i == 0 else 1,
+                    expand_ratio=stage.expand_ratio,
+                    dilation=block_dilation if i == 0 else dilation,
+                    drop_path=dpr,
+                )
+            )
+            in_ch = stage.channels
+            block_idx += 1
+        if stage.transformer_depth > 0:
+            dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+            blocks.append(_mobilevit_block(arch, stage, dilation, replace(dropouts, drop_path=dpr)))
+            block_idx += stage.transformer_depth
+        stages.append(nn.Sequential(*blocks))
+        feature_info.append({"channels": stage.channels, "stride": stride})
+    return stages, feature_info, in_ch
+
+
+def _mobilevit_block(arch: MobileViTArch, stage: StageConfig, dilation: int, dropouts: Dropouts) -> nn.Module:
     args = (stage.channels, stage.transformer_dim, stage.mlp_dim, stage.transformer_depth)
-    kwargs = dict(patch_size=stage.patch_size, drop=drop, attn_drop=attn_drop, ffn_drop=ffn_drop, drop_path=drop_path)
+    kwargs = dict(patch_size=stage.patch_size, dropouts=dropouts)
     # ml-cvnets (and transformers) never dilate the v1 block's local 3x3 conv, nor does the
     # MobileViTv3 authors' builder for its v1-based blocks (their DeepLabV3 / SSD models
     # included); v2-style blocks dilate their depthwise conv in dilated stages.

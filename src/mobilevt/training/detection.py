@@ -39,7 +39,7 @@ from ..data.datasets import DatasetLayoutError
 from ..ops.ssd import match_anchors, ssd_multibox_loss
 from ..weights.entries import PreprocessConfig
 from .config import TrainConfig
-from .tasks import ResizedValidation, TrainingTask, resized_validation_loader, sum_over_ranks
+from .tasks import DenseTask, ResizedValidation, ValidationBatches, sum_over_ranks
 from ..errors import InvalidInputError
 
 SHAPES = "shapes"
@@ -78,8 +78,10 @@ def _image_info(image: Any, target: Dict[str, Any]) -> Tuple[int, Tuple[int, int
     return target["image_id"], size
 
 
-class DetectionTask(TrainingTask):
+class DetectionTask(DenseTask):
     """SSDLite object detection: COCO-format data, SSD augmentation, multibox loss, COCO mAP."""
+
+    validation_target = staticmethod(_image_info)
 
     name = "detection"
     primary_metric = "map50"
@@ -179,11 +181,6 @@ class DetectionTask(TrainingTask):
         return ssd_multibox_loss(box_regression, class_logits, labels, regression_targets,
                                  label_smoothing=config.label_smoothing).total
 
-    def validation_loader(
-        self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
-    ) -> DataLoader:
-        return resized_validation_loader(val_set, _image_info, config, rank, world_size)
-
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
@@ -191,22 +188,15 @@ class DetectionTask(TrainingTask):
         from ..tasks.detection import coco_map, run_detector, to_coco_results
 
         dataset = _coco_of(loader)
-        was_training = model.training
-        model.eval()
         results: List[Dict[str, Any]] = []
         evaluated: List[int] = []
-        failed = 0
-        try:
-            for images, infos, failed_in_batch in loader:
-                failed += failed_in_batch
-                if images is None:
-                    continue
-                detections = run_detector(model, images.to(device), [size for _, size in infos])
-                for d, (image_id, _) in zip(detections, infos):
-                    evaluated.append(int(image_id))
-                    results += to_coco_results(d, image_id, dataset.category_ids)
-        finally:
-            model.train(was_training)
+        batches = ValidationBatches(model, loader)
+        for images, infos in batches:
+            detections = run_detector(model, images.to(device), [size for _, size in infos])
+            for d, (image_id, _) in zip(detections, infos):
+                evaluated.append(int(image_id))
+                results += to_coco_results(d, image_id, dataset.category_ids)
+        failed = batches.failed
         if distributed:
             gathered: List[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, (results, evaluated))

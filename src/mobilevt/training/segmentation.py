@@ -34,7 +34,7 @@ from ..data.segmentation import open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX
 from ..tasks.segmentation import ConfusionMatrix
 from .config import TrainConfig, TrainingError
-from .tasks import TrainingTask, resized_validation_loader, sum_over_ranks
+from .tasks import DenseTask, ValidationBatches, sum_over_ranks
 from ..errors import InvalidInputError
 
 AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
@@ -97,8 +97,10 @@ def segmentation_loss(output: Any, masks: torch.Tensor, class_weights: bool = Fa
     return loss
 
 
-class SegmentationTask(TrainingTask):
+class SegmentationTask(DenseTask):
     """Semantic segmentation with a ``deeplabv3_*`` model (see the module docstring)."""
+
+    validation_target = staticmethod(_mask_target)
 
     name = "segmentation"
     primary_metric = "miou"
@@ -162,23 +164,13 @@ class SegmentationTask(TrainingTask):
     def training_loss(self, model: nn.Module, images: torch.Tensor, targets: Any, config: TrainConfig) -> torch.Tensor:
         return segmentation_loss(model(images), targets, config.class_weights)
 
-    def validation_loader(
-        self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
-    ) -> DataLoader:
-        return resized_validation_loader(val_set, _mask_target, config, rank, world_size)
-
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
     ) -> Tuple[Dict[str, float], int]:
-        was_training = model.training
-        model.eval()
         matrix = ConfusionMatrix(int(model.num_classes), device=device)
-        failed = 0
-        for images, masks, failed_in_batch in loader:
-            failed += failed_in_batch
-            if images is None:
-                continue
+        batches = ValidationBatches(model, loader)
+        for images, masks in batches:
             images = images.to(device)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -188,7 +180,7 @@ class SegmentationTask(TrainingTask):
                 resized = F.interpolate(logits[row : row + 1].float(), size=list(mask.shape), mode="bilinear",
                                         align_corners=False)
                 matrix.update(resized[0].argmax(0), mask)
-        model.train(was_training)
+        failed = batches.failed
         if distributed:
             matrix.all_reduce()
             failed = int(sum_over_ranks([float(failed)], device)[0])

@@ -121,13 +121,22 @@ class ResizedValidation(Dataset):
         return self.resize(image).as_subclass(torch.Tensor).float().div_(255.0), self.target_of(image, target)
 
 
-def resized_validation_loader(val_set: Dataset, target_of: Callable[[Any, Any], Any], config: TrainConfig,
-                              rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Batches ``(images or None, targets of the decoded images, undecodable count)`` of this
-    rank's shard of :class:`ResizedValidation`."""
-    data = rank_shard(ResizedValidation(val_set, config.sampler.image_size, target_of), rank, world_size)
-    return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
-                      collate_fn=_collate_decoded)
+class DenseTask(TrainingTask):
+    """A task validated on its images resized to the training size (segmentation,
+    detection); ``validation_target(original image or None, target)`` gives what its
+    evaluation compares the prediction with."""
+
+    validation_target: Callable[[Any, Any], Any]
+
+    def validation_loader(
+        self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
+    ) -> DataLoader:
+        """Batches ``(images or None, targets of the decoded images, undecodable count)`` of
+        this rank's shard of :class:`ResizedValidation`."""
+        data = rank_shard(ResizedValidation(val_set, config.sampler.image_size, type(self).validation_target),
+                          rank, world_size)
+        return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
+                          collate_fn=_collate_decoded)
 
 
 def _collate_decoded(batch):
@@ -224,6 +233,26 @@ def validation_loader(
     return DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate_train)
 
 
+class ValidationBatches:
+    """The batches of a validation loader that hold at least one decoded image, with the
+    model in eval mode while they are iterated (its mode is restored at the end);
+    ``failed`` counts the images that did not decode."""
+
+    def __init__(self, model: nn.Module, loader: DataLoader) -> None:
+        self.model, self.loader, self.failed = model, loader, 0
+
+    def __iter__(self):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for images, targets, failed_in_batch in self.loader:
+                self.failed += failed_in_batch
+                if images is not None:
+                    yield images, targets
+        finally:
+            self.model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_classifier(
     model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool = False, distributed: bool = False
@@ -231,13 +260,9 @@ def evaluate_classifier(
     """Top-1 and top-5 (%) over the decodable images of ``loader``, and how many images
     failed to decode. With ``distributed``, each rank passes its own shard and the counts
     are summed over ranks, so every rank returns the whole validation set's figures."""
-    was_training = model.training
-    model.eval()
-    correct1 = correct5 = count = failed = 0
-    for images, targets, failed_in_batch in loader:
-        failed += failed_in_batch
-        if images is None:
-            continue
+    correct1 = correct5 = count = 0
+    batches = ValidationBatches(model, loader)
+    for images, targets in batches:
         images, targets = images.to(device), targets.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -246,7 +271,7 @@ def evaluate_classifier(
         correct1 += int((top[:, 0] == targets).sum())
         correct5 += int((top == targets[:, None]).any(dim=1).sum())
         count += len(targets)
-    model.train(was_training)
+    failed = batches.failed
     if distributed:
         totals = sum_over_ranks([float(correct1), float(correct5), float(count), float(failed)], device)
         correct1, correct5, count, failed = (int(v) for v in totals)
