@@ -203,7 +203,8 @@ def _optimizer_and_schedule(model: nn.Module, config: TrainConfig, batches_per_e
     total_steps = math.ceil(batches_per_epoch / optim.accumulation_steps) * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas))
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
+                                  fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, optim.warmup_steps, optim.lr, optim.min_lr) / optim.lr
     )
@@ -403,14 +404,16 @@ def _make_ema(model: nn.Module, decay: Optional[float]):
         return None
     from torch.optim.swa_utils import AveragedModel
 
-    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
-        if not averaged.is_floating_point():
-            return current  # num_batches_tracked
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        # one call per dtype group: a foreach lerp instead of two temporaries per tensor
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)  # num_batches_tracked
+            return
         n = float(updates)
         rate = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged * rate + current * (1.0 - rate)
+        torch._foreach_lerp_(averaged, current, 1.0 - rate)
 
-    return AveragedModel(model, avg_fn=average, use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
 
 def _sum_over_ranks(values, device: torch.device):
