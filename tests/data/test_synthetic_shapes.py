@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilevt.data.synthetic_shapes import SHAPE_CLASSES, ensure_shapes_dataset, write_shapes_dataset
+from mobilevt.data.synthetic_shapes import SHAPE_CLASSES, write_shapes_dataset
 
 SIZE = 64
 
@@ -83,13 +83,13 @@ def test_reproducible_from_seed(tmp_path, shapes_root):
     assert len(differ) == 22
 
 
-def test_ensure_reuses_a_complete_dataset(tmp_path):
-    root = ensure_shapes_dataset(tmp_path, num_train=2, num_val=1, image_size=32, seed=1)
+def test_reuse_existing_keeps_a_complete_dataset_written_with_the_same_parameters(tmp_path):
+    root = write_shapes_dataset(tmp_path, num_train=2, num_val=1, image_size=32, seed=1, reuse_existing=True)
     marker = root / "JPEGImages" / "train_000000.jpg"
     before = marker.stat().st_mtime_ns
-    ensure_shapes_dataset(tmp_path, num_train=2, num_val=1, image_size=32, seed=1)
+    write_shapes_dataset(tmp_path, num_train=2, num_val=1, image_size=32, seed=1, reuse_existing=True)
     assert marker.stat().st_mtime_ns == before  # same parameters: not rewritten
-    ensure_shapes_dataset(tmp_path, num_train=2, num_val=1, image_size=32, seed=2)
+    write_shapes_dataset(tmp_path, num_train=2, num_val=1, image_size=32, seed=2, reuse_existing=True)
     assert json.loads((root / "shapes.json").read_text())["seed"] == 2
 
 

@@ -95,6 +95,7 @@ def write_shapes_dataset(
     seed: int = 0,
     *,
     backgrounds: Optional[Sequence[PathLike]] = None,
+    reuse_existing: bool = False,
 ) -> Path:
     """Write the shapes data set under ``root`` and return ``root`` as a ``Path``.
 
@@ -124,6 +125,9 @@ def write_shapes_dataset(
         backgrounds: photo files to use as backgrounds; default :func:`default_backgrounds`
             (scikit-learn's two sample photos, so that the same seed gives the same data on
             every machine).
+        reuse_existing: return ``root`` untouched when it already holds a complete data set
+            written with these parameters and the same photos (its ``shapes.json``), as the
+            training recipes do on every run after the first.
 
     Raises:
         ValueError: bad sizes or counts.
@@ -135,70 +139,59 @@ def write_shapes_dataset(
         raise InvalidInputError(f"image_size must be at least 16, got {image_size}")
     if max_shapes < 1:
         raise InvalidInputError(f"max_shapes must be at least 1, got {max_shapes}")
-    if backgrounds is not None:
-        photos = [_Background(Path(p).name, Path(p)) for p in backgrounds]
-    else:
-        photos = default_backgrounds()
+    photos = _background_photos(backgrounds)
+    root = Path(root)
+    manifest = _manifest(num_train, num_val, image_size, max_shapes, seed, photos)
+    if reuse_existing and _read_manifest(root) == manifest:
+        return root
+    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        _write_split(root, split, [np.random.default_rng([seed, split_index, index]) for index in range(count)],
+                     photos, image_size, max_shapes)
+    write_text_atomic(root / "classes.txt", "".join(f"{name}\n" for name in ("background", *SHAPE_CLASSES)))
+    write_text_atomic(root / _MANIFEST, json.dumps(manifest, indent=2))
+    return root
+
+
+def _background_photos(backgrounds: Optional[Sequence[PathLike]]) -> list[_Background]:
+    photos = default_backgrounds() if backgrounds is None else [_Background(Path(p).name, Path(p)) for p in backgrounds]
     if not photos:
         raise RuntimeError(
             "no background photos for the shapes data set: pass backgrounds=[photo files], or leave it out "
             "for scikit-learn's sample photos"
         )
-    root = Path(root)
-    palette = voc_palette()
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPE_CLASSES)]
-    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
-        ids, images, annotations = [], [], []
-        for index in range(count):
-            rng = np.random.default_rng([seed, split_index, index])
-            image_id = f"{split}_{index:06d}"
-            photo, mask, shapes = _draw_sample(rng, photos, image_size, max_shapes)
-            with atomic_path(root / "JPEGImages" / f"{image_id}.jpg") as tmp:
-                Image.fromarray(photo).save(tmp, format="JPEG", quality=95)
-            mask_image = Image.fromarray(mask, mode="L").convert("P")
-            mask_image.putpalette(palette)
-            with atomic_path(root / "SegmentationClass" / f"{image_id}.png") as tmp:
-                mask_image.save(tmp, format="PNG")
-            ids.append(image_id)
-            images.append({"id": index + 1, "file_name": f"{image_id}.jpg", "height": image_size, "width": image_size})
-            for label, box, area in shapes:
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": index + 1,
-                        "category_id": label,
-                        "bbox": box,
-                        "area": area,
-                        "iscrowd": 0,
-                    }
-                )
-        write_text_atomic(root / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
-        coco = {"images": images, "annotations": annotations, "categories": categories}
-        write_text_atomic(root / "annotations" / f"instances_{split}.json", json.dumps(coco))
-    write_text_atomic(root / "classes.txt", "".join(f"{name}\n" for name in ("background", *SHAPE_CLASSES)))
-    manifest = _manifest(num_train, num_val, image_size, max_shapes, seed, photos)
-    write_text_atomic(root / _MANIFEST, json.dumps(manifest, indent=2))
-    return root
+    return photos
 
 
-def ensure_shapes_dataset(
-    root: PathLike,
-    num_train: int = 400,
-    num_val: int = 100,
-    image_size: int = 256,
-    max_shapes: int = 3,
-    seed: int = 0,
-) -> Path:
-    """:func:`write_shapes_dataset` unless ``root`` already holds a complete data set
-    written with these parameters and the same background photos (its ``shapes.json``)."""
-    root = Path(root)
-    expected = _manifest(num_train, num_val, image_size, max_shapes, seed, default_backgrounds())
+def _read_manifest(root: Path) -> Optional[dict]:
     try:
-        if json.loads((root / _MANIFEST).read_text(encoding="utf-8")) == expected:
-            return root
+        return json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        pass
-    return write_shapes_dataset(root, num_train, num_val, image_size, max_shapes, seed)
+        return None
+
+
+def _write_split(root: Path, split: str, streams: list[np.random.Generator], photos: Sequence[_Background],
+                 image_size: int, max_shapes: int) -> None:
+    """One split's images, masks, id list and COCO file; image ``index`` draws from
+    ``streams[index]``."""
+    palette = voc_palette()
+    ids, images, annotations = [], [], []
+    for index, rng in enumerate(streams):
+        image_id = f"{split}_{index:06d}"
+        photo, mask, shapes = _draw_sample(rng, photos, image_size, max_shapes)
+        with atomic_path(root / "JPEGImages" / f"{image_id}.jpg") as tmp:
+            Image.fromarray(photo).save(tmp, format="JPEG", quality=95)
+        mask_image = Image.fromarray(mask, mode="L").convert("P")
+        mask_image.putpalette(palette)
+        with atomic_path(root / "SegmentationClass" / f"{image_id}.png") as tmp:
+            mask_image.save(tmp, format="PNG")
+        ids.append(image_id)
+        images.append({"id": index + 1, "file_name": f"{image_id}.jpg", "height": image_size, "width": image_size})
+        annotations += [{"id": len(annotations) + number + 1, "image_id": index + 1, "category_id": label,
+                         "bbox": box, "area": area, "iscrowd": 0} for number, (label, box, area) in enumerate(shapes)]
+    write_text_atomic(root / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPE_CLASSES)]
+    coco = {"images": images, "annotations": annotations, "categories": categories}
+    write_text_atomic(root / "annotations" / f"instances_{split}.json", json.dumps(coco))
 
 
 def _manifest(num_train, num_val, image_size, max_shapes, seed, photos: Sequence[_Background]) -> dict:

@@ -22,7 +22,7 @@ layers, which under ``torch.export`` becomes a ``torch.cond`` after each exit la
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -144,17 +144,12 @@ def prune_image_tokens(
 
 class MobiVqaVilt(ViltForQuestionAnswering):
     """ViLT for VQA with MobiVQA's early exit and question-guided token pruning, all off
-    until switched on (then ``forward`` runs :meth:`forward_with_exit`)."""
+    until switched on (then ``forward`` runs :meth:`encode_with_exit` after the embeddings)."""
 
-    def __init__(
-        self,
-        arch: ViltArch = ViltArch(),
-        num_answers: int = 3129,
-        answers: Sequence[str] = (),
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-    ):
-        super().__init__(arch, num_answers, answers, drop_rate, attn_drop_rate)
+    def __init__(self, *args: Any, **kwargs: Any):
+        """Arguments as :class:`ViltForQuestionAnswering` (arch, num_answers, answers,
+        drop_rate, attn_drop_rate)."""
+        super().__init__(*args, **kwargs)
         # Exit heads and the predictor exist once add_early_exits() is called; a
         # ModuleList (empty or one predictor) keeps checkpoints without them loadable.
         self.exit_layers = []  # typed for TorchScript below the class
@@ -168,21 +163,12 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         self.prune_layer: int = 0
         self.prune_keep_ratio: float = 1.0
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        pixel_values: Optional[torch.Tensor] = None,
-        pixel_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """Answer logits ``[batch, num_answers]`` (see :meth:`ViltForQuestionAnswering.forward`),
-        with the MobiVQA optimisations that are switched on."""
-        if pixel_values is None:
-            raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+    def encode_and_answer(self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int) -> torch.Tensor:
+        """:meth:`ViltForQuestionAnswering.encode_and_answer` with the MobiVQA
+        optimisations that are switched on (``forward`` calls it after the embeddings)."""
         if self.exit_mode != ExitMode.OFF.value or self.prune_layer > 0:
-            return self.forward_with_exit(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)[0]
-        return self.plain_forward(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
+            return self.encode_with_exit(hidden, key_mask, num_text)[0]
+        return self.answer_logits(self.encoder(hidden, key_mask, num_outputs=1))
 
     @torch.jit.ignore
     def add_early_exits(self, exit_layers: Sequence[int], predictor_layer: int = 2, predictor_hidden: int = 128) -> None:
@@ -266,6 +252,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
             return logits.softmax(dim=-1).amax(dim=-1)
         return logits.sigmoid().amax(dim=-1)
 
+    @torch.jit.export
     def forward_with_exit(
         self,
         input_ids: torch.Tensor,
@@ -278,12 +265,17 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         the number of layers each image went through before its answer ``[batch]``."""
         if pixel_values is None:
             raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+        hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
+        return self.encode_with_exit(hidden, key_mask, input_ids.shape[1])
+
+    def encode_with_exit(
+        self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_with_exit` after the embeddings."""
         data_dependent = self.exit_mode == ExitMode.CONFIDENCE.value or self.exit_mode == ExitMode.PREDICTOR.value
         if data_dependent and not torch.jit.is_scripting():
             if _is_exporting():  # data-dependent exits: torch.cond instead of Python control flow
-                return self._forward_with_exit_cond(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
-        hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
-        num_text = input_ids.shape[1]
+                return self._encode_with_exit_cond(hidden, key_mask, num_text)
         batch = hidden.shape[0]
         num_layers = len(self.encoder.layers)
         mode = self.exit_mode
@@ -291,57 +283,60 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         exited = torch.zeros(batch, dtype=torch.bool, device=hidden.device)
         exit_layer = torch.full((batch,), num_layers, dtype=torch.long, device=hidden.device)
         picked = torch.full((batch,), num_layers, dtype=torch.long, device=hidden.device)
-        last_needed = num_layers  # layers that must run (lowered by the predictor)
-        running = True
-        for index, layer in enumerate(self.encoder.layers):
-            number = index + 1
-            if running and number <= last_needed:
-                if number == self.prune_layer:
-                    hidden, attention = layer.forward_with_attention(hidden, key_mask)
-                    hidden, key_mask, _ = prune_image_tokens(hidden, key_mask, attention, num_text, self.prune_keep_ratio)
-                elif number == num_layers:
-                    hidden = layer.forward_queries(hidden, 1, key_mask)
-                else:
-                    hidden = layer(hidden, key_mask)
-                if mode == ExitMode.PREDICTOR.value and number == self.predictor_layer:
-                    choice = torch.zeros(batch, dtype=torch.long, device=hidden.device)
-                    for predictor in self.exit_predictor:
-                        choice = predictor(hidden, key_mask, num_text).argmax(dim=1)
-                    table = torch.tensor(self.exit_layers + [num_layers], dtype=torch.long, device=hidden.device)
-                    picked = table[choice]
-                    last_needed = int(picked.max())
-                if mode != ExitMode.OFF.value:
-                    for exit_index, head in enumerate(self.exit_heads):
-                        if self.exit_layers[exit_index] == number:
-                            if mode == ExitMode.FIXED.value:
-                                if number == self.fixed_exit_layer:
-                                    logits = head(hidden)
-                                    exit_layer = torch.full_like(exit_layer, number)
-                                    running = False  # static: exportable
-                            else:
-                                if mode == ExitMode.CONFIDENCE.value:
-                                    head_logits = head(hidden)
-                                    take = (self._exit_scores(head_logits) >= self.exit_threshold) & exited.logical_not()
-                                else:
-                                    take = picked == number
-                                    head_logits = head(hidden) if bool(take.any()) else logits
-                                logits = torch.where(take[:, None], head_logits, logits)
-                                exit_layer = torch.where(take, torch.full_like(exit_layer, number), exit_layer)
-                                exited = exited | take
-                                if bool(exited.all()):
-                                    running = False
-        if running:  # the last layer ran: images that did not exit take the final answer
+        done, stopped = 0, False
+        for stop in self._stops():
+            hidden, key_mask = self._run_layers(hidden, key_mask, done, stop, num_text)
+            done = stop
+            if mode == ExitMode.PREDICTOR.value and stop == self.predictor_layer:
+                picked = self._predicted_exit_layers(hidden, key_mask, num_text)
+            for exit_index, head in enumerate(self.exit_heads):
+                if mode != ExitMode.OFF.value and self.exit_layers[exit_index] == stop:
+                    if mode == ExitMode.FIXED.value:
+                        if stop == self.fixed_exit_layer:
+                            logits = head(hidden)
+                            exit_layer = torch.full_like(exit_layer, stop)
+                            stopped = True  # static: exportable
+                    else:
+                        if mode == ExitMode.CONFIDENCE.value:
+                            head_logits = head(hidden)
+                            take = (self._exit_scores(head_logits) >= self.exit_threshold) & exited.logical_not()
+                        else:
+                            take = picked == stop
+                            head_logits = head(hidden) if bool(take.any()) else logits
+                        logits = torch.where(take[:, None], head_logits, logits)
+                        exit_layer = torch.where(take, torch.full_like(exit_layer, stop), exit_layer)
+                        exited = exited | take
+                        stopped = bool(exited.all())
+            if stopped:
+                break
+        if not stopped:  # the last layer ran: images that did not exit take the final answer
             final = self.answer_logits(hidden)
-            if mode == ExitMode.OFF.value or mode == ExitMode.FIXED.value:
-                logits = final
-            else:
-                logits = torch.where(exited[:, None], logits, final)
+            logits = final if mode == ExitMode.OFF.value or mode == ExitMode.FIXED.value \
+                else torch.where(exited[:, None], logits, final)
         return logits, exit_layer
+
+    def _stops(self) -> List[int]:
+        """The layer numbers after which :meth:`encode_with_exit` looks at the exits (the
+        predictor's layer, the exit layers, the last layer), in order."""
+        stops: List[int] = [len(self.encoder.layers)]
+        if self.exit_mode != ExitMode.OFF.value:
+            stops = self.exit_layers + stops
+        if self.exit_mode == ExitMode.PREDICTOR.value and self.predictor_layer not in self.exit_layers:
+            stops = [self.predictor_layer] + stops  # add_early_exits keeps it at most the first exit
+        return stops
+
+    def _predicted_exit_layers(self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int) -> torch.Tensor:
+        """The exit layer the predictor picks for each image ``[batch]``."""
+        choice = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
+        for predictor in self.exit_predictor:  # one, when exits were added
+            choice = predictor(hidden, key_mask, num_text).argmax(dim=1)
+        table = torch.tensor(self.exit_layers + [len(self.encoder.layers)], dtype=torch.long, device=hidden.device)
+        return table[choice]
 
     def _run_layers(
         self, hidden: torch.Tensor, key_mask: torch.Tensor, start: int, end: int, num_text: int
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Layers number ``start + 1`` .. ``end`` as :meth:`forward_with_exit` runs them
+        """Layers number ``start + 1`` .. ``end`` as :meth:`encode_with_exit` runs them
         (pruning after ``prune_layer``, the last layer for the text [CLS] only)."""
         num_layers = len(self.encoder.layers)
         for index, layer in enumerate(self.encoder.layers):
@@ -357,13 +352,8 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         return hidden, key_mask
 
     @torch.jit.unused
-    def _forward_with_exit_cond(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor],
-        pixel_values: torch.Tensor,
-        pixel_mask: Optional[torch.Tensor],
-        token_type_ids: Optional[torch.Tensor],
+    def _encode_with_exit_cond(
+        self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward_with_exit` of the confidence and predictor exits for
         ``torch.export``: after each exit layer a ``torch.cond`` on "every image of the
@@ -371,8 +361,6 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         program skips the later layers as eager does (ONNX ``If``, ExecuTorch ``cond``).
         The exit heads run at every reached exit layer (eager skips a predictor-mode head
         no image picked: same answers)."""
-        hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
-        num_text = input_ids.shape[1]
         batch = hidden.shape[0]
         num_layers = len(self.encoder.layers)
         exits = list(self.exit_layers)
@@ -383,9 +371,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         start = 0
         if self.exit_mode == ExitMode.PREDICTOR.value:
             hidden, key_mask = self._run_layers(hidden, key_mask, 0, self.predictor_layer, num_text)
-            choice = self.exit_predictor[0](hidden, key_mask, num_text).argmax(dim=1)
-            table = torch.tensor(exits + [num_layers], dtype=torch.long, device=hidden.device)
-            picked = table[choice]
+            picked = self._predicted_exit_layers(hidden, key_mask, num_text)
             start = self.predictor_layer
         hidden, key_mask = self._run_layers(hidden, key_mask, start, exits[0], num_text)
 

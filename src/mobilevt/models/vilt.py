@@ -355,18 +355,13 @@ class ViltForQuestionAnswering(nn.Module):
         """
         if pixel_values is None:
             raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
-        return self.plain_forward(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
-
-    def plain_forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor],
-        pixel_values: torch.Tensor,
-        pixel_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """The paper's forward pass: embed, encode, pool the text [CLS], classify."""
         hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
+        return self.encode_and_answer(hidden, key_mask, input_ids.shape[1])
+
+    def encode_and_answer(self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int) -> torch.Tensor:
+        """The paper's pass after the embeddings: encode, pool the text [CLS], classify.
+        ``num_text`` is the number of text tokens at the front of ``hidden`` (MobiVQA's
+        token pruning, which overrides this method, needs it)."""
         hidden = self.encoder(hidden, key_mask, num_outputs=1)  # only the text [CLS] is pooled
         return self.answer_logits(hidden)
 

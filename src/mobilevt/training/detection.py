@@ -37,10 +37,8 @@ from torchvision.transforms import v2
 from ..data.coco import CocoDetection
 from ..data.datasets import DatasetLayoutError
 from ..ops.ssd import match_anchors, ssd_multibox_loss
-from ..weights.entries import PreprocessConfig
 from .config import TrainConfig
 from .tasks import DenseTask, ResizedValidation, ValidationBatches, sum_over_ranks
-from ..errors import InvalidInputError
 
 SHAPES = "shapes"
 # RandomZoomOut's canvas: the ImageNet mean colour (torchvision's SSD recipe)
@@ -85,7 +83,9 @@ class DetectionTask(DenseTask):
 
     name = "detection"
     primary_metric = "map50"
-    metric_scale = ""
+    model_task = "object-detection"
+    model_prefix = "ssdlite_"
+    with_background = True
 
     def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
         if config.data.dataset == SHAPES:
@@ -105,26 +105,6 @@ class DetectionTask(DenseTask):
         if len(train_set) == 0:
             raise DatasetLayoutError(f"{train_split[1]}: no training image has a box")
         return train_set, val_set, list(train_set.class_names)
-
-    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
-        import mobilevt
-
-        entry = mobilevt.get_model_entry(config.model)
-        if entry.task != "object-detection":
-            raise InvalidInputError(
-                f"task detection trains an object detector, and {config.model!r} is a {entry.task} model: use one of "
-                f"{', '.join(mobilevt.list_models(task='object-detection')[:4])} ..."
-            )
-        options = dict(getattr(config, "model_options", None) or {})
-        model = mobilevt.create_model(
-            config.model, weights=config.weights, num_classes=len(class_names) + 1,
-            drop_path_rate=config.drop_path_rate, **options,
-        )
-        model.class_names = ["background", *class_names]
-        # what validation feeds it: the whole image resized to image_size square (antialiased bilinear, RGB)
-        size = config.sampler.image_size
-        model.preprocess = PreprocessConfig((size, size), size, "bilinear", channel_order="RGB")
-        return model
 
     def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
         augment = config.augment

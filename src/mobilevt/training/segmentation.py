@@ -53,12 +53,12 @@ def shapes_cache_dir() -> Path:
 
 
 def _prepare_shapes() -> Path:
-    from ..data.synthetic_shapes import ensure_shapes_dataset
+    from ..data.synthetic_shapes import write_shapes_dataset
 
     root = shapes_cache_dir()
     distributed = dist.is_available() and dist.is_initialized()
     if not distributed or dist.get_rank() == 0:
-        ensure_shapes_dataset(root, **SHAPES_DRAW)  # once; later runs find its manifest
+        write_shapes_dataset(root, **SHAPES_DRAW, reuse_existing=True)  # once; later runs find its manifest
     if distributed:
         dist.barrier()
     return root
@@ -104,7 +104,9 @@ class SegmentationTask(DenseTask):
 
     name = "segmentation"
     primary_metric = "miou"
-    metric_scale = ""
+    model_task = "semantic-segmentation"
+    model_prefix = "deeplabv3_"
+    with_background = False
 
     def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
         root = _prepare_shapes() if config.data.dataset == SHAPES else Path(config.data.dataset)
@@ -114,25 +116,8 @@ class SegmentationTask(DenseTask):
             raise InvalidInputError(f"{root}: the train and val splits name different classes")
         return train, val, train.class_names
 
-    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
-        import mobilevt
-        from mobilevt.weights.entries import PreprocessConfig
-
-        entry = mobilevt.get_model_entry(config.model)
-        if entry.task != "semantic-segmentation":
-            raise InvalidInputError(
-                f"task 'segmentation' trains a semantic-segmentation model (deeplabv3_*), not {config.model!r} "
-                f"({entry.task}); e.g. model: deeplabv3_{config.model}"
-            )
-        options = dict(config.model_options)
-        if config.drop_path_rate:
-            options["drop_path_rate"] = config.drop_path_rate
-        model = mobilevt.create_model(config.model, weights=config.weights, num_classes=len(class_names), **options)
-        model.class_names = list(class_names)
-        size = config.sampler.image_size
-        # what the training transforms feed: RGB in [0, 1], the whole image resized
-        model.preprocess = PreprocessConfig((size, size), size, config.augment.interpolation, channel_order="RGB")
-        return model
+    def resize_interpolation(self, config: TrainConfig) -> str:
+        return config.augment.interpolation  # the training crops' resize
 
     def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
         augment = config.augment

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..errors import InvalidInputError
 from .config import TrainConfig, TrainingError
 from .data import EvalDataset, collate_train
 
@@ -127,6 +128,33 @@ class DenseTask(TrainingTask):
     evaluation compares the prediction with."""
 
     validation_target: Callable[[Any, Any], Any]
+    model_task: str  # the registry task of the models it trains
+    model_prefix: str  # the head's name prefix, for the hint when a backbone is named
+    with_background: bool  # class 0 is a background class the dataset does not name
+
+    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+        import mobilevt
+        from ..weights.entries import PreprocessConfig
+
+        entry = mobilevt.get_model_entry(config.model)
+        if entry.task != self.model_task:
+            choices = mobilevt.list_models(task=self.model_task)
+            hint = self.model_prefix + config.model if self.model_prefix + config.model in choices else choices[0]
+            raise InvalidInputError(f"task {self.name!r} trains {self.model_task} models ({self.model_prefix}*), "
+                                    f"not {config.model!r} ({entry.task}); e.g. model: {hint}")
+        names = ["background", *class_names] if self.with_background else list(class_names)
+        options = dict(config.model_options)
+        if config.drop_path_rate:
+            options["drop_path_rate"] = config.drop_path_rate
+        model = mobilevt.create_model(config.model, weights=config.weights, num_classes=len(names), **options)
+        model.class_names = names
+        size = config.sampler.image_size
+        # what validation and the training transforms feed: RGB in [0, 1], the whole image resized
+        model.preprocess = PreprocessConfig((size, size), size, self.resize_interpolation(config), channel_order="RGB")
+        return model
+
+    def resize_interpolation(self, config: TrainConfig) -> str:
+        return "bilinear"
 
     def validation_loader(
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
