@@ -224,6 +224,12 @@ def pytest_collection_modifyitems(config, items):
         return 0 if item.get_closest_marker("learning") else 1 if item.get_closest_marker("slow") else 2
 
     items.sort(key=rank)  # stable: file order within each rank
+    # the slow tests that share the trained digits run: the first one, first among the slow
+    # tests, builds it (about 40 s); the others go last, so that no worker waits on its lock
+    sharing = [item for item in items if rank(item) == 1 and "digits_run" in item.fixturenames]
+    slow = [item for item in items if rank(item) == 1 and item not in sharing]
+    items[:] = [item for item in items if rank(item) == 0] + sharing[:1] + slow + sharing[1:] \
+        + [item for item in items if rank(item) == 2]
     learning = [item for item in items if rank(item) == 0]
     others = [item for item in items if rank(item) != 0]
     ordered = []

@@ -129,10 +129,19 @@ class BenchReport:
         return json.dumps(payload, indent=2)
 
     def to_markdown(self) -> str:
+        lines = self._markdown_header() + self._markdown_models()
+        for batch in self.meta.batch_sizes:
+            lines += self._markdown_batch(batch)
+        lines += self._markdown_summary()
+        if self.notes:
+            lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def _markdown_header(self) -> list[str]:
         m = self.meta
         peak = m.matmul_peak
         versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
-        lines = [
+        return [
             "# mobilevt bench",
             "",
             f"fp32, {m.image_size}x{m.image_size}, {m.threads} threads, CPU: {m.cpu} ({m.cpu_count} logical cores); "
@@ -144,60 +153,67 @@ class BenchReport:
             f"- Peak memory: {m.memory_method}",
             f"- FLOP floor: {m.floor_method} Measured peak: {peak.gflops:.1f} GFLOP/s "
             f"({', '.join(f'{s}x{s}: {g:.1f}' for s, g in peak.gflops_by_size.items())}).",
+        ]
+
+    def _markdown_models(self) -> list[str]:
+        lines = [
             "",
             "| model | params (M) | MACs (G) | ImageNet top-1 (published) | FLOP floor, batch 1 (ms) |",
             "|---|---:|---:|---:|---:|",
         ]
-        for model in m.models:
+        for model in self.meta.models:
             first = next((r for r in self.rows if r.model == model), None)
             if first is None:
                 continue
-            floor = 2 * first.macs_g * 1e9 / (peak.gflops * 1e9) * 1e3 if first.macs_g else None
+            floor = 2 * first.macs_g * 1e9 / (self.meta.matmul_peak.gflops * 1e9) * 1e3 if first.macs_g else None
             lines.append(
                 f"| {model} | {_fmt(first.params_m, 2)} | {_fmt(first.macs_g, 3)} | {_fmt(first.top1, 2)} | {_fmt(floor, 1)} |"
             )
-        for batch in m.batch_sizes:
-            lines += [
-                "",
-                f"## Batch {batch}",
-                "",
-                "| model | backend | median (ms) | p90 (ms) | images/s | peak memory (MB) | x timm eager "
-                "| x FLOP floor | max abs diff vs eager | note |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-            ]
-            for row in (r for r in self.rows if r.batch == batch):
-                median = _fmt(row.median_ms, 1) if row.status == "ok" else row.status
-                lines.append(
-                    f"| {row.model} | {row.label} | {median} | {_fmt(row.p90_ms, 1)} | {_fmt(row.throughput_ips, 1)} "
-                    f"| {_fmt(row.peak_memory_mb, 0)} | {_fmt(row.ratio_to_timm, 2)} | {_fmt(row.ratio_to_floor, 2)} "
-                    f"| {_fmt_diff(row.max_abs_diff)} | {_cell(row.note)} |"
-                )
+        return lines
+
+    def _markdown_batch(self, batch: int) -> list[str]:
+        lines = [
+            "",
+            f"## Batch {batch}",
+            "",
+            "| model | backend | median (ms) | p90 (ms) | images/s | peak memory (MB) | x timm eager "
+            "| x FLOP floor | max abs diff vs eager | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in (r for r in self.rows if r.batch == batch):
+            median = _fmt(row.median_ms, 1) if row.status == "ok" else row.status
+            lines.append(
+                f"| {row.model} | {row.label} | {median} | {_fmt(row.p90_ms, 1)} | {_fmt(row.throughput_ips, 1)} "
+                f"| {_fmt(row.peak_memory_mb, 0)} | {_fmt(row.ratio_to_timm, 2)} | {_fmt(row.ratio_to_floor, 2)} "
+                f"| {_fmt_diff(row.max_abs_diff)} | {_cell(row.note)} |"
+            )
+        return lines
+
+    def _markdown_summary(self) -> list[str]:
         summary = self.summary()
-        if summary:
-            batch = summary[0]["batch"]
-            lines += [
-                "",
-                f"## Summary against the targets (batch {batch})",
-                "",
-                f"Targets: mobilevt eager <= {EAGER_TARGET}x timm eager for every variant; the best mobilevt backend "
-                f"<= {BEST_TARGET}x timm eager and <= {FLOOR_TARGET}x the FLOP floor for "
-                f"{' and '.join(BEST_TARGET_MODELS)}.",
-                "",
-                "| model | eager / timm | best mobilevt backend | best (ms) | best / timm | best / FLOP floor |",
-                "|---|---:|---|---:|---:|---:|",
-            ]
-            for s in summary:
-                targeted = s["model"] in BEST_TARGET_MODELS
-                lines.append(
-                    f"| {s['model']} | {_mark(s['eager_ratio_to_timm'], EAGER_TARGET)} "
-                    f"| {BACKEND_LABELS.get(s['best_backend'], '-') if s['best_backend'] else '-'} "
-                    f"| {_fmt(s['best_ms'], 1)} "
-                    f"| {_mark(s['best_ratio_to_timm'], BEST_TARGET if targeted else None)} "
-                    f"| {_mark(s['best_ratio_to_floor'], FLOOR_TARGET if targeted else None)} |"
-                )
-        if self.notes:
-            lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
-        return "\n".join(lines) + "\n"
+        if not summary:
+            return []
+        lines = [
+            "",
+            f"## Summary against the targets (batch {summary[0]['batch']})",
+            "",
+            f"Targets: mobilevt eager <= {EAGER_TARGET}x timm eager for every variant; the best mobilevt backend "
+            f"<= {BEST_TARGET}x timm eager and <= {FLOOR_TARGET}x the FLOP floor for "
+            f"{' and '.join(BEST_TARGET_MODELS)}.",
+            "",
+            "| model | eager / timm | best mobilevt backend | best (ms) | best / timm | best / FLOP floor |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for s in summary:
+            targeted = s["model"] in BEST_TARGET_MODELS
+            lines.append(
+                f"| {s['model']} | {_mark(s['eager_ratio_to_timm'], EAGER_TARGET)} "
+                f"| {BACKEND_LABELS.get(s['best_backend'], '-') if s['best_backend'] else '-'} "
+                f"| {_fmt(s['best_ms'], 1)} "
+                f"| {_mark(s['best_ratio_to_timm'], BEST_TARGET if targeted else None)} "
+                f"| {_mark(s['best_ratio_to_floor'], FLOOR_TARGET if targeted else None)} |"
+            )
+        return lines
 
 
 def _fmt(value: Optional[float], digits: int) -> str:

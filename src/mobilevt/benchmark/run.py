@@ -82,25 +82,9 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
-    import mobilevt
-    from ..profiling import count_macs
-
     names = resolve_models(models)
-    backends = list(dict.fromkeys(backends))
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown or not backends:
-        raise InvalidInputError(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
-    batch_sizes = sorted(set(int(b) for b in batch_sizes))
-    if not batch_sizes or batch_sizes[0] < 1:
-        raise InvalidInputError("batch sizes must be positive integers, e.g. --batch-sizes 1 8")
-    threads = threads or _available_cores()
-    memory_note = None
-    if measure_memory and not hasattr(os, "fork"):
-        measure_memory = False  # the measuring processes are forked
-        memory_note = "peak memory not measured: it needs os.fork (Linux, macOS)"
-    if threads < 1 or runs < 1 or warmup < 0 or image_size < 32:
-        raise InvalidInputError("need threads >= 1, runs >= 1, warmup >= 0 and image size >= 32")
-
+    backends, batch_sizes, threads, measure_memory, notes = _checked_options(
+        backends, batch_sizes, threads, runs, warmup, image_size, measure_memory)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     clock = time.perf_counter()
     previous_threads = torch.get_num_threads()
@@ -114,84 +98,126 @@ def run_benchmark(
         bar.update(1)
 
     rows: list[BenchRow] = []
-    helper: Optional[MemoryHelper] = None
-    notes: list[str] = [memory_note] if memory_note else []
+    helpers: list[MemoryHelper] = []  # one, made when the first model's memory is measured
     try:
         peak = measure_matmul_peak(threads)
         with tempfile.TemporaryDirectory(prefix="mobilevt-bench-") as tmp:
-            workdir = Path(tmp)
             for name in names:
-                entry = mobilevt.get_model_entry(name)
-                top1 = entry.default_weights.top1 if entry.default_weights else None  # classifiers' ImageNet top-1
-                cost = count_macs(mobilevt.create_model(name).eval(), (image_size, image_size))
-                built = build_backends(name, backends, image_size, threads, batch_sizes[-1], seed, workdir, advance)
-                model_rows: list[BenchRow] = []
-                for batch in batch_sizes:
-                    model_rows += _bench_batch(name, batch, built, image_size, runs, warmup, seed, advance)
-                floor_per_image_ms = 2 * cost.macs / (peak.gflops * 1e9) * 1e3
-                for row in model_rows:
-                    row.macs_g = cost.macs / 1e9
-                    row.params_m = cost.params / 1e6
-                    row.top1 = top1
-                    row.floor_ms = floor_per_image_ms * row.batch
-                    if row.status == "ok":
-                        row.ratio_to_floor = row.median_ms / row.floor_ms
+                cost = _model_cost(name, image_size)
+                built = build_backends(name, backends, image_size, threads, batch_sizes[-1], seed, Path(tmp), advance)
+                model_rows = [row for batch in batch_sizes
+                              for row in _bench_batch(name, batch, built, image_size, runs, warmup, seed, advance)]
+                _add_model_facts(name, model_rows, cost, peak)
                 if measure_memory:
-                    if helper is None:
-                        # timm is imported by the helper once; onnxruntime, ExecuTorch and transformers start
-                        # threads on import, so each measuring process imports them after the fork
-                        timm_ok = "timm" in backends and missing_package("timm") is None
-                        helper = MemoryHelper(["mobilevt.benchmark.runtimes"] + (["timm"] if timm_ok else []))
-                    memory = measure_backend_memory(name, built, batch_sizes, image_size, threads, helper, advance)
-                    for row in model_rows:
-                        measured = memory.get(row.backend)
-                        if isinstance(measured, dict):
-                            row.peak_memory_mb = measured.get(row.batch)
-                        elif isinstance(measured, str):
-                            row.note = "; ".join(filter(None, [row.note, measured]))
+                    helpers = helpers or [_memory_helper(backends)]
+                    _add_memory(model_rows, measure_backend_memory(name, built, batch_sizes, image_size, threads,
+                                                                   helpers[0], advance))
                 rows += model_rows
                 del built
                 gc.collect()
     finally:
         bar.close()
         torch.set_num_threads(previous_threads)
-        if helper is not None:
+        for helper in helpers:
             helper.close()
+    meta = BenchMeta(
+        image_size=image_size, threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes,
+        backends=backends, models=names, matmul_peak=peak, cpu=_cpu_name(), cpu_count=os.cpu_count(),
+        versions=_versions(), memory_method=_memory_method(measure_memory), started=started,
+        seconds=time.perf_counter() - clock, **_METHODS,
+        timing_method=(f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds, "
+                       "one call of each backend per round with the first backend rotating; median and p90 of the "
+                       "timed calls; images/s = batch / median; same random fp32 input for all"),
+    )
+    return BenchReport(meta, rows, notes)
 
+
+def _checked_options(backends: Sequence[str], batch_sizes: Sequence[int], threads: Optional[int], runs: int,
+                     warmup: int, image_size: int, measure_memory: bool):
+    """The backends (unique, in order), the sorted batch sizes, the thread count, whether
+    memory can be measured here and the notes to report; bad options are refused."""
+    backends = list(dict.fromkeys(backends))
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise InvalidInputError(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
+    batch_sizes = sorted(set(int(b) for b in batch_sizes))
+    if not batch_sizes or batch_sizes[0] < 1:
+        raise InvalidInputError("batch sizes must be positive integers, e.g. --batch-sizes 1 8")
+    threads = threads or _available_cores()
+    notes = []
+    if measure_memory and not hasattr(os, "fork"):
+        measure_memory = False  # the measuring processes are forked
+        notes.append("peak memory not measured: it needs os.fork (Linux, macOS)")
+    if threads < 1 or runs < 1 or warmup < 0 or image_size < 32:
+        raise InvalidInputError("need threads >= 1, runs >= 1, warmup >= 0 and image size >= 32")
+    return backends, batch_sizes, threads, measure_memory, notes
+
+
+def _model_cost(name: str, image_size: int):
+    import mobilevt
+    from ..profiling import count_macs
+
+    return count_macs(mobilevt.create_model(name).eval(), (image_size, image_size))
+
+
+def _add_model_facts(name: str, model_rows: list[BenchRow], cost, peak) -> None:
+    """MACs, parameters, the classifier's ImageNet top-1 and the floor of every row."""
+    import mobilevt
+
+    entry = mobilevt.get_model_entry(name)
+    top1 = entry.default_weights.top1 if entry.default_weights else None  # classifiers' ImageNet top-1
+    floor_per_image_ms = 2 * cost.macs / (peak.gflops * 1e9) * 1e3
+    for row in model_rows:
+        row.macs_g = cost.macs / 1e9
+        row.params_m = cost.params / 1e6
+        row.top1 = top1
+        row.floor_ms = floor_per_image_ms * row.batch
+        if row.status == "ok":
+            row.ratio_to_floor = row.median_ms / row.floor_ms
+
+
+def _memory_helper(backends: Sequence[str]) -> MemoryHelper:
+    # timm is imported by the helper once; onnxruntime, ExecuTorch and transformers start
+    # threads on import, so each measuring process imports them after the fork
+    timm_ok = "timm" in backends and missing_package("timm") is None
+    return MemoryHelper(["mobilevt.benchmark.runtimes"] + (["timm"] if timm_ok else []))
+
+
+def _add_memory(model_rows: list[BenchRow], memory: dict) -> None:
+    for row in model_rows:
+        measured = memory.get(row.backend)
+        if isinstance(measured, dict):
+            row.peak_memory_mb = measured.get(row.batch)
+        elif isinstance(measured, str):
+            row.note = "; ".join(filter(None, [row.note, measured]))
+
+
+def _memory_method(measure_memory: bool) -> str:
     if not measure_memory:
-        memory_method = "not measured (--no-memory)"
-    elif os.path.exists("/proc/self/clear_refs"):
-        memory_method = (
+        return "not measured (--no-memory)"
+    if os.path.exists("/proc/self/clear_refs"):
+        return (
             "peak resident set size of a process of its own per backend (forked from a helper that imported torch "
             f"and mobilevt) while it runs {MEMORY_RUNS} calls at each batch size after one untimed call, minus its "
             "RSS before loading the model: weights, runtime arenas, activations and the input. Linux VmHWM, reset "
             "through /proc/self/clear_refs before each batch size"
         )
-    else:
-        memory_method = (
-            "peak resident set size (getrusage ru_maxrss) of a process of its own per backend, minus its peak "
-            "before loading the model; the peak cannot be reset here, so larger batches include smaller ones'"
-        )
-    meta = BenchMeta(
-        image_size=image_size, threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes,
-        backends=backends, models=names, matmul_peak=peak, cpu=_cpu_name(), cpu_count=os.cpu_count(),
-        versions=_versions(),
-        weights=("random (well scaled, no denormals); mobilevt and timm share the same values, transformers has its "
-                 "own; latency does not depend on weight values and nothing is downloaded"),
-        timing_method=(f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds, "
-                       "one call of each backend per round with the first backend rotating; median and p90 of the "
-                       "timed calls; images/s = batch / median; same random fp32 input for all"),
-        backend_method=("ONNX Runtime, ExecuTorch and TFLite run files written by mobilevt.export.export_model (BatchNorm "
-                        "folded) to a temporary folder, with the same thread count as torch; TorchScript is the fused "
-                        "channels-last model scripted or traced (whichever ran faster in a quick check; its note "
-                        "says which) and frozen"),
-        memory_method=memory_method,
-        floor_method=("2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
-                      "batch / peak fp32 matmul throughput (best torch.mm on the same threads, same run)."),
-        started=started,
-        seconds=time.perf_counter() - clock,
+    return (
+        "peak resident set size (getrusage ru_maxrss) of a process of its own per backend, minus its peak "
+        "before loading the model; the peak cannot be reset here, so larger batches include smaller ones'"
     )
-    return BenchReport(meta, rows, notes)
+
+
+_METHODS = dict(
+    weights=("random (well scaled, no denormals); mobilevt and timm share the same values, transformers has its "
+             "own; latency does not depend on weight values and nothing is downloaded"),
+    backend_method=("ONNX Runtime, ExecuTorch and TFLite run files written by mobilevt.export.export_model (BatchNorm "
+                    "folded) to a temporary folder, with the same thread count as torch; TorchScript is the fused "
+                    "channels-last model scripted or traced (whichever ran faster in a quick check; its note "
+                    "says which) and frozen"),
+    floor_method=("2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
+                  "batch / peak fp32 matmul throughput (best torch.mm on the same threads, same run)."),
+)
 
 
 def _bench_batch(

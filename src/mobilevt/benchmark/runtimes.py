@@ -237,32 +237,8 @@ def build_backends(
                 note = _choose_script_or_trace(fused, size, path)
                 built[backend] = Backend(backend, "ok", note, file_runner(backend, path, threads), artifact=path)
             else:
-                from ..export.core import export_model
-
                 check_dir = check_dir or _check_image_folder(workdir)
-                path = workdir / f"{name}{_ARTIFACT_SUFFIX[backend]}"
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tracer / exporter chatter
-                    report = export_model(
-                        # a batch-1-only run gets a static program (ExecuTorch needs max > min for a dynamic one)
-                        base, path, _EXPORT_FORMAT[backend], image_size=(size, size), dynamic_batch=max_batch > 1,
-                        max_batch=max_batch, check_images=check_dir, max_check_images=2, latency_runs=0,
-                    )
-                notes = [report.runtime]
-                if backend == "executorch" and not _executorch_threads(threads):
-                    notes.append("its thread pool could not be resized: default thread count")
-                static = not report.dynamic_batch
-                if static and max_batch > 1:
-                    # the export's own explanation (a converter that cannot lower a symbolic batch ...)
-                    why = next((n for n in report.notes if "batch" in n), "the exported program has a static batch")
-                    notes.append(why[:160] if why.lower().startswith("batch 1 only") else f"batch 1 only ({why[:160]})")
-                elif backend == "executorch":
-                    notes.append(f"memory planned for batch <= {report.details['max_batch']}")
-                planned = report.details.get("max_batch") if backend == "executorch" else None
-                built[backend] = Backend(
-                    backend, "ok", "; ".join(notes), file_runner(backend, path, threads),
-                    max_batch=1 if static else planned, artifact=path,
-                )
+                built[backend] = _exported_backend(backend, name, base, size, threads, max_batch, workdir, check_dir)
         except ImportError as exc:
             built[backend] = Backend(backend, "missing", f"missing: {exc.name or exc} ({_INSTALL.get(backend, '')})")
         except ExportError as exc:
@@ -272,3 +248,32 @@ def build_backends(
         except Exception as exc:  # a backend that cannot be built is a table row, not a crash
             built[backend] = Backend(backend, "failed", f"failed: {one_line(exc)}")
     return built
+
+
+def _exported_backend(backend: str, name: str, model: nn.Module, size: int, threads: int, max_batch: int,
+                      workdir: Path, check_dir: Path) -> Backend:
+    """``model`` exported by mobilevt.export.export_model for ``backend`` (ONNX Runtime,
+    ExecuTorch, TFLite, Core ML) into ``workdir``, with what its report says about it."""
+    from ..export.core import export_model
+
+    path = workdir / f"{name}{_ARTIFACT_SUFFIX[backend]}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / exporter chatter
+        report = export_model(
+            # a batch-1-only run gets a static program (ExecuTorch needs max > min for a dynamic one)
+            model, path, _EXPORT_FORMAT[backend], image_size=(size, size), dynamic_batch=max_batch > 1,
+            max_batch=max_batch, check_images=check_dir, max_check_images=2, latency_runs=0,
+        )
+    notes = [report.runtime]
+    if backend == "executorch" and not _executorch_threads(threads):
+        notes.append("its thread pool could not be resized: default thread count")
+    static = not report.dynamic_batch
+    if static and max_batch > 1:
+        # the export's own explanation (a converter that cannot lower a symbolic batch ...)
+        why = next((n for n in report.notes if "batch" in n), "the exported program has a static batch")
+        notes.append(why[:160] if why.lower().startswith("batch 1 only") else f"batch 1 only ({why[:160]})")
+    elif backend == "executorch":
+        notes.append(f"memory planned for batch <= {report.details['max_batch']}")
+    planned = report.details.get("max_batch") if backend == "executorch" else None
+    return Backend(backend, "ok", "; ".join(notes), file_runner(backend, path, threads),
+                   max_batch=1 if static else planned, artifact=path)

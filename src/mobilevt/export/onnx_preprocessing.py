@@ -21,7 +21,7 @@ one uint8 ``[height, width, 3]`` RGB image of any size:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -79,14 +79,31 @@ def preprocessing_model(
         raise InvalidInputError(f"preprocessing in ONNX needs opset >= {MIN_OPSET} (antialiased Resize), got {opset}")
     g = _GraphBuilder()
     crop_h, crop_w = (int(s) for s in config.input_size)
-    resize_size = int(config.resize_size)
+    x, resized_hw, is_uint8 = _resize(g, config)
+    x = _center_crop(g, x, resized_hw, config)
+    _to_pixel_values(g, x, is_uint8, config)
+    graph = helper.make_graph(
+        g.nodes, "mobilevt_preprocessing",
+        [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["height", "width", 3])],
+        [helper.make_tensor_value_info(PIXELS_OUTPUT, TensorProto.FLOAT, [1, 3, crop_h, crop_w])],
+        initializer=g.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="mobilevt")
+    if ir_version is not None:
+        model.ir_version = ir_version
+    return model
 
-    # resized size: the shorter side becomes resize_size, the longer one keeps the ratio
+
+def _resize(g: _GraphBuilder, config: PreprocessConfig) -> Tuple[str, str, bool]:
+    """The image as ``[1, 3, h, w]`` with its shorter side resized to ``resize_size`` (the
+    longer one keeps the ratio); returns it, its ``(h, w)`` and whether it is still uint8."""
+    from onnx import TensorProto
+
     height_width = g.op("Slice", [g.op("Shape", [IMAGE_INPUT], "shape"), g.const("zero", [0]), g.const("two", [2])],
                         "height_width")
     shorter = g.op("ReduceMin", [height_width], "shorter", keepdims=1)
-    resized_hw = g.op("Div", [g.op("Mul", [height_width, g.const("resize_size", [resize_size])], "scaled"), shorter],
-                      "resized_hw")
+    resized_hw = g.op("Div", [g.op("Mul", [height_width, g.const("resize_size", [int(config.resize_size)])], "scaled"),
+                              shorter], "resized_hw")
     # NCHW from here: onnxruntime's Resize takes every mode in that layout
     x = g.op("Unsqueeze", [g.op("Transpose", [IMAGE_INPUT], "chw", perm=[2, 0, 1]), g.const("batch_axis", [0])],
              "batched")
@@ -97,23 +114,27 @@ def preprocessing_model(
         # is an exact integer, float rounding may pick the neighbouring row or column
         x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized", mode="nearest",
                  coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
-        is_uint8 = True
-    elif config.antialias:
+        return x, resized_hw, True
+    if config.antialias:
         # exclude_outside: taps beyond the border are dropped and the rest renormalised, as PIL does
         x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized", antialias=1, exclude_outside=1,
                  mode="linear" if config.interpolation == "bilinear" else "cubic", cubic_coeff_a=-0.5,
                  coordinate_transformation_mode="half_pixel")
-        is_uint8 = True
-    else:
-        # OpenCV-style: plain interpolation in float (torch's bicubic a = -0.75), rounded to 8 bits
-        x = g.op("Cast", [x], "as_float", to=TensorProto.FLOAT)
-        x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized",
-                 mode="linear" if config.interpolation == "bilinear" else "cubic", cubic_coeff_a=-0.75,
-                 coordinate_transformation_mode="half_pixel")
-        x = g.op("Clip", [g.op("Round", [x], "rounded"), g.const("black", 0.0, np.float32),
-                          g.const("white", 255.0, np.float32)], "clipped")
-        is_uint8 = False
+        return x, resized_hw, True
+    # OpenCV-style: plain interpolation in float (torch's bicubic a = -0.75), rounded to 8 bits
+    x = g.op("Cast", [x], "as_float", to=TensorProto.FLOAT)
+    x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized",
+             mode="linear" if config.interpolation == "bilinear" else "cubic", cubic_coeff_a=-0.75,
+             coordinate_transformation_mode="half_pixel")
+    x = g.op("Clip", [g.op("Round", [x], "rounded"), g.const("black", 0.0, np.float32),
+                      g.const("white", 255.0, np.float32)], "clipped")
+    return x, resized_hw, False
 
+
+def _center_crop(g: _GraphBuilder, x: str, resized_hw: str, config: PreprocessConfig) -> str:
+    """The ``input_size`` centre of ``x``, zero-padded first where the crop is larger."""
+    crop_h, crop_w = (int(s) for s in config.input_size)
+    resize_size = int(config.resize_size)
     crop = g.const("crop_size", [crop_h, crop_w])
     padded_hw = resized_hw
     if crop_h > resize_size or crop_w > resize_size:
@@ -135,7 +156,12 @@ def preprocessing_model(
         parity = g.op("Mul", [g.op("Mod", [extra, g.const("two_two", [2, 2])], "extra_odd"),
                               g.op("Mod", [half, g.const("two_two", [2, 2])], "half_odd")], "round_up")
         top_left = g.op("Add", [half, parity], "margin")
-    x = g.op("Slice", [x, top_left, g.op("Add", [top_left, crop], "crop_end"), g.const("hw_axes", [2, 3])], "cropped")
+    return g.op("Slice", [x, top_left, g.op("Add", [top_left, crop], "crop_end"), g.const("hw_axes", [2, 3])], "cropped")
+
+
+def _to_pixel_values(g: _GraphBuilder, x: str, is_uint8: bool, config: PreprocessConfig) -> None:
+    """Scaled to [0, 1], normalised, in the model's channel order, as ``pixel_values``."""
+    from onnx import TensorProto
 
     if is_uint8:
         x = g.op("Cast", [x], "crop_float", to=TensorProto.FLOAT)
@@ -147,17 +173,6 @@ def preprocessing_model(
         g.op("Gather", [x, g.const("bgr", [2, 1, 0])], "bgr", output=PIXELS_OUTPUT, axis=1)
     else:
         g.op("Identity", [x], "rgb", output=PIXELS_OUTPUT)
-
-    graph = helper.make_graph(
-        g.nodes, "mobilevt_preprocessing",
-        [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["height", "width", 3])],
-        [helper.make_tensor_value_info(PIXELS_OUTPUT, TensorProto.FLOAT, [1, 3, crop_h, crop_w])],
-        initializer=g.initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="mobilevt")
-    if ir_version is not None:
-        model.ir_version = ir_version
-    return model
 
 
 def prepend_preprocessing(

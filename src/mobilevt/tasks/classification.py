@@ -290,6 +290,33 @@ def evaluate(
     result.
     """
     preprocess = preprocess if preprocess is not None else transforms_for(model)
+    dataset = _evaluation_dataset(data, preprocess, labels, real_labels, limit)
+    total = len(dataset)  # type: ignore[arg-type]
+    with _distributed_context(distributed, device) as (rank, world_size, device):
+        shard = Subset(dataset, range(rank, total, world_size))
+        num_workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_classification,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        model = model.to(device).eval()
+        if amp and device.type != "cuda":
+            logger.warning("mixed precision (amp) applies on CUDA only; evaluating in float32 on %s", device)
+        autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp and device.type == "cuda" \
+            else contextlib.nullcontext()
+        local, num_classes = _predict_top5(model, loader, device, autocast, progress and rank == 0)
+        shards = _all_gather(local, world_size)
+
+    result = _score(dataset, shards, num_classes, world_size, total)
+    config = getattr(preprocess, "config", None)
+    if isinstance(config, PreprocessConfig):
+        result.details["preprocess"] = asdict(config)
+    result.details["batch_size"] = batch_size
+    result.details["device"] = str(device)
+    return result
+
+
+def _evaluation_dataset(data, preprocess: nn.Module, labels, real_labels, limit: Optional[int]) -> Dataset:
+    """``data`` opened (a folder) or wrapped (a Dataset) with ``preprocess``, cut to its
+    first ``limit`` images."""
     if isinstance(data, (str, os.PathLike)):
         dataset: Dataset = open_classification_dataset(data, labels, real_labels, transform=preprocess)
     else:
@@ -301,78 +328,52 @@ def evaluate(
             dataset = dataset.subset(limit)
         else:
             dataset = Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
-    total = len(dataset)  # type: ignore[arg-type]
-    if total == 0:
+    if len(dataset) == 0:  # type: ignore[arg-type]
         raise InvalidInputError("the dataset is empty")
+    return dataset
 
-    with _distributed_context(distributed, device) as (rank, world_size, device):
-        shard = Subset(dataset, range(rank, total, world_size))
-        if workers is None:
-            workers = min(4, os.cpu_count() or 1)
-        loader = DataLoader(
-            shard,
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=collate_classification,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
-        )
-        model = model.to(device).eval()
-        if amp and device.type != "cuda":
-            logger.warning("mixed precision (amp) applies on CUDA only; evaluating in float32 on %s", device)
-        num_classes = int(getattr(getattr(model, "module", model), "num_classes", 0) or 0)
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=amp_dtype)
-            if amp and device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(shard), unit="img", disable=not progress or rank != 0, desc="evaluate", smoothing=0.1)
-        local_indices, local_targets, local_top, local_failures = [], [], [], []
-        data_wait = model_time = 0.0
-        start = last = time.perf_counter()
-        correct1 = seen = 0
-        for images, targets, indices, failures in loader:
-            fetched = time.perf_counter()
-            data_wait += fetched - last
-            local_failures.extend(failures)
-            if images is not None:
-                with autocast:
-                    logits = model(images.to(device, non_blocking=True))
-                if num_classes == 0:
-                    num_classes = logits.shape[-1]
-                top = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()
-                local_top.append(top)
-                local_indices.append(indices)
-                local_targets.append(targets)
-                correct1 += int((top[:, 0] == targets).sum())
-                seen += len(indices)
-            last = time.perf_counter()
-            model_time += last - fetched
-            bar.update(len(indices) + len(failures))
-            if seen:
-                bar.set_postfix(top1=f"{100.0 * correct1 / seen:.2f}", refresh=False)
-        bar.close()
-        seconds = time.perf_counter() - start
-        local = {
-            "indices": torch.cat(local_indices) if local_indices else torch.empty(0, dtype=torch.long),
-            "targets": torch.cat(local_targets) if local_targets else torch.empty(0, dtype=torch.long),
-            "top": torch.cat(local_top) if local_top else torch.empty(0, 5, dtype=torch.long),
-            "failures": local_failures,
-            "seconds": seconds,
-            "data_wait": data_wait,
-            "model_time": model_time,
-        }
-        shards = _all_gather(local, world_size)
+def _predict_top5(model: nn.Module, loader: DataLoader, device: torch.device, autocast, progress: bool):
+    """This rank's predictions: ``(indices, targets, top-5 classes, undecodable files,
+    seconds, data wait, model time)`` as a dict, and the number of classes."""
+    from tqdm.auto import tqdm
 
-    result = _score(dataset, shards, num_classes, world_size, total)
-    config = getattr(preprocess, "config", None)
-    if isinstance(config, PreprocessConfig):
-        result.details["preprocess"] = asdict(config)
-    result.details["batch_size"] = batch_size
-    result.details["device"] = str(device)
-    return result
+    num_classes = int(getattr(getattr(model, "module", model), "num_classes", 0) or 0)
+    bar = tqdm(total=len(loader.dataset), unit="img", disable=not progress, desc="evaluate", smoothing=0.1)
+    local_indices, local_targets, local_top, local_failures = [], [], [], []
+    data_wait = model_time = 0.0
+    start = last = time.perf_counter()
+    correct1 = seen = 0
+    for images, targets, indices, failures in loader:
+        fetched = time.perf_counter()
+        data_wait += fetched - last
+        local_failures.extend(failures)
+        if images is not None:
+            with autocast:
+                logits = model(images.to(device, non_blocking=True))
+            num_classes = num_classes or logits.shape[-1]
+            top = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()
+            local_top.append(top)
+            local_indices.append(indices)
+            local_targets.append(targets)
+            correct1 += int((top[:, 0] == targets).sum())
+            seen += len(indices)
+        last = time.perf_counter()
+        model_time += last - fetched
+        bar.update(len(indices) + len(failures))
+        if seen:
+            bar.set_postfix(top1=f"{100.0 * correct1 / seen:.2f}", refresh=False)
+    bar.close()
+    local = {
+        "indices": torch.cat(local_indices) if local_indices else torch.empty(0, dtype=torch.long),
+        "targets": torch.cat(local_targets) if local_targets else torch.empty(0, dtype=torch.long),
+        "top": torch.cat(local_top) if local_top else torch.empty(0, 5, dtype=torch.long),
+        "failures": local_failures,
+        "seconds": time.perf_counter() - start,
+        "data_wait": data_wait,
+        "model_time": model_time,
+    }
+    return local, num_classes
 
 
 def _score(dataset: Dataset, shards: list[dict], num_classes: int, world_size: int, total: int) -> EvaluationResult:
