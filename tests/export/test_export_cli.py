@@ -187,6 +187,25 @@ def test_coreml_package_has_image_input_and_validates(name, tag, tmp_path):
         export_model(model, tmp_path / "model.mlmodel", "coreml")
 
 
+@pytest.mark.slow
+def test_coreml_export_prints_the_status_line_and_the_result_only(tmp_path):
+    """`mobilevt export --format coreml` as a user runs it on Linux: coremltools' import-time
+    version and native-library warnings and its per-stage progress bars stay off the
+    terminal, and the status line does not promise an output check that cannot run here."""
+    pytest.importorskip("coremltools")
+    weights = mobilevt.save_weights(_model("mobilevit_xxs"), tmp_path / "xxs.safetensors")
+    out = tmp_path / "xxs.mlpackage"
+    run = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", str(weights), "--format", "coreml",
+         "-o", str(out)], capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.splitlines() == ["mobilevit_xxs: converting to a Core ML ML Program, then validating its spec "
+                                       "(a minute or more) ..."], run.stderr[-2000:]
+    assert run.stdout.startswith(f"wrote {out} (") and "needs macOS/iOS" in run.stdout
+    assert out.is_dir()
+
+
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
 def test_onnx_dynamic_height_and_width(name, tmp_path, photo_dir):
     ort = pytest.importorskip("onnxruntime")

@@ -21,11 +21,10 @@ from torch import nn
 
 from ..data.images import list_images, load_image
 from ..data.preprocess import ImagePreprocess
-from ..fileio import atomic_directory, atomic_path
+from ..fileio import atomic_path
 from ..weights.entries import PreprocessConfig
 from .errors import ExportError
 from .report import (
-    EXTRAS,
     ExportReport,
     topk_agreement,
     check_inputs,
@@ -44,6 +43,7 @@ from .backends import (
     require_onnx,
     write_xnnpack_program,
 )
+from .coreml import export_coreml
 from .torchscript import save_torchscript
 
 FORMATS = ("torchscript", "onnx", "executorch", "coreml", "tflite")
@@ -371,7 +371,7 @@ _WRITERS: dict[str, Callable[[_Job], _Written]] = {
 
 def _coreml_report(eager: nn.Module, output: Path, options: ExportOptions, config, height: int, width: int):
     notes: list[str] = []
-    runtime = _export_coreml(eager, output, height, width, config, options.coreml_precision, notes)
+    runtime = export_coreml(eager, output, height, width, config, options.coreml_precision, notes)
     return write_report(ExportReport(
         format=options.format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
         dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
@@ -557,56 +557,5 @@ def _runs_at(run, batches: list[int], height: int, width: int) -> bool:
                 return False
     return True
 
-
-def _export_coreml(model, output: Path, height: int, width: int, config, precision: str, notes: list[str]) -> str:
-    try:
-        import coremltools as ct
-    except ImportError as exc:
-        raise ExportError(f"the coreml export needs {exc.name}: {EXTRAS['coreml']}") from None
-    if output.suffix != ".mlpackage":
-        raise ExportError(f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {output.name}")
-    if precision not in ("float16", "float32"):
-        raise ExportError(f"coreml precision must be float16 or float32, not {precision!r}")
-    module: nn.Module = model
-    if tuple(config.mean) != (0.0, 0.0, 0.0) or tuple(config.std) != (1.0, 1.0, 1.0):
-        # Core ML's image input applies one scale for all channels: normalise in the graph
-        module = _Normalize(model, config)
-    example = torch.rand(1, 3, height, width)
-    # coremltools converts torch.export programs once decomposed to core ATen ops (its
-    # TorchScript path fails on MobileViT)
-    program = torch.export.export(module.eval(), (example,)).run_decompositions({})
-    layout = ct.colorlayout.BGR if config.channel_order == "BGR" else ct.colorlayout.RGB
-    converted = ct.convert(
-        program,
-        inputs=[ct.ImageType(name="image", shape=example.shape, scale=1.0 / 255.0, color_layout=layout)],
-        outputs=[ct.TensorType(name="logits")],
-        convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16 if precision == "float16" else ct.precision.FLOAT32,
-        minimum_deployment_target=ct.target.iOS16,
-    )
-    with atomic_directory(output) as tmp:
-        converted.save(str(tmp))
-    spec = ct.models.MLModel(str(output), skip_model_load=True).get_spec()
-    image_input = spec.description.input[0].type
-    if image_input.WhichOneof("Type") != "imageType" or [o.name for o in spec.description.output] != ["logits"]:
-        raise ExportError("the written Core ML model does not have the expected image input / logits output")
-    notes.append(
-        f"input 'image': a {width}x{height} {config.channel_order} image, pixels scaled by 1/255 inside; resize "
-        "and crop the photo in the app (or with Vision's VNCoreMLRequest)"
-    )
-    notes.append("spec validated here; running the model needs macOS/iOS, so no output comparison or latency on Linux")
-    return f"Core ML (coremltools {ct.__version__}, ML Program, {precision})"
-
-
-class _Normalize(nn.Module):
-    def __init__(self, model: nn.Module, config):
-        super().__init__()
-        self.model = model
-        order = [2, 1, 0] if config.channel_order == "BGR" else [0, 1, 2]
-        self.register_buffer("mean", torch.tensor(config.mean)[order].view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(config.std)[order].view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
 
 
