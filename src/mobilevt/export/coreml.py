@@ -26,27 +26,28 @@ _PROGRESS_BARS = (
 
 @contextlib.contextmanager
 def _quiet_coremltools() -> Iterator[None]:
-    # On import coremltools logs the torch and scikit-learn versions it was not tested with
-    # and the macOS-only libraries it cannot load (running needs macOS: the report says so),
-    # then draws a progress bar per conversion stage; mobilevt prints its own status line.
+    # Importing coremltools logs the torch and scikit-learn versions it was not tested with
+    # and the macOS-only libraries it cannot load (running needs macOS: the report says so);
+    # converting draws a progress bar per stage, where mobilevt prints its own status line.
+    # Warnings logged during the conversion itself still show.
     logger = logging.getLogger("coremltools")
     level = logger.level
     logger.setLevel(logging.ERROR)
-    restore = []
     try:
-        import coremltools  # noqa: F401  (its import-time warnings fall under the level above)
-
-        for module_name, name in _PROGRESS_BARS:
-            bar = getattr(sys.modules.get(module_name), name, None)
-            if bar is not None:
-                setattr(sys.modules[module_name], name, functools.partial(bar, disable=True))
-                restore.append((sys.modules[module_name], name, bar))
+        import coremltools  # noqa: F401
     except ImportError:
         pass  # export_coreml says which package is missing
+    finally:
+        logger.setLevel(level)
+    restore = []
+    for module_name, name in _PROGRESS_BARS:
+        bar = getattr(sys.modules.get(module_name), name, None)
+        if bar is not None:
+            setattr(sys.modules[module_name], name, functools.partial(bar, disable=True))
+            restore.append((sys.modules[module_name], name, bar))
     try:
         yield
     finally:
-        logger.setLevel(level)
         for module, name, bar in restore:
             setattr(module, name, bar)
 
