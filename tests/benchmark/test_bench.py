@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.mark.slow
 def test_tiny_run_writes_markdown_json_and_png(tmp_path):
-    backends = ["eager", "fused", "onnxruntime", "timm"]
+    backends = ["eager", "fused", "onnxruntime", "timm", "timm_onnxruntime", "timm_executorch"]
     code = main([
         "bench", "mobilevit_xxs", "--backends", ",".join(backends), "--batch-sizes", "1", "--runs", "3",
         "--warmup", "1", "--threads", "2", "--output-dir", str(tmp_path), "--no-progress",
@@ -41,12 +41,15 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     macs = count_macs(mobilevt.create_model("mobilevit_xxs"), (256, 256)).macs
     weight_mb = sum(p.numel() for p in mobilevt.create_model("mobilevit_xxs").parameters()) * 4 / 2**20
     timm_ms = next(r for r in rows if r["backend"] == "timm")["median_ms"]
+    # the best peer path: the fastest way to run timm's model (eager, or its own exports)
+    best_peer_ms = min(r["median_ms"] for r in rows if r["backend"].startswith("timm"))
     for row in rows:
         assert row["status"] == "ok", row
         assert row["runs"] == 3
         assert 0 < row["median_ms"] <= row["p90_ms"]
         assert row["throughput_ips"] == pytest.approx(1000 / row["median_ms"])
         assert row["ratio_to_timm"] == pytest.approx(row["median_ms"] / timm_ms)
+        assert row["ratio_to_best_peer"] == pytest.approx(row["median_ms"] / best_peer_ms)
         assert row["macs_g"] == pytest.approx(macs / 1e9)
         assert row["floor_ms"] == pytest.approx(2 * macs / (peak["gflops"] * 1e9) * 1e3)
         assert row["ratio_to_floor"] == pytest.approx(row["median_ms"] / row["floor_ms"])
@@ -56,7 +59,13 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         # the timed programs compute the same function: timm got mobilevt's weights
         assert row["max_abs_diff"] <= 1e-4, row
     assert next(r for r in rows if r["backend"] == "timm")["ratio_to_timm"] == 1.0
-    assert payload["summary"][0]["best_backend"] in ("eager", "fused", "onnxruntime")
+    summary = payload["summary"][0]
+    assert summary["best_backend"] in ("eager", "fused", "onnxruntime")
+    assert summary["best_peer_ms"] == best_peer_ms and summary["best_peer"].startswith("timm")
+    # the peer files are what a user gets from the runtimes' own exporters, not mobilevt's
+    peer_notes = {r["backend"]: r["note"] for r in rows if r["backend"].startswith("timm_")}
+    assert "opset 17" in peer_notes["timm_onnxruntime"]
+    assert "XnnpackPartitioner" in peer_notes["timm_executorch"]
 
     markdown = (tmp_path / "bench.md").read_text()
     for backend in backends:
@@ -70,9 +79,11 @@ def test_missing_backend_package_is_a_row_not_a_crash(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
-    report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime"], batch_sizes=[1], runs=2,
-                           warmup=0, threads=2, measure_memory=False, progress=False)
-    eager, onnx = report.rows
+    monkeypatch.setattr("mobilevt.benchmark.runtimes._tflite_interpreter_class", lambda: None)
+    report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime", "timm_tflite"], batch_sizes=[1],
+                           runs=2, warmup=0, threads=2, measure_memory=False, progress=False)
+    eager, onnx, peer = report.rows
+    assert peer.status == "missing" and peer.median_ms is None
     assert eager.status == "ok" and eager.median_ms > 0 and eager.ratio_to_timm is None  # no timm in this run
     assert onnx.status == "missing" and onnx.median_ms is None
     assert 'pip install "mobilevt[onnx]"' in onnx.note
@@ -81,6 +92,8 @@ def test_missing_backend_package_is_a_row_not_a_crash(monkeypatch, tmp_path):
     assert set(written) == {"json", "markdown"} and not (tmp_path / "bench.png").exists()
     markdown = (tmp_path / "bench.md").read_text()
     assert "| mobilevit_xxs | ONNX Runtime | missing |" in markdown
+    assert "| mobilevit_xxs | timm -> TFLite (LiteRT, peer) | missing |" in markdown
+    assert 'pip install "mobilevt[tflite,reference]"' in markdown
     assert 'pip install "mobilevt[onnx]"' in markdown
     assert "matplotlib is not installed" in markdown
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]

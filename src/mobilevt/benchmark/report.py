@@ -12,7 +12,8 @@ from typing import Optional
 from ..fileio import atomic_path, write_text_atomic
 
 
-BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite", "timm", "transformers")
+BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite", "timm", "timm_onnxruntime",
+            "timm_executorch", "timm_tflite", "transformers")
 BACKEND_LABELS = {
     "eager": "mobilevt eager",
     "fused": "mobilevt fused + channels_last",
@@ -21,15 +22,22 @@ BACKEND_LABELS = {
     "executorch": "ExecuTorch (XNNPACK)",
     "tflite": "TFLite (LiteRT)",
     "timm": "timm eager",
+    "timm_onnxruntime": "timm -> ONNX Runtime (peer)",
+    "timm_executorch": "timm -> ExecuTorch (XNNPACK, peer)",
+    "timm_tflite": "timm -> TFLite (LiteRT, peer)",
     "transformers": "transformers eager",
 }
 # backends that run mobilevt's own model (the "best mobilevt backend" is chosen among them)
 MOBILEVT_BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite")
 REFERENCE_BACKEND = "timm"
+# what a user without mobilevt runs: timm's model in eager or taken to a runtime by the
+# runtime's own exporter (benchmark/peers.py); the fastest of them is "the best peer path"
+PEER_BACKENDS = ("timm", "timm_onnxruntime", "timm_executorch", "timm_tflite")
 
 # The targets (fp32, batch 1, 256x256, 2 threads), shown in the summary table.
 EAGER_TARGET = 0.8  # mobilevt eager / timm eager, every variant
 BEST_TARGET = 0.4  # best mobilevt backend / timm eager
+PEER_TARGET = 0.8  # best mobilevt backend / best peer path
 FLOOR_TARGET = 1.5  # best mobilevt backend / FLOP floor
 BEST_TARGET_MODELS = ("mobilevit_s", "mobilevitv2_100")
 
@@ -58,6 +66,7 @@ class BenchRow:
     throughput_ips: Optional[float] = None  # images per second: batch / median
     peak_memory_mb: Optional[float] = None
     ratio_to_timm: Optional[float] = None  # median / timm eager median, same model and batch
+    ratio_to_best_peer: Optional[float] = None  # median / the fastest peer path's median, same model and batch
     floor_ms: Optional[float] = None  # 2 * MACs * batch / peak matmul FLOP/s
     ratio_to_floor: Optional[float] = None  # median / floor_ms
     max_abs_diff: Optional[float] = None  # logits vs mobilevt eager on the timed input (same weights)
@@ -112,6 +121,9 @@ class BenchReport:
                 if r.model == model and r.batch == batch and r.backend in MOBILEVT_BACKENDS and r.status == "ok"
             ]
             best = min(candidates, key=lambda r: r.median_ms) if candidates else None
+            peers = [r for r in self.rows
+                     if r.model == model and r.batch == batch and r.backend in PEER_BACKENDS and r.status == "ok"]
+            peer = min(peers, key=lambda r: r.median_ms) if peers else None
             out.append({
                 "model": model,
                 "batch": batch,
@@ -119,6 +131,9 @@ class BenchReport:
                 "best_backend": best.backend if best else None,
                 "best_ms": best.median_ms if best else None,
                 "best_ratio_to_timm": best.ratio_to_timm if best else None,
+                "best_peer": peer.backend if peer else None,
+                "best_peer_ms": peer.median_ms if peer else None,
+                "best_ratio_to_peer": best.ratio_to_best_peer if best else None,
                 "best_ratio_to_floor": best.ratio_to_floor if best else None,
             })
         return out
@@ -177,14 +192,15 @@ class BenchReport:
             f"## Batch {batch}",
             "",
             "| model | backend | median (ms) | p90 (ms) | images/s | peak memory (MB) | x timm eager "
-            "| x FLOP floor | max abs diff vs eager | note |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| x best peer | x FLOP floor | max abs diff vs eager | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for row in (r for r in self.rows if r.batch == batch):
             median = _fmt(row.median_ms, 1) if row.status == "ok" else row.status
             lines.append(
                 f"| {row.model} | {row.label} | {median} | {_fmt(row.p90_ms, 1)} | {_fmt(row.throughput_ips, 1)} "
-                f"| {_fmt(row.peak_memory_mb, 0)} | {_fmt(row.ratio_to_timm, 2)} | {_fmt(row.ratio_to_floor, 2)} "
+                f"| {_fmt(row.peak_memory_mb, 0)} | {_fmt(row.ratio_to_timm, 2)} | {_fmt(row.ratio_to_best_peer, 2)} "
+                f"| {_fmt(row.ratio_to_floor, 2)} "
                 f"| {_fmt_diff(row.max_abs_diff)} | {_cell(row.note)} |"
             )
         return lines
@@ -198,11 +214,13 @@ class BenchReport:
             f"## Summary against the targets (batch {summary[0]['batch']})",
             "",
             f"Targets: mobilevt eager <= {EAGER_TARGET}x timm eager for every variant; the best mobilevt backend "
-            f"<= {BEST_TARGET}x timm eager and <= {FLOOR_TARGET}x the FLOP floor for "
+            f"<= {BEST_TARGET}x timm eager, <= {PEER_TARGET}x the best peer path (timm's model in eager or "
+            f"exported by the runtime's own tool) and <= {FLOOR_TARGET}x the FLOP floor for "
             f"{' and '.join(BEST_TARGET_MODELS)}.",
             "",
-            "| model | eager / timm | best mobilevt backend | best (ms) | best / timm | best / FLOP floor |",
-            "|---|---:|---|---:|---:|---:|",
+            "| model | eager / timm | best mobilevt backend | best (ms) | best / timm | best peer path | peer (ms) "
+            "| best / best peer | best / FLOP floor |",
+            "|---|---:|---|---:|---:|---|---:|---:|---:|",
         ]
         for s in summary:
             targeted = s["model"] in BEST_TARGET_MODELS
@@ -211,6 +229,8 @@ class BenchReport:
                 f"| {BACKEND_LABELS.get(s['best_backend'], '-') if s['best_backend'] else '-'} "
                 f"| {_fmt(s['best_ms'], 1)} "
                 f"| {_mark(s['best_ratio_to_timm'], BEST_TARGET if targeted else None)} "
+                f"| {BACKEND_LABELS.get(s['best_peer'], '-') if s['best_peer'] else '-'} | {_fmt(s['best_peer_ms'], 1)} "
+                f"| {_mark(s['best_ratio_to_peer'], PEER_TARGET if targeted else None)} "
                 f"| {_mark(s['best_ratio_to_floor'], FLOOR_TARGET if targeted else None)} |"
             )
         return lines
@@ -237,7 +257,7 @@ def _cell(text: str) -> str:
 
 
 _MARKERS = {"eager": "o", "fused": "s", "scripted": "D", "onnxruntime": "^", "executorch": "v", "tflite": "P",
-            "timm": "x", "transformers": "+"}
+            "timm": "x", "timm_onnxruntime": "1", "timm_executorch": "2", "timm_tflite": "3", "transformers": "+"}
 
 
 def plot_latency_vs_top1(report: BenchReport, path: str | os.PathLike) -> Optional[str]:

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from .floor import measure_matmul_peak
 from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
 from .models import resolve_models
-from .report import BACKENDS, BACKEND_LABELS, BenchMeta, BenchReport, BenchRow, REFERENCE_BACKEND
+from .report import BACKENDS, BACKEND_LABELS, PEER_BACKENDS, BenchMeta, BenchReport, BenchRow, REFERENCE_BACKEND
 from .runtimes import Run, Backend, build_backends, missing_package, one_line
 from .timing import percentile, time_interleaved
 
@@ -214,7 +214,9 @@ _METHODS = dict(
     backend_method=("ONNX Runtime, ExecuTorch and TFLite run files written by mobilevt.export.export_model (BatchNorm "
                     "folded) to a temporary folder, with the same thread count as torch; TorchScript is the fused "
                     "channels-last model scripted or traced (whichever ran faster in a quick check; its note "
-                    "says which) and frozen"),
+                    "says which) and frozen. Peer paths (timm -> ...) run timm's model, with the same weights, "
+                    "exported by each runtime's own tool as a user without mobilevt would (torch.onnx.export at opset "
+                    "17; torch.export + XnnpackPartitioner; litert_torch.convert) in the same runtimes"),
     floor_method=("2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
                   "batch / peak fp32 matmul throughput (best torch.mm on the same threads, same run)."),
 )
@@ -265,8 +267,19 @@ def _bench_batch(
         row.p90_ms = percentile(samples, 0.9) * 1e3
         row.throughput_ips = batch / (row.median_ms / 1e3)
         row.runs = len(samples)
-    reference = rows.get(REFERENCE_BACKEND)
-    for row in rows.values():
-        if reference is not None and reference.status == "ok" and row.status == "ok":
-            row.ratio_to_timm = row.median_ms / reference.median_ms
+    _add_ratios(rows)
     return list(rows.values())
+
+
+def _add_ratios(rows: dict[str, BenchRow]) -> None:
+    """Each timed row against timm eager and against the fastest peer path of its batch."""
+    reference = rows.get(REFERENCE_BACKEND)
+    peers = [rows[b] for b in PEER_BACKENDS if b in rows and rows[b].status == "ok"]
+    best_peer = min(peers, key=lambda r: r.median_ms) if peers else None
+    for row in rows.values():
+        if row.status != "ok":
+            continue
+        if reference is not None and reference.status == "ok":
+            row.ratio_to_timm = row.median_ms / reference.median_ms
+        if best_peer is not None:
+            row.ratio_to_best_peer = row.median_ms / best_peer.median_ms

@@ -17,6 +17,7 @@ from torch import nn
 from ..fileio import atomic_path
 from ..errors import InvalidInputError, MissingDependencyError
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
+from .peers import PEER_RUNTIMES, PEER_SUFFIX, export_peer
 
 Run = Callable[[torch.Tensor], torch.Tensor]
 
@@ -26,12 +27,18 @@ _INSTALL = {
     "timm": 'pip install "mobilevt[reference]"',
     "transformers": 'pip install "mobilevt[reference]"',
     "tflite": "pip install ai-edge-litert",
+    "timm_onnxruntime": 'pip install "mobilevt[onnx,reference]"',
+    "timm_executorch": 'pip install "mobilevt[executorch,reference]"',
+    "timm_tflite": 'pip install "mobilevt[tflite,reference]"',
 }
 REQUIRED_MODULES = {
     "onnxruntime": ("onnx", "onnxruntime"),
     "executorch": ("executorch.runtime",),
     "timm": ("timm",),
     "transformers": ("transformers",),
+    "timm_onnxruntime": ("timm", "onnx", "onnxruntime"),
+    "timm_executorch": ("timm", "executorch.runtime"),
+    "timm_tflite": ("timm", "litert_torch"),
 }
 _EXPORT_FORMAT = {"onnxruntime": "onnx", "executorch": "executorch", "tflite": "tflite"}
 _ARTIFACT_SUFFIX = {"scripted": ".pt", "onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
@@ -105,6 +112,7 @@ def torch_runner(model: nn.Module) -> Callable[[int], Run]:
 
 
 def file_runner(backend: str, path: Path, threads: int) -> Callable[[int], Run]:
+    backend = PEER_RUNTIMES.get(backend, backend)  # a peer's file runs in the same runtime as mobilevt's
     if backend == "scripted":
         return _scripted_runner(path)
     if backend == "onnxruntime":
@@ -131,6 +139,8 @@ class Backend:
 
 
 def missing_package(backend: str) -> Optional[str]:
+    if backend in ("tflite", "timm_tflite") and _tflite_interpreter_class() is None:
+        return f"missing: a TFLite interpreter ({_INSTALL[backend]})"
     if backend == "tflite":
         from ..export.core import FORMATS
         from ..export.report import EXTRAS as _EXTRAS
@@ -206,7 +216,7 @@ def build_backends(
     built: dict[str, Backend] = {}
     missing = {b: missing_package(b) for b in backends}
     reference: Optional[nn.Module] = None
-    if "timm" in backends and missing["timm"] is None:
+    if any(b == "timm" or b in PEER_RUNTIMES for b in backends) and missing_package("timm") is None:
         # mobilevt loads timm's weights: the two are then checked against each other too
         import mobilevt
 
@@ -232,6 +242,8 @@ def build_backends(
             elif backend == "transformers":
                 model = transformers_model(name, seed)
                 built[backend] = Backend(backend, "ok", "own random weights", torch_runner(model), same_weights=False)
+            elif backend in PEER_RUNTIMES:
+                built[backend] = _peer_backend(backend, name, reference, size, threads, max_batch, workdir)
             elif backend == "scripted":
                 path = workdir / f"{name}.scripted.pt"
                 note = _choose_script_or_trace(fused, size, path)
@@ -277,3 +289,21 @@ def _exported_backend(backend: str, name: str, model: nn.Module, size: int, thre
     planned = report.details.get("max_batch") if backend == "executorch" else None
     return Backend(backend, "ok", "; ".join(notes), file_runner(backend, path, threads),
                    max_batch=1 if static else planned, artifact=path)
+
+
+def _peer_backend(backend: str, name: str, reference: nn.Module, size: int, threads: int, max_batch: int,
+                  workdir: Path) -> Backend:
+    """timm's model (with mobilevt's weights) exported the way a user without mobilevt would."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / exporter chatter
+        peer = export_peer(backend, reference, size, max_batch, workdir / f"{name}.{backend}{PEER_SUFFIX[backend]}")
+    note, largest = peer.note, peer.max_batch
+    if PEER_RUNTIMES[backend] == "executorch":
+        from ..export.backends import executorch_runner
+
+        if not _executorch_threads(threads):
+            note += "; its thread pool could not be resized: default thread count"
+        # memory planning may bound the batch below the exported range
+        largest = executorch_runner(peer.path)[1].metadata("forward").input_tensor_meta(0).sizes()[0]
+    return Backend(backend, "ok", note, file_runner(backend, peer.path, threads), max_batch=largest,
+                   artifact=peer.path)
