@@ -7,6 +7,7 @@ model pass (see ../shared/README.md).
 """
 from __future__ import annotations
 
+import re
 import functools
 import os
 import shutil
@@ -97,6 +98,19 @@ def measure_batchnorm_(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.
     with torch.no_grad():
         model(batch)
     return model.eval()
+
+
+def export_stages(stderr: str, model: str) -> list[str]:
+    """The stages ``mobilevt export`` printed for ``model``, after checking each line's form
+    (``model: [  1.2 s] stage ...``) and that the elapsed times never go back."""
+    stages, elapsed = [], []
+    for line in stderr.splitlines():
+        match = re.fullmatch(rf"{re.escape(model)}: \[ *(\d+\.\d) s\] (.+) \.\.\.", line)
+        assert match, f"not a stage line: {line!r}"
+        elapsed.append(float(match.group(1)))
+        stages.append(match.group(2))
+    assert elapsed == sorted(elapsed), elapsed
+    return stages
 
 
 def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:

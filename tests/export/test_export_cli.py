@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mobilevt
-from conftest import assert_cpp_executorch_agrees, max_abs, model_with_structure, real_photos
+from conftest import assert_cpp_executorch_agrees, export_stages, max_abs, model_with_structure, real_photos
 from mobilevt.export import ExportError, export_model
 
 
@@ -41,8 +41,15 @@ def test_onnx_export_dynamic_batch_non_square(name, tmp_path, photo_dir):
     ort = pytest.importorskip("onnxruntime")
     model = _model(name)
     out = tmp_path / f"{name}.onnx"
-    report = export_model(model, out, "onnx", image_size=(224, 320), check_images=photo_dir, latency_runs=3)
+    stages = []
+    report = export_model(model, out, "onnx", image_size=(224, 320), check_images=photo_dir, latency_runs=3,
+                          progress=stages.append)
     assert report.top1_agreement == 1.0 and report.top5_agreement == 1.0 and report.max_abs_diff <= 1e-4
+    # the caller is told each stage as it starts
+    assert stages == ["reading the check photos and running the eager model on them",
+                      "exporting to ONNX (opset 17) and checking the graph",
+                      "running the file in onnxruntime on the 6 check images",
+                      "timing eager and the file at batch 1 (3 runs each)"]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.rand(3, 3, 224, 320)
     (logits,) = session.run(None, {"pixel_values": x.numpy()})
@@ -100,8 +107,10 @@ def test_cli_export(tmp_path, photo_dir):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "top-1 agreement 100.0%" in run.stdout and out.is_file()
-    # a successful export prints nothing a user cannot act on: no tracer or deprecation warnings
-    assert run.stderr == ""
+    # a successful export prints its stages and nothing else: no tracer or deprecation warnings
+    assert export_stages(run.stderr, "mobilevit_xxs")[1:] == [
+        "exporting to ONNX (opset 17) and checking the graph", "running the file in onnxruntime on the 6 check images",
+        "timing eager and the file at batch 1 (20 runs each)"], run.stderr
     scripted = subprocess.run(
         [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", str(weights), "--format",
          "torchscript", "--include-preprocessing", "-o", str(tmp_path / "xxs.pt"), "--check-images", str(photo_dir)],
@@ -146,8 +155,16 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, pt
         capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stderr.splitlines() == [f"{name}: lowering to ExecuTorch's XNNPACK delegate, then checking the file "
-                                       "against eager (a minute or more) ..."], run.stderr[-2000:]
+    # one line per stage as it starts, nothing else (no runtime log lines, no deprecations)
+    assert export_stages(run.stderr, name) == [
+        "reading the check photos and running the eager model on them",
+        "loading ExecuTorch and rewriting attention and norms for XNNPACK",
+        "capturing the graph with torch.export (batch 1 to 4)",
+        "lowering to ExecuTorch's XNNPACK delegate and writing the .pte (the longest stage)",
+        "checking that the program runs at batch 1 and 4",
+        "running the file in the ExecuTorch runtime on the 6 check images",
+        "timing eager and the file at batch 1 (20 runs each)",
+    ], run.stderr[-2000:]
     report = json.loads((tmp_path / f"{name}.pte.report.json").read_text())
     assert report["top1_agreement"] == 1.0 and report["top5_agreement"] == 1.0 and report["max_abs_diff"] <= 1e-4
     # the report names what XNNPACK does not run (a symbolic batch leaves reshapes to the
@@ -200,8 +217,8 @@ def test_coreml_export_prints_the_status_line_and_the_result_only(tmp_path):
          "-o", str(out)], capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stderr.splitlines() == ["mobilevit_xxs: converting to a Core ML ML Program, then validating its spec "
-                                       "(a minute or more) ..."], run.stderr[-2000:]
+    assert export_stages(run.stderr, "mobilevit_xxs") == [
+        "converting to a Core ML ML Program, then validating its spec"], run.stderr[-2000:]
     assert run.stdout.startswith(f"wrote {out} (") and "needs macOS/iOS" in run.stdout
     assert out.is_dir()
 

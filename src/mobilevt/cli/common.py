@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from typing import Callable
 
 from torch import nn
 from ..errors import InvalidInputError
@@ -155,3 +157,14 @@ def report_evaluation(args, report: dict, failed: list, summary: list[str]) -> i
         print(f"error: {path}: undecodable image, not counted", file=sys.stderr)
     print(json.dumps(report, indent=2) if args.json else "\n".join(summary))
     return 1 if failed else 0
+
+
+def stage_printer(model: str) -> Callable[[str], None]:
+    """export_model's ``progress``: one stderr line per stage, with the seconds since the
+    export started, so a minute-long conversion is never a silent wait."""
+    start = time.perf_counter()
+
+    def show(stage: str) -> None:
+        print(f"{model}: [{time.perf_counter() - start:5.1f} s] {stage} ...", file=sys.stderr, flush=True)
+
+    return show

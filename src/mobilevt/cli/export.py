@@ -1,5 +1,6 @@
 """``mobilevt export``."""
 from __future__ import annotations
+
 from ..errors import InvalidInputError
 
 
@@ -42,7 +43,7 @@ def run_export(args) -> int:
     from mobilevt.export import export_model
     from mobilevt.export.report import PACKAGED_PHOTOS_SOURCE
 
-    from .common import create_model_from_args
+    from .common import create_model_from_args, stage_printer
 
     if mobilevt.get_model_entry(args.model.partition(".")[0]).task == "visual-question-answering":
         from .vqa import run_export_vqa  # ViLT: the pipeline with its tokenizer
@@ -53,13 +54,13 @@ def run_export(args) -> int:
     if mobivqa_requested(args):
         raise InvalidInputError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
     model = create_model_from_args(args.model, args.weights)
-    _say_what_takes_time(args)
     report = export_model(
         model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
         dynamic_size=args.dynamic_size,
         include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
         check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
         coreml_precision=args.coreml_precision, quantize=args.quantize, calibration=args.calibration,
+        progress=stage_printer(args.model),
     )
     if report.details.get("task") == "object-detection":
         print(
@@ -89,23 +90,3 @@ def run_export(args) -> int:
               "a model trained on other images: pass --check-images DIR with photos of its own task")
     return 0
 
-
-# formats whose conversion alone takes a minute or more on a laptop-class CPU
-_SLOW_CONVERSIONS = {
-    "executorch": "lowering to ExecuTorch's XNNPACK delegate",
-    "coreml": "converting to a Core ML ML Program",
-    "tflite": "converting to LiteRT",
-}
-
-
-def _say_what_takes_time(args) -> None:
-    """One line before a conversion that runs silently for minutes, so the wait is explained."""
-    import sys
-
-    step = _SLOW_CONVERSIONS.get(args.format)
-    if args.quantize:
-        step = f"calibrating int8 on {args.calibration} and " + (step or f"writing {args.format}")
-    if step:
-        # Core ML packages run on macOS / iOS only: elsewhere the written spec is what is checked
-        check = "validating its spec" if args.format == "coreml" else "checking the file against eager"
-        print(f"{args.model}: {step}, then {check} (a minute or more) ...", file=sys.stderr, flush=True)

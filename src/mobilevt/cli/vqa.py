@@ -94,12 +94,14 @@ def run_export_vqa(args) -> int:
     """``mobilevt export vilt_b32_vqa --format torchscript|onnx|executorch -o FILE``."""
     from mobilevt.export import export_model
 
+    from .common import stage_printer
+
     pipeline = _pipeline_from_args(args, args.model.partition(".")[0])
     _apply_to_pipeline(pipeline, args)
     report = export_model(
         pipeline, args.output, args.format, image_size=args.image_size, dynamic_size=args.dynamic_size,
         include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
-        check_images=args.check_images, quantize=args.quantize,
+        check_images=args.check_images, quantize=args.quantize, progress=stage_printer(args.model),
     )
     side_files = [report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript") if k in report.details]
     settings = report.details.get("mobivqa") or {}

@@ -67,6 +67,7 @@ class ExportOptions:
     quantize: Optional[str] = None
     calibration: str | os.PathLike | None = None
     max_calibration_images: int = 128
+    progress: Optional[Callable[[str], None]] = None  # told each stage as it starts ("lowering to XNNPACK")
 
 
 @expected_warnings_silenced()
@@ -102,6 +103,8 @@ def export_model(model: nn.Module, output: str | os.PathLike, format: str, **opt
             same runtime; its agreement figures are with the fp32 eager model.
         calibration: folder of representative photos (a few hundred from the training
             distribution; not the images the report checks on).
+        progress: a function told each stage as it starts, e.g. ``print`` (the CLI prints
+            each with the seconds elapsed); exports can take a minute.
 
     A ViLT :class:`~mobilevt.tasks.vqa.VqaPipeline` exports to torchscript, onnx and
     executorch (:mod:`mobilevt.export.vilt`); an SSDLite detector to the same three, as
@@ -113,6 +116,15 @@ def export_model(model: nn.Module, output: str | os.PathLike, format: str, **opt
     chosen = ExportOptions(format=format, **options)
     export = _adapter_for(model)
     return export(model, Path(output), chosen)
+
+
+def _quiet(stage: str) -> None:
+    pass
+
+
+def _stage(options: ExportOptions, text: str) -> None:
+    if options.progress is not None:
+        options.progress(text)
 
 
 def _adapter_for(model: nn.Module) -> Callable[[nn.Module, Path, ExportOptions], ExportReport]:
@@ -140,7 +152,8 @@ def _export_vqa_pipeline(pipeline: nn.Module, output: Path, options: ExportOptio
     from .vilt import export_vqa_pipeline
 
     return export_vqa_pipeline(pipeline, output, options.format, check_images=options.check_images,
-                               latency_runs=options.latency_runs, opset=options.opset)
+                               latency_runs=options.latency_runs, opset=options.opset,
+                               progress=options.progress or _quiet)
 
 
 def _export_detector(model: nn.Module, output: Path, options: ExportOptions) -> ExportReport:
@@ -151,7 +164,7 @@ def _export_detector(model: nn.Module, output: Path, options: ExportOptions) -> 
     return export_detector(model, output, options.format, image_size=options.image_size,
                            dynamic_batch=options.dynamic_batch, opset=options.opset,
                            check_images=options.check_images, max_check_images=options.max_check_images,
-                           latency_runs=options.latency_runs, fuse=options.fuse)
+                           latency_runs=options.latency_runs, fuse=options.fuse, progress=options.progress or _quiet)
 
 
 def _check_image_model_options(options: ExportOptions) -> None:
@@ -196,6 +209,9 @@ class _Job:
     details: dict = field(default_factory=dict)
     calibration: list = field(default_factory=list)
 
+    def stage(self, text: str) -> None:
+        _stage(self.options, text)
+
 
 @dataclass
 class _Written:
@@ -218,6 +234,7 @@ def _export_image_model(model: nn.Module, output: Path, options: ExportOptions) 
         eager = eager.fuse()
     if options.format == "coreml":
         return _coreml_report(eager, output, options, config, height, width)
+    _stage(options, "reading the check photos and running the eager model on them")
     images, source = check_inputs(options.check_images, options.max_check_images)
     preprocess = ImagePreprocess(_with_size(config, height, width))
     job = _Job(eager, output, options, config, height, width, images, torch.stack([preprocess(i) for i in images]))
@@ -227,6 +244,8 @@ def _export_image_model(model: nn.Module, output: Path, options: ExportOptions) 
         expected = eager(job.batch)
     written = _WRITERS[_writer_key(options)](job)
     top1, top5 = topk_agreement(written.actual, expected)
+    if options.latency_runs > 0:
+        job.stage(f"timing eager and the file at batch 1 ({options.latency_runs} runs each)")
     if options.include_preprocessing:
         eager_ms = median_ms(lambda: eager(preprocess(images[0])[None]), options.latency_runs)
     else:
@@ -270,6 +289,8 @@ def _one_at_a_time(run, batch: torch.Tensor, step: int = 1) -> torch.Tensor:
 
 def _write_torchscript(job: _Job) -> _Written:
     options = job.options
+    job.stage("scripting the model and saving the TorchScript file" + (
+        " (optimize_for_mobile, lite interpreter)" if options.lite else ""))
     run, runtime = _export_torchscript(job.eager, job.output, options.include_preprocessing, options.lite,
                                        job.config, job.height, job.width, job.notes)
     if options.include_preprocessing:
@@ -282,6 +303,7 @@ def _write_onnx_with_preprocessing(job: _Job) -> _Written:
     from .onnx_preprocessing import export_onnx_with_preprocessing
 
     opset = max(job.options.opset, 18)  # the antialiased Resize needs opset 18
+    job.stage(f"exporting preprocessing and model to ONNX (opset {opset}), then running it on the check photos")
     run, runtime, details = export_onnx_with_preprocessing(
         job.eager, job.output, _with_size(job.config, job.height, job.width), opset, job.images, job.notes
     )
@@ -292,8 +314,10 @@ def _write_onnx_with_preprocessing(job: _Job) -> _Written:
 
 def _write_onnx(job: _Job) -> _Written:
     options = job.options
+    job.stage(f"exporting to ONNX (opset {options.opset}) and checking the graph")
     run, runtime = _export_onnx(job.eager, job.output, job.height, job.width, options.dynamic_batch,
                                 options.dynamic_size, options.opset)
+    job.stage(f"running the file in onnxruntime on the {len(job.batch)} check images")
     actual = run(job.batch) if options.dynamic_batch else _one_at_a_time(run, job.batch)
     return _Written(run, runtime, actual, job.batch[:1], options.dynamic_batch)
 
@@ -302,11 +326,14 @@ def _write_onnx_int8(job: _Job) -> _Written:
     options = job.options
     with tempfile.TemporaryDirectory() as folder:
         fp32_path = Path(folder) / "fp32.onnx"
+        job.stage(f"exporting the fp32 model to ONNX (opset {options.opset})")
         fp32_run, runtime = _export_onnx(job.eager, fp32_path, job.height, job.width, options.dynamic_batch,
                                          options.dynamic_size, options.opset)
+        job.stage(f"quantizing to int8 (onnxruntime static), calibrating on {len(job.calibration)} photos")
         quantize_onnx_static(fp32_path, job.output, job.calibration, "pixel_values")
         fp32_bytes = file_size(fp32_path)
     run = _onnx_runner(job.output)
+    job.stage("running the int8 file on the check images and timing it against the fp32 file")
     job.notes.append("int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 "
                      "activations) of convolutions and weight matmuls; attention matmuls and softmax stay fp32")
     actual = run(job.batch) if options.dynamic_batch else _one_at_a_time(run, job.batch)
@@ -318,6 +345,7 @@ def _write_onnx_int8(job: _Job) -> _Written:
 def _write_tflite(job: _Job) -> _Written:
     from .tflite import export_tflite
 
+    job.stage("converting to LiteRT (litert-torch), then running the file on the check images")
     run, runtime, details = export_tflite(job.eager, job.output, job.height, job.width, job.notes)
     job.details.update(details)
     return _Written(run, runtime, _one_at_a_time(run, job.batch), job.batch[:1], False)
@@ -325,11 +353,13 @@ def _write_tflite(job: _Job) -> _Written:
 
 def _write_executorch_int8(job: _Job) -> _Written:
     # PT2E captures one static shape: int8 programs take batch 1
-    program = _export_executorch(job.eager, job.output, job.height, job.width, False, 1, job.calibration)
+    program = _export_executorch(job.eager, job.output, job.height, job.width, False, 1, job.calibration, job.stage)
     job.details["outside_delegate"] = program.outside_delegate
     with tempfile.TemporaryDirectory() as folder:
         fp32_path = Path(folder) / "fp32.pte"
+        job.stage("exporting the fp32 program to compare size and speed with")
         fp32_run = _export_executorch(job.eager, fp32_path, job.height, job.width, False, 1).run
+        job.stage("running the int8 file on the check images and timing it against the fp32 file")
         job.notes.append("int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
                          "int8 activations), batch 1")
         actual = _one_at_a_time(program.run, job.batch)
@@ -340,19 +370,24 @@ def _write_executorch_int8(job: _Job) -> _Written:
 
 def _write_executorch(job: _Job) -> _Written:
     dynamic_batch, max_batch = job.options.dynamic_batch, job.options.max_batch
-    program = _export_executorch(job.eager, job.output, job.height, job.width, dynamic_batch, max_batch)
+    program = _export_executorch(job.eager, job.output, job.height, job.width, dynamic_batch, max_batch,
+                                 stage=job.stage)
     if dynamic_batch and program.planned_batch < max_batch:
         job.notes.append(f"the ExecuTorch memory planner bounded the batch at {program.planned_batch} "
                          f"(asked for up to {max_batch})")
         max_batch = program.planned_batch
+    if dynamic_batch:
+        job.stage(f"checking that the program runs at batch 1 and {max_batch}")
     if dynamic_batch and not _runs_at(program.run, [1, max_batch], job.height, job.width):
         # The XNNPACK delegate can keep a tensor at the example's batch (ExecuTorch 1.5;
         # seen: mobilevitv2_050 at 224x320): a static batch-1 program is what runs.
         job.notes.append("dynamic batch failed in the ExecuTorch runtime for this model: exported with batch 1")
+        job.stage("the dynamic-batch program failed in the runtime: exporting again with batch 1")
         dynamic_batch, max_batch = False, 1
-        program = _export_executorch(job.eager, job.output, job.height, job.width, False, 1)
+        program = _export_executorch(job.eager, job.output, job.height, job.width, False, 1, stage=job.stage)
     job.details["outside_delegate"] = program.outside_delegate
     job.notes += [note for note in [_outside_delegate_note(program.outside_delegate)] if note]
+    job.stage(f"running the file in the ExecuTorch runtime on the {len(job.batch)} check images")
     actual = _one_at_a_time(program.run, job.batch, max_batch if dynamic_batch else 1)
     return _Written(program.run, program.runtime, actual, job.batch[:1], dynamic_batch, max_batch)
 
@@ -371,6 +406,7 @@ _WRITERS: dict[str, Callable[[_Job], _Written]] = {
 
 def _coreml_report(eager: nn.Module, output: Path, options: ExportOptions, config, height: int, width: int):
     notes: list[str] = []
+    _stage(options, "converting to a Core ML ML Program, then validating its spec")
     runtime = export_coreml(eager, output, height, width, config, options.coreml_precision, notes)
     return write_report(ExportReport(
         format=options.format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
@@ -479,8 +515,9 @@ class _ExecutorchProgram:
 
 def _export_executorch(
     model, output: Path, height: int, width: int, dynamic_batch: bool, max_batch: int,
-    calibration: Sequence[torch.Tensor] = (),
+    calibration: Sequence[torch.Tensor] = (), stage: Callable[[str], None] = _quiet,
 ) -> _ExecutorchProgram:
+    stage("loading ExecuTorch and rewriting attention and norms for XNNPACK")
     require_executorch()
     # batch 2 in the example: torch.export specialises a size-1 dimension to a constant
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
@@ -488,8 +525,11 @@ def _export_executorch(
     # attention and norms rewritten so that XNNPACK runs the whole graph (see rewrite.py)
     model = delegate_friendly(model)
     if calibration:
+        stage(f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on {len(calibration)} photos")
         model = quantize_pt2e_xnnpack(model, example, calibration)
+    stage("capturing the graph with torch.export" + (f" (batch 1 to {max_batch})" if dynamic_batch else " (batch 1)"))
     program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+    stage("lowering to ExecuTorch's XNNPACK delegate and writing the .pte (the longest stage)")
     outside = outside_delegate(write_xnnpack_program(program, output))
     run_file, loaded = executorch_runner(output)
 

@@ -100,6 +100,7 @@ def export_detector(
     max_check_images: int = 16,
     latency_runs: int = 20,
     fuse: bool = True,
+    progress: Callable[[str], None] = lambda stage: None,
 ) -> ExportReport:
     """Export an SSDLite detector (:class:`DecodedSSDLite`: network + box decoding) and
     check the file against eager on real photos: max-abs difference of boxes and scores,
@@ -107,7 +108,8 @@ def export_detector(
     labels, boxes within 1e-3 of the input size). Writes ``<output>.detection.json`` (input,
     outputs, NMS settings, class names) and ``<output>.report.json``.
 
-    ExecuTorch programs take batch 1 (phones detect one frame at a time)."""
+    ExecuTorch programs take batch 1 (phones detect one frame at a time). ``progress`` is
+    told each stage as it starts."""
     if format not in DETECTION_FORMATS:
         raise ExportError(
             f"detectors export to {', '.join(DETECTION_FORMATS)}, not {format!r} (Core ML and TFLite exports are for "
@@ -119,13 +121,17 @@ def export_detector(
     if fuse:
         eager_model = eager_model.fuse()
     eager = DecodedSSDLite(eager_model, height, width).eval()
+    progress("reading the check photos and running the eager detector on them")
     photos, source = check_inputs(check_images, max_check_images)
     batch = _check_batch(photos, preprocess_config, height, width)
     with torch.inference_mode():
         expected = eager(batch)
 
     output = Path(output)
+    progress(f"writing the {format} file (network and box decoding)"
+             + (", lowering to XNNPACK (a minute or more)" if format == "executorch" else ""))
     written = _WRITERS[format](eager, output, height, width, dynamic_batch, opset)
+    progress(f"running the file on the {len(photos)} check photos and timing it")
     actual = written.run(batch) if written.dynamic_batch else _one_at_a_time(written.run, batch)
     agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
     write_text_atomic(_metadata_path(output), json.dumps(detection_metadata(model, height, width), indent=2) + "\n")

@@ -68,14 +68,19 @@ def export_vqa_pipeline(
     questions: Sequence[str] = CHECK_QUESTIONS,
     latency_runs: int = 10,
     opset: int = 17,
+    progress: Callable[[str], None] = lambda stage: None,
 ) -> ExportReport:
     """Export a :class:`~mobilevt.tasks.vqa.VqaPipeline` (see the module docstring) and
     verify the written file on photos from ``check_images`` (default: the two sample photos
-    shipped in scikit-learn), each asked one of ``questions``."""
+    shipped in scikit-learn), each asked one of ``questions``; ``progress`` is told each
+    stage as it starts."""
     if format not in VQA_FORMATS:
         raise ExportError(f"ViLT VQA exports to {', '.join(VQA_FORMATS)}, not {format!r}")
     if not questions:
         raise ExportError("export_vqa_pipeline needs at least one check question")
+    if format == "executorch":
+        _refuse_data_dependent_exit(pipeline.model)
+    progress("reading the check photos and running the eager pipeline on them")
     output = Path(output)
     pipeline = copy.deepcopy(pipeline).eval()
     photos, source = check_inputs(check_images, max_check_images)
@@ -91,6 +96,8 @@ def export_vqa_pipeline(
     }
 
     write = _write_pipeline_torchscript if format == "torchscript" else _write_model_file
+    progress(f"writing the {format} file, then running it on the {len(pairs)} check photos and timing it"
+             + (" (lowering to XNNPACK takes a minute or more)" if format == "executorch" else ""))
     written = write(pipeline, output, format, pairs, latency_runs, opset, notes, details)
     top1, top5 = topk_agreement(written.actual, expected)
     report = ExportReport(
@@ -271,6 +278,17 @@ def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ..
     return lambda inputs: run(*inputs)[0]
 
 
+def _refuse_data_dependent_exit(model) -> None:
+    if has_data_dependent_exit(model):
+        mode = ExitMode(int(model.exit_mode)).label
+        raise ExportError(
+            f"ExecuTorch cannot export the {mode} early exit: it decides from the data whether to run the next "
+            "layers (torch.cond), and the XNNPACK delegate does not lower the layers inside torch.cond branches "
+            "(they would run on slow portable kernels). Use --format torchscript (every mode) or onnx (torch.cond -> "
+            "If), or a fixed exit (--exit-layer N) for ExecuTorch."
+        )
+
+
 def export_vilt_executorch(
     model, output: str | Path, examples: Sequence[Tuple[torch.Tensor, ...]], notes: Optional[List[str]] = None
 ) -> Tuple[Callable[[Tuple[torch.Tensor, ...]], torch.Tensor], str, bool]:
@@ -281,14 +299,7 @@ def export_vilt_executorch(
 
     Returns a runner of the written file, the runtime's name and whether the image size is
     dynamic."""
-    if has_data_dependent_exit(model):
-        mode = ExitMode(int(model.exit_mode)).label
-        raise ExportError(
-            f"ExecuTorch cannot export the {mode} early exit: it decides from the data whether to run the next "
-            "layers (torch.cond), and the XNNPACK delegate does not lower the layers inside torch.cond branches "
-            "(they would run on slow portable kernels). Use --format torchscript (every mode) or onnx (torch.cond -> "
-            "If), or a fixed exit (--exit-layer N) for ExecuTorch."
-        )
+    _refuse_data_dependent_exit(model)
     backends.require_executorch()
     notes = [] if notes is None else notes
     output = Path(output)
