@@ -33,6 +33,9 @@ class DataConfig:
     train_dir: Optional[str] = None
     val_dir: Optional[str] = None
     val_fraction: float = 0.2  # digits only: held-out share
+    # evaluation resizes the shorter side to image_size / eval_crop, then center-crops
+    # image_size (timm's crop_pct; ml-cvnets' 0.875); 1.0 keeps the whole image
+    eval_crop: float = 0.875
     workers: int = 2
 
 
@@ -214,5 +217,8 @@ def _validate(config, prefix: str) -> None:
         raise ConfigError(f"{prefix}name must be 'multiscale' or 'fixed', not {config.name!r}")
     if isinstance(config, AugmentConfig) and config.interpolation not in ("bilinear", "bicubic"):
         raise ConfigError(f"{prefix}interpolation must be bilinear or bicubic, not {config.interpolation!r}")
+    if isinstance(config, DataConfig) and not 0.0 < config.eval_crop <= 1.0:
+        raise ConfigError(f"{prefix}eval_crop must be in (0, 1] (the share of the resized image kept), "
+                          f"got {config.eval_crop}")
     if isinstance(config, OptimConfig) and config.accumulation_steps < 1:
         raise ConfigError(f"{prefix}accumulation_steps must be >= 1")

@@ -100,16 +100,16 @@ def train_transform(size: tuple[int, int], augment: AugmentConfig) -> Callable:
     return v2.Compose(steps)
 
 
-def eval_transform(size: int) -> Callable:
+def eval_transform(size: int, crop: float = 0.875) -> Callable:
     # ml-cvnets' evaluation: shorter side to size / 0.875 (288 for 256), center crop
-    return v2.Compose([v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size),
+    return v2.Compose([v2.Resize(int(round(size / crop)), antialias=True), v2.CenterCrop(size),
                        v2.ToDtype(torch.float32, scale=True)])
 
 
 class EvalDataset(Dataset):
-    def __init__(self, dataset: Dataset, size: int):
+    def __init__(self, dataset: Dataset, size: int, crop: float = 0.875):
         self.dataset = dataset
-        self.transform = eval_transform(size)
+        self.transform = eval_transform(size, crop)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -144,4 +144,4 @@ def preprocess_config_for_eval(config: TrainConfig):
     from ..weights.entries import PreprocessConfig
 
     size = config.sampler.image_size
-    return PreprocessConfig((size, size), int(round(size / 0.875)), "bilinear")
+    return PreprocessConfig((size, size), int(round(size / config.data.eval_crop)), "bilinear")

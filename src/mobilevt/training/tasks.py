@@ -238,7 +238,7 @@ class ClassificationTask(TrainingTask):
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
     ) -> DataLoader:
         return validation_loader(val_set, config.sampler.image_size, config.batch_size, config.data.workers,
-                                 rank, world_size)
+                                 rank, world_size, config.data.eval_crop)
 
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
@@ -251,11 +251,12 @@ class ClassificationTask(TrainingTask):
 
 
 def validation_loader(
-    val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1
+    val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1,
+    crop: float = 0.875,
 ) -> DataLoader:
     """The validation batches of one rank: every ``world_size``-th image from ``rank`` on.
     No padding, so no image is counted twice; ``evaluate_classifier`` sums the counts."""
-    data: Dataset = EvalDataset(val_set, image_size)
+    data: Dataset = EvalDataset(val_set, image_size, crop)
     if world_size > 1:
         data = Subset(data, range(rank, len(data), world_size))
     return DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=collate_train)
