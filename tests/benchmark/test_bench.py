@@ -36,7 +36,14 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     assert meta["threads"] == 2 and meta["image_size"] == 256 and meta["runs"] == 3
     assert "random" in meta["weights"]
     peak = meta["matmul_peak"]
-    assert peak["gflops"] > 0 and peak["gflops"] == max(peak["gflops_by_size"].values())
+    # the floor divides by the fastest fp32 GEMM: torch's, and the kernels of the runtimes benchmarked
+    kernels = {k["name"]: k for k in peak["kernels"]}
+    assert {"torch.mm (oneDNN/MKL)", "onnxruntime MatMul (MLAS)", "XNNPACK linear (ExecuTorch)",
+            "onnxruntime MatMulInteger u8s8 (MLAS)"} <= set(kernels)
+    assert peak["gflops"] == max(k["gops"] for k in peak["kernels"] if k["dtype"] == "fp32") > 0
+    assert kernels["torch.mm (oneDNN/MKL)"]["gops"] == max(peak["gflops_by_size"].values())
+    theory = peak["theoretical"]
+    assert theory["fp32_gflops"] == pytest.approx(theory["cores"] * theory["ghz"] * theory["fp32_flops_per_cycle"])
 
     macs = count_macs(mobilevt.create_model("mobilevit_xxs"), (256, 256)).macs
     weight_mb = sum(p.numel() for p in mobilevt.create_model("mobilevit_xxs").parameters()) * 4 / 2**20
@@ -53,6 +60,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
         assert row["macs_g"] == pytest.approx(macs / 1e9)
         assert row["floor_ms"] == pytest.approx(2 * macs / (peak["gflops"] * 1e9) * 1e3)
         assert row["ratio_to_floor"] == pytest.approx(row["median_ms"] / row["floor_ms"])
+        assert row["fraction_of_peak"] == pytest.approx(row["floor_ms"] / row["median_ms"])
         assert row["top1"] == mobilevt.get_model_entry("mobilevit_xxs").default_weights.top1
         # every backend holds at least the weights while it runs
         assert row["peak_memory_mb"] >= weight_mb
@@ -133,3 +141,16 @@ def test_bad_options_give_one_line_errors(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, amd, family, per_cycle", [
+    ({"avx512f", "fma", "avx2"}, True, 26, 64),  # AMD Zen 5: full-width AVX-512
+    ({"avx512f", "fma", "avx2"}, True, 25, 32),  # AMD Zen 4: AVX-512 on 256-bit units
+    ({"avx512f", "fma", "avx2"}, False, 6, 64),  # Intel Xeon with two AVX-512 FMA units
+    ({"fma", "avx2"}, False, 6, 32),
+    ({"sse2"}, False, 6, 8),
+])
+def test_theoretical_fp32_flops_per_cycle_follow_the_instruction_set(flags, amd, family, per_cycle):
+    from mobilevt.benchmark.floor import _fp32_flops_per_cycle
+
+    assert _fp32_flops_per_cycle(flags, amd, family)[0] == per_cycle

@@ -43,14 +43,40 @@ BEST_TARGET_MODELS = ("mobilevit_s", "mobilevitv2_100")
 
 
 @dataclass
+class KernelPeak:
+    """One runtime's GEMM kernel: its best throughput on a ``size`` cube (GFLOP/s, or
+    GOP/s for int8: 2 operations per multiply-add)."""
+
+    name: str
+    dtype: str  # "fp32" or "int8"
+    gops: float
+    size: int
+
+
+@dataclass
+class TheoreticalPeak:
+    """cores x clock x operations per cycle, from the CPU's instruction set."""
+
+    fp32_gflops: float
+    int8_gops: float
+    cores: int
+    ghz: float
+    fp32_flops_per_cycle: int
+    how: str
+
+
+@dataclass
 class MatmulPeak:
-    """Best fp32 ``torch.mm`` throughput measured on this CPU with ``threads`` threads."""
+    """The fastest fp32 GEMM measured on this CPU with ``threads`` threads (``gflops``, the
+    floor's divisor), every kernel measured, and the theoretical peak."""
 
     gflops: float
     threads: int
     sizes: tuple[int, ...]
-    gflops_by_size: dict[int, float]
+    gflops_by_size: dict[int, float]  # torch.mm
     repeats: int
+    kernels: list[KernelPeak] = field(default_factory=list)
+    theoretical: Optional[TheoreticalPeak] = None
 
 
 @dataclass
@@ -69,6 +95,7 @@ class BenchRow:
     ratio_to_best_peer: Optional[float] = None  # median / the fastest peer path's median, same model and batch
     floor_ms: Optional[float] = None  # 2 * MACs * batch / peak matmul FLOP/s
     ratio_to_floor: Optional[float] = None  # median / floor_ms
+    fraction_of_peak: Optional[float] = None  # floor_ms / median: the share of the fastest fp32 GEMM's rate reached
     max_abs_diff: Optional[float] = None  # logits vs mobilevt eager on the timed input (same weights)
     macs_g: Optional[float] = None  # per image
     params_m: Optional[float] = None
@@ -166,9 +193,8 @@ class BenchReport:
             f"- Timing: {m.timing_method}",
             f"- Backends: {m.backend_method}",
             f"- Peak memory: {m.memory_method}",
-            f"- FLOP floor: {m.floor_method} Measured peak: {peak.gflops:.1f} GFLOP/s "
-            f"({', '.join(f'{s}x{s}: {g:.1f}' for s, g in peak.gflops_by_size.items())}).",
-        ]
+            f"- FLOP floor: {m.floor_method} Measured peak: {peak.gflops:.1f} GFLOP/s.",
+        ] + _markdown_peaks(peak)
 
     def _markdown_models(self) -> list[str]:
         lines = [
@@ -192,15 +218,15 @@ class BenchReport:
             f"## Batch {batch}",
             "",
             "| model | backend | median (ms) | p90 (ms) | images/s | peak memory (MB) | x timm eager "
-            "| x best peer | x FLOP floor | max abs diff vs eager | note |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| x best peer | x FLOP floor | % of fp32 peak | max abs diff vs eager | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for row in (r for r in self.rows if r.batch == batch):
             median = _fmt(row.median_ms, 1) if row.status == "ok" else row.status
             lines.append(
                 f"| {row.model} | {row.label} | {median} | {_fmt(row.p90_ms, 1)} | {_fmt(row.throughput_ips, 1)} "
                 f"| {_fmt(row.peak_memory_mb, 0)} | {_fmt(row.ratio_to_timm, 2)} | {_fmt(row.ratio_to_best_peer, 2)} "
-                f"| {_fmt(row.ratio_to_floor, 2)} "
+                f"| {_fmt(row.ratio_to_floor, 2)} | {_percent(row.fraction_of_peak)} "
                 f"| {_fmt_diff(row.max_abs_diff)} | {_cell(row.note)} |"
             )
         return lines
@@ -234,6 +260,29 @@ class BenchReport:
                 f"| {_mark(s['best_ratio_to_floor'], FLOOR_TARGET if targeted else None)} |"
             )
         return lines
+
+
+def _markdown_peaks(peak: MatmulPeak) -> list[str]:
+    """The kernels behind the floor, and the CPU's theoretical peak."""
+    lines = ["", "| GEMM kernel (this CPU, same threads) | dtype | size | GFLOP/s (int8: GOP/s) | % of theoretical |",
+             "|---|---|---:|---:|---:|"]
+    theory = peak.theoretical
+    for kernel in sorted(peak.kernels, key=lambda k: (k.dtype, -k.gops)):
+        bound = None if theory is None else theory.fp32_gflops if kernel.dtype == "fp32" else theory.int8_gops
+        lines.append(f"| {kernel.name} | {kernel.dtype} | {kernel.size} | {kernel.gops:.0f} "
+                     f"| {_percent(kernel.gops / bound if bound else None)} |")
+    if theory is not None:
+        lines += ["", f"Theoretical peak: {theory.fp32_gflops:.0f} GFLOP/s fp32, {theory.int8_gops:.0f} GOP/s int8: "
+                      f"{theory.how}."]
+        if peak.gflops > theory.fp32_gflops:
+            implied = peak.gflops / (theory.cores * theory.fp32_flops_per_cycle)
+            lines[-1] += (f" The fastest fp32 kernel exceeds it: the cores ran above the reported clock, at "
+                          f"{implied:.2f} GHz or more.")
+    return lines
+
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def _fmt(value: Optional[float], digits: int) -> str:

@@ -100,7 +100,7 @@ def run_benchmark(
     rows: list[BenchRow] = []
     helpers: list[MemoryHelper] = []  # one, made when the first model's memory is measured
     try:
-        peak = measure_matmul_peak(threads)
+        peak = measure_matmul_peak(threads, runtimes=_runtimes_of(backends))
         with tempfile.TemporaryDirectory(prefix="mobilevt-bench-") as tmp:
             for name in names:
                 cost = _model_cost(name, image_size)
@@ -130,6 +130,12 @@ def run_benchmark(
                        "timed calls; images/s = batch / median; same random fp32 input for all"),
     )
     return BenchReport(meta, rows, notes)
+
+
+def _runtimes_of(backends: Sequence[str]) -> list[str]:
+    """The runtimes whose own GEMM kernels the floor measures: those being benchmarked."""
+    return [r for r in ("onnxruntime", "executorch") if any(b.endswith(r) for b in backends)
+            and missing_package(r) is None]
 
 
 def _checked_options(backends: Sequence[str], batch_sizes: Sequence[int], threads: Optional[int], runs: int,
@@ -174,6 +180,7 @@ def _add_model_facts(name: str, model_rows: list[BenchRow], cost, peak) -> None:
         row.floor_ms = floor_per_image_ms * row.batch
         if row.status == "ok":
             row.ratio_to_floor = row.median_ms / row.floor_ms
+            row.fraction_of_peak = row.floor_ms / row.median_ms
 
 
 def _memory_helper(backends: Sequence[str]) -> MemoryHelper:
@@ -218,7 +225,9 @@ _METHODS = dict(
                     "exported by each runtime's own tool as a user without mobilevt would (torch.onnx.export at opset "
                     "17; torch.export + XnnpackPartitioner; litert_torch.convert) in the same runtimes"),
     floor_method=("2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
-                  "batch / peak fp32 matmul throughput (best torch.mm on the same threads, same run)."),
+                  "batch / the fastest fp32 GEMM measured on the same threads in the same run (torch.mm, and the "
+                  "benchmarked runtimes' own kernels: onnxruntime's MLAS, XNNPACK); '% of fp32 peak' is floor / "
+                  "median."),
 )
 
 
