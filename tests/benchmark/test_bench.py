@@ -115,9 +115,30 @@ def test_rounds_interleave_backends_with_rotating_start():
         return lambda x: calls.append(name)
 
     times = time_interleaved({n: runner(n) for n in "abc"}, torch.zeros(1), rounds=3, warmup=1,
-                              advance=lambda text: None, label="test")
+                              advance=lambda text: None, label="test", calls_per_turn=1)
     assert "".join(calls) == "abc" + "bca" + "cab" + "abc"  # warm-up round, then 3 timed rounds
     assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_each_turn_warms_the_backend_before_its_timed_call(monkeypatch):
+    """After another runtime ran, a backend's first call wakes its thread pool: a turn is
+    two calls in a row and only the second is timed."""
+    calls: list[str] = []
+    clock = {"now": 0.0}
+
+    def runner(name, cost):
+        def run(x):
+            # the first call of a turn costs 10 s more: it must not be the timed one
+            cold = not calls or calls[-1] != name
+            calls.append(name)
+            clock["now"] += cost + (10.0 if cold else 0.0)
+        return run
+
+    monkeypatch.setattr("mobilevt.benchmark.timing.time.perf_counter", lambda: clock["now"])
+    times = time_interleaved({"a": runner("a", 1.0), "b": runner("b", 2.0)}, torch.zeros(1), rounds=2,
+                             warmup=0, advance=lambda text: None, label="test")
+    assert "".join(calls) == "aabb" + "bbaa"
+    assert times == {"a": [1.0, 1.0], "b": [2.0, 2.0]}
 
 
 def test_p90_matches_numpy():

@@ -21,7 +21,7 @@ from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
 from .models import resolve_models
 from .report import BACKENDS, BACKEND_LABELS, PEER_BACKENDS, BenchMeta, BenchReport, BenchRow, REFERENCE_BACKEND
 from .runtimes import Run, Backend, build_backends, missing_package, one_line
-from .timing import percentile, time_interleaved
+from .timing import CALLS_PER_TURN, percentile, time_interleaved
 
 
 def _versions() -> dict[str, str]:
@@ -125,9 +125,11 @@ def run_benchmark(
         backends=backends, models=names, matmul_peak=peak, cpu=_cpu_name(), cpu_count=os.cpu_count(),
         versions=_versions(), memory_method=_memory_method(measure_memory), started=started,
         seconds=time.perf_counter() - clock, **_METHODS,
-        timing_method=(f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds, "
-                       "one call of each backend per round with the first backend rotating; median and p90 of the "
-                       "timed calls; images/s = batch / median; same random fp32 input for all"),
+        timing_method=(f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds; "
+                       f"in each round every backend takes a turn of {CALLS_PER_TURN} calls in a row of which the last "
+                       "is timed (the first wakes its thread pool after another runtime ran), the first backend "
+                       "rotating; median and p90 of the timed calls; images/s = batch / median; same random fp32 "
+                       "input for all"),
     )
     return BenchReport(meta, rows, notes)
 

@@ -19,10 +19,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+# Calls of a backend per turn; only the last is timed. The first call after another
+# runtime ran pays for waking its thread pool and for caches the other runtime evicted
+# (measured: ExecuTorch 5.0 ms alone, 6.2-7.0 ms right after torch eager, 5.1 with one
+# untimed call first); an app that runs one runtime never pays that.
+CALLS_PER_TURN = 2
+
+
 def time_interleaved(
-    runs: dict[str, Run], x: torch.Tensor, rounds: int, warmup: int, advance: Callable[[str], None], label: str
+    runs: dict[str, Run], x: torch.Tensor, rounds: int, warmup: int, advance: Callable[[str], None], label: str,
+    calls_per_turn: int = CALLS_PER_TURN,
 ) -> dict[str, list[float]]:
-    """One call of each backend per round, the first backend rotating; seconds per call."""
+    """Each round, every backend takes a turn of ``calls_per_turn`` calls of which the
+    last is timed, the first backend rotating; seconds per timed call."""
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     gc.collect()
@@ -33,6 +42,8 @@ def time_interleaved(
             for round_index in range(warmup + rounds):
                 shift = round_index % len(names)
                 for name in names[shift:] + names[:shift]:
+                    for _ in range(calls_per_turn - 1):
+                        runs[name](x)
                     start = time.perf_counter()
                     runs[name](x)
                     elapsed = time.perf_counter() - start
