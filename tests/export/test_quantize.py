@@ -122,3 +122,16 @@ def test_int8_options_are_checked(tmp_path, photo_dir):
     with pytest.raises(ExportError, match="unknown quantization"):
         export_model(model, tmp_path / "m.onnx", "onnx", quantize="int4", calibration=photo_dir)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt, speedup, says", [
+    ("onnx", 0.8, "--format executorch"),  # onnxruntime's int8 slower than its fp32: name the runtime where it pays
+    ("executorch", 0.9, "keep the fp32 file"),
+    ("onnx", 1.2, None),
+    ("executorch", 1.3, None),
+])
+def test_the_cli_says_which_runtime_to_use_when_int8_does_not_pay(fmt, speedup, says):
+    from mobilevt.cli.export import int8_advice
+
+    advice = int8_advice(fmt, speedup)
+    assert (advice is None) if says is None else (says in advice and advice.count("\n") == 0)

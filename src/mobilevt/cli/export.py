@@ -29,7 +29,8 @@ def add_export_parser(sub) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="executorch: largest batch the program accepts")
     p.add_argument("--coreml-precision", choices=("float16", "float32"), default="float16")
     p.add_argument("--quantize", choices=("int8",),
-                   help="post-training static int8 quantization (onnx, executorch); needs --calibration")
+                   help="post-training static int8 quantization (onnx, executorch; executorch is where int8 runs "
+                        "faster than fp32); needs --calibration")
     p.add_argument("--calibration", metavar="DIR", help="folder of representative photos to calibrate int8 on")
     p.add_argument("--vocab", help="ViLT: the BERT vocab.txt (default: the one beside the weights)")
     from .vqa import add_mobivqa_arguments
@@ -76,6 +77,9 @@ def run_export(args) -> int:
         print(f"int8 vs fp32 on {report.runtime}: {quantization['size_ratio']:.2f}x smaller, "
               f"{quantization['int8_latency_ms']:.1f} vs {quantization['fp32_latency_ms']:.1f} ms "
               f"({quantization['speedup_vs_fp32']:.2f}x)")
+        advice = int8_advice(report.format, quantization["speedup_vs_fp32"])
+        if advice:
+            print(advice)
     if report.top1_agreement is None:
         print(f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); " + "; ".join(report.notes))
         return 0
@@ -90,3 +94,14 @@ def run_export(args) -> int:
               "a model trained on other images: pass --check-images DIR with photos of its own task")
     return 0
 
+
+def int8_advice(format: str, speedup: float) -> str | None:
+    """What to do when the int8 file is no faster than the fp32 one on its runtime."""
+    if speedup >= 1.0:
+        return None
+    if format == "onnx":
+        return ("note: onnxruntime runs this int8 file slower than the fp32 one on this CPU (the quantize / "
+                "dequantize steps around the layers that stay fp32 cost more than the int8 kernels save; see "
+                "docs/performance.md): for int8, export with --format executorch (XNNPACK's int8 kernels), or keep "
+                "the fp32 .onnx")
+    return f"note: the int8 file is not faster than the fp32 one on this CPU ({speedup:.2f}x): keep the fp32 file"
