@@ -4,8 +4,8 @@ would take it, with each tool's documented call and no rewrite of the model.
 - ONNX Runtime: ``torch.onnx.export`` at opset 17 with a dynamic batch axis, run with
   onnxruntime's default (all) graph optimisations.
 - ExecuTorch: ``torch.export`` with a dynamic batch, ``to_edge_transform_and_lower`` with
-  the ``XnnpackPartitioner``, ``to_executorch``; batch 1 only where the batch cannot be
-  symbolic.
+  the ``XnnpackPartitioner``, ``to_executorch``; batch 1 where the batch cannot be
+  symbolic or the dynamic program fails in the runtime (as mobilevt's export does).
 - LiteRT: ``litert_torch.convert`` of the model at batch 1 (the ``tflite`` extra).
 
 The files are timed by the same runners as mobilevt's own files, so a ratio between the
@@ -62,22 +62,40 @@ def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> Pe
     from ..export.backends import write_xnnpack_program
     from ..export.core import outside_delegate
 
-    example = torch.rand(2 if max_batch > 1 else 1, 3, size, size)
     how = "torch.export + XnnpackPartitioner"
-    planned: Optional[int] = 1
-    program = None
     if max_batch > 1:
         try:
             batch = torch.export.Dim("batch", min=1, max=max_batch)
-            program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
-            planned = max_batch
+            program = torch.export.export(model, (torch.rand(2, 3, size, size),), dynamic_shapes={"x": {0: batch}})
+            outside = sum(outside_delegate(write_xnnpack_program(program, output)).values())
+            largest = _largest_batch_that_runs(output, size)
+            if largest is not None:
+                return PeerFile(output, f"{how}, batch 1 to {largest}; {outside} operators left to ExecuTorch's "
+                                        "portable kernels", largest)
+            how += ", batch 1 (the dynamic-batch program fails in the runtime)"
         except Exception:  # noqa: BLE001 - a symbolic batch that does not export: batch 1, as a user would
-            program = None
-    if program is None:
-        program = torch.export.export(model, (example[:1],))
-        how += ", batch 1 only (the batch does not export as symbolic)"
+            how += ", batch 1 (the batch does not export as symbolic)"
+    program = torch.export.export(model, (torch.rand(1, 3, size, size),))
     outside = sum(outside_delegate(write_xnnpack_program(program, output)).values())
-    return PeerFile(output, f"{how}; {outside} operators left to ExecuTorch's portable kernels", planned)
+    return PeerFile(output, f"{how}; {outside} operators left to ExecuTorch's portable kernels", 1)
+
+
+def _largest_batch_that_runs(path: Path, size: int) -> Optional[int]:
+    """The batch the runtime planned memory for, if the program runs at 1 and at it (the
+    XNNPACK delegate can keep a tensor at the example's batch); else None."""
+    from ..export.backends import executorch_runner
+    from ..export.native_logs import RESIZE_ERRORS, native_stderr_without
+
+    run, program = executorch_runner(path)
+    planned = program.metadata("forward").input_tensor_meta(0).sizes()[0]
+    with native_stderr_without(RESIZE_ERRORS):  # the runtime's C++ lines of an expected failure
+        for batch in (1, planned):
+            try:
+                if run(torch.zeros(batch, 3, size, size))[0].shape[0] != batch:
+                    return None
+            except RuntimeError:
+                return None
+    return planned
 
 
 def _tflite(model: nn.Module, size: int, output: Path) -> PeerFile:

@@ -297,13 +297,8 @@ def _peer_backend(backend: str, name: str, reference: nn.Module, size: int, thre
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter chatter
         peer = export_peer(backend, reference, size, max_batch, workdir / f"{name}.{backend}{PEER_SUFFIX[backend]}")
-    note, largest = peer.note, peer.max_batch
-    if PEER_RUNTIMES[backend] == "executorch":
-        from ..export.backends import executorch_runner
-
-        if not _executorch_threads(threads):
-            note += "; its thread pool could not be resized: default thread count"
-        # memory planning may bound the batch below the exported range
-        largest = executorch_runner(peer.path)[1].metadata("forward").input_tensor_meta(0).sizes()[0]
-    return Backend(backend, "ok", note, file_runner(backend, peer.path, threads), max_batch=largest,
+    note = peer.note
+    if PEER_RUNTIMES[backend] == "executorch" and not _executorch_threads(threads):
+        note += "; its thread pool could not be resized: default thread count"
+    return Backend(backend, "ok", note, file_runner(backend, peer.path, threads), max_batch=peer.max_batch,
                    artifact=peer.path)

@@ -335,7 +335,8 @@ def _write_onnx_int8(job: _Job) -> _Written:
     run = _onnx_runner(job.output)
     job.stage("running the int8 file on the check images and timing it against the fp32 file")
     job.notes.append("int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 "
-                     "activations) of convolutions and weight matmuls; attention matmuls and softmax stay fp32")
+                     "activations) of convolutions, weight matmuls, adds, products and sigmoids; attention matmuls, "
+                     "softmax and norms stay fp32")
     actual = run(job.batch) if options.dynamic_batch else _one_at_a_time(run, job.batch)
     job.details["quantization"] |= _compare_with_fp32(run, fp32_run, fp32_bytes, job.output, job.batch[:1],
                                                       options.latency_runs)

@@ -5,11 +5,12 @@ Two runtimes, each with its own toolchain:
 * ExecuTorch: PT2E (``prepare_pt2e`` / ``convert_pt2e`` from torchao) with ExecuTorch's
   ``XNNPACKQuantizer`` (symmetric int8 weights per channel, int8 activations per tensor);
   the quantized graph is lowered to XNNPACK's int8 kernels.
-* ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the fp32 ONNX file. Only
-  convolutions and matrix products with constant weights are quantized (QOperator
-  format, per-channel weights): quantizing the attention's activation-activation matmuls
-  and softmax made ONNX Runtime 1.32 slower on x86 (``QLinearSoftmax`` alone cost more than
-  the whole fp32 attention).
+* ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the fp32 ONNX file
+  (QOperator format, per-channel weights): convolutions, matrix products with constant
+  weights, and the adds, products and sigmoids between them, so that activations stay int8
+  from layer to layer. The attention's activation-activation matmuls and softmax stay
+  fp32: quantizing them made ONNX Runtime 1.32 slower on x86 (``QLinearSoftmax`` alone
+  cost more than the whole fp32 attention).
 """
 from __future__ import annotations
 
@@ -63,7 +64,12 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
             quantize_static(
                 str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=["Conv", "MatMul", "Gemm"], extra_options={"MatMulConstBOnly": True},
+                # the residual adds and SiLU's sigmoid and product too: left fp32, each one is
+                # wrapped in a DequantizeLinear / QuantizeLinear pair, and those pairs cost more
+                # than the int8 kernels save (mobilevit_s: 0.89x of fp32 with convs and matmuls
+                # only, 1.12x with these; docs/performance.md)
+                op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add", "Mul", "Sigmoid"],
+                extra_options={"MatMulConstBOnly": True},
                 # 7-bit weights: on x86 CPUs without VNNI (AVX2, AVX-512F) onnxruntime's u8s8
                 # kernels sum pairs of products in int16 (VPMADDUBSW), which saturates with
                 # full-range weights (measured: top-1 agreement 0.89 -> >= 0.97 on the trained
