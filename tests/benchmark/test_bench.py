@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.mark.slow
 def test_tiny_run_writes_markdown_json_and_png(tmp_path):
-    backends = ["eager", "fused", "onnxruntime", "timm", "timm_onnxruntime", "timm_executorch"]
+    backends = ["eager", "fused", "onnxruntime", "timm", "timm_onnxruntime"]
     code = main([
         "bench", "mobilevit_xxs", "--backends", ",".join(backends), "--batch-sizes", "1", "--runs", "3",
         "--warmup", "1", "--threads", "2", "--output-dir", str(tmp_path), "--no-progress",
@@ -38,8 +38,7 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     peak = meta["matmul_peak"]
     # the floor divides by the fastest fp32 GEMM: torch's, and the kernels of the runtimes benchmarked
     kernels = {k["name"]: k for k in peak["kernels"]}
-    assert {"torch.mm (oneDNN/MKL)", "onnxruntime MatMul (MLAS)", "XNNPACK linear (ExecuTorch)",
-            "onnxruntime MatMulInteger u8s8 (MLAS)"} <= set(kernels)
+    assert {"torch.mm (oneDNN/MKL)", "onnxruntime MatMul (MLAS)", "onnxruntime MatMulInteger u8s8 (MLAS)"} <= set(kernels)
     assert peak["gflops"] == max(k["gops"] for k in peak["kernels"] if k["dtype"] == "fp32") > 0
     assert kernels["torch.mm (oneDNN/MKL)"]["gops"] == max(peak["gflops_by_size"].values())
     theory = peak["theoretical"]
@@ -73,7 +72,6 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     # the peer files are what a user gets from the runtimes' own exporters, not mobilevt's
     peer_notes = {r["backend"]: r["note"] for r in rows if r["backend"].startswith("timm_")}
     assert "opset 17" in peer_notes["timm_onnxruntime"]
-    assert "XnnpackPartitioner" in peer_notes["timm_executorch"]
 
     markdown = (tmp_path / "bench.md").read_text()
     for backend in backends:
@@ -175,3 +173,52 @@ def test_theoretical_fp32_flops_per_cycle_follow_the_instruction_set(flags, amd,
     from mobilevt.benchmark.floor import _fp32_flops_per_cycle
 
     assert _fp32_flops_per_cycle(flags, amd, family)[0] == per_cycle
+
+
+class _SmallNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_peer_executorch_file_takes_a_dynamic_batch_or_falls_back_to_batch_1(tmp_path, monkeypatch):
+    """The ExecuTorch peer path exports with a symbolic batch as a user would; where that
+    program fails in the runtime it is written again for batch 1, as mobilevt's export does."""
+    pytest.importorskip("executorch")
+    from mobilevt.benchmark import peers
+    from mobilevt.export.backends import executorch_runner
+
+    model = _SmallNet().eval()
+    x = torch.rand(3, 3, 32, 32)
+    dynamic = peers.export_peer("timm_executorch", model, 32, 4, tmp_path / "dynamic.pte")
+    assert dynamic.max_batch == 4 and "batch 1 to 4" in dynamic.note and "XnnpackPartitioner" in dynamic.note
+    run, _ = executorch_runner(dynamic.path)
+    with torch.no_grad():
+        assert (run(x)[0] - model(x)).abs().max() <= 1e-5
+
+    monkeypatch.setattr(peers, "_largest_batch_that_runs", lambda path, size: None)
+    static = peers.export_peer("timm_executorch", model, 32, 4, tmp_path / "static.pte")
+    assert static.max_batch == 1 and "fails in the runtime" in static.note
+    run, program = executorch_runner(static.path)
+    assert program.metadata("forward").input_tensor_meta(0).sizes()[0] == 1
+    with torch.no_grad():
+        assert (run(x[:1])[0] - model(x[:1])).abs().max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_the_floor_is_the_fastest_fp32_gemm_of_the_runtimes_measured():
+    pytest.importorskip("executorch")
+    from mobilevt.benchmark import measure_matmul_peak
+
+    peak = measure_matmul_peak(2, runtimes=("onnxruntime", "executorch"), sizes=(512,), repeats=2)
+    names = {k.name: k for k in peak.kernels}
+    assert {"torch.mm (oneDNN/MKL)", "torch._int_mm", "onnxruntime MatMul (MLAS)", "XNNPACK linear (ExecuTorch)",
+            "onnxruntime MatMulInteger u8s8 (MLAS)",
+            "XNNPACK int8 linear (ExecuTorch; with quantizing its input)"} == set(names)
+    assert peak.gflops == max(k.gops for k in peak.kernels if k.dtype == "fp32")
+    assert all(k.gops > 0 for k in peak.kernels)

@@ -47,6 +47,23 @@ def test_config_errors_name_the_key(tmp_path):
         load_config("digits", ["optim.warmup_step=10"])
     config = load_config("digits", ["optim.lr=1e-3", "epochs=3", "optim.clip_grad_norm=1"])
     assert (config.optim.lr, config.epochs, config.optim.clip_grad_norm) == (1e-3, 3, 1.0)
+    with pytest.raises(ConfigError, match=r"data.eval_crop must be in \(0, 1\]"):
+        load_config("digits", ["data.eval_crop=1.2"])
+
+
+def test_eval_crop_sets_what_evaluation_and_the_saved_preprocessing_keep():
+    """The digits fill their 8x8 frame: the recipe evaluates on the whole image, and the
+    weights it saves tell predict / export to do the same; ImageNet recipes keep 0.875."""
+    from mobilevt.training.data import EvalDataset, preprocess_config_for_eval
+
+    digits = load_config("digits")
+    assert digits.data.eval_crop == 1.0 and preprocess_config_for_eval(digits).resize_size == 64
+    assert preprocess_config_for_eval(load_config("mobilevit_imagenet")).resize_size == 293  # 256 / 0.875
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    image[:, :, 0] = 255  # a stroke on the left edge
+    whole, cropped = EvalDataset([(image, 0)], 64, 1.0)[0][0], EvalDataset([(image, 0)], 64, 0.875)[0][0]
+    # the stroke is 1/8 of the width: all of it kept, or about half of it cut off by the crop
+    assert whole.mean() == pytest.approx(1 / 8, abs=0.01) and cropped.mean() < 0.7 * whole.mean()
 
 
 def test_warmup_cosine_schedule():
