@@ -86,33 +86,30 @@ def _onnxruntime_kernels(folder: Path, threads: int):
 
     n = GEMM_SIZE
     rng = np.random.default_rng(0)
-
-    def make(op: str, a_type: int, b: "np.ndarray", a: "np.ndarray") -> Callable[[], Callable[[], object]]:
-        def build() -> Callable[[], object]:
-            import onnx
-            from onnx import TensorProto, helper, numpy_helper
-
-            from ..export.backends import onnx_session
-
-            out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
-            graph = helper.make_graph(
-                [helper.make_node(op, ["A", "B"], ["C"])], "gemm", [helper.make_tensor_value_info("A", a_type, [n, n])],
-                [helper.make_tensor_value_info("C", out_type, [n, n])], [numpy_helper.from_array(b, "B")])
-            path = folder / f"{op}.onnx"
-            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-            session = onnx_session(path, threads)
-            return lambda: session.run(None, {"A": a})
-        return build
-
-    from onnx import TensorProto
-
+    fp32 = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    int8 = rng.integers(0, 256, (n, n), dtype=np.uint8), rng.integers(-128, 128, (n, n), dtype=np.int8)
     return [
-        ("onnxruntime MatMul (MLAS)", "fp32",
-         make("MatMul", TensorProto.FLOAT, rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32))),
-        ("onnxruntime MatMulInteger u8s8 (MLAS)", "int8",
-         make("MatMulInteger", TensorProto.UINT8, rng.integers(-128, 128, (n, n), dtype=np.int8),
-              rng.integers(0, 256, (n, n), dtype=np.uint8))),
+        ("onnxruntime MatMul (MLAS)", "fp32", lambda: _onnx_gemm("MatMul", *fp32, folder, threads)),
+        ("onnxruntime MatMulInteger u8s8 (MLAS)", "int8", lambda: _onnx_gemm("MatMulInteger", *int8, folder, threads)),
     ]
+
+
+def _onnx_gemm(op: str, a, b, folder: Path, threads: int) -> Callable[[], object]:
+    """onnxruntime running the one-node graph ``op(A, B)``, ``B`` a constant, on ``a``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..export.backends import onnx_session
+
+    a_type = TensorProto.UINT8 if a.dtype.name == "uint8" else TensorProto.FLOAT
+    out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node(op, ["A", "B"], ["C"])], "gemm", [helper.make_tensor_value_info("A", a_type, list(a.shape))],
+        [helper.make_tensor_value_info("C", out_type, [a.shape[0], b.shape[1]])], [numpy_helper.from_array(b, "B")])
+    path = folder / f"{op}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    session = onnx_session(path, threads)
+    return lambda: session.run(None, {"A": a})
 
 
 def _xnnpack_kernels(folder: Path, threads: int):
