@@ -86,10 +86,12 @@ def test_missing_backend_package_is_a_row_not_a_crash(monkeypatch, tmp_path):
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr("mobilevt.benchmark.runtimes._tflite_interpreter_class", lambda: None)
-    report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime", "timm_tflite"], batch_sizes=[1],
-                           runs=2, warmup=0, threads=2, measure_memory=False, progress=False)
-    eager, onnx, peer = report.rows
+    report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime", "tflite", "timm_tflite"],
+                           batch_sizes=[1], runs=2, warmup=0, threads=2, measure_memory=False, progress=False)
+    eager, onnx, tflite, peer = report.rows
     assert peer.status == "missing" and peer.median_ms is None
+    # the extra that brings both the converter and the interpreter
+    assert tflite.status == "missing" and 'pip install "mobilevt[tflite]"' in tflite.note
     assert eager.status == "ok" and eager.median_ms > 0 and eager.ratio_to_timm is None  # no timm in this run
     assert onnx.status == "missing" and onnx.median_ms is None
     assert 'pip install "mobilevt[onnx]"' in onnx.note

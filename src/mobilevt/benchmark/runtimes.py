@@ -26,7 +26,7 @@ _INSTALL = {
     "executorch": 'pip install "mobilevt[executorch]"',
     "timm": 'pip install "mobilevt[reference]"',
     "transformers": 'pip install "mobilevt[reference]"',
-    "tflite": "pip install ai-edge-litert",
+    "tflite": 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)',
     "timm_onnxruntime": 'pip install "mobilevt[onnx,reference]"',
     "timm_executorch": 'pip install "mobilevt[executorch,reference]"',
     "timm_tflite": 'pip install "mobilevt[tflite,reference]"',
@@ -139,17 +139,9 @@ class Backend:
 
 
 def missing_package(backend: str) -> Optional[str]:
+    # (a missing converter, litert-torch, is reported by export_model with its pip command)
     if backend in ("tflite", "timm_tflite") and _tflite_interpreter_class() is None:
         return f"missing: a TFLite interpreter ({_INSTALL[backend]})"
-    if backend == "tflite":
-        from ..export.core import FORMATS
-        from ..export.report import EXTRAS as _EXTRAS
-
-        if "tflite" not in FORMATS:
-            return "missing: this mobilevt has no TFLite export yet"
-        if _tflite_interpreter_class() is None:
-            return f"missing: a TFLite interpreter ({_EXTRAS.get('tflite', _INSTALL['tflite'])})"
-        return None
     for module in REQUIRED_MODULES.get(backend, ()):
         try:
             importlib.import_module(module)

@@ -25,6 +25,10 @@ class TrainingError(MobilevtError, RuntimeError):
     """Training cannot go on (NaN loss, a checkpoint of another model ...)."""
 
 
+# evaluation keeps this share of the resized image (ml-cvnets' and timm's ImageNet crop_pct)
+IMAGENET_EVAL_CROP = 0.875
+
+
 @dataclass
 class DataConfig:
     # "digits" (scikit-learn's handwritten digits, no download) or an ImageFolder root
@@ -35,7 +39,7 @@ class DataConfig:
     val_fraction: float = 0.2  # digits only: held-out share
     # evaluation resizes the shorter side to image_size / eval_crop, then center-crops
     # image_size (timm's crop_pct; ml-cvnets' 0.875); 1.0 keeps the whole image
-    eval_crop: float = 0.875
+    eval_crop: float = IMAGENET_EVAL_CROP
     workers: int = 2
 
 

@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..data.datasets import DatasetLayoutError, image_folder
 from ..data.images import ImageDecodeError, load_image
-from .config import AugmentConfig, DataConfig, TrainConfig
+from .config import IMAGENET_EVAL_CROP, AugmentConfig, DataConfig, TrainConfig
 from ..errors import MissingDependencyError
 
 
@@ -100,14 +100,14 @@ def train_transform(size: tuple[int, int], augment: AugmentConfig) -> Callable:
     return v2.Compose(steps)
 
 
-def eval_transform(size: int, crop: float = 0.875) -> Callable:
-    # ml-cvnets' evaluation: shorter side to size / 0.875 (288 for 256), center crop
+def eval_transform(size: int, crop: float = IMAGENET_EVAL_CROP) -> Callable:
+    # shorter side to size / crop (ml-cvnets' ImageNet evaluation: 293 for 256), center crop
     return v2.Compose([v2.Resize(int(round(size / crop)), antialias=True), v2.CenterCrop(size),
                        v2.ToDtype(torch.float32, scale=True)])
 
 
 class EvalDataset(Dataset):
-    def __init__(self, dataset: Dataset, size: int, crop: float = 0.875):
+    def __init__(self, dataset: Dataset, size: int, crop: float = IMAGENET_EVAL_CROP):
         self.dataset = dataset
         self.transform = eval_transform(size, crop)
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import InvalidInputError
-from .config import TrainConfig, TrainingError
+from .config import IMAGENET_EVAL_CROP, TrainConfig, TrainingError
 from .data import EvalDataset, collate_train
 
 
@@ -252,7 +252,7 @@ class ClassificationTask(TrainingTask):
 
 def validation_loader(
     val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1,
-    crop: float = 0.875,
+    crop: float = IMAGENET_EVAL_CROP,
 ) -> DataLoader:
     """The validation batches of one rank: every ``world_size``-th image from ``rank`` on.
     No padding, so no image is counted twice; ``evaluate_classifier`` sums the counts."""
