@@ -81,7 +81,7 @@ def main() -> None:
         "| ratio eager/timm | ratio fast/timm | logit diff vs timm | fast vs eager |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in args.models or mobilevt.list_models(task="image-classification"):
+    for name in args.models or mobilevt.list_models(kind="image-classification"):
         for batch in args.batches:
             runs = args.runs if batch == 1 else max(5, args.runs // 2)
             row = bench(name, batch, runs, args.warmup, args.size)

@@ -97,7 +97,7 @@ def segmentation_rows(args) -> list[dict]:
     rows = []
     for name in args.models or DEFAULT_SEGMENTERS:
         entry = mobilevt.get_model_entry(name)
-        if entry.task != "semantic-segmentation":
+        if entry.kind != "semantic-segmentation":
             continue
         v2 = "mobilevitv2_" in name
         ours = _randomize(mobilevt.create_model(name, transformers_v2_dilation=v2))
@@ -175,7 +175,7 @@ def detection_rows(args) -> list[dict]:
     rows = []
     for name in args.models or DEFAULT_DETECTORS:
         entry = mobilevt.get_model_entry(name)
-        if entry.task != "object-detection":
+        if entry.kind != "object-detection":
             continue
         ours = _randomize(mobilevt.create_model(name))
         cost = count_macs(ours, (size, size))

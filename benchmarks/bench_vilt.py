@@ -86,7 +86,7 @@ def build_models(hf_overrides: Optional[dict[str, Any]] = None, num_answers: int
 
 
 def _set_executorch_threads(threads: int) -> None:
-    from mobilevt.export.backends import set_executorch_threads as set_threads  # the one implementation
+    from mobilevt.export.formats.executorch import set_executorch_threads as set_threads  # the one implementation
 
     if not set_threads(threads):
         print(f"note: could not set ExecuTorch's thread pool to {threads} threads")

@@ -15,7 +15,7 @@ from conftest import max_abs, randomize_
 
 
 def test_list_models_and_pattern():
-    names = mobilevt.list_models(task="image-classification")
+    names = mobilevt.list_models(kind="image-classification")
     assert names[:3] == ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
     assert len(names) == 19  # 3 v1, 7 v2, 9 v3
     assert mobilevt.list_models("mobilevitv3_*_l2") == ["mobilevitv3_xxs_l2", "mobilevitv3_xs_l2", "mobilevitv3_s_l2"]

@@ -3,7 +3,8 @@ from . import models  # noqa: F401  (registers the model families)
 from .factory import create_model
 from .data import ImagePreprocess, load_image
 from .data.tokenizer import create_tokenizer
-from .registry import get_model_entry, list_models
+from .model_kind import ModelKind
+from .registry import ModelName, get_model_entry, list_models
 from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_for
 from .tasks.detection import DetectionResult, detect, evaluate_detection
 from .tasks.segmentation import Segmentation, evaluate_segmentation, segment
@@ -34,6 +35,8 @@ __all__ = [
     "evaluate",
     "evaluate_detection",
     "evaluate_segmentation",
+    "ModelKind",
+    "ModelName",
     "get_model_entry",
     "list_models",
     "load_image",

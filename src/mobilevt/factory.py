@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .registry import get_model_entry
+from .registry import ModelName, get_model_entry
 from .weights import engine
 from .weights.entries import Weights
 from .errors import InvalidInputError
@@ -48,8 +48,9 @@ def create_model(
             f"weights must be a weights tag, 'DEFAULT', a path, a URL, an 'hf-hub:' id or a Weights entry, "
             f"not {type(weights).__name__} {weights!r} (for the published weights use weights='DEFAULT')"
         )
-    if weights is None and "." in name:
-        weights = name.split(".", 1)[1]
+    tag = ModelName.parse(name).tag
+    if weights is None and tag is not None:
+        weights = tag
     weights_entry = _find_entry(entry, weights)
     return engine.create(entry, weights_entry or weights, num_classes=num_classes, **kwargs)
 

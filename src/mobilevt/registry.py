@@ -11,6 +11,7 @@ from torch import nn
 from .weights.entries import PreprocessConfig, Weights
 from .weights.family import CheckpointFamily
 from .errors import InvalidInputError, MobilevtError
+from .model_kind import ModelKind
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,8 @@ class ModelEntry:
     published_macs_g: float | None = None
     # preprocessing to assume for an unlisted checkpoint, by its layout
     preprocess_by_layout: tuple[tuple[str, PreprocessConfig], ...] = ()
-    # what the model does: "image-classification" (image in, class logits out) or e.g.
-    # "visual-question-answering" (ViLT: question tokens and image in, answer logits out)
-    task: str = "image-classification"
+    # what the model does (its inputs and outputs): export, the CLI and training dispatch on it
+    kind: ModelKind = ModelKind.CLASSIFICATION
     # the family's checkpoint layouts, read by the one engine (mobilevt.weights.engine);
     # None only for a model that loads no checkpoints
     checkpoints: CheckpointFamily | None = None
@@ -50,6 +50,23 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
+@dataclass(frozen=True)
+class ModelName:
+    """A model name as users write it, timm-style: ``"mobilevit_s"`` or with a weights tag,
+    ``"mobilevit_s.timm_in1k"``. The one place where such a name is taken apart."""
+
+    base: str
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> ModelName:
+        base, dot, tag = name.partition(".")
+        return cls(base, tag if dot else None)
+
+    def __str__(self) -> str:
+        return self.base if self.tag is None else f"{self.base}.{self.tag}"
+
+
 def register_model(entry: ModelEntry) -> ModelEntry:
     if entry.name in _REGISTRY:
         raise ValueError(f"model {entry.name!r} is registered twice")
@@ -63,7 +80,7 @@ class UnknownModelError(MobilevtError, KeyError, ValueError):
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    base = name.split(".", 1)[0]
+    base = ModelName.parse(name).base
     try:
         return _REGISTRY[base]
     except KeyError:
@@ -75,15 +92,17 @@ def get_model_entry(name: str) -> ModelEntry:
         ) from None
 
 
-def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+def list_models(pattern: str | None = None, kind: ModelKind | str | None = None) -> list[str]:
     """Names of all registered models in registration order (families, then size),
-    optionally filtered by a shell-style pattern (``"mobilevitv2_*"``) and by task
-    (``"image-classification"``, ``"visual-question-answering"``)."""
+    optionally filtered by a shell-style pattern (``"mobilevitv2_*"``) and by kind
+    (``ModelKind.CLASSIFICATION`` or its name ``"image-classification"``,
+    ``"semantic-segmentation"``, ``"object-detection"``, ``"visual-question-answering"``)."""
     names = list(_REGISTRY)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
-    if task is not None:
-        names = [n for n in names if _REGISTRY[n].task == task]
+    if kind is not None:
+        kind = ModelKind(kind)
+        names = [n for n in names if _REGISTRY[n].kind == kind]
     return names
 
 

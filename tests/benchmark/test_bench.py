@@ -85,7 +85,8 @@ def test_missing_backend_package_is_a_row_not_a_crash(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.setattr("mobilevt.benchmark.runtimes._tflite_interpreter_class", lambda: None)
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "litert_torch"):
+        monkeypatch.setitem(sys.modules, name, None)  # no LiteRT, whether it is installed or not
     report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime", "tflite", "timm_tflite"],
                            batch_sizes=[1], runs=2, warmup=0, threads=2, measure_memory=False, progress=False)
     eager, onnx, tflite, peer = report.rows
@@ -193,7 +194,7 @@ def test_peer_executorch_file_takes_a_dynamic_batch_or_falls_back_to_batch_1(tmp
     program fails in the runtime it is written again for batch 1, as mobilevt's export does."""
     pytest.importorskip("executorch")
     from mobilevt.benchmark import peers
-    from mobilevt.export.backends import executorch_runner
+    from mobilevt.export.formats.executorch import executorch_runner
 
     model = _SmallNet().eval()
     x = torch.rand(3, 3, 32, 32)

@@ -91,8 +91,10 @@ def test_executorch(detector, tmp_path, photo_dir, pte_runner):
 def test_detector_export_options_are_checked(detector, tmp_path):
     with pytest.raises(ExportError, match="detectors export to"):
         export_model(detector, tmp_path / "x.mlpackage", "coreml")
-    with pytest.raises(ExportError, match="no --quantize"):
+    with pytest.raises(ExportError, match="^detector exports take no --include-preprocessing: the file holds"):
         export_model(detector, tmp_path / "x.onnx", "onnx", include_preprocessing=True)
+    with pytest.raises(ExportError, match="^detector exports take no --max-batch or --quantize"):
+        export_model(detector, tmp_path / "x.pte", "executorch", quantize="int8", calibration=tmp_path, max_batch=4)
 
 
 def test_cli_export_detector(tmp_path, capsys, photo_dir):

@@ -14,7 +14,7 @@ from conftest import max_abs, randomize_
 # differ from them in widths and depth only, and tests/test_mobilevitv3.py scripts and
 # exports each block kind)
 VARIANTS = [
-    name for name in mobilevt.list_models(task="image-classification")
+    name for name in mobilevt.list_models(kind="image-classification")
     if not name.startswith("mobilevitv3_") or name in ("mobilevitv3_xxs", "mobilevitv3_050")
 ]
 # the variants of one architecture differ in widths and depths only, which neither exporter

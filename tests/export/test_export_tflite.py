@@ -110,7 +110,7 @@ def _with_extra_operator(flatbuffer: bytes, custom_code: str) -> bytes:
 def test_flex_and_custom_ops_are_rejected(exported, tmp_path, monkeypatch, photo_dir):
     import litert_torch
 
-    from mobilevt.export.tflite import check_builtin_ops, tflite_op_names
+    from mobilevt.export.formats.tflite import check_builtin_ops, tflite_op_names
 
     model, _, folder = exported
     flatbuffer = next(folder.glob("*.tflite")).read_bytes()

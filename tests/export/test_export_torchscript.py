@@ -10,7 +10,7 @@ import mobilevt
 from conftest import randomize_
 from mobilevt.data.preprocess import EncodedImagePreprocess, ImagePreprocess
 from mobilevt.export import ExportError, export_model
-from mobilevt.export.torchscript import extension_operators
+from mobilevt.export.formats.torchscript import extension_operators
 
 SIZE = (128, 128)
 

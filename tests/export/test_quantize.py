@@ -44,8 +44,7 @@ def test_xnnpack_runs_the_rewritten_block_whole_and_as_eager_does(name, tmp_path
     all of it, and the ExecuTorch runtime gives eager's output. (The whole rewritten models
     are checked by the export report's ``outside_delegate`` in tests/export/test_export_cli.py.)"""
     pytest.importorskip("executorch")
-    from mobilevt.export.backends import executorch_runner, write_xnnpack_program
-    from mobilevt.export.core import outside_delegate
+    from mobilevt.export.formats.executorch import executorch_runner, outside_delegate, write_xnnpack_program
 
     x = torch.rand(1, BLOCKS[name], 16, 16)
 

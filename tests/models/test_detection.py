@@ -241,15 +241,15 @@ def test_postprocess_matches_torchvision_ssd_postprocess():
 
 
 def test_every_mobilevit_backbone_has_a_detector():
-    detectors = mobilevt.list_models(task="object-detection")
-    for backbone in mobilevt.list_models(task="image-classification"):
+    detectors = mobilevt.list_models(kind="object-detection")
+    for backbone in mobilevt.list_models(kind="image-classification"):
         if mobilevt.get_model_entry(backbone).family.startswith("mobilevit"):
             assert f"ssdlite_{backbone}" in detectors
-    assert not set(detectors) & set(mobilevt.list_models(task="image-classification"))
+    assert not set(detectors) & set(mobilevt.list_models(kind="image-classification"))
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in mobilevt.list_models(task="object-detection") if mobilevt.get_model_entry(n).weights]
+    "name", [n for n in mobilevt.list_models(kind="object-detection") if mobilevt.get_model_entry(n).weights]
 )
 def test_parameter_count_matches_the_published_table(name):
     entry = mobilevt.get_model_entry(name)

@@ -50,9 +50,9 @@ def x():
 
 
 def test_registered_for_every_mobilevit_classifier():
-    classifiers = [n for n in mobilevt.list_models(task="image-classification")
+    classifiers = [n for n in mobilevt.list_models(kind="image-classification")
                    if mobilevt.get_model_entry(n).family.startswith("mobilevit")]
-    segmenters = mobilevt.list_models(task="semantic-segmentation")
+    segmenters = mobilevt.list_models(kind="semantic-segmentation")
     assert {f"deeplabv3_{n}" for n in classifiers} <= set(segmenters)
     assert "deeplabv3_mobilevit_s" in segmenters and "deeplabv3_mobilevitv2_100" in segmenters
 

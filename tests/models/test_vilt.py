@@ -524,8 +524,8 @@ def test_image_size_rule_matches_transformers_processor(model):
 
 
 def test_registered_with_its_task_and_in_the_models_table(capsys):
-    assert "vilt_b32_vqa" in mobilevt.list_models(task="visual-question-answering")
-    assert "vilt_b32_vqa" not in mobilevt.list_models(task="image-classification")
+    assert "vilt_b32_vqa" in mobilevt.list_models(kind="visual-question-answering")
+    assert "vilt_b32_vqa" not in mobilevt.list_models(kind="image-classification")
     assert mobilevt.get_model_entry("vilt_b32_vqa").default_weights.source == "hf-hub:dandelin/vilt-b32-finetuned-vqa"
     assert main(["models", "vilt*", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)

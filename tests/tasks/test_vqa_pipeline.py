@@ -335,7 +335,7 @@ def test_export_torchscript_is_the_whole_pipeline(pipeline, hf_folder, check_fol
     assert report["max_abs_diff"] <= 1e-5 and report["top1_agreement"] == 1.0  # the same kernels as eager
     assert report["exported_latency_ms"] > 0 and report["eager_latency_ms"] > 0
     # libtorch alone loads the pipeline (tokenizer included): no extension operator in its code
-    from mobilevt.export.torchscript import extension_operators
+    from mobilevt.export.formats.torchscript import extension_operators
 
     assert extension_operators(output) == []
     loaded = torch.jit.load(str(output))
@@ -395,7 +395,7 @@ def test_export_executorch_takes_several_image_sizes(pipeline, hf_folder, check_
 def test_export_refuses_formats_and_options_that_do_not_apply(hf_folder, tmp_path, capsys):
     assert main(["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", "tflite",
                  "-o", str(tmp_path / "x.tflite")]) == 1
-    assert "ViLT VQA exports to torchscript, onnx, executorch" in capsys.readouterr().err
+    assert "ViLT VQA pipelines export to torchscript, onnx, executorch, not 'tflite'" in capsys.readouterr().err
     model = mobilevt.create_model("vilt_b32_vqa", weights=str(hf_folder))
     from mobilevt.export import ExportError, export_model
 

@@ -16,9 +16,9 @@ def test_every_published_figure_names_its_metric_and_top1_is_only_top1():
     for name in mobilevt.list_models():
         entry = mobilevt.get_model_entry(name)
         for weights in entry.weights:
-            assert weights.metric == METRIC_BY_TASK[entry.task], weights.name
-            seen.add(entry.task)
-            if entry.task == "image-classification":
+            assert weights.metric == METRIC_BY_TASK[entry.kind], weights.name
+            seen.add(entry.kind)
+            if entry.kind == "image-classification":
                 assert weights.top1 == weights.score
             else:
                 assert weights.top1 is None, f"{weights.name}: {weights.metric} is not a top-1"

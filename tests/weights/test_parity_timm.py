@@ -12,7 +12,7 @@ timm = pytest.importorskip("timm")
 from timm.models._hub import save_for_hf  # noqa: E402
 
 # timm has MobileViT v1 and v2 (MobileViTv3 is tested against its authors' code in test_mobilevitv3.py)
-VARIANTS = [n for n in mobilevt.list_models(task="image-classification")
+VARIANTS = [n for n in mobilevt.list_models(kind="image-classification")
             if mobilevt.get_model_entry(n).family in ("mobilevit", "mobilevitv2")]
 
 

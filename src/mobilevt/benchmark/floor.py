@@ -99,7 +99,7 @@ def _onnx_gemm(op: str, a, b, folder: Path, threads: int) -> Callable[[], object
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ..export.backends import onnx_session
+    from ..export.formats.onnx import onnx_session
 
     a_type = TensorProto.UINT8 if a.dtype.name == "uint8" else TensorProto.FLOAT
     out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
@@ -114,7 +114,7 @@ def _onnx_gemm(op: str, a, b, folder: Path, threads: int) -> Callable[[], object
 
 def _xnnpack_kernels(folder: Path, threads: int):
     def build(int8: bool) -> Callable[[], object]:
-        from ..export.backends import executorch_runner, set_executorch_threads, write_xnnpack_program
+        from ..export.formats.executorch import executorch_runner, set_executorch_threads, write_xnnpack_program
 
         linear = torch.nn.Linear(GEMM_SIZE, GEMM_SIZE, bias=False).eval()
         x = torch.rand(GEMM_SIZE, GEMM_SIZE, generator=torch.Generator().manual_seed(0))

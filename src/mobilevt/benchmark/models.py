@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 
 # transformers' configs for ml-cvnets' v1 variants (its defaults are mobilevit_s); v2 variants
 # differ only by width.
@@ -20,7 +21,7 @@ _TRANSFORMERS_V1 = {
 }
 
 
-_TASK = "image-classification"
+_KIND = ModelKind.CLASSIFICATION
 
 
 def resolve_models(patterns: Sequence[str] | None) -> list[str]:
@@ -29,18 +30,18 @@ def resolve_models(patterns: Sequence[str] | None) -> list[str]:
     import mobilevt
 
     if not patterns:
-        return mobilevt.list_models(task=_TASK)
+        return mobilevt.list_models(kind=_KIND)
     names: list[str] = []
     for pattern in patterns:
         if any(ch in pattern for ch in "*?["):
-            matched = mobilevt.list_models(pattern, task=_TASK)
+            matched = mobilevt.list_models(pattern, kind=_KIND)
             if not matched:
                 raise InvalidInputError(f"no image classifier matches {pattern!r}; `mobilevt models` lists them")
         else:
             # a weights tag (name.tag) does not matter here: the benchmark uses random weights
             entry = mobilevt.get_model_entry(pattern)
-            if entry.task != _TASK:
-                raise InvalidInputError(f"mobilevt bench times image classifiers; {entry.name} is a {entry.task} model")
+            if entry.kind != _KIND:
+                raise InvalidInputError(f"mobilevt bench times image classifiers; {entry.name} is a {entry.kind} model")
             matched = [entry.name]
         names += [n for n in matched if n not in names]
     return names

@@ -59,8 +59,7 @@ def _onnx(model: nn.Module, size: int, output: Path) -> PeerFile:
 
 
 def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> PeerFile:
-    from ..export.backends import write_xnnpack_program
-    from ..export.core import outside_delegate
+    from ..export.formats.executorch import outside_delegate, write_xnnpack_program
 
     how = "torch.export + XnnpackPartitioner"
     if max_batch > 1:
@@ -83,7 +82,7 @@ def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> Pe
 def _largest_batch_that_runs(path: Path, size: int) -> Optional[int]:
     """The batch the runtime planned memory for, if the program runs at 1 and at it (the
     XNNPACK delegate can keep a tensor at the example's batch); else None."""
-    from ..export.backends import executorch_runner
+    from ..export.formats.executorch import executorch_runner
     from ..export.native_logs import RESIZE_ERRORS, native_stderr_without
 
     run, program = executorch_runner(path)

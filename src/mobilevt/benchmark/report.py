@@ -9,18 +9,19 @@ from pathlib import Path
 from typing import Optional
 
 
+from ..export.formats import registered_formats
 from ..fileio import atomic_path, write_text_atomic
 
-
-BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite", "timm", "timm_onnxruntime",
-            "timm_executorch", "timm_tflite", "transformers")
+# mobilevt's exported files, one backend per format that runs here, named by its runtime
+FILE_BACKENDS = {f.bench_backend: f for f in registered_formats().values()
+                 if f.bench_backend is not None and f.bench_backend != "scripted" and f.runs_here}
+BACKENDS = ("eager", "fused", "scripted", *FILE_BACKENDS, "timm", "timm_onnxruntime", "timm_executorch",
+            "timm_tflite", "transformers")
 BACKEND_LABELS = {
     "eager": "mobilevt eager",
     "fused": "mobilevt fused + channels_last",
     "scripted": "mobilevt TorchScript",
-    "onnxruntime": "ONNX Runtime",
-    "executorch": "ExecuTorch (XNNPACK)",
-    "tflite": "TFLite (LiteRT)",
+    **{backend: f.bench_label for backend, f in FILE_BACKENDS.items()},
     "timm": "timm eager",
     "timm_onnxruntime": "timm -> ONNX Runtime (peer)",
     "timm_executorch": "timm -> ExecuTorch (XNNPACK, peer)",
@@ -28,7 +29,7 @@ BACKEND_LABELS = {
     "transformers": "transformers eager",
 }
 # backends that run mobilevt's own model (the "best mobilevt backend" is chosen among them)
-MOBILEVT_BACKENDS = ("eager", "fused", "scripted", "onnxruntime", "executorch", "tflite")
+MOBILEVT_BACKENDS = ("eager", "fused", "scripted", *FILE_BACKENDS)
 REFERENCE_BACKEND = "timm"
 # what a user without mobilevt runs: timm's model in eager or taken to a runtime by the
 # runtime's own exporter (benchmark/peers.py); the fastest of them is "the best peer path"

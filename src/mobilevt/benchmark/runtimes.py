@@ -18,86 +18,31 @@ from ..fileio import atomic_path
 from ..errors import InvalidInputError, MissingDependencyError
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
 from .peers import PEER_RUNTIMES, PEER_SUFFIX, export_peer
+from .report import FILE_BACKENDS
 
 Run = Callable[[torch.Tensor], torch.Tensor]
 
+# the backends that are not an export format: what each needs and how to install it
 _INSTALL = {
-    "onnxruntime": 'pip install "mobilevt[onnx]"',
-    "executorch": 'pip install "mobilevt[executorch]"',
     "timm": 'pip install "mobilevt[reference]"',
     "transformers": 'pip install "mobilevt[reference]"',
-    "tflite": 'pip install "mobilevt[tflite]"  (litert-torch, ai-edge-litert)',
     "timm_onnxruntime": 'pip install "mobilevt[onnx,reference]"',
     "timm_executorch": 'pip install "mobilevt[executorch,reference]"',
     "timm_tflite": 'pip install "mobilevt[tflite,reference]"',
 }
 REQUIRED_MODULES = {
-    "onnxruntime": ("onnx", "onnxruntime"),
-    "executorch": ("executorch.runtime",),
     "timm": ("timm",),
     "transformers": ("transformers",),
     "timm_onnxruntime": ("timm", "onnx", "onnxruntime"),
     "timm_executorch": ("timm", "executorch.runtime"),
     "timm_tflite": ("timm", "litert_torch"),
 }
-_EXPORT_FORMAT = {"onnxruntime": "onnx", "executorch": "executorch", "tflite": "tflite"}
-_ARTIFACT_SUFFIX = {"scripted": ".pt", "onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
 
 
 def _executorch_threads(threads: int) -> bool:
-    from ..export.backends import set_executorch_threads
+    from ..export.formats.executorch import set_executorch_threads
 
     return set_executorch_threads(threads)
-
-
-def _onnxruntime_runner(path: Path, threads: int) -> Callable[[int], Run]:
-    from ..export.backends import onnx_runner
-
-    run_file = onnx_runner(path, threads)
-    return lambda batch: (lambda x: run_file(x)[0])
-
-
-def _executorch_runner(path: Path, threads: int) -> Callable[[int], Run]:
-    from ..export.backends import executorch_runner, set_executorch_threads
-
-    set_executorch_threads(threads)
-    run_file, _ = executorch_runner(path)
-    return lambda batch: (lambda x: run_file(x)[0])
-
-
-def _tflite_interpreter_class():
-    for module_name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
-        try:
-            return importlib.import_module(module_name).Interpreter
-        except ImportError:
-            continue
-    return None
-
-
-def _tflite_runner(path: Path, threads: int) -> Callable[[int], Run]:
-    interpreter_class = _tflite_interpreter_class()
-    if interpreter_class is None:
-        raise MissingDependencyError(f"no TFLite interpreter: {_INSTALL['tflite']}")
-
-    def runner_for(batch: int) -> Run:
-        interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-        detail = interpreter.get_input_details()[0]
-        output_index = interpreter.get_output_details()[0]["index"]
-        shape = [int(s) for s in detail["shape"]]
-        nhwc = shape[-1] == 3 and shape[1] != 3  # converters often move channels last
-        if shape[0] != batch:
-            interpreter.resize_tensor_input(detail["index"], [batch] + shape[1:])
-        interpreter.allocate_tensors()
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            array = (x.permute(0, 2, 3, 1) if nhwc else x).contiguous().numpy()
-            interpreter.set_tensor(detail["index"], array)
-            interpreter.invoke()
-            return torch.from_numpy(interpreter.get_tensor(output_index).copy())
-
-        return run
-
-    return runner_for
 
 
 def _scripted_runner(path: Path) -> Callable[[int], Run]:
@@ -115,13 +60,10 @@ def file_runner(backend: str, path: Path, threads: int) -> Callable[[int], Run]:
     backend = PEER_RUNTIMES.get(backend, backend)  # a peer's file runs in the same runtime as mobilevt's
     if backend == "scripted":
         return _scripted_runner(path)
-    if backend == "onnxruntime":
-        return _onnxruntime_runner(path, threads)
-    if backend == "executorch":
-        return _executorch_runner(path, threads)
-    if backend == "tflite":
-        return _tflite_runner(path, threads)
-    raise InvalidInputError(f"{backend} does not run from a file")
+    if backend not in FILE_BACKENDS:
+        raise InvalidInputError(f"{backend} does not run from a file")
+    run_file = FILE_BACKENDS[backend].runner(path, threads)
+    return lambda batch: (lambda x: run_file(x)[0])
 
 
 # --------------------------------------------------------------------------- building backends
@@ -139,9 +81,11 @@ class Backend:
 
 
 def missing_package(backend: str) -> Optional[str]:
+    """``missing: <module> (<pip command>)`` when a package the backend needs is absent."""
     # (a missing converter, litert-torch, is reported by export_model with its pip command)
-    if backend in ("tflite", "timm_tflite") and _tflite_interpreter_class() is None:
-        return f"missing: a TFLite interpreter ({_INSTALL[backend]})"
+    runtime = FILE_BACKENDS.get(PEER_RUNTIMES.get(backend, backend))
+    if runtime is not None and runtime.runner_missing() is not None:
+        return f"missing: {runtime.runner_missing()} ({_INSTALL.get(backend, runtime.install_hint)})"
     for module in REQUIRED_MODULES.get(backend, ()):
         try:
             importlib.import_module(module)
@@ -203,7 +147,7 @@ def build_backends(
     name: str, backends: Sequence[str], size: int, threads: int, max_batch: int, seed: int, workdir: Path,
     advance: Callable[[str], None],
 ) -> dict[str, Backend]:
-    from ..export.core import ExportError
+    from ..export.errors import ExportError
 
     built: dict[str, Backend] = {}
     missing = {b: missing_package(b) for b in backends}
@@ -244,7 +188,9 @@ def build_backends(
                 check_dir = check_dir or _check_image_folder(workdir)
                 built[backend] = _exported_backend(backend, name, base, size, threads, max_batch, workdir, check_dir)
         except ImportError as exc:
-            built[backend] = Backend(backend, "missing", f"missing: {exc.name or exc} ({_INSTALL.get(backend, '')})")
+            hint = _INSTALL[backend] if backend in _INSTALL else (
+                FILE_BACKENDS[backend].install_hint if backend in FILE_BACKENDS else "")
+            built[backend] = Backend(backend, "missing", f"missing: {exc.name or exc} ({hint})")
         except ExportError as exc:
             # export_model names a missing converter package with its pip command
             status = "missing" if "pip install" in str(exc) else "failed"
@@ -260,14 +206,16 @@ def _exported_backend(backend: str, name: str, model: nn.Module, size: int, thre
     ExecuTorch, TFLite, Core ML) into ``workdir``, with what its report says about it."""
     from ..export.core import export_model
 
-    path = workdir / f"{name}{_ARTIFACT_SUFFIX[backend]}"
+    export_format = FILE_BACKENDS[backend]
+    path = workdir / f"{name}{export_format.suffixes[0]}"
+    # a batch-1-only run gets a static program (ExecuTorch needs max > min for a dynamic one)
+    batch_options = {"dynamic_batch": False} if max_batch == 1 else {}
+    if "max_batch" in export_format.options:
+        batch_options["max_batch"] = max_batch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter chatter
-        report = export_model(
-            # a batch-1-only run gets a static program (ExecuTorch needs max > min for a dynamic one)
-            model, path, _EXPORT_FORMAT[backend], image_size=(size, size), dynamic_batch=max_batch > 1,
-            max_batch=max_batch, check_images=check_dir, max_check_images=2, latency_runs=0,
-        )
+        report = export_model(model, path, export_format.name, image_size=(size, size), check_images=check_dir,
+                              max_check_images=2, latency_runs=0, **batch_options)
     notes = [report.runtime]
     if backend == "executorch" and not _executorch_threads(threads):
         notes.append("its thread pool could not be resized: default thread count")
@@ -276,9 +224,9 @@ def _exported_backend(backend: str, name: str, model: nn.Module, size: int, thre
         # the export's own explanation (a converter that cannot lower a symbolic batch ...)
         why = next((n for n in report.notes if "batch" in n), "the exported program has a static batch")
         notes.append(why[:160] if why.lower().startswith("batch 1 only") else f"batch 1 only ({why[:160]})")
-    elif backend == "executorch":
+    elif report.details.get("max_batch"):
         notes.append(f"memory planned for batch <= {report.details['max_batch']}")
-    planned = report.details.get("max_batch") if backend == "executorch" else None
+    planned = report.details.get("max_batch")
     return Backend(backend, "ok", "; ".join(notes), file_runner(backend, path, threads),
                    max_batch=1 if static else planned, artifact=path)
 

@@ -7,6 +7,8 @@ from typing import Callable
 
 from torch import nn
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
+from ..registry import ModelName
 
 
 def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, json_help: str) -> None:
@@ -26,16 +28,16 @@ def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, 
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
 
 
-def dense_task_model(args, command: str, task: str, default_model: str) -> nn.Module:
+def dense_task_model(args, command: str, kind: ModelKind, default_model: str) -> nn.Module:
     """The fused model of ``args`` for ``mobilevt segment`` / ``detect``, after checking
-    that it does ``task`` and that images or ``--evaluate DATA`` (not both) were given."""
+    that it is a ``kind`` model and that images or ``--evaluate DATA`` (not both) were given."""
     import mobilevt
 
     args.model = model_name_from_args(args.model, args.weights, default_model)
     entry = mobilevt.get_model_entry(args.model)
-    if entry.task != task:
+    if entry.kind != kind:
         family = default_model.split("_", 1)[0]
-        raise InvalidInputError(f"{args.model} is a {entry.task} model; mobilevt {command} takes a {family}_* model")
+        raise InvalidInputError(f"{args.model} is a {entry.kind} model; mobilevt {command} takes a {family}_* model")
     what, metric = {"segment": ("segment", "mIoU on a dataset folder"), "detect": ("detect objects in", "COCO mAP")}[command]
     if args.evaluate is None and not args.inputs:
         raise InvalidInputError(f"give images to {what}, or --evaluate DATA for {metric}")
@@ -44,10 +46,10 @@ def dense_task_model(args, command: str, task: str, default_model: str) -> nn.Mo
     return create_model_from_args(args.model, args.weights).fuse()
 
 
-def run_dense_task(args, command: str, task: str, default_model: str, apply, evaluate) -> int:
+def run_dense_task(args, command: str, kind: ModelKind, default_model: str, apply, evaluate) -> int:
     """``mobilevt segment`` / ``detect``: the model, then ``evaluate(model, args)`` with
     ``--evaluate``, else ``apply(model, args)`` to the images."""
-    model = dense_task_model(args, command, task, default_model)
+    model = dense_task_model(args, command, kind, default_model)
     return evaluate(model, args) if args.evaluate is not None else apply(model, args)
 
 
@@ -102,7 +104,7 @@ def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     """
     import mobilevt
 
-    base, _, tag = name.partition(".")
+    base, tag = ModelName.parse(name).base, ModelName.parse(name).tag
     mobilevt.get_model_entry(base)  # an unknown name fails here, before any warning about weights
     if is_random_weights(weights):
         warn_random_weights(name, "predictions")

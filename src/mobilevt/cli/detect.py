@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from ..model_kind import ModelKind
 from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
 
 
@@ -24,7 +25,7 @@ def add_detect_parser(sub) -> None:
                    "(annotations/instances_<split>2017.json + <split>2017/)")
     p.add_argument("--annotations", help="--evaluate: the COCO instances JSON of the images folder")
     p.add_argument("--results", help="--evaluate: write the detections in COCO results format to this file")
-    p.set_defaults(func=functools.partial(run_dense_task, command="detect", task="object-detection",
+    p.set_defaults(func=functools.partial(run_dense_task, command="detect", kind=ModelKind.DETECTION,
                                           default_model="ssdlite_mobilevit_s", apply=_detect, evaluate=_evaluate))
 
 

@@ -1,19 +1,21 @@
 """``mobilevt export``."""
 from __future__ import annotations
 
+from mobilevt.export.formats import FORMAT_NAMES
+from mobilevt.export.report import PACKAGED_PHOTOS_SOURCE
+
 from ..errors import InvalidInputError
+from .common import create_model_from_args, stage_printer
 
 
 def add_export_parser(sub) -> None:
-    from mobilevt.export.core import FORMATS
-
     p = sub.add_parser(
         "export",
         help="export a model to a deployment format, verified against eager on real photos and timed",
     )
     p.add_argument("model", help="model name, e.g. mobilevit_xxs or mobilevit_s.timm_in1k")
     p.add_argument("--weights", default="DEFAULT", help="weights tag, file, URL or hf-hub:<repo>; 'none' = random")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=FORMAT_NAMES)
     p.add_argument("-o", "--output", required=True,
                    help="output file (.pt/.ptl torchscript, .onnx, .pte executorch, .mlpackage coreml, .tflite LiteRT)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the weights')")
@@ -39,30 +41,38 @@ def add_export_parser(sub) -> None:
     p.set_defaults(func=run_export)
 
 
-def run_export(args) -> int:
-    import mobilevt
-    from mobilevt.export import export_model
-    from mobilevt.export.report import PACKAGED_PHOTOS_SOURCE
-
-    from .common import create_model_from_args, stage_printer
-
-    if mobilevt.get_model_entry(args.model.partition(".")[0]).task == "visual-question-answering":
-        from .vqa import run_export_vqa  # ViLT: the pipeline with its tokenizer
-
-        return run_export_vqa(args)
-    from .vqa import mobivqa_requested
-
-    if mobivqa_requested(args):
-        raise InvalidInputError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
-    model = create_model_from_args(args.model, args.weights)
-    report = export_model(
-        model, args.output, args.format, image_size=args.image_size, dynamic_batch=not args.static_batch,
-        dynamic_size=args.dynamic_size,
+def export_options(args) -> dict:
+    """Every export option of the command line, as ``export_model`` keywords: all of them
+    are passed on, and the export refuses those that the format or the model cannot honour."""
+    return dict(
+        image_size=args.image_size, dynamic_batch=not args.static_batch, dynamic_size=args.dynamic_size,
         include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
         check_images=args.check_images, fuse=not args.no_fuse, max_batch=args.max_batch,
         coreml_precision=args.coreml_precision, quantize=args.quantize, calibration=args.calibration,
         progress=stage_printer(args.model),
     )
+
+
+def run_export(args) -> int:
+    import mobilevt
+    from mobilevt.export import export_model
+    from mobilevt.model_kind import ModelKind
+
+    from .vqa import mobivqa_requested, pipeline_for_export
+
+    if mobilevt.get_model_entry(args.model).kind == ModelKind.VQA:
+        model = pipeline_for_export(args)  # ViLT: the pipeline with its tokenizer
+    elif mobivqa_requested(args):
+        raise InvalidInputError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")
+    else:
+        model = create_model_from_args(args.model, args.weights)
+    report = export_model(model, args.output, args.format, **export_options(args))
+    print_export_result(report)
+    return 0
+
+
+def print_export_result(report) -> None:
+    """The export's result in one line (and the int8 or check-photo notes)."""
     if report.details.get("task") == "object-detection":
         print(
             f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); on {report.check_images} "
@@ -71,7 +81,10 @@ def run_export(args) -> int:
             f"{report.eager_latency_ms:.1f} ms); NMS settings and class names: {report.details['metadata']}; "
             f"report: {report.path}.report.json"
         )
-        return 0
+        return
+    if "mobivqa" in report.details:
+        print_vqa_export_result(report)
+        return
     quantization = report.details.get("quantization")
     if quantization and quantization.get("speedup_vs_fp32"):
         print(f"int8 vs fp32 on {report.runtime}: {quantization['size_ratio']:.2f}x smaller, "
@@ -82,7 +95,7 @@ def run_export(args) -> int:
             print(advice)
     if report.top1_agreement is None:
         print(f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); " + "; ".join(report.notes))
-        return 0
+        return
     print(
         f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); on {report.check_images} photos: "
         f"max-abs diff {report.max_abs_diff:.2e}, top-1 agreement {100 * report.top1_agreement:.1f}%, "
@@ -92,7 +105,21 @@ def run_export(args) -> int:
     if report.check_source == PACKAGED_PHOTOS_SOURCE:
         print(f"note: checked on the {report.check_images} {PACKAGED_PHOTOS_SOURCE} only, which says little about "
               "a model trained on other images: pass --check-images DIR with photos of its own task")
-    return 0
+
+
+def print_vqa_export_result(report) -> None:
+    side_files = [report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript")
+                  if k in report.details]
+    settings = report.details.get("mobivqa") or {}
+    switched = [f"{name.replace('_', ' ')} {value}" for name, value in settings.items() if value]
+    print(
+        f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime})"
+        + (f" with {', '.join(side_files)}" if side_files else "")
+        + (f"; MobiVQA: {'; '.join(switched)}" if switched else "")
+        + f"; on {report.check_images} photos with questions: max-abs logit diff {report.max_abs_diff:.2e}, top-1 "
+        f"agreement {100 * report.top1_agreement:.1f}%, top-5 {100 * report.top5_agreement:.1f}%; latency "
+        f"{report.exported_latency_ms:.1f} ms (eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
+    )
 
 
 def int8_advice(format: str, speedup: float) -> str | None:

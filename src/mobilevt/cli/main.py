@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from ..errors import MobilevtError
+from ..model_kind import ModelKind
 from . import bench, classify, detect, export, segment, train, vqa
 
 
@@ -67,7 +68,7 @@ def _model_row(name: str) -> dict:
     model = mobilevt.create_model(name)
     size = entry.default_preprocess.input_size
     resolution = f"{size[0]}x{size[1]}"
-    if entry.task != "visual-question-answering":  # image in (classifiers, detectors ...)
+    if entry.kind != ModelKind.VQA:  # image in (classifiers, detectors ...)
         cost = count_macs(model, size)
     else:  # a model that also reads text (ViLT): profiled with its own full-length example question
         cost = count_macs(_WithExampleText(model), size)
@@ -81,7 +82,7 @@ def _model_row(name: str) -> dict:
         "published_macs_g": entry.published_macs_g,
         "resolution": resolution,
         "score": score,
-        "top1": score if entry.task == "image-classification" else None,  # the field before "score"
+        "top1": score if entry.kind == ModelKind.CLASSIFICATION else None,  # the field before "score"
         "metric": weights.metric if weights is not None else "top-1 %",
         "dataset": weights.dataset if weights is not None else "ImageNet-1k",
         "weights": [w.tag for w in entry.weights],

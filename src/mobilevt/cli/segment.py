@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+from ..model_kind import ModelKind
 from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
 
 
@@ -18,7 +19,7 @@ def add_segment_parser(sub) -> None:
                              "print JSON (per image: class pixel fractions; or the scores)")
     p.add_argument("--evaluate", metavar="DATA", help="report mIoU on this dataset folder instead of segmenting images")
     p.add_argument("--layout", choices=("voc", "ade20k"), help="dataset layout (default: detected)")
-    p.set_defaults(func=functools.partial(run_dense_task, command="segment", task="semantic-segmentation",
+    p.set_defaults(func=functools.partial(run_dense_task, command="segment", kind=ModelKind.SEGMENTATION,
                                           default_model="deeplabv3_mobilevit_s", apply=_segment, evaluate=_evaluate))
 
 

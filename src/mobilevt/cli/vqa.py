@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from ..errors import InvalidInputError
+from ..registry import ModelName
 
 
 def add_vqa_parser(sub) -> None:
@@ -90,31 +91,11 @@ def run_vqa(args) -> int:
     return 0
 
 
-def run_export_vqa(args) -> int:
-    """``mobilevt export vilt_b32_vqa --format torchscript|onnx|executorch -o FILE``."""
-    from mobilevt.export import export_model
-
-    from .common import stage_printer
-
-    pipeline = _pipeline_from_args(args, args.model.partition(".")[0])
+def pipeline_for_export(args):
+    """The VQA pipeline that ``mobilevt export vilt_b32_vqa`` writes, with the MobiVQA flags set."""
+    pipeline = _pipeline_from_args(args, ModelName.parse(args.model).base)
     _apply_to_pipeline(pipeline, args)
-    report = export_model(
-        pipeline, args.output, args.format, image_size=args.image_size, dynamic_size=args.dynamic_size,
-        include_preprocessing=args.include_preprocessing, lite=args.lite, opset=args.opset,
-        check_images=args.check_images, quantize=args.quantize, progress=stage_printer(args.model),
-    )
-    side_files = [report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript") if k in report.details]
-    settings = report.details.get("mobivqa") or {}
-    switched = [f"{name.replace('_', ' ')} {value}" for name, value in settings.items() if value]
-    print(
-        f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime})"
-        + (f" with {', '.join(side_files)}" if side_files else "")
-        + (f"; MobiVQA: {'; '.join(switched)}" if switched else "")
-        + f"; on {report.check_images} photos with questions: max-abs logit diff {report.max_abs_diff:.2e}, top-1 "
-        f"agreement {100 * report.top1_agreement:.1f}%, top-5 {100 * report.top5_agreement:.1f}%; latency "
-        f"{report.exported_latency_ms:.1f} ms (eager {report.eager_latency_ms:.1f} ms); report: {report.path}.report.json"
-    )
-    return 0
+    return pipeline
 
 
 def _pipeline_from_args(args, name: str):

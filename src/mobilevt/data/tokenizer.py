@@ -362,7 +362,7 @@ class WordPieceTokenizer(nn.Module):
 
     def save_torchscript(self, path: str | os.PathLike) -> Path:
         """Script this tokenizer and save it atomically to ``path`` (``torch.jit.load`` it)."""
-        from ..export.torchscript import save_torchscript
+        from ..export.formats.torchscript import save_torchscript
 
         save_torchscript(self, path)
         return Path(path)

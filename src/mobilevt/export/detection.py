@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,16 +25,15 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from ..fileio import atomic_path, write_text_atomic
+from ..fileio import write_text_atomic
 from ..ops.ssd import box_cxcywh_to_xyxy, decode_boxes, postprocess_detections
 from ..weights.entries import PreprocessConfig
-from .torchscript import save_torchscript
 from .errors import ExportError
+from .family import ExportOptions, FamilyAdapter
+from .formats import Dim, ExportFormat, Graph, WriteOptions, Written
 from .report import ExportReport, check_inputs, file_size, median_ms, write_report
-from . import backends
-from .rewrite import delegate_friendly
 
-DETECTION_FORMATS = ("torchscript", "onnx", "executorch")
+MAX_CHECK_IMAGES = 32
 
 
 class DecodedSSDLite(nn.Module):
@@ -88,72 +86,73 @@ def detection_metadata(model: nn.Module, height: int, width: int) -> Dict[str, A
     }
 
 
-def export_detector(
-    model: nn.Module,
-    output: str | os.PathLike,
-    format: str,
-    *,
-    image_size: Optional[Sequence[int]] = None,
-    dynamic_batch: bool = True,
-    opset: int = 17,
-    check_images: str | os.PathLike | None = None,
-    max_check_images: int = 16,
-    latency_runs: int = 20,
-    fuse: bool = True,
-    progress: Callable[[str], None] = lambda stage: None,
-) -> ExportReport:
+def export_detector(model: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions
+                    ) -> ExportReport:
     """Export an SSDLite detector (:class:`DecodedSSDLite`: network + box decoding) and
     check the file against eager on real photos: max-abs difference of boxes and scores,
     and the share of photos whose detections after NMS (score > 0.3) are the same (same
     labels, boxes within 1e-3 of the input size). Writes ``<output>.detection.json`` (input,
     outputs, NMS settings, class names) and ``<output>.report.json``.
 
-    ExecuTorch programs take batch 1 (phones detect one frame at a time). ``progress`` is
-    told each stage as it starts."""
-    if format not in DETECTION_FORMATS:
-        raise ExportError(
-            f"detectors export to {', '.join(DETECTION_FORMATS)}, not {format!r} (Core ML and TFLite exports are for "
-            "classifiers)"
-        )
+    Formats that plan memory for a bounded batch (ExecuTorch) get batch 1: phones detect
+    one frame at a time."""
+    if options.opset > 17:
+        raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
     preprocess_config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig((320, 320), 320)
-    height, width = tuple(image_size) if image_size else tuple(preprocess_config.input_size)
+    height, width = tuple(options.image_size) if options.image_size else tuple(preprocess_config.input_size)
     eager_model = copy.deepcopy(model).eval()
-    if fuse:
+    if options.fuse:
         eager_model = eager_model.fuse()
     eager = DecodedSSDLite(eager_model, height, width).eval()
-    progress("reading the check photos and running the eager detector on them")
-    photos, source = check_inputs(check_images, max_check_images)
+    options.stage("reading the check photos and running the eager detector on them")
+    photos, source = check_inputs(options.check_images, options.max_check_images or MAX_CHECK_IMAGES)
     batch = _check_batch(photos, preprocess_config, height, width)
     with torch.inference_mode():
         expected = eager(batch)
 
-    output = Path(output)
-    progress(f"writing the {format} file (network and box decoding)"
-             + (", lowering to XNNPACK (a minute or more)" if format == "executorch" else ""))
-    written = _WRITERS[format](eager, output, height, width, dynamic_batch, opset)
-    progress(f"running the file on the {len(photos)} check photos and timing it")
-    actual = written.run(batch) if written.dynamic_batch else _one_at_a_time(written.run, batch)
+    options.stage(f"writing the {export_format.name} file (network and box decoding)"
+                  + (", lowering to XNNPACK (a minute or more)" if "max_batch" in export_format.options else ""))
+    write_options = WriteOptions(opset=options.opset)
+    written = export_format.write(_graph(eager, height, width, options, export_format), output, write_options)
+    options.stage(f"running the file on the {len(photos)} check photos and timing it")
+    actual = _run_checks(written, batch)
     agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
     write_text_atomic(_metadata_path(output), json.dumps(detection_metadata(model, height, width), indent=2) + "\n")
-    notes = written.notes + [
+    notes = written.notes + (["the file takes batch 1"] if not written.dynamic else []) + [
         "outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
         f"NMS is the separate step described in {_metadata_path(output).name}"]
     report = ExportReport(
-        format=format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
-        dynamic_batch=written.dynamic_batch, include_preprocessing=False, check_images=len(photos),
+        format=export_format.name, path=str(output), file_bytes=file_size(output), input_size=(height, width),
+        dynamic_batch=written.dynamic, include_preprocessing=False, check_images=len(photos),
         check_source=source, max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
         top1_agreement=agreement, top5_agreement=None, agreement_of="detections",
-        eager_latency_ms=median_ms(lambda: eager(batch[:1]), latency_runs),
-        exported_latency_ms=median_ms(lambda: written.run(batch[:1]), latency_runs),
+        eager_latency_ms=median_ms(lambda: eager(batch[:1]), options.latency_runs),
+        exported_latency_ms=median_ms(lambda: written.run(batch[:1]), options.latency_runs),
         runtime=written.runtime, notes=notes,
         details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
                  "detections_near_ties": ties,
                  "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
                  "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
-                 "preprocess": asdict(preprocess_config), "opset": opset if format == "onnx" else None,
-                 "fused": fuse, "threads": torch.get_num_threads(), "metadata": str(_metadata_path(output))},
+                 "preprocess": asdict(preprocess_config), "opset": options.opset if "opset" in export_format.options
+                 else None, "fused": options.fuse, "threads": torch.get_num_threads(),
+                 "metadata": str(_metadata_path(output))} | written.details,
     )
     return write_report(report)
+
+
+def _graph(eager: nn.Module, height: int, width: int, options: ExportOptions, export_format: ExportFormat) -> Graph:
+    dynamic_batch = options.dynamic_batch and "max_batch" not in export_format.options
+    # batch 2 in the example: a traced or exported size-1 dimension becomes a constant
+    example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
+    batch = {0: Dim("batch")} if dynamic_batch else {}
+    return Graph(eager, (example,), ("pixel_values",), ("boxes", "scores"), (batch,), (batch, batch))
+
+
+def _run_checks(written: Written, batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    if written.dynamic:
+        return written.run(batch)
+    parts = [written.run(batch[i : i + 1]) for i in range(len(batch))]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _check_batch(photos: list, config: PreprocessConfig, height: int, width: int) -> torch.Tensor:
@@ -163,45 +162,6 @@ def _check_batch(photos: list, config: PreprocessConfig, height: int, width: int
     resize = DetectionPreprocess(PreprocessConfig((height, width), height, config.interpolation, config.mean,
                                                   config.std, config.channel_order, config.antialias))
     return torch.stack([resize(photo) for photo in photos])
-
-
-@dataclass
-class _WrittenDetector:
-    run: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
-    runtime: str
-    dynamic_batch: bool
-    notes: List[str]
-
-
-def _write_torchscript(eager, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
-    notes = save_torchscript(eager, output)
-    loaded = torch.jit.load(str(output))
-
-    def run(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
-            return loaded(x)
-
-    return _WrittenDetector(run, "TorchScript interpreter", dynamic_batch, notes)
-
-
-def _write_onnx(eager, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
-    run, runtime = _export_onnx(eager, output, height, width, dynamic_batch, opset)
-    return _WrittenDetector(run, runtime, dynamic_batch, [])
-
-
-def _write_executorch(eager, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
-    run, runtime = _export_executorch(eager, output, height, width)
-    return _WrittenDetector(run, runtime, False, ["ExecuTorch program with batch 1"])
-
-
-_WRITERS: Dict[str, Callable[..., _WrittenDetector]] = {
-    "torchscript": _write_torchscript, "onnx": _write_onnx, "executorch": _write_executorch,
-}
-
-
-def _one_at_a_time(run, batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    parts = [run(batch[i : i + 1]) for i in range(len(batch))]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _metadata_path(output: Path) -> Path:
@@ -288,22 +248,8 @@ def _anchor_of(boxes: torch.Tensor, box: torch.Tensor) -> int:
     return int((boxes - box).abs().amax(dim=-1).argmin())
 
 
-def _export_onnx(module: nn.Module, output: Path, height: int, width: int, dynamic_batch: bool, opset: int):
-    onnx = backends.require_onnx()
-    if opset > 17:
-        raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
-    example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
-    axes = {"pixel_values": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}} if dynamic_batch else None
-    with atomic_path(output) as tmp:
-        torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["pixel_values"], output_names=["boxes", "scores"], dynamic_axes=axes)
-        onnx.checker.check_model(onnx.load(str(tmp)))
-    return backends.onnx_runner(output), backends.onnx_runtime_name()
-
-
-def _export_executorch(module: nn.Module, output: Path, height: int, width: int):
-    backends.require_executorch()
-    example = torch.rand(1, 3, height, width)
-    backends.write_xnnpack_program(torch.export.export(delegate_friendly(module), (example,)), output)
-    run, _ = backends.executorch_runner(output)
-    return run, "ExecuTorch runtime (XNNPACK delegate)"
+DETECTOR = FamilyAdapter(
+    "detectors", "detector exports", frozenset({"image_size", "dynamic_batch", "opset", "fuse"}),
+    "the file holds the network and its box decoding at one input size", export_detector,
+    formats=("torchscript", "onnx", "executorch"),
+)

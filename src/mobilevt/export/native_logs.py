@@ -20,10 +20,12 @@ import torch
 CPU_PROBE = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
 # the runtime's complaints about an input batch beyond the planned one
 RESIZE_ERRORS = re.compile(r"^\[(tensor_impl|method|XNNExecutor)\.cpp:\d+\] .*(resize|set_inputs|CALL_DELEGATE)")
-# LiteRT's converter and interpreter: absl's start-up notice, the converter's op count and
-# the interpreter's note that it created the XNNPACK delegate (the report says so)
+# LiteRT's converter and interpreter: absl's start-up notice, TensorFlow's note that oneDNN is
+# on, the converter's op count and the interpreter's note that it created the XNNPACK delegate
+# (the report says so)
 LITERT_LOGS = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on"
     r"|I\d{4} [\d:. ]+\d+ flatbuffer_export\.cc:\d+\] Estimated count of arithmetic ops"
     r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)"
 )

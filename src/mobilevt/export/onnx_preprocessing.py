@@ -20,17 +20,14 @@ one uint8 ``[height, width, 3]`` RGB image of any size:
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..data.preprocess import ImagePreprocess
-from ..fileio import atomic_path
 from ..weights.entries import PreprocessConfig
-from .backends import onnx_runner, onnx_runtime_name, require_onnx
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -208,37 +205,3 @@ def preprocessing_difference(config: PreprocessConfig, images: list[torch.Tensor
         differing += int((steps > 0.5).sum())
         total += steps.numel()
     return {"max_steps": round(largest, 3), "fraction_differing": differing / max(total, 1)}
-
-
-def export_onnx_with_preprocessing(
-    model: nn.Module, output: Path, config: PreprocessConfig, opset: int, images: list[torch.Tensor],
-    notes: list[str],
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], str, dict[str, Any]]:
-    """Export ``model`` (input ``[1, 3, crop_h, crop_w]``) at ``opset`` >= 18 with the
-    preprocessing graph in front, write it atomically to ``output``, load it in
-    onnxruntime; return ``(run, runtime description, report details)``. ``run`` takes one
-    uint8 ``[H, W, 3]`` RGB tensor."""
-    onnx = require_onnx()
-    crop_h, crop_w = (int(s) for s in config.input_size)
-    # the dynamo exporter writes opset 18+ natively (static [1, 3, crop_h, crop_w] input)
-    program = torch.onnx.export(
-        model, (torch.rand(1, 3, crop_h, crop_w),), dynamo=True, opset_version=opset,
-        input_names=["pixel_values"], output_names=["logits"], verbose=False,
-    )
-    full = prepend_preprocessing(program.model_proto, config)
-    onnx.checker.check_model(full)
-    with atomic_path(output) as tmp:
-        onnx.save(full, str(tmp))
-    run_file = onnx_runner(output)
-
-    def run(image: torch.Tensor) -> torch.Tensor:
-        return run_file(image)[0]
-
-    difference = preprocessing_difference(config, images)
-    notes.append(
-        f"opset {opset} (antialiased Resize); preprocessing in onnxruntime vs the eager ImagePreprocess on the check "
-        f"photos: at most {difference['max_steps']:g}/255, on {100 * difference['fraction_differing']:.3f}% of "
-        "the values"
-    )
-    runtime = onnx_runtime_name()
-    return run, runtime, {"preprocessing_vs_eager": difference}

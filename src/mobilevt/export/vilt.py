@@ -35,19 +35,21 @@ return a runner of the written file (the benchmark uses them too).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
+from torch import nn
 
-from ..fileio import atomic_path, write_text_atomic
-from .errors import ExportError
+from ..fileio import write_text_atomic
 from ..models.mobivqa import ExitMode
-from . import backends
+from ..tasks.vqa import VqaPipeline
+from .errors import ExportError
+from .family import ExportOptions, FamilyAdapter
+from .formats import Dim, ExportFormat, Graph, WriteOptions, get_format
 from .report import ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
 
-VQA_FORMATS = ("torchscript", "onnx", "executorch")
+MAX_CHECK_IMAGES = 8
 CHECK_QUESTIONS = (
     "What is in the picture?",
     "How many animals are there?",
@@ -58,32 +60,21 @@ CHECK_QUESTIONS = (
 _MAX_PATCH_GRID = 40  # dynamic image sides up to 40 * 32 = 1280 pixels
 
 
-def export_vqa_pipeline(
-    pipeline,
-    output: str,
-    format: str,
-    *,
-    check_images: Optional[str] = None,
-    max_check_images: int = 8,
-    questions: Sequence[str] = CHECK_QUESTIONS,
-    latency_runs: int = 10,
-    opset: int = 17,
-    progress: Callable[[str], None] = lambda stage: None,
-) -> ExportReport:
+def export_vqa_pipeline(pipeline: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions,
+                        questions: Sequence[str] = CHECK_QUESTIONS) -> ExportReport:
     """Export a :class:`~mobilevt.tasks.vqa.VqaPipeline` (see the module docstring) and
     verify the written file on photos from ``check_images`` (default: the two sample photos
-    shipped in scikit-learn), each asked one of ``questions``; ``progress`` is told each
-    stage as it starts."""
-    if format not in VQA_FORMATS:
-        raise ExportError(f"ViLT VQA exports to {', '.join(VQA_FORMATS)}, not {format!r}")
+    shipped in scikit-learn), each asked one of ``questions``."""
+    if not isinstance(pipeline, VqaPipeline):
+        raise ExportError("a ViLT model also needs its question tokenizer: export the pipeline, "
+                          "export_model(mobilevt.create_vqa_pipeline(weights=...), ...)")
     if not questions:
         raise ExportError("export_vqa_pipeline needs at least one check question")
-    if format == "executorch":
+    if "max_batch" in export_format.options:  # ExecuTorch: no torch.cond inside the delegate
         _refuse_data_dependent_exit(pipeline.model)
-    progress("reading the check photos and running the eager pipeline on them")
-    output = Path(output)
+    options.stage("reading the check photos and running the eager pipeline on them")
     pipeline = copy.deepcopy(pipeline).eval()
-    photos, source = check_inputs(check_images, max_check_images)
+    photos, source = check_inputs(options.check_images, options.max_check_images or MAX_CHECK_IMAGES)
     images = [photo.permute(1, 2, 0).contiguous() for photo in photos]  # uint8 [H, W, 3], as apps pass them
     pairs = [(image, questions[i % len(questions)]) for i, image in enumerate(images)]
     with torch.inference_mode():
@@ -94,66 +85,63 @@ def export_vqa_pipeline(
         "scores": "sigmoid(logits): ViLT's VQA head is trained with binary cross-entropy",
         "mobivqa": mobivqa_settings(pipeline.model),
     }
-
-    write = _write_pipeline_torchscript if format == "torchscript" else _write_model_file
-    progress(f"writing the {format} file, then running it on the {len(pairs)} check photos and timing it"
-             + (" (lowering to XNNPACK takes a minute or more)" if format == "executorch" else ""))
-    written = write(pipeline, output, format, pairs, latency_runs, opset, notes, details)
-    top1, top5 = topk_agreement(written.actual, expected)
+    options.stage(f"writing the {export_format.name} file, then running it on the {len(pairs)} check photos and "
+                  "timing it" + (" (lowering to XNNPACK takes a minute or more)"
+                                 if "max_batch" in export_format.options else ""))
+    whole = export_format.keeps_scripted_methods
+    write = _write_pipeline if whole else _write_model_file
+    actual, eager_ms, exported_ms, input_size, dynamic, runtime = write(
+        pipeline, output, export_format, pairs, options, notes, details)
+    top1, top5 = topk_agreement(actual, expected)
     report = ExportReport(
-        format=format, path=str(output), file_bytes=file_size(output), input_size=written.input_size,
-        dynamic_batch=written.dynamic_batch, include_preprocessing=format == "torchscript", check_images=len(pairs),
-        check_source=source, max_abs_diff=float((written.actual.float() - expected.float()).abs().max()),
+        format=export_format.name, path=str(output), file_bytes=file_size(output), input_size=input_size,
+        dynamic_batch=dynamic, include_preprocessing=whole, check_images=len(pairs),
+        check_source=source, max_abs_diff=float((actual.float() - expected.float()).abs().max()),
         top1_agreement=top1, top5_agreement=top5, agreement_of="top-1 answer",
-        eager_latency_ms=written.eager_ms, exported_latency_ms=written.exported_ms, runtime=written.runtime,
-        notes=notes, details=details,
+        eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime, notes=notes, details=details,
     )
     return write_report(report)
 
 
-@dataclass
-class _WrittenVqa:
-    actual: torch.Tensor  # the file's answer logits for the check pairs
-    runtime: str
-    eager_ms: Optional[float]
-    exported_ms: Optional[float]
-    input_size: Tuple[int, int]
-    dynamic_batch: bool
-
-
-def _write_pipeline_torchscript(pipeline, output: Path, format: str, pairs, latency_runs: int, opset: int,
-                                notes: List[str], details: dict) -> _WrittenVqa:
-    pipeline.save_torchscript(output)
+def _write_pipeline(pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions,
+                    notes: List[str], details: dict):
+    """The whole pipeline (string and photo in, answers out) in one scripted file."""
+    written = export_format.write(Graph(pipeline, (), (), ()), output, WriteOptions())
     loaded = torch.jit.load(str(output))
     with torch.inference_mode():
         actual = torch.stack([loaded.answer_logits(image, question) for image, question in pairs])
     image, question = pairs[0]
+    notes.extend(written.notes)
     notes.append("input: a uint8 [H, W, 3] RGB image of any size and the question string; output: top-k "
                  "(answer, score); answer_logits(image, question) gives all logits")
-    return _WrittenVqa(actual, "TorchScript interpreter", median_ms(lambda: pipeline(image, question, 5), latency_runs),
-                       median_ms(lambda: loaded(image, question, 5), latency_runs), tuple(image.shape[:2]), True)
+    runs = options.latency_runs
+    return (actual, median_ms(lambda: pipeline(image, question, 5), runs),
+            median_ms(lambda: loaded(image, question, 5), runs), tuple(image.shape[:2]), True, written.runtime)
 
 
-def _write_model_file(pipeline, output: Path, format: str, pairs, latency_runs: int, opset: int,
-                      notes: List[str], details: dict) -> _WrittenVqa:
+def _write_model_file(pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions,
+                      notes: List[str], details: dict):
     """The ViLT network alone (ONNX or ExecuTorch), its tokenizer and answers beside it."""
-    model_inputs = [_model_inputs(pipeline, image, question, pad_text=format == "executorch")
-                    for image, question in pairs]
-    if format == "onnx":
-        run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], opset, notes=notes)
-        details["opset"] = max(opset, 18) if has_data_dependent_exit(pipeline.model) else opset
+    pad_text = "max_batch" in export_format.options  # ExecuTorch takes questions padded to max_text_len
+    model_inputs = [_model_inputs(pipeline, image, question, pad_text) for image, question in pairs]
+    if export_format.name == "onnx":
+        run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], options.opset, notes=notes)
+        details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
+        dynamic = True
     else:
-        run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes)
+        run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes,
+                                                            export_format.name, options.stage)
         details["dynamic_size"] = dynamic_size
+        dynamic = False  # ExecuTorch specialises the example's batch of 1
     actual = torch.cat([run(inputs) for inputs in model_inputs])
     details |= _write_side_files(pipeline, output)
     notes.append("inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
                  "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
                  "side 384, longer <= 639, multiples of 32, bicubic, (x / 255 - 0.5) / 0.5), pixel_mask "
                  "[1, H, W] int64; output: logits [1, answers], score = sigmoid(logit)")
-    return _WrittenVqa(actual, runtime, median_ms(lambda: pipeline.model(*model_inputs[0]), latency_runs),
-                       median_ms(lambda: run(model_inputs[0]), latency_runs), tuple(model_inputs[0][2].shape[-2:]),
-                       format == "onnx")  # ExecuTorch specialises the example's batch of 1
+    runs = options.latency_runs
+    return (actual, median_ms(lambda: pipeline.model(*model_inputs[0]), runs),
+            median_ms(lambda: run(model_inputs[0]), runs), tuple(model_inputs[0][2].shape[-2:]), dynamic, runtime)
 
 
 def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> Tuple[torch.Tensor, ...]:
@@ -207,23 +195,24 @@ def mobivqa_settings(model) -> dict[str, Any]:
     return {"token_pruning": pruning, "early_exit": exit_setting}
 
 
-def _image_dims(max_text_len: int, batch: bool):
-    """torch.export dynamic shapes of the four inputs: image sides in multiples of 32 (the
-    ViLT preprocessing's size divisor) up to 1280, and with ``batch`` the batch and
-    question length too."""
-    height = 32 * torch.export.Dim("patch_rows", min=1, max=_MAX_PATCH_GRID)
-    width = 32 * torch.export.Dim("patch_cols", min=1, max=_MAX_PATCH_GRID)
+def _graph(model, example: Tuple[torch.Tensor, ...], batch: bool) -> Graph:
+    """The ViLT network with its four inputs: image sides in multiples of 32 (the ViLT
+    preprocessing's size divisor) up to 1280, and with ``batch`` the batch and question
+    length too."""
+    height = Dim("height", min=32, max=32 * _MAX_PATCH_GRID, multiple_of=32)
+    width = Dim("width", min=32, max=32 * _MAX_PATCH_GRID, multiple_of=32)
     if not batch:
-        return (None, None, {2: height, 3: width}, {1: height, 2: width})
-    size = torch.export.Dim("batch", min=1, max=1024)
-    text = torch.export.Dim("text", min=1, max=max_text_len)
-    return ({0: size, 1: text}, {0: size, 1: text}, {0: size, 2: height, 3: width}, {0: size, 1: height, 2: width})
+        dynamic: Tuple[dict[int, Dim], ...] = ({}, {}, {2: height, 3: width}, {1: height, 2: width})
+        return Graph(model, example, tuple(_INPUT_NAMES), ("logits",), dynamic)
+    size, text = Dim("batch", min=1, max=1024), Dim("text", min=1, max=model.arch.max_text_len)
+    dynamic = ({0: size, 1: text}, {0: size, 1: text}, {0: size, 2: height, 3: width}, {0: size, 1: height, 2: width})
+    return Graph(model, example, tuple(_INPUT_NAMES), ("logits",), dynamic, ({0: size},))
 
 
 def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ONNX file in onnxruntime (CPU) on ``(input_ids, attention_mask,
-    pixel_values, pixel_mask)``; ``threads`` = intra-op threads (0: onnxruntime's default)."""
-    run = backends.onnx_runner(path, threads)
+    pixel_values, pixel_mask)``; ``threads`` = intra-op threads (0: as many as torch uses)."""
+    run = get_format("onnx").runner(Path(path), threads)
     return lambda inputs: run(*inputs)[0]
 
 
@@ -239,42 +228,24 @@ def export_vilt_onnx(
     exporter at ``opset`` (<= 17); the confidence and predictor exits use the dynamo
     exporter (``torch.cond`` -> ``If``) at opset ``max(opset, 18)``.
     """
-    onnx = backends.require_onnx()
-    output = Path(output)
     model = model.eval()
     if has_data_dependent_exit(model):
         opset = max(opset, 18)
         # a batch of two: torch.export would take a batch of one as a constant
         example = tuple(torch.cat([t, t]) for t in example)
-        with atomic_path(output) as tmp:
-            program = torch.onnx.export(
-                model, example, dynamo=True, opset_version=opset, input_names=_INPUT_NAMES, output_names=["logits"],
-                dynamic_shapes=_image_dims(model.arch.max_text_len, batch=True), verbose=False,
-            )
-            program.save(str(tmp))
-            onnx.checker.check_model(onnx.load(str(tmp)))
         if notes is not None:
             notes.append(f"{ExitMode(int(model.exit_mode)).label} early exit exported with torch.cond: ONNX If "
                          f"nodes skip the layers after an exit (opset {opset})")
-    else:
-        if opset > 17:
-            raise ExportError("the ViLT ONNX export uses opset 17 or lower (the TorchScript-based exporter)")
-        axes = {
-            "input_ids": {0: "batch", 1: "text"}, "attention_mask": {0: "batch", 1: "text"},
-            "pixel_values": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
-            "logits": {0: "batch"},
-        }
-        with atomic_path(output) as tmp:
-            torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset, input_names=_INPUT_NAMES,
-                              output_names=["logits"], dynamic_axes=axes)
-            onnx.checker.check_model(onnx.load(str(tmp)))
-    return vilt_onnx_runner(output, threads), backends.onnx_runtime_name()
+    elif opset > 17:
+        raise ExportError("the ViLT ONNX export uses opset 17 or lower (the TorchScript-based exporter)")
+    written = get_format("onnx").write(_graph(model, example, batch=True), Path(output), WriteOptions(opset=opset))
+    return vilt_onnx_runner(output, threads), written.runtime
 
 
 def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ``.pte`` in the ExecuTorch runtime on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)`` (questions padded as at export)."""
-    run, _ = backends.executorch_runner(path)
+    run = get_format("executorch").runner(Path(path))
     return lambda inputs: run(*inputs)[0]
 
 
@@ -290,7 +261,8 @@ def _refuse_data_dependent_exit(model) -> None:
 
 
 def export_vilt_executorch(
-    model, output: str | Path, examples: Sequence[Tuple[torch.Tensor, ...]], notes: Optional[List[str]] = None
+    model, output: str | Path, examples: Sequence[Tuple[torch.Tensor, ...]], notes: Optional[List[str]] = None,
+    format_name: str = "executorch", stage: Callable[[str], None] = lambda text: None,
 ) -> Tuple[Callable[[Tuple[torch.Tensor, ...]], torch.Tensor], str, bool]:
     """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
     MobiVQA settings (token pruning and the fixed exit; not the data-dependent exits) to an
@@ -300,29 +272,29 @@ def export_vilt_executorch(
     Returns a runner of the written file, the runtime's name and whether the image size is
     dynamic."""
     _refuse_data_dependent_exit(model)
-    backends.require_executorch()
+    export_format = get_format(format_name)
+    export_format.require()
     notes = [] if notes is None else notes
-    output = Path(output)
-    model = model.eval()
     example = examples[0]
-
-    def lower(dynamic_shapes) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
-        backends.write_xnnpack_program(torch.export.export(model, example, dynamic_shapes=dynamic_shapes), output)
-        return vilt_executorch_runner(output)
-
+    # the attention and norm rewrites are MobileViT's: ViLT's layers are exported as written
+    options = WriteOptions(delegate_rewrite=False, probes=list(examples), stage=stage)
+    written = export_format.write(_graph(model.eval(), example, batch=False), Path(output), options)
+    failure = written.details.pop("dynamic_failure", None)
+    written.details.pop("outside_delegate", None)
     sizes = {tuple(inputs[2].shape[-2:]) for inputs in examples}
-    try:
-        run = lower(_image_dims(model.arch.max_text_len, batch=False))
-        for inputs in examples:  # every image size of the check set must run
-            run(inputs)
+    if failure is not None and len(sizes) > 1:
+        raise ExportError(f"the ExecuTorch export with dynamic image size failed ({failure}) and the check photos "
+                          "have several sizes")
+    if failure is None:
         notes.append(f"dynamic image size (multiples of 32 up to {32 * _MAX_PATCH_GRID}); questions padded to "
                      f"{example[0].shape[1]} tokens")
-        return run, "ExecuTorch runtime (XNNPACK delegate)", True
-    except Exception as exc:  # the runtime or the lowering refused the dynamic shapes
-        if len(sizes) > 1:
-            raise ExportError(
-                f"the ExecuTorch export with dynamic image size failed ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}) and the check photos have several sizes"
-            ) from exc
+    else:
         notes.append("dynamic image size failed in ExecuTorch: exported for the check photos' size only")
-        return lower(None), "ExecuTorch runtime (XNNPACK delegate)", False
+    return vilt_executorch_runner(output), written.runtime, failure is None
+
+
+VQA_PIPELINE = FamilyAdapter(
+    "ViLT VQA pipelines", "ViLT VQA exports", frozenset({"opset"}),
+    "TorchScript holds the whole pipeline, ONNX and ExecuTorch take any image size",
+    export_vqa_pipeline, formats=("torchscript", "onnx", "executorch"),
+)

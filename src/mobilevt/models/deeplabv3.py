@@ -31,8 +31,7 @@ from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the bac
 from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
 from ..weights.entries import PreprocessConfig, Weights
 from ..errors import InvalidInputError
-
-SEGMENTATION_TASK = "semantic-segmentation"
+from ..model_kind import ModelKind
 
 class DeepLabV3(nn.Module):
     """DeepLabV3: a dilated backbone, ASPP and a 1x1 classifier.
@@ -53,6 +52,8 @@ class DeepLabV3(nn.Module):
         upsample: ``forward`` returns logits resized (bilinear) to the input size instead
             of at the output stride.
     """
+
+    kind = ModelKind.SEGMENTATION  # what export, the CLI and training dispatch on
 
     def __init__(
         self,
@@ -328,7 +329,7 @@ def _register(name: str, backbone: str) -> None:
     register_model(
         ModelEntry(
             name, partial(build_deeplabv3, backbone), "deeplabv3", preprocess, weights, published_params_m=params,
-            task=SEGMENTATION_TASK, checkpoints=DEEPLABV3_CHECKPOINTS, backbone=backbone,
+            kind=ModelKind.SEGMENTATION, checkpoints=DEEPLABV3_CHECKPOINTS, backbone=backbone,
         )
     )
 

@@ -32,6 +32,7 @@ from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class MobileViT(nn.Module):
         output_stride: 32 (classification), 16 or 8 (dense prediction: the last stages
             keep their resolution and dilate their convolutions, as ml-cvnets does).
     """
+
+    kind = ModelKind.CLASSIFICATION  # what export, the CLI and training dispatch on
 
     def __init__(
         self,

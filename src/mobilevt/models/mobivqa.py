@@ -32,6 +32,7 @@ from ..weights.entries import PreprocessConfig, Weights
 from ..weights.vilt_layouts import VILT_CHECKPOINTS
 from .vilt import ARCH_FIELDS, ViltArch, ViltForQuestionAnswering, VqaHead
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 
 
 class ExitMode(IntEnum):
@@ -470,7 +471,7 @@ register_model(
         "vilt",
         VILT_SQUARE_PREPROCESS,
         (VILT_B32_VQA_WEIGHTS,),
-        task="visual-question-answering",
+        kind=ModelKind.VQA,
         checkpoints=VILT_CHECKPOINTS,
     )
 )

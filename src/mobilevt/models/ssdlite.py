@@ -37,8 +37,7 @@ from ..registry import ModelEntry, build_model, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.ssdlite_layouts import SSDLITE_CHECKPOINTS
 from ..errors import InvalidInputError
-
-TASK = "object-detection"
+from ..model_kind import ModelKind
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,8 @@ class SSDLite(nn.Module):
         num_classes: class logits per anchor, background (index 0) included.
         config: heads, anchors, box coding and post-processing settings.
     """
+
+    kind = ModelKind.DETECTION  # what export, the CLI and training dispatch on
 
     # Python-side helpers that TorchScript need not see (the anchors ship beside exports)
     __jit_ignored_attributes__ = ["config", "anchor_generator", "_feature_sizes"]
@@ -311,7 +312,7 @@ def _register(name: str, backbone_name: str) -> None:
     register_model(
         ModelEntry(
             name, _builder(backbone_name), "ssdlite", preprocess, weights, params, None,
-            preprocess_by_layout=(("cvnets", preprocess),), task=TASK, checkpoints=SSDLITE_CHECKPOINTS,
+            preprocess_by_layout=(("cvnets", preprocess),), kind=ModelKind.DETECTION, checkpoints=SSDLITE_CHECKPOINTS,
             backbone=backbone_name,
         )
     )

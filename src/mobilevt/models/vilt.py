@@ -41,6 +41,7 @@ from torch import nn
 from ..data.vilt_preprocess import VILT_IMAGE_SIZE_RULE
 from ..layers.vit import PreNormEncoderLayer
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ class ViltForQuestionAnswering(nn.Module):
         drop_rate: dropout on embeddings and residual branches (fine-tuning; ViLT used 0.1).
         attn_drop_rate: attention-probability dropout.
     """
+
+    kind = ModelKind.VQA  # what export, the CLI and training dispatch on
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from ..fileio import write_text_atomic
 from ..ops.ssd import Detections
 from .classification import _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
+from ..model_kind import ModelKind
 from ..errors import InvalidInputError, MissingDependencyError
 
 ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
@@ -139,10 +140,10 @@ def detect(
         raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     if not hasattr(model, "postprocess"):
         raise InvalidInputError(f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
-                         "(mobilevt.list_models(task='object-detection'))")
+                         "(mobilevt.list_models(kind='object-detection'))")
     items = expand_image_inputs(images)
-    preprocess = preprocess if preprocess is not None else transforms_for(model, "object-detection")
-    names = list(class_names) if class_names is not None else class_names_for(model, "object-detection")
+    preprocess = preprocess if preprocess is not None else transforms_for(model, ModelKind.DETECTION)
+    names = list(class_names) if class_names is not None else class_names_for(model, ModelKind.DETECTION)
     device = resolve_device(device)
     model = model.to(device).eval()
     loader = DataLoader(_DetectInputs(items, preprocess), batch_size=batch_size, num_workers=workers,
@@ -334,7 +335,7 @@ def evaluate_detection(
     indices = range(len(dataset)) if limit is None else range(min(limit, len(dataset)))
     device = resolve_device(device)
     model = model.to(device).eval()
-    loader = DataLoader(_EvalInputs(dataset, transforms_for(model, "object-detection"), indices), batch_size=batch_size,
+    loader = DataLoader(_EvalInputs(dataset, transforms_for(model, ModelKind.DETECTION), indices), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate)
     results: List[Dict[str, Any]] = []
     evaluated: List[int] = []

@@ -8,30 +8,31 @@ from torch import nn
 
 from ..data.imagenet import imagenet_classes
 from ..data.preprocess import DetectionPreprocess, ImagePreprocess, SegmentationPreprocess
-from ..registry import get_model_entry
+from ..model_kind import ModelKind, kind_of
+from ..registry import ModelName, get_model_entry
 from ..weights.entries import PreprocessConfig, Weights
 from ..errors import InvalidInputError
 
 ModelOrName = Union[nn.Module, str, Weights, PreprocessConfig]
 
 
-def transforms_for(model_or_name: ModelOrName, task: Optional[str] = None) -> nn.Module:
+def transforms_for(model_or_name: ModelOrName, kind: Optional[ModelKind] = None) -> nn.Module:
     """The scriptable evaluation preprocessing of a model, a model name (``"mobilevit_s"``
     or ``"mobilevit_s.timm_in1k"``), a ``Weights`` entry or a ``PreprocessConfig``
     (taken as a classifier's): :class:`ImagePreprocess` for classifiers (shorter side
     resized, center crop), :class:`SegmentationPreprocess` and :class:`DetectionPreprocess`
-    (the whole image resized to the input size) for the dense tasks. ``task`` overrides the
-    task the registry gives the model (for a model built outside ``create_model``)."""
+    (the whole image resized to the input size) for the dense tasks. ``kind`` overrides the
+    kind the model declares (or its registry entry, for a name)."""
     config = preprocess_config_for(model_or_name)
-    task = task or _task_of(model_or_name)
-    if task == "semantic-segmentation":
+    kind = kind or _kind_of(model_or_name)
+    if kind == ModelKind.SEGMENTATION:
         return SegmentationPreprocess(config)
-    if task == "object-detection":
+    if kind == ModelKind.DETECTION:
         return DetectionPreprocess(config)
     return ImagePreprocess(config)
 
 
-def class_names_for(model: nn.Module, task: Optional[str] = None) -> List[str]:
+def class_names_for(model: nn.Module, kind: Optional[ModelKind] = None) -> List[str]:
     """Names of a model's outputs: its ``class_names`` when they name every output, else
     ImageNet's for a 1000-class classifier, ``background, class 1 ...`` for a detector,
     the class numbers for a segmenter, ``class_0 ...`` otherwise."""
@@ -40,12 +41,12 @@ def class_names_for(model: nn.Module, task: Optional[str] = None) -> List[str]:
     num_classes = int(getattr(target, "num_classes", 0) or 0)
     if names and len(names) == num_classes:
         return list(names)
-    task = task or _task_of(target)
-    if task == "object-detection":
+    kind = kind or _kind_of(target)
+    if kind == ModelKind.DETECTION:
         return ["background"] + [f"class {i}" for i in range(1, num_classes)]
-    if task == "semantic-segmentation":
+    if kind == ModelKind.SEGMENTATION:
         return [str(i) for i in range(num_classes)]
-    if task == "image-classification" and num_classes == 1000:
+    if kind == ModelKind.CLASSIFICATION and num_classes == 1000:
         return list(imagenet_classes().names)
     return [f"class_{i}" for i in range(num_classes)]
 
@@ -56,7 +57,7 @@ def preprocess_config_for(model_or_name: Union[nn.Module, str, Weights, Preproce
     if isinstance(model_or_name, Weights):
         return model_or_name.preprocess
     if isinstance(model_or_name, str):
-        name, _, tag = model_or_name.partition(".")
+        name, tag = ModelName.parse(model_or_name).base, ModelName.parse(model_or_name).tag
         entry = get_model_entry(name)
         return entry.get_weights(tag).preprocess if tag else entry.default_preprocess
     if isinstance(model_or_name, nn.Module):
@@ -71,13 +72,11 @@ def preprocess_config_for(model_or_name: Union[nn.Module, str, Weights, Preproce
     raise TypeError(f"expected a model, model name, Weights or PreprocessConfig, got {type(model_or_name).__name__}")
 
 
-def _task_of(model_or_name: ModelOrName) -> str:
+def _kind_of(model_or_name: ModelOrName) -> ModelKind:
     if isinstance(model_or_name, Weights):
-        name = model_or_name.model
-    elif isinstance(model_or_name, str):
-        name = model_or_name.partition(".")[0]
-    elif isinstance(model_or_name, nn.Module):
-        name = getattr(getattr(model_or_name, "module", model_or_name), "model_name", None)
-    else:
-        name = None
-    return get_model_entry(name).task if name else "image-classification"
+        return get_model_entry(model_or_name.model).kind
+    if isinstance(model_or_name, str):
+        return get_model_entry(model_or_name).kind
+    if isinstance(model_or_name, nn.Module):
+        return kind_of(getattr(model_or_name, "module", model_or_name))  # DDP / wrappers
+    return ModelKind.CLASSIFICATION  # a PreprocessConfig: taken as a classifier's

@@ -35,6 +35,7 @@ from ..fileio import atomic_path
 from ..data.preprocess import SegmentationPreprocess  # noqa: F401  (re-exported)
 from .classification import ImageInput, _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
+from ..model_kind import ModelKind
 from ..errors import InvalidInputError
 
 
@@ -178,8 +179,8 @@ def segment(
         raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     device = resolve_device(device)
     model = model.to(device).eval()
-    preprocess = transforms_for(model, "semantic-segmentation").to(device)
-    names = class_names_for(model, "semantic-segmentation")
+    preprocess = transforms_for(model, ModelKind.SEGMENTATION).to(device)
+    names = class_names_for(model, ModelKind.SEGMENTATION)
     results = []
     for item in expand_image_inputs(images):
         source = _source_name(item)
@@ -316,7 +317,7 @@ def evaluate_segmentation(
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
     num_classes = int(getattr(model, "num_classes"))
-    names = list(getattr(base, "class_names", None) or class_names_for(model, "semantic-segmentation"))
+    names = list(getattr(base, "class_names", None) or class_names_for(model, ModelKind.SEGMENTATION))
     if isinstance(base, SegmentationFolder) and base.num_classes != num_classes:
         raise InvalidInputError(
             f"the dataset has {base.num_classes} classes but the model predicts {num_classes}: use a model made for "
@@ -324,7 +325,7 @@ def evaluate_segmentation(
         )
     device = resolve_device(device)
     model = model.to(device).eval()
-    preprocess = transforms_for(model, "semantic-segmentation")
+    preprocess = transforms_for(model, ModelKind.SEGMENTATION)
     loader = DataLoader(_EvalItems(dataset, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate_eval)
     matrix = ConfusionMatrix(num_classes, device=device)
     failed: list[str] = []

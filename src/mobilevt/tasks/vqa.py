@@ -24,6 +24,7 @@ from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..data.vilt_preprocess import ViltImagePreprocess
 from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 
 __all__ = [
     "VqaEvaluation",
@@ -54,6 +55,8 @@ class VqaPipeline(nn.Module):
         answers: the name of each logit; default ``model.answers`` (the checkpoint's
             ``id2label``), or the logit indices as strings when the checkpoint named none.
     """
+
+    kind = ModelKind.VQA  # what export, the CLI and training dispatch on
 
     answers: List[str]  # class-level, and no `from __future__ import annotations`: TorchScript reads it
 
@@ -129,7 +132,7 @@ class VqaPipeline(nn.Module):
     def save_torchscript(self, path: str | os.PathLike) -> Path:
         """Script the whole pipeline and save it atomically to ``path``; load it with
         :func:`load_vqa_pipeline` or ``torch.jit.load`` (no mobilevt needed there)."""
-        from ..export.torchscript import save_torchscript
+        from ..export.formats.torchscript import save_torchscript
 
         save_torchscript(self, path)
         return Path(path)

@@ -37,6 +37,7 @@ from torchvision.transforms import v2
 from ..data.coco import CocoDetection
 from ..data.datasets import DatasetLayoutError
 from ..ops.ssd import match_anchors, ssd_multibox_loss
+from ..model_kind import ModelKind
 from .config import TrainConfig
 from .tasks import DenseTask, ResizedValidation, ValidationBatches, sum_over_ranks
 
@@ -83,7 +84,7 @@ class DetectionTask(DenseTask):
 
     name = "detection"
     primary_metric = "map50"
-    model_task = "object-detection"
+    model_kind = ModelKind.DETECTION
     model_prefix = "ssdlite_"
     with_background = True
 

@@ -33,6 +33,7 @@ from torchvision.transforms import InterpolationMode, v2
 from ..data.segmentation import open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX
 from ..tasks.segmentation import ConfusionMatrix
+from ..model_kind import ModelKind
 from .config import TrainConfig, TrainingError
 from .tasks import DenseTask, ValidationBatches, sum_over_ranks
 from ..errors import InvalidInputError
@@ -104,7 +105,7 @@ class SegmentationTask(DenseTask):
 
     name = "segmentation"
     primary_metric = "miou"
-    model_task = "semantic-segmentation"
+    model_kind = ModelKind.SEGMENTATION
     model_prefix = "deeplabv3_"
     with_background = False
 

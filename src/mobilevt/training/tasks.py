@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..model_kind import ModelKind
 from ..errors import InvalidInputError
 from .config import IMAGENET_EVAL_CROP, TrainConfig, TrainingError
 from .data import EvalDataset, collate_train
@@ -128,7 +129,7 @@ class DenseTask(TrainingTask):
     evaluation compares the prediction with."""
 
     validation_target: Callable[[Any, Any], Any]
-    model_task: str  # the registry task of the models it trains
+    model_kind: ModelKind  # the kind of the models it trains
     model_prefix: str  # the head's name prefix, for the hint when a backbone is named
     with_background: bool  # class 0 is a background class the dataset does not name
 
@@ -137,11 +138,11 @@ class DenseTask(TrainingTask):
         from ..weights.entries import PreprocessConfig
 
         entry = mobilevt.get_model_entry(config.model)
-        if entry.task != self.model_task:
-            choices = mobilevt.list_models(task=self.model_task)
+        if entry.kind != self.model_kind:
+            choices = mobilevt.list_models(kind=self.model_kind)
             hint = self.model_prefix + config.model if self.model_prefix + config.model in choices else choices[0]
             raise InvalidInputError(f"task {self.name!r} trains {self.model_task} models ({self.model_prefix}*), "
-                                    f"not {config.model!r} ({entry.task}); e.g. model: {hint}")
+                                    f"not {config.model!r} ({entry.kind}); e.g. model: {hint}")
         names = ["background", *class_names] if self.with_background else list(class_names)
         options = dict(config.model_options)
         if config.drop_path_rate:

@@ -13,9 +13,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..fileio import atomic_directory
-from .errors import ExportError
-from .report import EXTRAS
+from ...fileio import atomic_directory
+from ..errors import ExportError
+from .base import ExportFormat, Graph, Runner, WriteOptions, Written, get_format
 
 # coremltools' progress bars (module, name of its tqdm): one per conversion stage
 _PROGRESS_BARS = (
@@ -52,25 +52,47 @@ def _quiet_coremltools() -> Iterator[None]:
             setattr(module, name, bar)
 
 
-def export_coreml(model: nn.Module, output: Path, height: int, width: int, config, precision: str,
-                  notes: list[str]) -> str:
-    """Convert ``model`` (input ``[1, 3, height, width]`` normalised as ``config`` says) to
-    the ML Program package ``output`` with an image input; returns the runtime's name and
-    appends what the app must know to ``notes``."""
-    with _quiet_coremltools():
-        return _convert(model, output, height, width, config, precision, notes)
+class CoremlFormat(ExportFormat):
+    """The ML Program package with an image input: the photo's pixel scale and channel
+    order (and the normalisation) are inside, so ``options.preprocessing`` says how."""
+
+    name = "coreml"
+    order = 3
+    suffixes = (".mlpackage",)
+    extra = "coreml"
+    packages = ("coremltools",)
+    options = frozenset({"coreml_precision", "dynamic_batch"})  # static batch 1 is what it writes
+    runs_here = False
+
+    def check(self, options: WriteOptions) -> None:
+        if options.precision not in ("float16", "float32"):
+            raise ExportError(f"coreml precision must be float16 or float32, not {options.precision!r}")
+
+    def write(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
+        if path.suffix != ".mlpackage":
+            raise ExportError(f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {path.name}")
+        options.stage("converting to a Core ML ML Program, then validating its spec")
+        notes: list[str] = []
+        height, width = graph.example[0].shape[-2:]
+        with _quiet_coremltools():
+            runtime = _convert(graph.module, path, int(height), int(width), options.preprocessing, options.precision,
+                               notes)
+        return Written(path, _cannot_run, runtime, False, max_batch=1, notes=notes,
+                       details={"precision": options.precision})
+
+    def runner(self, path: Path, threads: int = 0) -> Runner:
+        return _cannot_run
+
+
+def _cannot_run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    raise ExportError("a Core ML model runs on macOS or iOS only")
 
 
 def _convert(model: nn.Module, output: Path, height: int, width: int, config, precision: str,
              notes: list[str]) -> str:
-    try:
-        import coremltools as ct
-    except ImportError as exc:
-        raise ExportError(f"the coreml export needs {exc.name}: {EXTRAS['coreml']}") from None
-    if output.suffix != ".mlpackage":
-        raise ExportError(f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {output.name}")
-    if precision not in ("float16", "float32"):
-        raise ExportError(f"coreml precision must be float16 or float32, not {precision!r}")
+    COREML.require()
+    import coremltools as ct
+
     module: nn.Module = model
     if tuple(config.mean) != (0.0, 0.0, 0.0) or tuple(config.std) != (1.0, 1.0, 1.0):
         # Core ML's image input applies one scale for all channels: normalise in the graph
@@ -115,3 +137,6 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+COREML = get_format("coreml")

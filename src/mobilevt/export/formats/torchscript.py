@@ -1,4 +1,5 @@
-"""Writing TorchScript files that an app loads with libtorch alone.
+"""TorchScript (``.pt``) and the lite-interpreter format (``.ptl``), run in the TorchScript
+interpreter: files that an app loads with libtorch alone.
 
 A phone app (PyTorch Mobile's lite interpreter) or a C++ program links libtorch, which
 registers ATen's and the interpreter's operators only. Code that calls an extension's
@@ -18,8 +19,10 @@ from typing import List, Union
 import torch
 from torch import nn
 
-from ..fileio import atomic_path
-from .errors import ExportError
+from ...data.preprocess import ImagePreprocess
+from ...fileio import atomic_path
+from ..errors import ExportError
+from .base import ExportFormat, Graph, Runner, WithPreprocessing, WriteOptions, Written
 
 # Operator namespaces that libtorch itself registers: ATen, the interpreter's primitives,
 # the quantized kernels and the prepacked XNNPACK ops that optimize_for_mobile inserts.
@@ -77,3 +80,45 @@ def save_torchscript(module: nn.Module, output: Union[str, os.PathLike], lite: b
                 "calls out of the exported module (decode images in the app and pass uint8 [H, W, 3] pixels)"
             )
     return notes
+
+
+class TorchscriptFormat(ExportFormat):
+    name = "torchscript"
+    order = 0
+    suffixes = (".pt", ".ptl")
+    extra = ""  # torch itself
+    packages = ()
+    options = frozenset({"include_preprocessing", "lite"})
+    bench_backend = "scripted"
+    keeps_scripted_methods = True
+
+    @property
+    def install_hint(self) -> str:
+        return "part of torch"
+
+    def write(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
+        options.stage("scripting the model and saving the TorchScript file" + (
+            " (optimize_for_mobile, lite interpreter)" if options.lite else ""))
+        module = graph.module
+        if options.preprocessing is not None:
+            module = WithPreprocessing(ImagePreprocess(options.preprocessing, channels_last_input=True), module)
+        notes = save_torchscript(module, path, options.lite)
+        runtime = "PyTorch lite interpreter" if options.lite else "TorchScript interpreter"
+        return Written(path, self.runner(path), runtime, True, notes=notes)
+
+    def runner(self, path: Path, threads: int = 0) -> Runner:
+        with zipfile.ZipFile(path) as archive:  # the lite format carries the mobile bytecode
+            lite = any(name.endswith("/bytecode.pkl") for name in archive.namelist())
+        if lite:
+            from torch.jit.mobile import _load_for_lite_interpreter
+
+            loaded = _load_for_lite_interpreter(str(path))
+        else:
+            loaded = torch.jit.load(str(path))
+
+        def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with torch.inference_mode():
+                out = loaded(*inputs)
+            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+        return run
