@@ -9,9 +9,9 @@ from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_f
 from .tasks.detection import DetectionResult, detect, evaluate_detection
 from .tasks.segmentation import Segmentation, evaluate_segmentation, segment
 from .tasks.vqa import VqaPipeline, create_vqa_pipeline, evaluate_vqa, vqa_accuracy
-from .weights.engine import convert_state_dict, load_weights
+from .engine import convert_state_dict, load_weights, save_weights
 from .weights.entries import PreprocessConfig, Weights
-from .weights.loading import WeightsNotFoundError, save_weights
+from .weights.loading import WeightsNotFoundError
 from .weights.mobilevit_layouts import detect_layout
 from .weights.state_dicts import CheckpointMismatchError
 

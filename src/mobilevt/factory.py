@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from .registry import ModelName, get_model_entry
-from .weights import engine
+from . import engine
 from .weights.entries import Weights
 from .errors import InvalidInputError
 
@@ -37,7 +37,7 @@ def create_model(
             what the weights entry, a ``config.json`` or the file's metadata say; and for
             task models ``backbone_weights=`` (a classifier checkpoint for the backbone).
 
-    Every family goes through the same engine (:mod:`mobilevt.weights.engine`). The model
+    Every family goes through the same engine (:mod:`mobilevt.engine`). The model
     carries ``model.preprocess`` (the evaluation preprocessing its weights expect),
     ``model.pretrained_weights`` (the ``Weights`` entry, if any) and the output names the
     checkpoint or its data set gives (``class_names``, or ``answers`` for ViLT).
@@ -63,9 +63,9 @@ def _find_entry(entry, weights) -> Weights | None:
             if entry.default_weights is None:
                 raise InvalidInputError(f"model {entry.name!r} has no published weights")
             return entry.default_weights
-        for candidate in entry.weights:
-            if weights in (candidate.tag, candidate.name):
-                return candidate
+        found = entry.find_weights(weights)
+        if found is not None:
+            return found
         looks_like_source = any(c in weights for c in "/\\:") or os.path.splitext(weights)[1] or os.path.exists(weights)
         if not looks_like_source:
             known = ", ".join(w.tag for w in entry.weights) or "none"

@@ -27,7 +27,7 @@ class ModelEntry:
     preprocess_by_layout: tuple[tuple[str, PreprocessConfig], ...] = ()
     # what the model does (its inputs and outputs): export, the CLI and training dispatch on it
     kind: ModelKind = ModelKind.CLASSIFICATION
-    # the family's checkpoint layouts, read by the one engine (mobilevt.weights.engine);
+    # the family's checkpoint layouts, read by the one engine (mobilevt.engine);
     # None only for a model that loads no checkpoints
     checkpoints: CheckpointFamily | None = None
     # the registered classifier a task model is built on (backbone_weights= loads it)
@@ -39,10 +39,14 @@ class ModelEntry:
     def default_weights(self) -> Weights | None:
         return self.weights[0] if self.weights else None
 
+    def find_weights(self, tag: str) -> Weights | None:
+        """The weights entry tagged ``tag`` (or named ``model.tag``), else None: the one look-up."""
+        return next((entry for entry in self.weights if tag in (entry.tag, entry.name)), None)
+
     def get_weights(self, tag: str) -> Weights:
-        for entry in self.weights:
-            if tag in (entry.tag, entry.name):
-                return entry
+        found = self.find_weights(tag)
+        if found is not None:
+            return found
         known = ", ".join(w.tag for w in self.weights) or "none"
         raise InvalidInputError(f"model {self.name!r} has no weights tagged {tag!r}; known tags: {known}")
 

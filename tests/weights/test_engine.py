@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import mobilevt
 from mobilevt import CheckpointMismatchError
-from mobilevt.weights.engine import family_of
+from mobilevt.engine import family_of
 
 TINY_VILT = dict(hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, vocab_size=64, max_text_len=8,
                  image_size=64, patch_size=32)

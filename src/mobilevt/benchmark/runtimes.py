@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..fileio import atomic_path
-from ..errors import InvalidInputError, MissingDependencyError
+from ..errors import InvalidInputError
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
 from .peers import PEER_RUNTIMES, PEER_SUFFIX, export_peer
 from .report import FILE_BACKENDS

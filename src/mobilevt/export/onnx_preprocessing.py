@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..data.preprocess import ImagePreprocess
 from ..weights.entries import PreprocessConfig

@@ -141,7 +141,7 @@ class DenseTask(TrainingTask):
         if entry.kind != self.model_kind:
             choices = mobilevt.list_models(kind=self.model_kind)
             hint = self.model_prefix + config.model if self.model_prefix + config.model in choices else choices[0]
-            raise InvalidInputError(f"task {self.name!r} trains {self.model_task} models ({self.model_prefix}*), "
+            raise InvalidInputError(f"task {self.name!r} trains {self.model_kind} models ({self.model_prefix}*), "
                                     f"not {config.model!r} ({entry.kind}); e.g. model: {hint}")
         names = ["background", *class_names] if self.with_background else list(class_names)
         options = dict(config.model_options)

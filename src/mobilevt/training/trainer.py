@@ -425,7 +425,7 @@ def _sum_over_ranks(values, device: torch.device):
 
 
 def _export_best(source: nn.Module, model: nn.Module, path: Path) -> None:
-    from ..weights.loading import save_weights
+    from ..engine import save_weights
 
     # the EMA copy lacks the attributes create_model set; give them over
     for name in ("model_name", "num_classes", "preprocess", "class_names"):

@@ -2,7 +2,7 @@
 and loads the checkpoints of every model family; each family describes its layouts in a
 ``*_layouts`` module."""
 from .entries import PreprocessConfig, Weights
-from .loading import read_checkpoint, read_source, resolve_source, save_weights
+from .loading import read_checkpoint, read_source, resolve_source
 from .state_dicts import CheckpointMismatchError
 
 __all__ = [
@@ -12,5 +12,4 @@ __all__ = [
     "read_checkpoint",
     "read_source",
     "resolve_source",
-    "save_weights",
 ]

@@ -3,7 +3,7 @@
 A family (MobileViT classifiers, DeepLabV3, SSDLite, ViLT) describes its layouts with one
 :class:`CheckpointFamily` in a module of its own (``mobilevit_layouts``,
 ``deeplabv3_layouts`` ...) that imports nothing from ``mobilevt.models``: the engine
-(:mod:`mobilevt.weights.engine`) does the reading, converting, checking and loading for
+(:mod:`mobilevt.engine`) does the reading, converting, checking and loading for
 every family the same way.
 """
 from __future__ import annotations

@@ -8,19 +8,16 @@ import pickle
 import re
 import socket
 import urllib.error
-from dataclasses import asdict
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
 import torch
-from torch import nn
 
-from ..fileio import atomic_path
 from .entries import PreprocessConfig, Weights
 from .state_dicts import CheckpointMismatchError, unwrap_state_dict
-from ..errors import InvalidInputError, MissingDependencyError, MobilevtError
+from ..errors import MissingDependencyError, MobilevtError
 
 HF_PREFIX = "hf-hub:"
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -293,36 +290,6 @@ def recorded_model_name(path: Path) -> str | None:
     if metadata.get("format") != "mobilevt":
         return None
     return metadata.get("model") or None
-
-
-def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: PreprocessConfig | None = None) -> Path:
-    """Write ``model`` as mobilevt safetensors (keys, model name, classes and preprocessing
-    in the metadata), atomically: a crash never leaves a half-written file."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise InvalidInputError(f"mobilevt weights are safetensors files; use a .safetensors path, not {path.name!r}")
-    preprocess = preprocess or getattr(model, "preprocess", None)
-    metadata = {
-        "format": "mobilevt",
-        "model": str(getattr(model, "model_name", "")),
-        "num_classes": str(getattr(model, "num_classes", "")),
-    }
-    if preprocess is not None:
-        metadata["preprocess"] = json.dumps(asdict(preprocess))
-    class_names = getattr(model, "class_names", None)
-    if class_names:
-        metadata["class_names"] = json.dumps(list(class_names))
-    if getattr(model, "model_name", None):
-        from ..registry import get_model_entry
-
-        # what the family needs to rebuild the model (DeepLabV3's ASPP, ViLT's architecture ...)
-        metadata.update(get_model_entry(model.model_name).checkpoints.metadata_of(model))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return path
 
 
 def class_names_from_metadata(metadata: Mapping[str, str]) -> list[str] | None:

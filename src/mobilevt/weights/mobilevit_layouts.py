@@ -1,6 +1,6 @@
 """MobileViT classifier checkpoints (v1, v2, v3): their layouts and key maps.
 
-Conversion "pulls" (:mod:`mobilevt.weights.engine`): for every key of the target mobilevt
+Conversion "pulls" (:mod:`mobilevt.engine`): for every key of the target mobilevt
 model the layout names the key(s) of the checkpoint that hold the same tensor, which makes
 missing and unexpected keys exact and loading strict.
 

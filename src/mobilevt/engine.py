@@ -1,4 +1,5 @@
-"""The one checkpoint engine: every model family is created and loaded here.
+"""The one engine: every model family is created, loaded and saved here; ``weights/``
+reads and converts checkpoints and knows nothing of the registry.
 
 ``create_model(name, weights=...)`` and ``load_weights(model, source)`` take the same
 steps for every family: read the source safely (:func:`~mobilevt.weights.loading.read_source`),
@@ -15,19 +16,23 @@ create instead.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
-from ..registry import ModelEntry, get_model_entry, list_models
-from .entries import PreprocessConfig, Weights
-from .family import CheckpointFamily, Mismatch
-from .loading import Checkpoint, class_names_from_metadata, preprocess_from_metadata, read_source
-from .state_dicts import CheckpointMismatchError, format_keys, mismatch_lines, unwrap_state_dict
-from ..errors import InvalidInputError
+from .errors import InvalidInputError
+from .fileio import atomic_path
+from .registry import ModelEntry, get_model_entry, list_models
+from .weights.entries import PreprocessConfig, Weights
+from .weights.family import CheckpointFamily, Mismatch
+from .weights.loading import Checkpoint, class_names_from_metadata, preprocess_from_metadata, read_source
+from .weights.state_dicts import CheckpointMismatchError, format_keys, mismatch_lines, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -363,3 +368,31 @@ def convert_state_dict(
     entry = get_model_entry(model if isinstance(model, str) else model.model_name)
     target = _skeleton(entry, {}) if isinstance(model, str) else model
     return convert(family_of(entry), Checkpoint(unwrap_state_dict(state_dict)), target, layout)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: PreprocessConfig | None = None) -> Path:
+    """Write ``model`` as mobilevt safetensors (keys, model name, classes and preprocessing
+    in the metadata), atomically: a crash never leaves a half-written file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InvalidInputError(f"mobilevt weights are safetensors files; use a .safetensors path, not {path.name!r}")
+    preprocess = preprocess or getattr(model, "preprocess", None)
+    metadata = {
+        "format": "mobilevt",
+        "model": str(getattr(model, "model_name", "")),
+        "num_classes": str(getattr(model, "num_classes", "")),
+    }
+    if preprocess is not None:
+        metadata["preprocess"] = json.dumps(asdict(preprocess))
+    class_names = getattr(model, "class_names", None)
+    if class_names:
+        metadata["class_names"] = json.dumps(list(class_names))
+    if getattr(model, "model_name", None):
+        # what the family needs to rebuild the model (DeepLabV3's ASPP, ViLT's architecture ...)
+        metadata.update(get_model_entry(model.model_name).checkpoints.metadata_of(model))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
