@@ -7,6 +7,7 @@ ratio mobilevt / timm (below 1 = mobilevt faster).
 
     python benchmarks/bench_eager_vs_timm.py [--threads 2] [--batches 1 8] [--runs 15] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     rows = []
-    print(f"torch {torch.__version__}, {args.threads} threads, fp32, {args.size}x{args.size}, median of {args.runs} runs")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, fp32, {args.size}x{args.size}, median of {args.runs} runs"
+    )
     print(
         "| model | batch | mobilevt eager (ms) | mobilevt fused + channels_last (ms) | timm eager (ms) "
         "| ratio eager/timm | ratio fast/timm | logit diff vs timm | fast vs eager |"

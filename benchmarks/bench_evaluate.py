@@ -7,6 +7,7 @@ Preprocessing is compared with timm's PIL pipeline (``create_transform``) measur
 same run; all numbers are per image, medians of the run. Random weights (speed does not
 depend on them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def main() -> None:
     decode_ms = 1e3 * _per_item(load_image, photos[:200])
     pil_decode_ms = 1e3 * _per_item(lambda p: Image.open(p).convert("RGB"), photos[:200])
     print("| step (per image) | mobilevt ms | reference ms | ratio |\n|---|---:|---:|---:|")
-    print(f"| decode (Pillow + EXIF + mode handling vs Image.open().convert) | {decode_ms:.2f} | {pil_decode_ms:.2f} "
-          f"| {decode_ms / pil_decode_ms:.2f} |")
+    print(
+        f"| decode (Pillow + EXIF + mode handling vs Image.open().convert) | {decode_ms:.2f} | {pil_decode_ms:.2f} "
+        f"| {decode_ms / pil_decode_ms:.2f} |"
+    )
     try:
         import timm
         from timm.data import create_transform, resolve_data_config
@@ -65,13 +68,17 @@ def main() -> None:
             transform = create_transform(**resolve_data_config({}, model=timm.create_model(name)))
             pil_images = [Image.open(p).convert("RGB") for p in photos[:200]]
             theirs = 1e3 * _per_item(transform, pil_images)
-            print(f"| preprocess {tag} ({preprocess.config.interpolation}) vs timm create_transform | {ours:.2f} "
-                  f"| {theirs:.2f} | {ours / theirs:.2f} |")
+            print(
+                f"| preprocess {tag} ({preprocess.config.interpolation}) vs timm create_transform | {ours:.2f} "
+                f"| {theirs:.2f} | {ours / theirs:.2f} |"
+            )
         else:
             print(f"| preprocess {tag} ({preprocess.config.interpolation}) | {ours:.2f} | - | - |")
 
-    print("\n| model | forward ms/image (batch {0}) | evaluate images/s ({1} workers) | decode+preprocess share |"
-          "\n|---|---:|---:|---:|".format(args.batch_size, args.workers))
+    print(
+        "\n| model | forward ms/image (batch {}) | evaluate images/s ({} workers) | decode+preprocess share |"
+        "\n|---|---:|---:|---:|".format(args.batch_size, args.workers)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for photo in photos:

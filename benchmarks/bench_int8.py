@@ -13,6 +13,7 @@ images, then exports fp32 and int8 files for ONNX Runtime and ExecuTorch with
 
     python benchmarks/bench_int8.py [--weights runs/digits/best.safetensors] [--output-dir runs/int8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ def _write_digits(folder: Path, split: str, limit: int) -> list[int]:
 
 def _interleaved_ms(runs: dict, inputs: torch.Tensor, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, run in runs.items():  # warm-up
+    for run in runs.values():  # warm-up
         run(inputs)
     for _ in range(rounds):
         for name, run in runs.items():
@@ -105,13 +106,29 @@ def main(argv=None) -> int:
         for precision in ("fp32", "int8"):
             quantize = None if precision == "fp32" else "int8"
             path = out / f"digits_{precision}{suffix}"
-            sizes[precision] = export_model(model, path, fmt, dynamic_batch=False, check_images=out / "val",
-                                            latency_runs=0, quantize=quantize,
-                                            calibration=out / "calibration").file_bytes
+            sizes[precision] = export_model(
+                model,
+                path,
+                fmt,
+                dynamic_batch=False,
+                check_images=out / "val",
+                latency_runs=0,
+                quantize=quantize,
+                calibration=out / "calibration",
+            ).file_bytes
             runs_small[precision] = _loader(path, fmt)
             large = out / f"digits_{precision}_256{suffix}"
-            export_model(model, large, fmt, image_size=(256, 256), dynamic_batch=False, max_check_images=4,
-                         latency_runs=0, quantize=quantize, calibration=out / "calibration")
+            export_model(
+                model,
+                large,
+                fmt,
+                image_size=(256, 256),
+                dynamic_batch=False,
+                max_check_images=4,
+                latency_runs=0,
+                quantize=quantize,
+                calibration=out / "calibration",
+            )
             runs_large[precision] = _loader(large, fmt)
         predictions = {
             precision: torch.stack([run(val[i : i + 1])[0] for i in range(len(val))]).argmax(-1)
@@ -119,16 +136,22 @@ def main(argv=None) -> int:
         }
         ms_small = _interleaved_ms(runs_small, val[:1], args.rounds)
         ms_large = _interleaved_ms(runs_large, torch.rand(1, 3, 256, 256), args.rounds)
-        rows.append({
-            "format": fmt,
-            "fp32_bytes": sizes["fp32"], "int8_bytes": sizes["int8"], "size_ratio": sizes["fp32"] / sizes["int8"],
-            "fp32_ms_64": ms_small["fp32"], "int8_ms_64": ms_small["int8"],
-            "fp32_ms_256": ms_large["fp32"], "int8_ms_256": ms_large["int8"],
-            "int8_top1_agreement_with_fp32": (predictions["int8"] == predictions["fp32"]).float().mean().item(),
-            "fp32_accuracy": (predictions["fp32"] == labels).float().mean().item(),
-            "int8_accuracy": (predictions["int8"] == labels).float().mean().item(),
-            "validation_images": len(labels),
-        })
+        rows.append(
+            {
+                "format": fmt,
+                "fp32_bytes": sizes["fp32"],
+                "int8_bytes": sizes["int8"],
+                "size_ratio": sizes["fp32"] / sizes["int8"],
+                "fp32_ms_64": ms_small["fp32"],
+                "int8_ms_64": ms_small["int8"],
+                "fp32_ms_256": ms_large["fp32"],
+                "int8_ms_256": ms_large["int8"],
+                "int8_top1_agreement_with_fp32": (predictions["int8"] == predictions["fp32"]).float().mean().item(),
+                "fp32_accuracy": (predictions["fp32"] == labels).float().mean().item(),
+                "int8_accuracy": (predictions["int8"] == labels).float().mean().item(),
+                "validation_images": len(labels),
+            }
+        )
     table = [
         "| runtime | fp32 MB | int8 MB | smaller | fp32 ms (64) | int8 ms (64) | fp32 ms (256) | int8 ms (256) "
         "| int8 top-1 = fp32 | fp32 acc | int8 acc |",
@@ -142,8 +165,10 @@ def main(argv=None) -> int:
             f"| {100 * r['int8_accuracy']:.2f}% |"
         )
     text = "\n".join(table)
-    print(f"mobilevit_xxs trained on digits ({weights}); {len(labels)} validation images; batch 1, "
-          f"{args.threads} threads, medians of {args.rounds} interleaved runs\n{text}")
+    print(
+        f"mobilevit_xxs trained on digits ({weights}); {len(labels)} validation images; batch 1, "
+        f"{args.threads} threads, medians of {args.rounds} interleaved runs\n{text}"
+    )
     write_text_atomic(out / "int8.md", text + "\n")
     write_text_atomic(out / "int8.json", json.dumps(rows, indent=2) + "\n")
     return 0

@@ -18,6 +18,7 @@ or pass ``--continue-epochs`` to train the saved model further.
 
     python benchmarks/bench_mobivqa.py --run-dir runs/mobivqa --out bench-results/mobivqa
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,18 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
             return model.eval(), config
         # train the loaded model further (a new warmup + cosine cycle), then its exits again
         start = time.perf_counter()
-        train_vqa(model, train, epochs=args.continue_epochs, batch_size=64, lr=args.lr,
-                  seed=len(config.get("continued", [])) + 1, augment=args.augment)
-        config.setdefault("continued", []).append({"epochs": args.continue_epochs, "seconds": round(time.perf_counter() - start, 1)})
+        train_vqa(
+            model,
+            train,
+            epochs=args.continue_epochs,
+            batch_size=64,
+            lr=args.lr,
+            seed=len(config.get("continued", [])) + 1,
+            augment=args.augment,
+        )
+        config.setdefault("continued", []).append(
+            {"epochs": args.continue_epochs, "seconds": round(time.perf_counter() - start, 1)}
+        )
         start = time.perf_counter()
         train_exit_heads(model, train, epochs=args.exit_epochs, predictor_epochs=args.exit_epochs)
         config["exit_train_seconds"] = round(time.perf_counter() - start, 1)
@@ -64,8 +74,14 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
     layers = args.layers
     config = {
         "arch": dict(
-            hidden_size=args.dim, num_layers=layers, num_heads=4, mlp_dim=2 * args.dim, patch_size=args.patch,
-            image_size=args.image_size, vocab_size=args.vocab_size, max_text_len=16,
+            hidden_size=args.dim,
+            num_layers=layers,
+            num_heads=4,
+            mlp_dim=2 * args.dim,
+            patch_size=args.patch,
+            image_size=args.image_size,
+            vocab_size=args.vocab_size,
+            max_text_len=16,
         ),
         "exit_layers": list(range(1, layers)),
         "predictor_layer": 1,
@@ -128,8 +144,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--exit-epochs", type=float, default=0.3)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                        help="random flips and shifts of the training images (default on)")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="random flips and shifts of the training images (default on)",
+    )
     parser.add_argument("--eval-limit", type=int, default=None, help="accuracy on the first N test questions")
     parser.add_argument("--latency-questions", type=int, default=200)
     args = parser.parse_args()
@@ -143,10 +163,14 @@ def main() -> None:
     with torch.inference_mode():
         for name, exit_kwargs, pruning in settings(model.num_layers, model.exit_layers):
             configure(model, exit_kwargs, pruning)
-            result = evaluate_on_split(model, test, limit=args.eval_limit, answer_groups=easy_vqa_answer_groups(answers))
+            result = evaluate_on_split(
+                model, test, limit=args.eval_limit, answer_groups=easy_vqa_answer_groups(answers)
+            )
             rows.append({"setting": name, "exit": exit_kwargs, "pruning": list(pruning), **result})
-            print(f"{name}: accuracy {result['accuracy']:.4f} (by answer kind {result['by_group']}), "
-                  f"mean layers {result['mean_layers']:.2f}")
+            print(
+                f"{name}: accuracy {result['accuracy']:.4f} (by answer kind {result['by_group']}), "
+                f"mean layers {result['mean_layers']:.2f}"
+            )
         # batch-1 latency, interleaved over settings on each question
         times: list[list[float]] = [[] for _ in rows]
         count = min(args.latency_questions, len(test))
@@ -204,7 +228,13 @@ def _plot(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 5))
     for row in rows:
         axes.scatter(row["latency_ratio"], row["accuracy"] * 100)
-        axes.annotate(row["setting"], (row["latency_ratio"], row["accuracy"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axes.annotate(
+            row["setting"],
+            (row["latency_ratio"], row["accuracy"] * 100),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     axes.set_xlabel("batch-1 latency / full model (median, interleaved)")
     axes.set_ylabel("easy-VQA test accuracy (%)")
     axes.set_title("MobiVQA early exit and token pruning on a small ViLT")

@@ -27,6 +27,7 @@ same columns.
     python benchmarks/bench_tasks.py [--tasks segmentation] [--models deeplabv3_mobilevit_xxs ...]
         [--size 512] [--threads 2] [--runs 10] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ import copy
 import json
 import statistics
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -42,8 +43,11 @@ import mobilevt
 from mobilevt.profiling import count_macs
 
 DEFAULT_SEGMENTERS = [
-    "deeplabv3_mobilevit_xxs", "deeplabv3_mobilevit_xs", "deeplabv3_mobilevit_s",
-    "deeplabv3_mobilevitv2_050", "deeplabv3_mobilevitv2_100",
+    "deeplabv3_mobilevit_xxs",
+    "deeplabv3_mobilevit_xs",
+    "deeplabv3_mobilevit_s",
+    "deeplabv3_mobilevitv2_050",
+    "deeplabv3_mobilevitv2_100",
 ]
 # transformers MobileViTConfig fields of the v1 variants (their conversion script's table)
 _HF_V1 = {
@@ -69,14 +73,18 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def _transformers_segmenter(name: str, ours: torch.nn.Module) -> Optional[torch.nn.Module]:
+def _transformers_segmenter(name: str, ours: torch.nn.Module) -> torch.nn.Module | None:
     try:
         import transformers
     except ImportError:
         return None
     backbone = name[len("deeplabv3_") :]
-    common = dict(num_labels=ours.num_classes, output_stride=ours.output_stride,
-                  atrous_rates=list(ours.aspp.atrous_rates), aspp_out_channels=ours.classifier.in_channels)
+    common = dict(
+        num_labels=ours.num_classes,
+        output_stride=ours.output_stride,
+        atrous_rates=list(ours.aspp.atrous_rates),
+        aspp_out_channels=ours.classifier.in_channels,
+    )
     if backbone in _HF_V1:
         return transformers.MobileViTForSemanticSegmentation(transformers.MobileViTConfig(**_HF_V1[backbone], **common))
     if backbone.startswith("mobilevitv2_"):
@@ -124,28 +132,33 @@ def segmentation_rows(args) -> list[dict]:
                 for label, model in runners[shift:] + runners[:shift]:
                     times[label].append(_time_once(model, x))
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        rows.append({
-            "task": "segmentation",
-            "model": name,
-            "input": f"{args.size}x{args.size}",
-            "params_m": cost.params / 1e6,
-            "published_params_m": entry.published_params_m,
-            "macs_g": cost.macs / 1e9,
-            "published_macs_g": entry.published_macs_g,
-            "eager_ms": med["eager"],
-            "fused_ms": med["fused"],
-            "reference": "transformers" if reference is not None else None,
-            "reference_ms": med.get("reference"),
-            "ratio": med["eager"] / med["reference"] if "reference" in med else None,
-            "max_abs_diff": diff,
-        })
+        rows.append(
+            {
+                "task": "segmentation",
+                "model": name,
+                "input": f"{args.size}x{args.size}",
+                "params_m": cost.params / 1e6,
+                "published_params_m": entry.published_params_m,
+                "macs_g": cost.macs / 1e9,
+                "published_macs_g": entry.published_macs_g,
+                "eager_ms": med["eager"],
+                "fused_ms": med["fused"],
+                "reference": "transformers" if reference is not None else None,
+                "reference_ms": med.get("reference"),
+                "ratio": med["eager"] / med["reference"] if "reference" in med else None,
+                "max_abs_diff": diff,
+            }
+        )
         _print_row(rows[-1])
     return rows
 
 
 DEFAULT_DETECTORS = [
-    "ssdlite_mobilevit_xxs", "ssdlite_mobilevit_xs", "ssdlite_mobilevit_s",
-    "ssdlite_mobilevitv2_050", "ssdlite_mobilevitv2_100",
+    "ssdlite_mobilevit_xxs",
+    "ssdlite_mobilevit_xs",
+    "ssdlite_mobilevit_s",
+    "ssdlite_mobilevitv2_050",
+    "ssdlite_mobilevitv2_100",
 ]
 
 
@@ -191,22 +204,24 @@ def detection_rows(args) -> list[dict]:
                 for label, model in runners[shift:] + runners[:shift]:
                     times[label].append(_time_once(model, x))
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        rows.append({
-            "task": "detection",
-            "model": name,
-            "input": f"{size}x{size}",
-            "params_m": cost.params / 1e6,
-            "published_params_m": entry.published_params_m,
-            "macs_g": cost.macs / 1e9,
-            "published_macs_g": entry.published_macs_g,
-            "published_coco_map": published_map(name),
-            "eager_ms": med["eager"],
-            "fused_ms": med["fused"],
-            "reference": "torchvision ssdlite320_mobilenet_v3_large (network, random weights)",
-            "reference_ms": med["reference"],
-            "ratio": med["eager"] / med["reference"],
-            "max_abs_diff": None,  # another network: no output comparison
-        })
+        rows.append(
+            {
+                "task": "detection",
+                "model": name,
+                "input": f"{size}x{size}",
+                "params_m": cost.params / 1e6,
+                "published_params_m": entry.published_params_m,
+                "macs_g": cost.macs / 1e9,
+                "published_macs_g": entry.published_macs_g,
+                "published_coco_map": published_map(name),
+                "eager_ms": med["eager"],
+                "fused_ms": med["fused"],
+                "reference": "torchvision ssdlite320_mobilenet_v3_large (network, random weights)",
+                "reference_ms": med["reference"],
+                "ratio": med["eager"] / med["reference"],
+                "max_abs_diff": None,  # another network: no output comparison
+            }
+        )
         _print_row(rows[-1])
     return rows
 
@@ -240,8 +255,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, fp32, batch 1, median of {args.runs} interleaved runs")
-    print("| model | input | params (M) | published (M) | MACs (G) | published MACs (G) | mobilevt eager (ms) "
-          "| mobilevt fused (ms) | reference eager (ms) | eager / reference | max abs diff |")
+    print(
+        "| model | input | params (M) | published (M) | MACs (G) | published MACs (G) | mobilevt eager (ms) "
+        "| mobilevt fused (ms) | reference eager (ms) | eager / reference | max abs diff |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for task in args.tasks:

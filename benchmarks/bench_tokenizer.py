@@ -6,12 +6,23 @@ slow BertTokenizerLegacy and fast BertTokenizer(Fast), same run, interleaved, me
 A missing VOCAB.txt is first built like tests/data/test_tokenizer.py's 30522-entry
 bert-base-uncased-layout vocabulary (run from the repository root).
 """
-import argparse, os, statistics, sys, time, warnings
-warnings.filterwarnings("ignore")
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
 import torch
+from torch.jit.mobile import _load_for_lite_interpreter
 from transformers import BertTokenizerFast
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
 from mobilevt import create_tokenizer
+
+warnings.filterwarnings("ignore")
 
 parser = argparse.ArgumentParser()
 parser.add_argument("vocab")
@@ -22,6 +33,7 @@ torch.set_num_threads(args.threads)
 if not os.path.exists(args.vocab):
     sys.path.insert(0, "tests")
     import test_tokenizer as t
+
     head = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     head += [f"[unused{i}]" for i in range(99, 994)]
     trained = [x for x in t._train_wordpiece(t._training_texts(), 30522 - len(head) + 5, True) if x not in t.SPECIAL]
@@ -37,13 +49,12 @@ QUESTIONS = {
 }
 ours = create_tokenizer(args.vocab)
 scripted = torch.jit.script(ours)
-import tempfile, os
-from torch.jit.mobile import _load_for_lite_interpreter
 _tmp = tempfile.mkdtemp()
 scripted._save_for_lite_interpreter(os.path.join(_tmp, "tok.ptl"))
 lite = _load_for_lite_interpreter(os.path.join(_tmp, "tok.ptl"))
 slow = BertTokenizerLegacy(args.vocab)
 fast = BertTokenizerFast(args.vocab)
+
 
 def candidates(q):
     return {
@@ -53,8 +64,11 @@ def candidates(q):
         "mobilevt eager encode": lambda: ours.encode(q),
         "transformers slow BertTokenizerLegacy": lambda: slow(q, truncation=True, max_length=40),
         "transformers fast BertTokenizer(Fast)": lambda: fast(q, truncation=True, max_length=40),
-        "transformers fast, padded pt tensors": lambda: fast([q], padding="max_length", truncation=True, max_length=40, return_tensors="pt"),
+        "transformers fast, padded pt tensors": lambda: fast(
+            [q], padding="max_length", truncation=True, max_length=40, return_tensors="pt"
+        ),
     }
+
 
 print(f"torch {torch.__version__}, threads {args.threads}, runs {args.runs}, vocab {len(ours.id_to_token)}")
 for label, q in QUESTIONS.items():
@@ -64,11 +78,13 @@ for label, q in QUESTIONS.items():
         for _ in range(50):
             fn()
     times = {name: [] for name in fns}
-    for r in range(args.runs):
+    for _r in range(args.runs):
         for name, fn in fns.items():
-            t = time.perf_counter(); fn(); times[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
     ref = statistics.median(times["transformers fast BertTokenizer(Fast)"])
     print(f"\n{label}: {q[:60]!r} ({len(scripted.encode(q))} ids)")
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"  {name:45s} {m*1e3:8.3f} ms   x{m/ref:6.2f} of fast")
+        print(f"  {name:45s} {m * 1e3:8.3f} ms   x{m / ref:6.2f} of fast")

@@ -28,6 +28,7 @@ several GB of memory; files go to ``--workdir`` (default: a temporary folder, re
     python benchmarks/bench_vilt.py [--threads 2] [--sizes 384x384 384x576] [--runs 15] \\
         [--runtimes eager scripted onnx executorch] [--mobivqa] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,10 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -63,7 +65,7 @@ class Candidate:
     setting: str  # "full" or "mobivqa"
     runtime: str  # a RUNTIMES name or "transformers"
     run: Callable[[], torch.Tensor]
-    export_s: Optional[float] = None
+    export_s: float | None = None
 
 
 def _time_once(fn) -> float:
@@ -72,7 +74,7 @@ def _time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def build_models(hf_overrides: Optional[dict[str, Any]] = None, num_answers: int = 3129):
+def build_models(hf_overrides: dict[str, Any] | None = None, num_answers: int = 3129):
     """transformers' ViltForQuestionAnswering with its random initialisation (``hf_overrides``:
     ViltConfig fields, for a small model) and mobilevt's with the same weights."""
     from transformers import ViltConfig, ViltForQuestionAnswering
@@ -93,8 +95,15 @@ def _set_executorch_threads(threads: int) -> None:
 
 
 def _candidates(
-    ours, scripted, inputs: Inputs, runtimes: Sequence[str], setting: str, workdir: Path, threads: int,
-    apply: Callable[[Any], None], reset: Callable[[Any], None],
+    ours,
+    scripted,
+    inputs: Inputs,
+    runtimes: Sequence[str],
+    setting: str,
+    workdir: Path,
+    threads: int,
+    apply: Callable[[Any], None],
+    reset: Callable[[Any], None],
 ) -> list[Candidate]:
     """mobilevt's runtimes for one setting. ``apply(model)`` / ``reset(model)`` switch the
     setting on and off on the eager or scripted model: exports capture it while on, and
@@ -169,12 +178,12 @@ def bench(
     mobivqa: bool = False,
     prune_layer: int = 2,
     runtimes: Sequence[str] = ("eager",),
-    threads: Optional[int] = None,
-    workdir: Optional[str] = None,
+    threads: int | None = None,
+    workdir: str | None = None,
     exit_layers: Sequence[int] = (4, 6, 8, 10),
     exit_layer: int = 8,
     keep_ratio: float = 0.5,
-    hf_overrides: Optional[dict[str, Any]] = None,
+    hf_overrides: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Time every candidate at one input size; one row per (setting, runtime), transformers
     eager first."""
@@ -190,7 +199,9 @@ def bench(
     )
 
     def transformers_run():
-        return reference(input_ids=inputs[0], attention_mask=inputs[1], pixel_values=inputs[2], pixel_mask=inputs[3]).logits
+        return reference(
+            input_ids=inputs[0], attention_mask=inputs[1], pixel_values=inputs[2], pixel_mask=inputs[3]
+        ).logits
 
     def off(model):
         model.set_token_pruning(0)
@@ -216,24 +227,27 @@ def bench(
             medians, diffs = _measure(ours, candidates, inputs, runs, warmup, on if mobivqa else None, off)
     setting_names = {
         "full": "full model",
-        "mobivqa": f"MobiVQA: prune {keep_ratio:g} of image tokens after layer {prune_layer}, exit after layer {exit_layer}",
+        "mobivqa": f"MobiVQA: prune {keep_ratio:g} of image tokens after layer {prune_layer}, "
+        f"exit after layer {exit_layer}",
     }
     rows = []
     for candidate, median, diff in zip(candidates, medians, diffs):
-        rows.append({
-            "size": f"{height}x{width}",
-            "text_tokens": text_length,
-            "setting": candidate.setting,
-            "setting_name": setting_names[candidate.setting],
-            "runtime": candidate.runtime,
-            "runtime_name": RUNTIME_NAMES[candidate.runtime],
-            "median_ms": round(median, 2),
-            "ratio_to_transformers": round(median / medians[0], 3),
-            "max_abs_diff_vs_eager": diff,
-            "export_s": candidate.export_s,
-            # the issue's targets are for ViLT-B/32 itself
-            "target_ratio": None if hf_overrides else TARGETS.get((candidate.setting, candidate.runtime)),
-        })
+        rows.append(
+            {
+                "size": f"{height}x{width}",
+                "text_tokens": text_length,
+                "setting": candidate.setting,
+                "setting_name": setting_names[candidate.setting],
+                "runtime": candidate.runtime,
+                "runtime_name": RUNTIME_NAMES[candidate.runtime],
+                "median_ms": round(median, 2),
+                "ratio_to_transformers": round(median / medians[0], 3),
+                "max_abs_diff_vs_eager": diff,
+                "export_s": candidate.export_s,
+                # the issue's targets are for ViLT-B/32 itself
+                "target_ratio": None if hf_overrides else TARGETS.get((candidate.setting, candidate.runtime)),
+            }
+        )
     return rows
 
 
@@ -266,26 +280,42 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=["384x384"], help="HEIGHTxWIDTH, multiples of 32")
     parser.add_argument("--text-length", type=int, default=40)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--runtimes", nargs="+", default=["eager"], choices=RUNTIMES,
-                        help="mobilevt runtimes to time (transformers eager is always timed)")
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["eager"],
+        choices=RUNTIMES,
+        help="mobilevt runtimes to time (transformers eager is always timed)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--mobivqa", action="store_true",
-                        help="also time every runtime with pruning of half the image tokens + a fixed exit")
+    parser.add_argument(
+        "--mobivqa",
+        action="store_true",
+        help="also time every runtime with pruning of half the image tokens + a fixed exit",
+    )
     parser.add_argument("--prune-layer", type=int, default=2, help="with --mobivqa: prune after this layer")
     parser.add_argument("--keep-ratio", type=float, default=0.5, help="with --mobivqa: fraction of image tokens kept")
     parser.add_argument("--exit-layer", type=int, default=8, help="with --mobivqa: the fixed exit layer")
-    parser.add_argument("--exit-layers", type=int, nargs="+", default=[4, 6, 8, 10],
-                        help="with --mobivqa: layers with exit heads (--exit-layer among them)")
+    parser.add_argument(
+        "--exit-layers",
+        type=int,
+        nargs="+",
+        default=[4, 6, 8, 10],
+        help="with --mobivqa: layers with exit heads (--exit-layer among them)",
+    )
     parser.add_argument("--workdir", default=None, help="folder for the exported files (a temporary folder in it)")
-    parser.add_argument("--hf-config", default=None,
-                        help="JSON of ViltConfig fields replacing ViLT-B/32's (a small model, for a quick check)")
+    parser.add_argument(
+        "--hf-config",
+        default=None,
+        help="JSON of ViltConfig fields replacing ViLT-B/32's (a small model, for a quick check)",
+    )
     args = parser.parse_args(argv)
     if args.mobivqa and args.exit_layer not in args.exit_layers:
         parser.error(f"--exit-layer {args.exit_layer} must be one of --exit-layers {args.exit_layers}")
@@ -296,9 +326,20 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     for size in args.sizes:
         height, width = (int(v) for v in size.lower().split("x"))
         rows += bench(
-            height, width, args.text_length, args.runs, args.warmup, args.mobivqa, args.prune_layer,
-            runtimes=args.runtimes, threads=args.threads, workdir=args.workdir, exit_layers=args.exit_layers,
-            exit_layer=args.exit_layer, keep_ratio=args.keep_ratio, hf_overrides=hf_overrides,
+            height,
+            width,
+            args.text_length,
+            args.runs,
+            args.warmup,
+            args.mobivqa,
+            args.prune_layer,
+            runtimes=args.runtimes,
+            threads=args.threads,
+            workdir=args.workdir,
+            exit_layers=args.exit_layers,
+            exit_layer=args.exit_layer,
+            keep_ratio=args.keep_ratio,
+            hf_overrides=hf_overrides,
         )
     print(markdown_table(rows))
     exports = [f"{r['runtime_name']} ({r['setting']}) {r['export_s']} s" for r in rows if r["export_s"] is not None]
@@ -307,8 +348,15 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     if args.json:
         from mobilevt.fileio import write_text_atomic
 
-        report = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "batch": 1,
-                  "versions": _versions(), "hf_config": hf_overrides, "rows": rows}
+        report = {
+            "threads": args.threads,
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "batch": 1,
+            "versions": _versions(),
+            "hf_config": hf_overrides,
+            "rows": rows,
+        }
         write_text_atomic(args.json, json.dumps(report, indent=2))
     return rows
 

@@ -5,14 +5,15 @@ parameter and BatchNorm statistic: default initialisations leave BatchNorm at id
 and transformers' MobileViT drives activations to denormals, which would let a wrong
 model pass (see ../shared/README.md).
 """
+
 from __future__ import annotations
 
-import re
 import functools
 import os
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -61,8 +62,10 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for name, param in model.named_parameters():
             noise = torch.randn(param.shape, generator=generator) * 0.05
-            is_norm_scale = param.dim() == 1 and name.endswith("weight") and any(
-                tag in name for tag in ("norm", "bn", "layernorm", "ln")
+            is_norm_scale = (
+                param.dim() == 1
+                and name.endswith("weight")
+                and any(tag in name for tag in ("norm", "bn", "layernorm", "ln"))
             )
             param.copy_(noise + (1.0 if is_norm_scale else 0.0))
         for name, buf in model.named_buffers():
@@ -129,8 +132,16 @@ IMAGENET_META = SHARED / "data" / "imagenet-meta"
 
 # Real photos shipped inside PyPI packages: the fallback when ../shared is absent.
 _PACKAGED_PHOTOS = {
-    "skimage": ["data/chelsea.png", "data/coffee.png", "data/astronaut.png", "data/rocket.jpg", "data/motorcycle_left.png",
-                "data/camera.png", "data/hubble_deep_field.jpg", "data/retina.jpg"],
+    "skimage": [
+        "data/chelsea.png",
+        "data/coffee.png",
+        "data/astronaut.png",
+        "data/rocket.jpg",
+        "data/motorcycle_left.png",
+        "data/camera.png",
+        "data/hubble_deep_field.jpg",
+        "data/retina.jpg",
+    ],
     "sklearn": ["datasets/images/china.jpg", "datasets/images/flower.jpg"],
 }
 
@@ -234,6 +245,7 @@ def pytest_collection_modifyitems(config, items):
     hands each of its two workers two tests to start with (``--maxschedchunk 1``), then
     one at a time as they finish: the proofs go at positions 0 and 2 so that each starts
     at once on its own worker, and no long test is left for the end."""
+
     def rank(item) -> int:
         return 0 if item.get_closest_marker("learning") else 1 if item.get_closest_marker("slow") else 2
 
@@ -242,8 +254,13 @@ def pytest_collection_modifyitems(config, items):
     # tests, builds it (about 40 s); the others go last, so that no worker waits on its lock
     sharing = [item for item in items if rank(item) == 1 and "digits_run" in item.fixturenames]
     slow = [item for item in items if rank(item) == 1 and item not in sharing]
-    items[:] = [item for item in items if rank(item) == 0] + sharing[:1] + slow + sharing[1:] \
+    items[:] = (
+        [item for item in items if rank(item) == 0]
+        + sharing[:1]
+        + slow
+        + sharing[1:]
         + [item for item in items if rank(item) == 2]
+    )
     learning = [item for item in items if rank(item) == 0]
     others = [item for item in items if rank(item) != 0]
     ordered = []
@@ -259,8 +276,12 @@ def _build_example(example: str, program: str, folder: Path) -> None:
     import sys
 
     script = Path(__file__).resolve().parents[1] / "examples" / example / "build.sh"
-    run = subprocess.run(["sh", str(script), str(folder / program)], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHON=sys.executable))
+    run = subprocess.run(
+        ["sh", str(script), str(folder / program)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
 
 
@@ -270,8 +291,10 @@ def cpp_runner(tmp_path_factory) -> Path:
     test run (about a minute of g++)."""
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler (g++) on this machine: the C++ example cannot be built")
-    return built_once(tmp_path_factory, "cpp-example", functools.partial(_build_example, "cpp", "mobilevt_run")) \
+    return (
+        built_once(tmp_path_factory, "cpp-example", functools.partial(_build_example, "cpp", "mobilevt_run"))
         / "mobilevt_run"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -281,8 +304,14 @@ def pte_runner(tmp_path_factory) -> Path:
     pytest.importorskip("executorch")
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler (g++) on this machine: the ExecuTorch C++ example cannot be built")
-    return built_once(tmp_path_factory, "executorch-example",
-                      functools.partial(_build_example, "executorch_cpp", "mobilevt_pte_run")) / "mobilevt_pte_run"
+    return (
+        built_once(
+            tmp_path_factory,
+            "executorch-example",
+            functools.partial(_build_example, "executorch_cpp", "mobilevt_pte_run"),
+        )
+        / "mobilevt_pte_run"
+    )
 
 
 def assert_cpp_executorch_agrees(runner: Path, program: Path, inputs: list, folder: Path, tolerance: float = 1e-4):
@@ -293,8 +322,11 @@ def assert_cpp_executorch_agrees(runner: Path, program: Path, inputs: list, fold
     from mobilevt.export.native_logs import load_executorch_method
 
     paths = [write_raw_tensor(x, folder / f"cpp-input{i}.bin") for i, x in enumerate(inputs)]
-    run = subprocess.run([str(runner), str(program), *map(str, paths), "--dump", str(folder / "cpp-output")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [str(runner), str(program), *map(str, paths), "--dump", str(folder / "cpp-output")],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     _, method = load_executorch_method(program)
     expected = method.execute([x.contiguous() for x in inputs])
@@ -303,14 +335,14 @@ def assert_cpp_executorch_agrees(runner: Path, program: Path, inputs: list, fold
         assert (read_raw_tensor(folder / f"cpp-output.{i}.bin") - tensor.float()).abs().max() <= tolerance, i
 
 
-def write_ppm(image: "torch.Tensor", path: Path) -> Path:
+def write_ppm(image: torch.Tensor, path: Path) -> Path:
     """A uint8 [H, W, 3] image as binary PPM, the C++ example's image format."""
     height, width, _ = image.shape
     path.write_bytes(f"P6\n{width} {height}\n255\n".encode() + image.contiguous().numpy().tobytes())
     return path
 
 
-def write_raw_tensor(tensor: "torch.Tensor", path: Path) -> Path:
+def write_raw_tensor(tensor: torch.Tensor, path: Path) -> Path:
     """A tensor in the C++ examples' raw format: a "float32 d0 d1 ..." (or "int64 ...") line,
     then the values, little-endian."""
     is_integer = not tensor.is_floating_point()
@@ -320,7 +352,7 @@ def write_raw_tensor(tensor: "torch.Tensor", path: Path) -> Path:
     return path
 
 
-def read_raw_tensor(path: Path) -> "torch.Tensor":
+def read_raw_tensor(path: Path) -> torch.Tensor:
     import numpy as np
 
     with open(path, "rb") as file:

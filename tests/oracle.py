@@ -4,6 +4,7 @@ It recognises each known image by a thumbnail of its preprocessed input and retu
 logits the test assigned to that image, so the expected top-1 / top-5 follow from the
 test's design alone, not from the evaluation code under test.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Public API behaviour: registry, create_model sources, strict loading and clear errors."""
+
 from __future__ import annotations
 
 import functools
@@ -8,10 +9,10 @@ import threading
 
 import pytest
 import torch
+from conftest import max_abs, randomize_
 
 import mobilevt
 from mobilevt import CheckpointMismatchError, WeightsNotFoundError
-from conftest import max_abs, randomize_
 
 
 def test_list_models_and_pattern():
@@ -19,7 +20,12 @@ def test_list_models_and_pattern():
     assert names[:3] == ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
     assert len(names) == 19  # 3 v1, 7 v2, 9 v3
     assert mobilevt.list_models("mobilevitv3_*_l2") == ["mobilevitv3_xxs_l2", "mobilevitv3_xs_l2", "mobilevitv3_s_l2"]
-    assert mobilevt.list_models("mobilevitv2_1*") == ["mobilevitv2_100", "mobilevitv2_125", "mobilevitv2_150", "mobilevitv2_175"]
+    assert mobilevt.list_models("mobilevitv2_1*") == [
+        "mobilevitv2_100",
+        "mobilevitv2_125",
+        "mobilevitv2_150",
+        "mobilevitv2_175",
+    ]
 
 
 def test_unknown_model_suggests_close_names():
@@ -210,7 +216,9 @@ def test_hf_hub_id_through_huggingface_hub_cache(xxs_reference, tmp_path, monkey
     export = tmp_path / "export"
     save_for_hf(reference, str(export), safe_serialization=True)
     cache = tmp_path / "hf-cache"
-    _fill_hub_cache(cache, "timm/mobilevit_xxs.cvnets_in1k", {"model.safetensors": (export / "model.safetensors").read_bytes()})
+    _fill_hub_cache(
+        cache, "timm/mobilevit_xxs.cvnets_in1k", {"model.safetensors": (export / "model.safetensors").read_bytes()}
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
@@ -263,7 +271,8 @@ def test_wrong_variant_names_mismatched_keys_and_guesses(tmp_path):
     assert "stages.0.0.expand.conv.weight [64, 16, 1, 1] vs model [32, 16, 1, 1]" in message
     # the fix comes first, before hundreds of characters of keys
     assert message.splitlines()[0].endswith(
-        "does not fit model 'mobilevit_xxs'; the checkpoint matches 'mobilevit_xs': create that model instead.")
+        "does not fit model 'mobilevit_xxs'; the checkpoint matches 'mobilevit_xs': create that model instead."
+    )
 
 
 def test_v2_checkpoint_into_v1_model_names_missing_and_unexpected(tmp_path):

@@ -8,6 +8,7 @@ re-export: an import of a name from a package is followed to the submodule the
 Usage: python tools/check_import_cycles.py [PACKAGE_DIR]; exit status 1 when a cycle is
 found, each printed as ``a -> b -> a``.
 """
+
 from __future__ import annotations
 
 import ast

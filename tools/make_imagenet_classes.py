@@ -4,6 +4,7 @@ Columns: class index, WordNet id, short name, WordNet lemmas. The WordNet ids an
 come from timm's ImageNet metadata (Apache-2.0); the short, unique names from torchvision's
 weights metadata (BSD-3-Clause).
 """
+
 from pathlib import Path
 
 from timm.data import ImageNetInfo

@@ -1,6 +1,7 @@
 """Serves this folder on http://127.0.0.1:8000 for the example page: ONNX Runtime Web from
 node_modules (run `npm ci` here first), the model and labels you copy next to index.html
 (model.onnx, labels.txt). Usage: python serve.py [PORT]."""
+
 from __future__ import annotations
 
 import functools
@@ -14,16 +15,20 @@ ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     # module scripts and WebAssembly need their own types (older Pythons guess neither)
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".js": "text/javascript",
+        ".wasm": "application/wasm",
+    }
 
     def translate_path(self, path: str) -> str:
         # /ort/... is ONNX Runtime Web's dist folder: nothing to copy or link
         if path.startswith("/ort/"):
-            return str(ORT_DIST / path[len("/ort/"):].split("?")[0])
+            return str(ORT_DIST / path[len("/ort/") :].split("?")[0])
         return super().translate_path(path)
 
-    def log_message(self, format: str, *args) -> None:  # quiet: the page shows what happens
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature; quiet: the page shows what happens
         pass
 
 

@@ -1,4 +1,5 @@
 """``python -m mobilevt`` (and ``torchrun -m mobilevt``) run the command line."""
+
 import sys
 
 from mobilevt.cli.main import main

@@ -14,14 +14,16 @@ but the class-sized head keys, which stay freshly initialised (one warning); a c
 of another variant is refused with its keys named and, when one fits, the variant to
 create instead.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,10 +39,11 @@ from .weights.state_dicts import CheckpointMismatchError, format_keys, mismatch_
 logger = logging.getLogger(__name__)
 
 
-
 def family_of(entry: ModelEntry) -> CheckpointFamily:
     if entry.checkpoints is None:
-        raise InvalidInputError(f"model {entry.name!r} has no checkpoint layouts: it can only be created with random weights")
+        raise InvalidInputError(
+            f"model {entry.name!r} has no checkpoint layouts: it can only be created with random weights"
+        )
     return entry.checkpoints
 
 
@@ -48,7 +51,7 @@ def family_of(entry: ModelEntry) -> CheckpointFamily:
 # Building
 
 
-def build(entry: ModelEntry, options: Mapping[str, Any], num_classes: Optional[int] = None) -> nn.Module:
+def build(entry: ModelEntry, options: Mapping[str, Any], num_classes: int | None = None) -> nn.Module:
     """``entry``'s model with builder ``options`` (and ``num_classes`` when given)."""
     family = family_of(entry) if entry.checkpoints is not None else None
     keywords = dict(options)
@@ -59,7 +62,7 @@ def build(entry: ModelEntry, options: Mapping[str, Any], num_classes: Optional[i
     return model
 
 
-def _skeleton(entry: ModelEntry, options: Mapping[str, Any], num_classes: Optional[int] = None) -> nn.Module:
+def _skeleton(entry: ModelEntry, options: Mapping[str, Any], num_classes: int | None = None) -> nn.Module:
     with torch.device("meta"):  # the structure alone: keys and shapes, no memory
         return build(entry, options, num_classes)
 
@@ -69,7 +72,7 @@ def _skeleton(entry: ModelEntry, options: Mapping[str, Any], num_classes: Option
 
 
 def convert(
-    family: CheckpointFamily, checkpoint: Checkpoint, model: nn.Module, layout: Optional[str] = None
+    family: CheckpointFamily, checkpoint: Checkpoint, model: nn.Module, layout: str | None = None
 ) -> dict[str, torch.Tensor]:
     """``checkpoint``'s tensors under ``model``'s keys. Every model key names the
     checkpoint key(s) holding it, and every checkpoint key must be used: otherwise
@@ -96,8 +99,12 @@ def convert(
 
 
 def check_shapes(
-    family: CheckpointFamily, model: nn.Module, converted: Mapping[str, torch.Tensor], layout: str,
-    checkpoint: Checkpoint, skip: tuple[str, ...] = (),
+    family: CheckpointFamily,
+    model: nn.Module,
+    converted: Mapping[str, torch.Tensor],
+    layout: str,
+    checkpoint: Checkpoint,
+    skip: tuple[str, ...] = (),
 ) -> None:
     """Raise ``CheckpointMismatchError`` naming every key whose shape differs from ``model``'s."""
     target = model.state_dict()
@@ -111,8 +118,13 @@ def check_shapes(
 
 
 def mismatch_error(
-    family: CheckpointFamily, model: nn.Module, layout: str, checkpoint: Checkpoint,
-    missing: list[str], unexpected: list[str], mis_shaped: list[str],
+    family: CheckpointFamily,
+    model: nn.Module,
+    layout: str,
+    checkpoint: Checkpoint,
+    missing: list[str],
+    unexpected: list[str],
+    mis_shaped: list[str],
 ) -> CheckpointMismatchError:
     name = str(getattr(model, "model_name", type(model).__name__))
     found = Mismatch(name, layout, checkpoint.state_dict, missing, unexpected, mis_shaped, model, checkpoint)
@@ -125,7 +137,7 @@ def mismatch_error(
     return CheckpointMismatchError("\n".join(lines), missing, unexpected, mis_shaped)
 
 
-def guess_variant(family: CheckpointFamily, state: Mapping[str, torch.Tensor], layout: str) -> Optional[str]:
+def guess_variant(family: CheckpointFamily, state: Mapping[str, torch.Tensor], layout: str) -> str | None:
     """The registered model of ``family`` whose identifying keys all sit in ``state`` with
     the right sizes (numel and trailing dimensions), if any."""
     for name in list_models():
@@ -165,7 +177,7 @@ def _fits(family: CheckpointFamily, candidate: nn.Module, state: Mapping[str, to
 def create(
     entry: ModelEntry,
     weights: str | os.PathLike | Weights | None = None,
-    num_classes: Optional[int] = None,
+    num_classes: int | None = None,
     backbone_weights: str | os.PathLike | Weights | None = None,
     **options: Any,
 ) -> nn.Module:
@@ -173,16 +185,20 @@ def create(
     entry or a source (file, folder, URL, ``hf-hub:`` id)."""
     if backbone_weights is not None:
         if weights is not None:
-            raise InvalidInputError("pass either weights= (a whole checkpoint of this model) or backbone_weights= "
-                             "(a classifier checkpoint for its backbone), not both")
+            raise InvalidInputError(
+                "pass either weights= (a whole checkpoint of this model) or backbone_weights= "
+                "(a classifier checkpoint for its backbone), not both"
+            )
         if entry.backbone is None:
-            raise InvalidInputError(f"model {entry.name!r} has no separate backbone: pass weights= instead of backbone_weights=")
+            raise InvalidInputError(
+                f"model {entry.name!r} has no separate backbone: pass weights= instead of backbone_weights="
+            )
     if weights is None:
         return _create_random(entry, num_classes, backbone_weights, options)
     return _create_from_checkpoint(entry, weights, num_classes, options)
 
 
-def _create_random(entry: ModelEntry, num_classes: Optional[int], backbone_weights: Any, options: dict) -> nn.Module:
+def _create_random(entry: ModelEntry, num_classes: int | None, backbone_weights: Any, options: dict) -> nn.Module:
     family = entry.checkpoints
     default = family.default_num_classes if family is not None else 1000
     model = build(entry, options, default if num_classes is None else num_classes)
@@ -200,7 +216,7 @@ def _create_random(entry: ModelEntry, num_classes: Optional[int], backbone_weigh
     return model
 
 
-def _create_from_checkpoint(entry: ModelEntry, weights: Any, num_classes: Optional[int], kwargs: dict) -> nn.Module:
+def _create_from_checkpoint(entry: ModelEntry, weights: Any, num_classes: int | None, kwargs: dict) -> nn.Module:
     family = family_of(entry)
     weights_entry = weights if isinstance(weights, Weights) else None
     checkpoint = read_source(weights, with_config=family.options_from_config is not None)
@@ -217,7 +233,11 @@ def _create_from_checkpoint(entry: ModelEntry, weights: Any, num_classes: Option
     if num_classes != checkpoint_classes:
         logger.warning(
             "%s: the checkpoint has %d classes, the model %d: loading everything but the class-sized head (%s), "
-            "which is freshly initialised", entry.name, checkpoint_classes, num_classes, format_keys(list(head), 4),
+            "which is freshly initialised",
+            entry.name,
+            checkpoint_classes,
+            num_classes,
+            format_keys(list(head), 4),
         )
         model = build(entry, options, num_classes)
         fresh = model.state_dict()
@@ -239,7 +259,7 @@ def _create_from_checkpoint(entry: ModelEntry, weights: Any, num_classes: Option
 
 
 def _options(
-    family: CheckpointFamily, entry: ModelEntry, weights_entry: Optional[Weights], checkpoint: Checkpoint, layout: str
+    family: CheckpointFamily, entry: ModelEntry, weights_entry: Weights | None, checkpoint: Checkpoint, layout: str
 ) -> tuple[dict[str, Any], list[str]]:
     """Builder options and output names the checkpoint implies, weakest source first."""
     options: dict[str, Any] = dict(family.layout_options.get(layout, {}))
@@ -287,7 +307,7 @@ def _load(
 
 
 def _preprocess(
-    entry: ModelEntry, weights_entry: Optional[Weights], layout: str, checkpoint: Checkpoint
+    entry: ModelEntry, weights_entry: Weights | None, layout: str, checkpoint: Checkpoint
 ) -> PreprocessConfig:
     if weights_entry is not None:
         return weights_entry.preprocess
@@ -306,16 +326,24 @@ def _preprocess(
 
 
 def _attach_names(
-    family: CheckpointFamily, model: nn.Module, names: list[str], num_classes: int,
-    weights_entry: Optional[Weights], layout: Optional[str],
+    family: CheckpointFamily,
+    model: nn.Module,
+    names: list[str],
+    num_classes: int,
+    weights_entry: Weights | None,
+    layout: str | None,
 ) -> None:
     """Output names from the checkpoint, else the family's for the weights' data set."""
     names = names or family.default_names(num_classes, weights_entry, layout)
     if names and len(names) == num_classes:
         setattr(model, family.names_attribute, list(names))
     elif names:
-        logger.warning("%s: the checkpoint names %d outputs for %d; ignoring the names",
-                       getattr(model, "model_name", ""), len(names), num_classes)
+        logger.warning(
+            "%s: the checkpoint names %d outputs for %d; ignoring the names",
+            getattr(model, "model_name", ""),
+            len(names),
+            num_classes,
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -359,7 +387,7 @@ def _as_checkpoint(source: Any, family: CheckpointFamily) -> Checkpoint:
 
 
 def convert_state_dict(
-    state_dict: Mapping[str, torch.Tensor], model: str | nn.Module, layout: Optional[str] = None
+    state_dict: Mapping[str, torch.Tensor], model: str | nn.Module, layout: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Convert a state dict of any supported layout to the keys of ``model``: a model
     made by ``create_model``, or a registered name (built with its default options).

@@ -1,6 +1,7 @@
 """The errors that mean "the user can fix this": a wrong name, value, path or file, or an
 optional package that is not installed. The CLI prints their message as one line; any
 other exception is a bug and keeps its traceback."""
+
 from __future__ import annotations
 
 

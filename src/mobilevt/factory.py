@@ -1,4 +1,5 @@
 """``create_model``: build a registered model and load weights from any source."""
+
 from __future__ import annotations
 
 import os
@@ -6,10 +7,10 @@ from typing import Any
 
 from torch import nn
 
-from .registry import ModelName, get_model_entry
 from . import engine
-from .weights.entries import Weights
 from .errors import InvalidInputError
+from .registry import ModelName, get_model_entry
+from .weights.entries import Weights
 
 
 def create_model(

@@ -1,12 +1,13 @@
 """Atomic file writing: readers see the old file or the complete new one, never a part."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ linear layers and the attention matmuls (q @ k^T and attn @ v inside
 work (norms, activations, softmax, MobileViTv2's linear-attention products) is not,
 following the convention of the published tables.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

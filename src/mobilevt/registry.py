@@ -1,17 +1,19 @@
 """Model registry: every variant is registered by name with its builder and weights."""
+
 from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
-from .weights.entries import PreprocessConfig, Weights
-from .weights.family import CheckpointFamily
 from .errors import InvalidInputError, MobilevtError
 from .model_kind import ModelKind
+from .weights.entries import PreprocessConfig, Weights
+from .weights.family import CheckpointFamily
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``mobilevt bench``: the files it writes, the consistency of its numbers, interleaved
 timing, and backends whose package is missing. No timing thresholds: speed is only
 reported, never asserted."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,25 @@ pytest.importorskip("onnxruntime")
 @pytest.mark.slow
 def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     backends = ["eager", "fused", "onnxruntime", "timm", "timm_onnxruntime"]
-    code = main([
-        "bench", "mobilevit_xxs", "--backends", ",".join(backends), "--batch-sizes", "1", "--runs", "3",
-        "--warmup", "1", "--threads", "2", "--output-dir", str(tmp_path), "--no-progress",
-    ])
+    code = main(
+        [
+            "bench",
+            "mobilevit_xxs",
+            "--backends",
+            ",".join(backends),
+            "--batch-sizes",
+            "1",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     payload = json.loads((tmp_path / "bench.json").read_text())
     rows = payload["rows"]
@@ -38,7 +54,9 @@ def test_tiny_run_writes_markdown_json_and_png(tmp_path):
     peak = meta["matmul_peak"]
     # the floor divides by the fastest fp32 GEMM: torch's, and the kernels of the runtimes benchmarked
     kernels = {k["name"]: k for k in peak["kernels"]}
-    assert {"torch.mm (oneDNN/MKL)", "onnxruntime MatMul (MLAS)", "onnxruntime MatMulInteger u8s8 (MLAS)"} <= set(kernels)
+    assert {"torch.mm (oneDNN/MKL)", "onnxruntime MatMul (MLAS)", "onnxruntime MatMulInteger u8s8 (MLAS)"} <= set(
+        kernels
+    )
     assert peak["gflops"] == max(k["gops"] for k in peak["kernels"] if k["dtype"] == "fp32") > 0
     assert kernels["torch.mm (oneDNN/MKL)"]["gops"] == max(peak["gflops_by_size"].values())
     theory = peak["theoretical"]
@@ -87,8 +105,16 @@ def test_missing_backend_package_is_a_row_not_a_crash(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, None)
     for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "litert_torch"):
         monkeypatch.setitem(sys.modules, name, None)  # no LiteRT, whether it is installed or not
-    report = run_benchmark(["mobilevit_xxs"], backends=["eager", "onnxruntime", "tflite", "timm_tflite"],
-                           batch_sizes=[1], runs=2, warmup=0, threads=2, measure_memory=False, progress=False)
+    report = run_benchmark(
+        ["mobilevit_xxs"],
+        backends=["eager", "onnxruntime", "tflite", "timm_tflite"],
+        batch_sizes=[1],
+        runs=2,
+        warmup=0,
+        threads=2,
+        measure_memory=False,
+        progress=False,
+    )
     eager, onnx, tflite, peer = report.rows
     assert peer.status == "missing" and peer.median_ms is None
     # the extra that brings both the converter and the interpreter
@@ -115,8 +141,15 @@ def test_rounds_interleave_backends_with_rotating_start():
     def runner(name):
         return lambda x: calls.append(name)
 
-    times = time_interleaved({n: runner(n) for n in "abc"}, torch.zeros(1), rounds=3, warmup=1,
-                              advance=lambda text: None, label="test", calls_per_turn=1)
+    times = time_interleaved(
+        {n: runner(n) for n in "abc"},
+        torch.zeros(1),
+        rounds=3,
+        warmup=1,
+        advance=lambda text: None,
+        label="test",
+        calls_per_turn=1,
+    )
     assert "".join(calls) == "abc" + "bca" + "cab" + "abc"  # warm-up round, then 3 timed rounds
     assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
 
@@ -133,11 +166,18 @@ def test_each_turn_warms_the_backend_before_its_timed_call(monkeypatch):
             cold = not calls or calls[-1] != name
             calls.append(name)
             clock["now"] += cost + (10.0 if cold else 0.0)
+
         return run
 
     monkeypatch.setattr("mobilevt.benchmark.timing.time.perf_counter", lambda: clock["now"])
-    times = time_interleaved({"a": runner("a", 1.0), "b": runner("b", 2.0)}, torch.zeros(1), rounds=2,
-                             warmup=0, advance=lambda text: None, label="test")
+    times = time_interleaved(
+        {"a": runner("a", 1.0), "b": runner("b", 2.0)},
+        torch.zeros(1),
+        rounds=2,
+        warmup=0,
+        advance=lambda text: None,
+        label="test",
+    )
     assert "".join(calls) == "aabb" + "bbaa"
     assert times == {"a": [1.0, 1.0], "b": [2.0, 2.0]}
 
@@ -165,13 +205,16 @@ def test_bad_options_give_one_line_errors(argv, message, capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("flags, amd, family, per_cycle", [
-    ({"avx512f", "fma", "avx2"}, True, 26, 64),  # AMD Zen 5: full-width AVX-512
-    ({"avx512f", "fma", "avx2"}, True, 25, 32),  # AMD Zen 4: AVX-512 on 256-bit units
-    ({"avx512f", "fma", "avx2"}, False, 6, 64),  # Intel Xeon with two AVX-512 FMA units
-    ({"fma", "avx2"}, False, 6, 32),
-    ({"sse2"}, False, 6, 8),
-])
+@pytest.mark.parametrize(
+    "flags, amd, family, per_cycle",
+    [
+        ({"avx512f", "fma", "avx2"}, True, 26, 64),  # AMD Zen 5: full-width AVX-512
+        ({"avx512f", "fma", "avx2"}, True, 25, 32),  # AMD Zen 4: AVX-512 on 256-bit units
+        ({"avx512f", "fma", "avx2"}, False, 6, 64),  # Intel Xeon with two AVX-512 FMA units
+        ({"fma", "avx2"}, False, 6, 32),
+        ({"sse2"}, False, 6, 8),
+    ],
+)
 def test_theoretical_fp32_flops_per_cycle_follow_the_instruction_set(flags, amd, family, per_cycle):
     from mobilevt.benchmark.floor import _fp32_flops_per_cycle
 
@@ -220,8 +263,13 @@ def test_the_floor_is_the_fastest_fp32_gemm_of_the_runtimes_measured():
 
     peak = measure_matmul_peak(2, runtimes=("onnxruntime", "executorch"), sizes=(512,), repeats=2)
     names = {k.name: k for k in peak.kernels}
-    assert {"torch.mm (oneDNN/MKL)", "torch._int_mm", "onnxruntime MatMul (MLAS)", "XNNPACK linear (ExecuTorch)",
-            "onnxruntime MatMulInteger u8s8 (MLAS)",
-            "XNNPACK int8 linear (ExecuTorch; with quantizing its input)"} == set(names)
+    assert {
+        "torch.mm (oneDNN/MKL)",
+        "torch._int_mm",
+        "onnxruntime MatMul (MLAS)",
+        "XNNPACK linear (ExecuTorch)",
+        "onnxruntime MatMulInteger u8s8 (MLAS)",
+        "XNNPACK int8 linear (ExecuTorch; with quantizing its input)",
+    } == set(names)
     assert peak.gflops == max(k.gops for k in peak.kernels if k.dtype == "fp32")
     assert all(k.gops > 0 for k in peak.kernels)

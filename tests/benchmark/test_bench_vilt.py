@@ -3,6 +3,7 @@ machine): every (setting, runtime) gets a row, each runtime's logits equal mobil
 in the same setting (1e-4: onnxruntime / XNNPACK kernels, PARITY_ATOL), transformers'
 equal mobilevt's, ratios are the medians' quotient, and the JSON holds the printed rows.
 No timing is asserted."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,12 +11,16 @@ import json
 import sys
 
 import pytest
-
 from conftest import PARITY_ATOL, ROOT
 
 pytest.importorskip("transformers")
-SMALL_HF = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 128,
-            "image_size": 128}
+SMALL_HF = {
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "image_size": 128,
+}
 
 
 def _bench_module():
@@ -29,8 +34,27 @@ def _bench_module():
 def _run(tmp_path, capsys, *flags):
     bench = _bench_module()
     output = tmp_path / "vilt.json"
-    rows = bench.main(["--runs", "2", "--warmup", "0", "--threads", "1", "--sizes", "128x96", "--text-length", "12",
-                       "--hf-config", json.dumps(SMALL_HF), "--json", str(output), "--workdir", str(tmp_path), *flags])
+    rows = bench.main(
+        [
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--sizes",
+            "128x96",
+            "--text-length",
+            "12",
+            "--hf-config",
+            json.dumps(SMALL_HF),
+            "--json",
+            str(output),
+            "--workdir",
+            str(tmp_path),
+            *flags,
+        ]
+    )
     printed = capsys.readouterr().out
     assert json.loads(output.read_text())["rows"] == rows
     for row in rows:
@@ -38,7 +62,9 @@ def _run(tmp_path, capsys, *flags):
         assert row["median_ms"] > 0 and row["target_ratio"] is None  # the issue's targets are for B/32 only
         # the ratio comes from unrounded times, median_ms is rounded: on this tiny model (under 1 ms)
         # the rounding alone moves the quotient by up to ~3e-3 (measured in CI-like runs)
-        assert row["ratio_to_transformers"] == pytest.approx(row["median_ms"] / rows[0]["median_ms"], rel=0.01, abs=1e-2)
+        assert row["ratio_to_transformers"] == pytest.approx(
+            row["median_ms"] / rows[0]["median_ms"], rel=0.01, abs=1e-2
+        )
         assert row["max_abs_diff_vs_eager"] <= PARITY_ATOL, row
     assert (rows[0]["runtime"], rows[0]["setting"]) == ("transformers", "full")
     assert list(tmp_path.iterdir()) == [output]  # the exported files are removed
@@ -47,11 +73,30 @@ def _run(tmp_path, capsys, *flags):
 
 def test_bench_vilt_times_every_runtime_and_the_mobivqa_setting(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    rows = _run(tmp_path, capsys, "--runtimes", "eager", "scripted", "onnx", "--mobivqa", "--prune-layer", "1",
-                "--exit-layer", "3", "--exit-layers", "2", "3")
+    rows = _run(
+        tmp_path,
+        capsys,
+        "--runtimes",
+        "eager",
+        "scripted",
+        "onnx",
+        "--mobivqa",
+        "--prune-layer",
+        "1",
+        "--exit-layer",
+        "3",
+        "--exit-layers",
+        "2",
+        "3",
+    )
     assert [(r["setting"], r["runtime"]) for r in rows] == [
-        ("full", "transformers"), ("full", "eager"), ("full", "scripted"), ("full", "onnx"),
-        ("mobivqa", "eager"), ("mobivqa", "scripted"), ("mobivqa", "onnx"),
+        ("full", "transformers"),
+        ("full", "eager"),
+        ("full", "scripted"),
+        ("full", "onnx"),
+        ("mobivqa", "eager"),
+        ("mobivqa", "scripted"),
+        ("mobivqa", "onnx"),
     ]
     assert rows[1]["max_abs_diff_vs_eager"] == 0.0 and rows[4]["max_abs_diff_vs_eager"] == 0.0
     assert "prune 0.5 of image tokens after layer 1, exit after layer 3" in rows[4]["setting_name"]

@@ -1,4 +1,5 @@
 """Params and MACs against the published tables, and the `mobilevt models` CLI."""
+
 from __future__ import annotations
 
 import json
@@ -84,6 +85,8 @@ def test_models_cli_json_and_pattern(capsys):
 
 
 def test_console_script_runs():
-    result = subprocess.run([sys.executable, "-m", "mobilevt.cli.main", "models", "mobilevit_xxs"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mobilevt.cli.main", "models", "mobilevit_xxs"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "| mobilevit_xxs |" in result.stdout

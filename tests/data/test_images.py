@@ -1,5 +1,6 @@
 """Decoding every image format and colour mode users feed in, and clear errors for files
 that are not images."""
+
 from __future__ import annotations
 
 import io
@@ -7,10 +8,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import real_photos
 from PIL import Image
 
 import mobilevt
-from conftest import real_photos
 from mobilevt.data import ImageDecodeError, load_image
 
 
@@ -27,8 +28,20 @@ def _saved(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 @pytest.mark.parametrize(
     "fmt, mode",
-    [("JPEG", "RGB"), ("PNG", "RGB"), ("WEBP", "RGB"), ("BMP", "RGB"), ("PNG", "L"), ("JPEG", "L"), ("PNG", "P"),
-     ("PNG", "RGBA"), ("PNG", "LA"), ("JPEG", "CMYK"), ("GIF", "P"), ("TIFF", "RGB")],
+    [
+        ("JPEG", "RGB"),
+        ("PNG", "RGB"),
+        ("WEBP", "RGB"),
+        ("BMP", "RGB"),
+        ("PNG", "L"),
+        ("JPEG", "L"),
+        ("PNG", "P"),
+        ("PNG", "RGBA"),
+        ("PNG", "LA"),
+        ("JPEG", "CMYK"),
+        ("GIF", "P"),
+        ("TIFF", "RGB"),
+    ],
 )
 def test_formats_and_modes_decode_to_rgb(photo, fmt, mode, tmp_path):
     image = photo.convert(mode)

@@ -13,16 +13,17 @@ Tolerances (pixel values in [0, 1]):
   vertical-first resize and differs by up to 7/255 at a few saturated edges).
 * OpenCV bilinear (mmpretrain): every value within 1/255.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from conftest import real_photos
 from PIL import Image
 
 import mobilevt
-from conftest import real_photos
 from mobilevt.data import ImagePreprocess
 from mobilevt.models.mobilevit import (
     CVNETS_V1_PREPROCESS,
@@ -92,7 +93,9 @@ def test_matches_transformers_image_processor():
 
     # The settings of the apple/mobilevit-* repositories' preprocessor_config.json.
     processor = transformers.MobileViTImageProcessor(
-        size={"shortest_edge": 288}, crop_size={"height": 256, "width": 256}, resample=PILImageResampling.BILINEAR,
+        size={"shortest_edge": 288},
+        crop_size={"height": 256, "width": 256},
+        resample=PILImageResampling.BILINEAR,
         do_flip_channel_order=True,
     )
     ours = ImagePreprocess(HF_PREPROCESS)
@@ -157,8 +160,13 @@ def test_matches_mmpretrain_pipeline():
     assert diff.max <= LEVEL + EPS, diff
 
 
-CONFIGS = [TIMM_V1_PREPROCESS, CVNETS_V1_PREPROCESS, CVNETS_V2_PREPROCESS, MMPRETRAIN_PREPROCESS,
-           mobilevt.PreprocessConfig((224, 320), 256, "nearest", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))]
+CONFIGS = [
+    TIMM_V1_PREPROCESS,
+    CVNETS_V1_PREPROCESS,
+    CVNETS_V2_PREPROCESS,
+    MMPRETRAIN_PREPROCESS,
+    mobilevt.PreprocessConfig((224, 320), 256, "nearest", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.interpolation}-{c.channel_order}-{c.input_size[1]}")

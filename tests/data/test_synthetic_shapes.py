@@ -1,4 +1,5 @@
 """The synthetic shapes data set: layout, masks and boxes that agree, reproducibility."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,11 @@ def test_layout_and_formats(shapes_root):
     for split, count in (("train", 8), ("val", 3)):
         ids, coco = _split(shapes_root, split)
         assert len(ids) == count == len(coco["images"])
-        assert coco["categories"] == [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"}]
+        assert coco["categories"] == [
+            {"id": 1, "name": "circle"},
+            {"id": 2, "name": "square"},
+            {"id": 3, "name": "triangle"},
+        ]
         for image_id, info in zip(ids, coco["images"]):
             assert info["file_name"] == f"{image_id}.jpg" and (info["height"], info["width"]) == (SIZE, SIZE)
             photo = Image.open(shapes_root / "JPEGImages" / info["file_name"])
@@ -79,7 +84,11 @@ def test_reproducible_from_seed(tmp_path, shapes_root):
     assert len(files) == 2 * 11 + 2 + 2 + 1 + 1
     for rel in files:
         assert (again / rel).read_bytes() == (shapes_root / rel).read_bytes(), rel
-    differ = [rel for rel in files if rel.suffix in (".jpg", ".png") and (other / rel).read_bytes() != (shapes_root / rel).read_bytes()]
+    differ = [
+        rel
+        for rel in files
+        if rel.suffix in (".jpg", ".png") and (other / rel).read_bytes() != (shapes_root / rel).read_bytes()
+    ]
     assert len(differ) == 22
 
 

@@ -11,6 +11,7 @@ questions written below plus the Python standard library's source, the full-size
 out like ``bert-base-uncased``'s (30522 entries, [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102,
 [MASK]=103, [unused*] fillers).
 """
+
 from __future__ import annotations
 
 import glob
@@ -165,8 +166,12 @@ def cased(cased_vocab_file):
         warnings.simplefilter("ignore")
         eager = create_tokenizer(cased_vocab_file, lowercase=False)
         scripted = torch.jit.script(eager)
-    return (eager, scripted, SlowBertTokenizer(cased_vocab_file, do_lower_case=False),
-            FastBertTokenizer(cased_vocab_file, do_lower_case=False))
+    return (
+        eager,
+        scripted,
+        SlowBertTokenizer(cased_vocab_file, do_lower_case=False),
+        FastBertTokenizer(cased_vocab_file, do_lower_case=False),
+    )
 
 
 def _reference_ids(reference, text: str, max_length: int = MAX_LENGTH) -> list[int]:
@@ -186,8 +191,22 @@ def _assert_same_ids(ours, reference, text: str, name: str) -> None:
 @pytest.fixture
 def toy_tokenizer(tmp_path) -> WordPieceTokenizer:
     # BERT's classic example vocabulary (plus [PAD], and "a"/"##a" for the length limit)
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa", "un", "runn", "##ing", ",",
-              "a", "##a"]
+    tokens = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "want",
+        "##want",
+        "##ed",
+        "wa",
+        "un",
+        "runn",
+        "##ing",
+        ",",
+        "a",
+        "##a",
+    ]
     return create_tokenizer(_write_vocab(tmp_path / "vocab.txt", tokens), max_length=200)
 
 
@@ -220,9 +239,25 @@ def test_truncation_keeps_cls_and_sep_and_padding_by_hand(tmp_path):
 def test_unicode_normalisation_by_hand(tmp_path):
     # Rare Unicode rules that need a vocabulary holding the pieces they change; expected
     # ids worked out from the Unicode rules, and the slow reference must agree.
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "x", "##\U0001d165", "##\U0001d16d", "\u0229", "##\u0301",
-              "\u00e9", "##\u0327", "\u00e1", "##\u0316", "\u03b1\u03b8\u03b7\u03bd\u03b1", "##\u03c2", "##\u03c3",
-              "##\u03b1"]
+    tokens = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "x",
+        "##\U0001d165",
+        "##\U0001d16d",
+        "\u0229",
+        "##\u0301",
+        "\u00e9",
+        "##\u0327",
+        "\u00e1",
+        "##\u0316",
+        "\u03b1\u03b8\u03b7\u03bd\u03b1",
+        "##\u03c2",
+        "##\u03c3",
+        "##\u03b1",
+    ]
     vocab_file = _write_vocab(tmp_path / "vocab.txt", tokens)
     uncased_tokenizer = create_tokenizer(vocab_file)
     cased_tokenizer = create_tokenizer(vocab_file, lowercase=False)

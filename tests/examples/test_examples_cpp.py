@@ -2,15 +2,16 @@
 Python, no torchvision), loads the TorchScript files that `mobilevt export` writes and
 gives the outputs that Python's TorchScript interpreter gives for the same file and input
 (within 1e-4: the same kernels, so in practice equal), on real photos."""
+
 from __future__ import annotations
 
 import subprocess
 
 import pytest
 import torch
+from conftest import randomize_, read_raw_tensor, real_photos, write_ppm, write_raw_tensor
 
 import mobilevt
-from conftest import randomize_, read_raw_tensor, real_photos, write_ppm, write_raw_tensor
 from mobilevt.data.imagenet import imagenet_classes
 from mobilevt.export import export_model
 
@@ -45,8 +46,16 @@ def test_classifier_with_preprocessing_gives_pythons_logits_and_top5(cpp_runner,
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(name + "\n" for name in names))
     for i, image in enumerate(_photos(3)):
-        run = _run(cpp_runner, "classify", output, write_ppm(image, tmp_path / f"{i}.ppm"), "--labels", labels,
-                   "--dump", tmp_path / f"out{i}")
+        run = _run(
+            cpp_runner,
+            "classify",
+            output,
+            write_ppm(image, tmp_path / f"{i}.ppm"),
+            "--labels",
+            labels,
+            "--dump",
+            tmp_path / f"out{i}",
+        )
         with torch.inference_mode():
             expected = python(image)
         assert (read_raw_tensor(tmp_path / f"out{i}.0.bin") - expected).abs().max() <= TOLERANCE
@@ -54,8 +63,14 @@ def test_classifier_with_preprocessing_gives_pythons_logits_and_top5(cpp_runner,
         assert printed == [names[k] for k in expected[0].topk(5).indices.tolist()]
 
 
-@pytest.mark.parametrize("name, options", [("mobilevitv2_050", {}), ("deeplabv3_mobilevit_xxs", {"num_classes": 5}),
-                                           ("ssdlite_mobilevit_xxs", {"num_classes": 4})])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("mobilevitv2_050", {}),
+        ("deeplabv3_mobilevit_xxs", {"num_classes": 5}),
+        ("ssdlite_mobilevit_xxs", {"num_classes": 4}),
+    ],
+)
 def test_classifier_segmenter_and_detector_give_pythons_outputs(cpp_runner, tmp_path, name, options):
     model = randomize_(mobilevt.create_model(name, **options), seed=2).eval()
     model.preprocess = mobilevt.PreprocessConfig((128, 128), 128, "bilinear")
@@ -64,7 +79,9 @@ def test_classifier_segmenter_and_detector_give_pythons_outputs(cpp_runner, tmp_
     python = torch.jit.load(str(output))
     preprocess = mobilevt.data.ImagePreprocess(model.preprocess)
     batch = torch.stack([preprocess(image.permute(2, 0, 1)) for image in _photos(2)])
-    run = _run(cpp_runner, "tensor", output, write_raw_tensor(batch, tmp_path / "input.bin"), "--dump", tmp_path / "out")
+    run = _run(
+        cpp_runner, "tensor", output, write_raw_tensor(batch, tmp_path / "input.bin"), "--dump", tmp_path / "out"
+    )
     with torch.inference_mode():
         expected = python(batch)
     expected = list(expected) if isinstance(expected, tuple) else [expected]
@@ -75,6 +92,7 @@ def test_classifier_segmenter_and_detector_give_pythons_outputs(cpp_runner, tmp_
 
 def test_bad_input_is_one_error_line(cpp_runner, tmp_path):
     (tmp_path / "bad.ppm").write_bytes(b"P3\n1 1\n255\n0 0 0\n")
-    run = subprocess.run([str(cpp_runner), "classify", tmp_path / "missing.pt", tmp_path / "bad.ppm"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [str(cpp_runner), "classify", tmp_path / "missing.pt", tmp_path / "bad.ppm"], capture_output=True, text=True
+    )
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")

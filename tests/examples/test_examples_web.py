@@ -5,6 +5,7 @@ onnxruntime on the same file and pixels.
 
 Needs Chromium and its driver (`apt-get install chromium chromium-driver`), selenium and
 `npm ci` in examples/web; `.ci/run` installs them."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import randomize_, real_photos
 from PIL import Image
 
 import mobilevt
-from conftest import randomize_, real_photos
 from mobilevt.data.imagenet import imagenet_classes
 from mobilevt.export import export_model
 

@@ -1,5 +1,6 @@
 """SSDLite exports (network + box decoding; NMS as the documented separate step) checked
 against eager: TorchScript, ONNX (onnxruntime) and ExecuTorch (XNNPACK)."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import assert_cpp_executorch_agrees, measure_batchnorm_, packaged_photos, randomize_
 
 import mobilevt
-from conftest import assert_cpp_executorch_agrees, measure_batchnorm_, packaged_photos, randomize_
 from mobilevt.export import ExportError, export_model
 from mobilevt.export.detection import DecodedSSDLite, _detections_agreement
 from mobilevt.ops import postprocess_detections
@@ -70,8 +71,9 @@ def test_onnx_outputs_plus_the_documented_nms_give_the_library_detections(detect
     # ... and the app's NMS on the ONNX outputs keeps the same boxes: a random detector keeps
     # hundreds per photo, so scores within onnxruntime's 1e-5 of each other (near-ties) may
     # swap places, and nothing else may differ
-    settings = SimpleNamespace(nms_iou_threshold=post["nms_iou_threshold"], top_k=post["top_k"],
-                               max_detections=post["max_detections"])
+    settings = SimpleNamespace(
+        nms_iou_threshold=post["nms_iou_threshold"], top_k=post["top_k"], max_detections=post["max_detections"]
+    )
     agreement, compared, _ = _detections_agreement((boxes, scores), eager, settings)
     assert agreement == 1.0 and compared == len(expected.labels)
 
@@ -79,8 +81,9 @@ def test_onnx_outputs_plus_the_documented_nms_give_the_library_detections(detect
 @pytest.mark.slow
 def test_executorch(detector, tmp_path, photo_dir, pte_runner):
     pytest.importorskip("executorch")
-    report = export_model(detector, tmp_path / "det.pte", "executorch", image_size=(128, 128), check_images=photo_dir,
-                          latency_runs=2)
+    report = export_model(
+        detector, tmp_path / "det.pte", "executorch", image_size=(128, 128), check_images=photo_dir, latency_runs=2
+    )
     assert report.runtime.startswith("ExecuTorch") and not report.dynamic_batch
     assert report.max_abs_diff <= 1e-4
     assert report.details["detections_compared"] > 0 and report.top1_agreement >= 0.75
@@ -100,8 +103,23 @@ def test_detector_export_options_are_checked(detector, tmp_path):
 def test_cli_export_detector(tmp_path, capsys, photo_dir):
     from mobilevt.cli.main import main
 
-    code = main(["export", "ssdlite_mobilevit_xxs", "--weights", "none", "--format", "torchscript",
-                 "--image-size", "128", "128", "-o", str(tmp_path / "d.pt"), "--check-images", str(photo_dir)])
+    code = main(
+        [
+            "export",
+            "ssdlite_mobilevit_xxs",
+            "--weights",
+            "none",
+            "--format",
+            "torchscript",
+            "--image-size",
+            "128",
+            "128",
+            "-o",
+            str(tmp_path / "d.pt"),
+            "--check-images",
+            str(photo_dir),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "same detections after NMS" in out and "d.pt.detection.json" in out
@@ -141,8 +159,14 @@ def test_detection_agreement_tolerates_near_ties_and_catches_real_differences():
     moved = [([0.11, 0.1, 0.41, 0.4], 1, 0.7), (b, 1, 0.69995), (far, 2, 0.3 + 2e-5)]
     assert agreement(moved)[0] == 0.0
     assert agreement([(a, 3, 0.7), (b, 1, 0.69995), (far, 2, 0.3 + 2e-5)])[0] == 0.0
-    assert agreement([(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.29)], [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.6)])[0] == 0.0
-    assert agreement([(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.6)], [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.29)])[0] == 0.0
+    assert (
+        agreement([(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.29)], [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.6)])[0]
+        == 0.0
+    )
+    assert (
+        agreement([(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.6)], [(a, 1, 0.7), (b, 1, 0.69995), (far, 2, 0.29)])[0]
+        == 0.0
+    )
     # an NMS swap between boxes whose scores differ by more than the tolerance is a real difference
     assert agreement([(a, 1, 0.6), (b, 1, 0.7)], [(a, 1, 0.7), (b, 1, 0.6)])[0] == 0.0
 

@@ -2,19 +2,21 @@
 with torch.export (dynamic batch) and to ONNX opset 17 with a dynamic batch; the scripted
 and exported programs reproduce eager outputs. Tolerances: scripted and exported programs run the same kernels (1e-5);
 onnxruntime uses its own kernels (1e-4)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import max_abs, randomize_
 
 import mobilevt
-from conftest import max_abs, randomize_
 
 # every v1 / v2 variant; of v3 one v1-based and one v2-based model (the other v3 variants
 # differ from them in widths and depth only, and tests/test_mobilevitv3.py scripts and
 # exports each block kind)
 VARIANTS = [
-    name for name in mobilevt.list_models(kind="image-classification")
+    name
+    for name in mobilevt.list_models(kind="image-classification")
     if not name.startswith("mobilevitv3_") or name in ("mobilevitv3_xxs", "mobilevitv3_050")
 ]
 # the variants of one architecture differ in widths and depths only, which neither exporter

@@ -3,6 +3,7 @@ runtimes and agree with eager on real photos; dynamic batch and non-square input
 the exported files; the preprocessing-included TorchScript takes raw photos.
 Tolerances: TorchScript runs torch's kernels on the BatchNorm-folded model: 5e-5 on logits of magnitude
 up to ~10 (float rounding of the folding); onnxruntime its own kernels (1e-4)."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import sys
 
 import pytest
 import torch
+from conftest import assert_cpp_executorch_agrees, export_stages, max_abs, model_with_structure, real_photos
 
 import mobilevt
-from conftest import assert_cpp_executorch_agrees, export_stages, max_abs, model_with_structure, real_photos
 from mobilevt.export import ExportError, export_model
 
 
@@ -42,14 +43,17 @@ def test_onnx_export_dynamic_batch_non_square(name, tmp_path, photo_dir):
     model = _model(name)
     out = tmp_path / f"{name}.onnx"
     stages = []
-    report = export_model(model, out, "onnx", image_size=(224, 320), check_images=photo_dir, latency_runs=3,
-                          progress=stages.append)
+    report = export_model(
+        model, out, "onnx", image_size=(224, 320), check_images=photo_dir, latency_runs=3, progress=stages.append
+    )
     assert report.top1_agreement == 1.0 and report.top5_agreement == 1.0 and report.max_abs_diff <= 1e-4
     # the caller is told each stage as it starts
-    assert stages == ["reading the check photos and running the eager model on them",
-                      "exporting to ONNX (opset 17) and checking the graph",
-                      "running the file in onnxruntime on the 6 check images",
-                      "timing eager and the file at batch 1 (3 runs each)"]
+    assert stages == [
+        "reading the check photos and running the eager model on them",
+        "exporting to ONNX (opset 17) and checking the graph",
+        "running the file in onnxruntime on the 6 check images",
+        "timing eager and the file at batch 1 (3 runs each)",
+    ]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.rand(3, 3, 224, 320)
     (logits,) = session.run(None, {"pixel_values": x.numpy()})
@@ -60,8 +64,7 @@ def test_onnx_export_dynamic_batch_non_square(name, tmp_path, photo_dir):
 def test_torchscript_with_preprocessing_takes_raw_photos(tmp_path, photo_dir):
     model = _model("mobilevit_xxs")
     out = tmp_path / "with_preprocessing.pt"
-    report = export_model(model, out, "torchscript", include_preprocessing=True, check_images=photo_dir,
-                          latency_runs=3)
+    report = export_model(model, out, "torchscript", include_preprocessing=True, check_images=photo_dir, latency_runs=3)
     assert report.include_preprocessing and report.top1_agreement == 1.0
     loaded = torch.jit.load(str(out))
     preprocess = mobilevt.transforms_for(model)
@@ -102,26 +105,74 @@ def test_cli_export(tmp_path, photo_dir):
     mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), weights)
     out = tmp_path / "xxs.onnx"
     run = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", str(weights), "--format", "onnx",
-         "-o", str(out), "--check-images", str(photo_dir)], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            str(weights),
+            "--format",
+            "onnx",
+            "-o",
+            str(out),
+            "--check-images",
+            str(photo_dir),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "top-1 agreement 100.0%" in run.stdout and out.is_file()
     # a successful export prints its stages and nothing else: no tracer or deprecation warnings
     assert export_stages(run.stderr, "mobilevit_xxs")[1:] == [
-        "exporting to ONNX (opset 17) and checking the graph", "running the file in onnxruntime on the 6 check images",
-        "timing eager and the file at batch 1 (20 runs each)"], run.stderr
+        "exporting to ONNX (opset 17) and checking the graph",
+        "running the file in onnxruntime on the 6 check images",
+        "timing eager and the file at batch 1 (20 runs each)",
+    ], run.stderr
     scripted = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", str(weights), "--format",
-         "torchscript", "--include-preprocessing", "-o", str(tmp_path / "xxs.pt"), "--check-images", str(photo_dir)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            str(weights),
+            "--format",
+            "torchscript",
+            "--include-preprocessing",
+            "-o",
+            str(tmp_path / "xxs.pt"),
+            "--check-images",
+            str(photo_dir),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert scripted.returncode == 0, scripted.stderr[-2000:]
     assert export_stages(scripted.stderr, "mobilevit_xxs")[1:] == [
-        "scripting the model and saving the TorchScript file", "timing eager and the file at batch 1 (20 runs each)"]
+        "scripting the model and saving the TorchScript file",
+        "timing eager and the file at batch 1 (20 runs each)",
+    ]
     bad = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", "none", "--format", "executorch",
-         "--include-preprocessing", "-o", str(tmp_path / "x.pte")], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            "none",
+            "--format",
+            "executorch",
+            "--include-preprocessing",
+            "-o",
+            str(tmp_path / "x.pte"),
+        ],
+        capture_output=True,
+        text=True,
     )
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 1 and len(errors) == 1 and "torchscript" in errors[0]
@@ -134,7 +185,10 @@ def test_export_on_default_photos_says_they_prove_little(tmp_path, photo_dir, ca
     common = ["export", "mobilevit_xxs", "--weights", str(weights), "--format", "torchscript"]
     assert main([*common, "-o", str(tmp_path / "a.pt")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("note: checked on the 2 sample photos of scikit-learn only") and "--check-images" in lines[-1]
+    assert (
+        lines[-1].startswith("note: checked on the 2 sample photos of scikit-learn only")
+        and "--check-images" in lines[-1]
+    )
     assert main([*common, "-o", str(tmp_path / "b.pt"), "--check-images", str(photo_dir)]) == 0
     assert "note:" not in capsys.readouterr().out
 
@@ -152,9 +206,28 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, pt
     weights = mobilevt.save_weights(model, tmp_path / f"{name}.safetensors")
     out = tmp_path / f"{name}.pte"
     run = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", name, "--weights", str(weights), "--format", "executorch",
-         "-o", str(out), "--image-size", "224", "320", "--check-images", str(photo_dir), "--max-batch", "4"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "export",
+            name,
+            "--weights",
+            str(weights),
+            "--format",
+            "executorch",
+            "-o",
+            str(out),
+            "--image-size",
+            "224",
+            "320",
+            "--check-images",
+            str(photo_dir),
+            "--max-batch",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     # one line per stage as it starts, nothing else (no runtime log lines, no deprecations)
@@ -174,9 +247,14 @@ def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, pt
     outside = report["details"]["outside_delegate"]
     assert all(op.startswith("aten.") and count > 0 for op, count in outside.items()), outside
     noted = [note for note in report["notes"] if "portable kernels" in note]
-    assert noted == ([f"{sum(outside.values())} operators run on ExecuTorch's portable kernels, outside XNNPACK: "
-                      + ", ".join(f"{n} x{c}" for n, c in sorted(outside.items(), key=lambda kv: -kv[1]))]
-                     if outside else [])
+    assert noted == (
+        [
+            f"{sum(outside.values())} operators run on ExecuTorch's portable kernels, outside XNNPACK: "
+            + ", ".join(f"{n} x{c}" for n, c in sorted(outside.items(), key=lambda kv: -kv[1]))
+        ]
+        if outside
+        else []
+    )
     method = Runtime.get().load_program(str(out)).load_method("forward")
     # the program keeps its symbolic batch: a batch of 3 runs
     assert report["dynamic_batch"] and report["details"]["max_batch"] == 4, report["notes"]
@@ -198,8 +276,11 @@ def test_coreml_package_has_image_input_and_validates(name, tag, tmp_path):
     assert out.is_dir() and report.file_bytes > 1e6 and "needs macOS" in " ".join(report.notes)
     spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
     image = spec.description.input[0].type.imageType
-    expected_space = ct.proto.FeatureTypes_pb2.ImageFeatureType.BGR if model.preprocess.channel_order == "BGR" \
+    expected_space = (
+        ct.proto.FeatureTypes_pb2.ImageFeatureType.BGR
+        if model.preprocess.channel_order == "BGR"
         else ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    )
     assert (image.width, image.height, image.colorSpace) == (256, 256, expected_space)
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
     with pytest.raises(ExportError, match=".mlpackage"):
@@ -215,12 +296,26 @@ def test_coreml_export_prints_the_status_line_and_the_result_only(tmp_path):
     weights = mobilevt.save_weights(_model("mobilevit_xxs"), tmp_path / "xxs.safetensors")
     out = tmp_path / "xxs.mlpackage"
     run = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", str(weights), "--format", "coreml",
-         "-o", str(out)], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            str(weights),
+            "--format",
+            "coreml",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert export_stages(run.stderr, "mobilevit_xxs") == [
-        "converting to a Core ML ML Program, then validating its spec"], run.stderr[-2000:]
+        "converting to a Core ML ML Program, then validating its spec"
+    ], run.stderr[-2000:]
     assert run.stdout.startswith(f"wrote {out} (") and "needs macOS/iOS" in run.stdout
     assert out.is_dir()
 

@@ -12,14 +12,14 @@ whose BatchNorm statistics are measured on photos, so that its logits depend on 
 (spread ~0.2 across photos; differences measured up to 2.6e-2 on 100 photos). Nearest picks the same pixels except where
 ``(i + 0.5) * in / out`` is an exact integer (float rounding decides: one column of one photo).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
+from conftest import max_abs, model_with_structure, randomize_
 
 import mobilevt
-from conftest import max_abs, model_with_structure, randomize_
 from mobilevt.data.preprocess import ImagePreprocess
 from mobilevt.export import ExportError, export_model
 from mobilevt.weights.entries import PreprocessConfig
@@ -88,8 +88,9 @@ def test_onnx_with_preprocessing_takes_photos_of_any_size(name, tmp_path, photo_
 
 _CONFIGS = {
     # timm's: bicubic, mean/std, torchvision's rounded crop margin
-    "timm": PreprocessConfig.from_crop_pct(256, 0.9, interpolation="bicubic", mean=(0.485, 0.456, 0.406),
-                                           std=(0.229, 0.224, 0.225)),
+    "timm": PreprocessConfig.from_crop_pct(
+        256, 0.9, interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    ),
     # mmpretrain's OpenCV resize: no antialiasing, BGR
     "opencv_bilinear": PreprocessConfig((256, 256), 288, "bilinear", channel_order="BGR", antialias=False),
     "opencv_bicubic": PreprocessConfig((256, 256), 288, "bicubic", antialias=False),
@@ -129,9 +130,9 @@ def test_preprocessing_graph_needs_opset_18():
 
 def test_preprocessing_rejected_for_formats_without_it(tmp_path):
     model = mobilevt.create_model("mobilevit_xxs")
-    for format in ("executorch", "tflite", "coreml"):
+    for export_format in ("executorch", "tflite", "coreml"):
         with pytest.raises(ExportError, match="include-preprocessing is available for torchscript and onnx"):
-            export_model(model, tmp_path / f"m.{format}", format, include_preprocessing=True)
+            export_model(model, tmp_path / f"m.{export_format}", export_format, include_preprocessing=True)
     with pytest.raises(ExportError, match="dynamic-size does not apply"):
         export_model(model, tmp_path / "m.onnx", "onnx", include_preprocessing=True, dynamic_size=True)
     assert not any(tmp_path.iterdir())
@@ -143,8 +144,21 @@ def test_cli_onnx_with_preprocessing(tmp_path, photo_dir, capsys):
     weights = tmp_path / "xxs.safetensors"
     mobilevt.save_weights(randomize_(mobilevt.create_model("mobilevit_xxs"), seed=4), weights)
     out = tmp_path / "app.onnx"
-    code = main(["export", "mobilevit_xxs", "--weights", str(weights), "--format", "onnx", "--include-preprocessing",
-                 "-o", str(out), "--check-images", str(photo_dir)])
+    code = main(
+        [
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            str(weights),
+            "--format",
+            "onnx",
+            "--include-preprocessing",
+            "-o",
+            str(out),
+            "--check-images",
+            str(photo_dir),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     assert "top-1 agreement 100.0%" in captured.out

@@ -7,6 +7,7 @@ logits depend on the image and top-1 agreement means something. litert-torch is 
 optional 770 MB install (``pip install "mobilevt[tflite]"``): without it these tests skip,
 except the one checking the error message that names it.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -16,9 +17,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import export_stages, max_abs, model_with_structure, real_photos
 
 import mobilevt
-from conftest import export_stages, max_abs, model_with_structure, real_photos
 from mobilevt.data.preprocess import ImagePreprocess
 from mobilevt.export import ExportError, export_model
 from mobilevt.weights.entries import PreprocessConfig
@@ -39,8 +40,9 @@ def exported(request, tmp_path_factory, photo_dir):
     name = request.param
     model = model_with_structure(name, [mobilevt.load_image(p) for p in sorted(photo_dir.iterdir())])
     folder = tmp_path_factory.mktemp(name)
-    report = export_model(model, folder / f"{name}.tflite", "tflite", image_size=SIZE, check_images=photo_dir,
-                          latency_runs=3)
+    report = export_model(
+        model, folder / f"{name}.tflite", "tflite", image_size=SIZE, check_images=photo_dir, latency_runs=3
+    )
     return model, report, folder
 
 
@@ -77,9 +79,26 @@ def test_cli_prints_only_its_status_line_and_the_result(tmp_path, photo_dir):
     absl or LiteRT C++ log lines (they go to the process's stderr, hence a subprocess)."""
     _needs_litert()
     run = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "export", "mobilevit_xxs", "--weights", "none", "--format", "tflite",
-         "-o", str(tmp_path / "m.tflite"), "--image-size", "128", "128", "--check-images", str(photo_dir)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            "none",
+            "--format",
+            "tflite",
+            "-o",
+            str(tmp_path / "m.tflite"),
+            "--image-size",
+            "128",
+            "128",
+            "--check-images",
+            str(photo_dir),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(run.stdout.splitlines()) == 1 and run.stdout.startswith(f"wrote {tmp_path / 'm.tflite'}"), run.stdout
@@ -129,8 +148,15 @@ def test_flex_and_custom_ops_are_rejected(exported, tmp_path, monkeypatch, photo
 
     monkeypatch.setattr(litert_torch, "convert", lambda *args, **kwargs: _ConvertedWithFlex())
     with pytest.raises(ExportError, match="Flex"):
-        export_model(model, tmp_path / "flex.tflite", "tflite", image_size=SIZE, check_images=photo_dir,
-                     max_check_images=1, latency_runs=0)
+        export_model(
+            model,
+            tmp_path / "flex.tflite",
+            "tflite",
+            image_size=SIZE,
+            check_images=photo_dir,
+            max_check_images=1,
+            latency_runs=0,
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -144,9 +170,20 @@ def test_missing_litert_names_the_extra(tmp_path, monkeypatch, capsys):
     with pytest.raises(ExportError, match=r'tflite export needs litert_torch: pip install "mobilevt\[tflite\]"'):
         export_model(mobilevt.create_model("mobilevit_xxs"), tmp_path / "m.tflite", "tflite", check_images=photos)
     # the command line: one error line naming the extra
-    code = main(["export", "mobilevit_xxs", "--weights", "none", "--format", "tflite", "-o", str(tmp_path / "c.tflite"),
-                 "--check-images", str(photos)])
+    code = main(
+        [
+            "export",
+            "mobilevit_xxs",
+            "--weights",
+            "none",
+            "--format",
+            "tflite",
+            "-o",
+            str(tmp_path / "c.tflite"),
+            "--check-images",
+            str(photos),
+        ]
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and 'pip install "mobilevt[tflite]"' in errors[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
-

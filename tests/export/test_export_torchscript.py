@@ -1,13 +1,14 @@
 """Every TorchScript file that mobilevt exports loads with libtorch alone: its code calls
 no operator outside core libtorch (read from the file), and a module that would call one
 (here torchvision's image decoder) is refused with nothing written, for each family."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import randomize_
 
 import mobilevt
-from conftest import randomize_
 from mobilevt.data.preprocess import EncodedImagePreprocess, ImagePreprocess
 from mobilevt.export import ExportError, export_model
 from mobilevt.export.formats.torchscript import extension_operators
@@ -41,9 +42,13 @@ def test_exported_files_call_core_operators_only_and_others_are_refused(export, 
     # the same model carrying a torchvision decoder (scripted with it): refused, nothing written
     model.decoder = EncodedImagePreprocess(ImagePreprocess(model.preprocess))
     refused = tmp_path / f"refused.{suffix}"
-    with pytest.raises(ExportError, match=r"calls image::decode_image, image::read_file, operators that core "
-                                          r"libtorch does not have.*pass uint8 \[H, W, 3\] pixels"):
+    with pytest.raises(
+        ExportError,
+        match=r"calls image::decode_image, image::read_file, operators that core "
+        r"libtorch does not have.*pass uint8 \[H, W, 3\] pixels",
+    ):
         export_model(model, refused, "torchscript", check_images=photo_dir, latency_runs=0, **export_options)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, output.name + ".report.json"]
-                                                                + ([output.name + ".detection.json"]
-                                                                   if export == "detector" else []))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [output.name, output.name + ".report.json"]
+        + ([output.name + ".detection.json"] if export == "detector" else [])
+    )

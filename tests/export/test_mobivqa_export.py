@@ -7,15 +7,16 @@ export`` / ``mobilevt vqa`` flags switch the settings.
 Tolerance: 1e-4 max-abs logit difference (PARITY_ATOL: onnxruntime / XNNPACK kernels sum
 in another order than eager); the full model differs from each setting by more than
 100x that. Tiny random ViLT (hidden 64, 4 layers, exits after layers 1, 2, 3)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, assert_cpp_executorch_agrees, max_abs
 
 import mobilevt
-from conftest import PARITY_ATOL, assert_cpp_executorch_agrees, max_abs
 from mobilevt.cli.main import main
 from mobilevt.export import ExportError
 from mobilevt.export.vilt import export_vilt_executorch, export_vilt_onnx
@@ -71,7 +72,7 @@ def _configure(model, pruning, exit_kwargs):
 def _check_against_eager(model, run, checks, full):
     """The exported file equals eager in the setting; the setting changes the answers."""
     with torch.no_grad():
-        for inputs, full_logits in zip(checks, full):
+        for inputs, _full_logits in zip(checks, full):
             expected = model(*inputs)
             assert max_abs(run(inputs), expected) <= PARITY_ATOL
         assert max(max_abs(model(*inputs), f) for inputs, f in zip(checks, full)) > 100 * PARITY_ATOL
@@ -185,21 +186,43 @@ def weights_folder(tmp_path_factory):
 
 
 def _export_args(folder, output, fmt, *flags):
-    return ["export", "vilt_b32_vqa", "--weights", str(folder / "model.safetensors"), "--vocab", str(folder / "vocab.txt"),
-            "--format", fmt, "-o", str(output), "--check-images", str(folder / "images"), *flags]
+    return [
+        "export",
+        "vilt_b32_vqa",
+        "--weights",
+        str(folder / "model.safetensors"),
+        "--vocab",
+        str(folder / "vocab.txt"),
+        "--format",
+        fmt,
+        "-o",
+        str(output),
+        "--check-images",
+        str(folder / "images"),
+        *flags,
+    ]
 
 
 def test_export_command_exports_the_mobivqa_setting(weights_folder, tmp_path, capsys):
     output = tmp_path / "vqa.onnx"
-    assert main(_export_args(weights_folder, output, "onnx", "--prune-layer", "1", "--keep-ratio", "0.5",
-                             "--exit-layer", "2")) == 0, capsys.readouterr().err
+    assert (
+        main(
+            _export_args(
+                weights_folder, output, "onnx", "--prune-layer", "1", "--keep-ratio", "0.5", "--exit-layer", "2"
+            )
+        )
+        == 0
+    ), capsys.readouterr().err
     report = json.loads((tmp_path / "vqa.onnx.report.json").read_text())
-    assert report["details"]["mobivqa"] == {"token_pruning": {"after_layer": 1, "keep_ratio": 0.5},
-                                            "early_exit": {"mode": "fixed", "layer": 2}}
+    assert report["details"]["mobivqa"] == {
+        "token_pruning": {"after_layer": 1, "keep_ratio": 0.5},
+        "early_exit": {"mode": "fixed", "layer": 2},
+    }
     assert report["max_abs_diff"] <= PARITY_ATOL and report["top1_agreement"] == 1.0
     # the file answers as the pruned, exiting model does, not as the full model
-    pipeline = mobilevt.create_vqa_pipeline(weights=str(weights_folder / "model.safetensors"),
-                                            vocab_file=weights_folder / "vocab.txt")
+    pipeline = mobilevt.create_vqa_pipeline(
+        weights=str(weights_folder / "model.safetensors"), vocab_file=weights_folder / "vocab.txt"
+    )
     from mobilevt.export.vilt import _model_inputs, vilt_onnx_runner
 
     image = torch.randint(0, 256, (240, 320, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
@@ -216,25 +239,45 @@ def test_export_command_exports_the_mobivqa_setting(weights_folder, tmp_path, ca
 def test_export_command_refusals_are_one_line(weights_folder, tmp_path, capsys):
     assert main(_export_args(weights_folder, tmp_path / "vqa.pte", "executorch", "--exit-threshold", "0.5")) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ExecuTorch cannot export the confidence-threshold early exit") and err.count("\n") == 1
+    assert (
+        err.startswith("error: ExecuTorch cannot export the confidence-threshold early exit") and err.count("\n") == 1
+    )
     assert main(_export_args(weights_folder, tmp_path / "vqa.onnx", "onnx", "--exit-layer", "4")) == 1
     assert "fixed exit layer 4 has no exit head; exit layers are [1, 2, 3]" in capsys.readouterr().err
-    assert main(["export", "mobilevit_xxs", "--weights", "none", "--format", "onnx", "-o", str(tmp_path / "x.onnx"),
-                 "--prune-layer", "2"]) == 1
+    assert (
+        main(
+            [
+                "export",
+                "mobilevit_xxs",
+                "--weights",
+                "none",
+                "--format",
+                "onnx",
+                "-o",
+                str(tmp_path / "x.onnx"),
+                "--prune-layer",
+                "2",
+            ]
+        )
+        == 1
+    )
     assert "apply to ViLT models" in capsys.readouterr().err
 
 
 def test_torchscript_pipeline_keeps_the_setting_and_vqa_command_switches_it(weights_folder, tmp_path, capsys):
     output = tmp_path / "vqa.pt"
-    assert main(_export_args(weights_folder, output, "torchscript", "--exit-threshold", "0.3",
-                             "--exit-score", "sigmoid")) == 0, capsys.readouterr().err
+    assert (
+        main(_export_args(weights_folder, output, "torchscript", "--exit-threshold", "0.3", "--exit-score", "sigmoid"))
+        == 0
+    ), capsys.readouterr().err
     capsys.readouterr()
     loaded = torch.jit.load(str(output))
     assert (loaded.model.exit_mode, loaded.model.exit_threshold, loaded.model.exit_softmax) == (1, 0.3, False)
     image_path = weights_folder / "images" / "0.png"
     question = "how many dogs are there?"
-    pipeline = mobilevt.create_vqa_pipeline(weights=str(weights_folder / "model.safetensors"),
-                                            vocab_file=weights_folder / "vocab.txt")
+    pipeline = mobilevt.create_vqa_pipeline(
+        weights=str(weights_folder / "model.safetensors"), vocab_file=weights_folder / "vocab.txt"
+    )
     image = mobilevt.load_image(image_path)
 
     def answers_printed(*args):

@@ -1,6 +1,7 @@
 """int8 export (PT2E + XNNPACK for ExecuTorch, onnxruntime static quantization for ONNX)
 on a model that was actually trained (digits), and the delegate-friendly rewrite that
 lets XNNPACK run the whole MobileViT graph."""
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,16 @@ def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt, request):
 
     model, root, labels = trained_digits
     output = tmp_path / ("int8.pte" if fmt == "executorch" else "int8.onnx")
-    report = export_model(model, output, fmt, quantize="int8", calibration=root / "calibration",
-                          check_images=root / "val", max_check_images=120, latency_runs=3)
+    report = export_model(
+        model,
+        output,
+        fmt,
+        quantize="int8",
+        calibration=root / "calibration",
+        check_images=root / "val",
+        max_check_images=120,
+        latency_runs=3,
+    )
     quantization = json.loads((tmp_path / f"{output.name}.report.json").read_text())["details"]["quantization"]
     assert quantization["calibration_images"] == 64 and quantization["size_ratio"] >= 3.0
     assert report.check_images == 120 and report.top1_agreement >= 0.97
@@ -123,12 +132,15 @@ def test_int8_options_are_checked(tmp_path, photo_dir):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("fmt, speedup, says", [
-    ("onnx", 0.8, "--format executorch"),  # onnxruntime's int8 slower than its fp32: name the runtime where it pays
-    ("executorch", 0.9, "keep the fp32 file"),
-    ("onnx", 1.2, None),
-    ("executorch", 1.3, None),
-])
+@pytest.mark.parametrize(
+    "fmt, speedup, says",
+    [
+        ("onnx", 0.8, "--format executorch"),  # onnxruntime's int8 slower than its fp32: name the runtime where it pays
+        ("executorch", 0.9, "keep the fp32 file"),
+        ("onnx", 1.2, None),
+        ("executorch", 1.3, None),
+    ],
+)
 def test_the_cli_says_which_runtime_to_use_when_int8_does_not_pay(fmt, speedup, says):
     from mobilevt.cli.export import int8_advice
 

@@ -1,13 +1,14 @@
 """DeepLabV3-MobileViT exports (TorchScript, ONNX, ExecuTorch) reproduce the eager
 logits on real photos. Tolerances: TorchScript runs the same kernels (1e-5); onnxruntime
 and XNNPACK their own (1e-4). Agreement is the share of pixels whose argmax class matches."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_cpp_executorch_agrees, max_abs, randomize_
 
 import mobilevt
-from conftest import assert_cpp_executorch_agrees, max_abs, randomize_
 from mobilevt.export.core import export_model
 
 SIZE = (128, 160)
@@ -54,8 +55,14 @@ def test_onnx_dynamic_size(tmp_path, photo_dir):
 @pytest.mark.slow
 def test_executorch(tmp_path, photo_dir, pte_runner):
     pytest.importorskip("executorch")
-    report = export_model(_model("deeplabv3_mobilevit_xxs"), tmp_path / "seg.pte", "executorch",
-                          check_images=photo_dir, latency_runs=1, dynamic_batch=False)
+    report = export_model(
+        _model("deeplabv3_mobilevit_xxs"),
+        tmp_path / "seg.pte",
+        "executorch",
+        check_images=photo_dir,
+        latency_runs=1,
+        dynamic_batch=False,
+    )
     _check(report, 1e-4)
     # the ExecuTorch C++ runtime that apps link gives Python's runtime's logits
     assert_cpp_executorch_agrees(pte_runner, tmp_path / "seg.pte", [torch.rand(1, 3, *SIZE)], tmp_path)

@@ -8,6 +8,7 @@ post-processing), against hand-computed values, and, for checkpoints, against a
 functional re-implementation of ml-cvnets' SSD forward written here from its source and
 fed the raw ml-cvnets-named tensors.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomize_
 from torchvision.models.detection import _utils as tv_det_utils
 from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 from torchvision.ops import box_iou
 
 import mobilevt
-from conftest import randomize_
+from mobilevt import CheckpointMismatchError
 from mobilevt.ops import (
     SSDAnchorGenerator,
     box_cxcywh_to_xyxy,
@@ -34,7 +36,6 @@ from mobilevt.ops import (
     postprocess_detections,
     ssd_multibox_loss,
 )
-from mobilevt import CheckpointMismatchError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -67,9 +68,17 @@ def test_anchors_are_clipped_and_the_global_map_is_one_cell():
     anchors = gen.for_image(65, 97)
     assert anchors.shape == (3 * 4 * 4 + 4, 4)
     # level 1: small side 1.0, large sqrt(1.0 * 1.5) = 1.22 -> clipped to 1; 1.0 * sqrt(2) -> 1
-    torch.testing.assert_close(anchors[-4:], torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0],
-                                                           [0.5, 0.5, 1.0, 1 / math.sqrt(2)],
-                                                           [0.5, 0.5, 1 / math.sqrt(2), 1.0]]))
+    torch.testing.assert_close(
+        anchors[-4:],
+        torch.tensor(
+            [
+                [0.5, 0.5, 1.0, 1.0],
+                [0.5, 0.5, 1.0, 1.0],
+                [0.5, 0.5, 1.0, 1 / math.sqrt(2)],
+                [0.5, 0.5, 1 / math.sqrt(2), 1.0],
+            ]
+        ),
+    )
     assert gen.num_anchors_per_location() == [4, 4]
 
 
@@ -118,7 +127,9 @@ def test_box_coding_matches_torchvision_box_coder_with_ssd_weights():
     torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-5)
     regression = torch.randn(500, 4, generator=g)
     decoded = box_cxcywh_to_xyxy(decode_boxes(regression, anchors, 0.1, 0.2))
-    torch.testing.assert_close(decoded, coder.decode_single(regression, box_cxcywh_to_xyxy(anchors)), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        decoded, coder.decode_single(regression, box_cxcywh_to_xyxy(anchors)), atol=1e-6, rtol=1e-5
+    )
     # and decoding inverts encoding
     torch.testing.assert_close(decode_boxes(ours, anchors), boxes, atol=1e-6, rtol=0)
 
@@ -200,12 +211,16 @@ def test_multibox_loss_matches_torchvision_ssd_compute_loss():
 
 def test_postprocess_by_hand():
     boxes = torch.tensor([[[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.6, 0.6, 0.9, 0.9], [0.1, 0.1, 0.5, 0.5]]])
-    scores = torch.tensor([[
-        [0.1, 0.9, 0.0],    # class 1, 0.9
-        [0.2, 0.8, 0.0],    # class 1, 0.8, IoU 0.9 with the first: suppressed
-        [0.995, 0.005, 0.0],  # below the 0.01 threshold
-        [0.3, 0.0, 0.7],    # class 2 on the first box: other class, kept
-    ]])
+    scores = torch.tensor(
+        [
+            [
+                [0.1, 0.9, 0.0],  # class 1, 0.9
+                [0.2, 0.8, 0.0],  # class 1, 0.8, IoU 0.9 with the first: suppressed
+                [0.995, 0.005, 0.0],  # below the 0.01 threshold
+                [0.3, 0.0, 0.7],  # class 2 on the first box: other class, kept
+            ]
+        ]
+    )
     (result,) = postprocess_detections(boxes, scores, score_threshold=0.01, nms_iou_threshold=0.5)
     assert result.labels.tolist() == [1, 2]
     torch.testing.assert_close(result.scores, torch.tensor([0.9, 0.7]))
@@ -225,8 +240,13 @@ def test_postprocess_matches_torchvision_ssd_postprocess():
     boxes = box_cxcywh_to_xyxy(decode_boxes(regression, anchors))
     assert boxes.min() > 0 and boxes.max() < 1  # torchvision clips before NMS: keep that a no-op
     (ours,) = postprocess_detections(boxes[None], logits.softmax(-1)[None], 0.01, 0.5, 400, 200)
-    stub = SimpleNamespace(box_coder=tv_det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)), score_thresh=0.01,
-                           topk_candidates=400, nms_thresh=0.5, detections_per_img=200)
+    stub = SimpleNamespace(
+        box_coder=tv_det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)),
+        score_thresh=0.01,
+        topk_candidates=400,
+        nms_thresh=0.5,
+        detections_per_img=200,
+    )
     (theirs,) = TorchvisionSSD.postprocess_detections(
         stub, {"bbox_regression": regression[None], "cls_logits": logits[None]}, [box_cxcywh_to_xyxy(anchors)], [(1, 1)]
     )
@@ -291,8 +311,9 @@ def test_bad_configs_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="one aspect-ratio list and one proj_channels"):
         mobilevt.create_model("ssdlite_mobilevit_xxs", output_strides=(16, 32))
     with pytest.raises(ValueError, match="stride-2 layer"):
-        mobilevt.create_model("ssdlite_mobilevit_xxs", output_strides=(16, 32, 128), aspect_ratios=((2,),) * 3,
-                              proj_channels=(64, 64, 64))
+        mobilevt.create_model(
+            "ssdlite_mobilevit_xxs", output_strides=(16, 32, 128), aspect_ratios=((2,),) * 3, proj_channels=(64, 64, 64)
+        )
     with pytest.raises(ValueError, match="background"):
         mobilevt.create_model("ssdlite_mobilevit_xxs", num_classes=1)
 
@@ -384,9 +405,7 @@ def cvnets_detector_checkpoint(backbone_keys_file: str, c4: int, c5: int, seed: 
     encoder is the classifier without conv_1x1_exp and classifier (ssd.py sets them to None)."""
     classifier_shapes = read_key_list(FIXTURES / "cvnets_keys" / backbone_keys_file)
     classifier = random_state(classifier_shapes, seed)
-    detector = {
-        "encoder." + k: v for k, v in classifier.items() if not k.startswith(("conv_1x1_exp.", "classifier."))
-    }
+    detector = {"encoder." + k: v for k, v in classifier.items() if not k.startswith(("conv_1x1_exp.", "classifier."))}
     detector.update(random_state(cvnets_ssd_keys(c4, c5), seed + 1))
     return detector, classifier
 
@@ -401,8 +420,16 @@ def cvnets_ssd_reference(state: dict[str, torch.Tensor], f16: torch.Tensor, f32:
         x = F.conv2d(x, weight, state.get(prefix + "block.conv.bias"), stride, (weight.shape[-1] - 1) // 2, 1, groups)
         if norm:
             p = prefix + "block.norm."
-            x = F.batch_norm(x, state[p + "running_mean"], state[p + "running_var"], state[p + "weight"],
-                             state[p + "bias"], False, 0.1, 1e-5)
+            x = F.batch_norm(
+                x,
+                state[p + "running_mean"],
+                state[p + "running_var"],
+                state[p + "weight"],
+                state[p + "bias"],
+                False,
+                0.1,
+                1e-5,
+            )
         return F.relu(x) if act else x
 
     def separable(x, prefix, stride, head):
@@ -433,8 +460,10 @@ def cvnets_ssd_reference(state: dict[str, torch.Tensor], f16: torch.Tensor, f32:
 
 @pytest.mark.parametrize(
     "name,backbone,keys_file,c4,c5",
-    [("ssdlite_mobilevit_xxs", "mobilevit_xxs", "ref_v1_xx_small.txt", 64, 80),
-     ("ssdlite_mobilevitv2_050", "mobilevitv2_050", "ref_v2_0.5.txt", 192, 256)],
+    [
+        ("ssdlite_mobilevit_xxs", "mobilevit_xxs", "ref_v1_xx_small.txt", 64, 80),
+        ("ssdlite_mobilevitv2_050", "mobilevitv2_050", "ref_v2_0.5.txt", 192, 256),
+    ],
 )
 def test_cvnets_checkpoint_loads_and_matches_the_functional_reference(tmp_path, name, backbone, keys_file, c4, c5):
     detector_state, classifier_state = cvnets_detector_checkpoint(keys_file, c4, c5)
@@ -542,15 +571,19 @@ def coco_map(*args, **kwargs):
 def _ground_truth(boxes_per_image, categories=((1, "a"), (2, "b"))):
     images = [{"id": i + 1, "width": 100, "height": 100, "file_name": f"{i}.jpg"} for i in range(len(boxes_per_image))]
     annotations = [
-        {"image_id": i + 1, "category_id": c, "bbox": list(b)} for i, boxes in enumerate(boxes_per_image) for c, b in boxes
+        {"image_id": i + 1, "category_id": c, "bbox": list(b)}
+        for i, boxes in enumerate(boxes_per_image)
+        for c, b in boxes
     ]
     return {"images": images, "annotations": annotations, "categories": [{"id": i, "name": n} for i, n in categories]}
 
 
 def test_coco_map_perfect_detections_score_one():
     gt = _ground_truth([[(1, (10, 10, 40, 40))], [(2, (50, 50, 40, 40)), (1, (5, 60, 30, 30))]])
-    found = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
-             for a in gt["annotations"]]
+    found = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+    ]
     metrics = coco_map(gt, found)
     assert metrics["map"] == pytest.approx(1.0) and metrics["map50"] == pytest.approx(1.0)
     assert metrics["mar100"] == pytest.approx(1.0)
@@ -603,8 +636,13 @@ class _Oracle(torch.nn.Module):
         for _ in range(regression.shape[0]):
             boxes, labels = self.answers[self.calls]
             self.calls += 1
-            out.append(Detections(torch.tensor(boxes).reshape(-1, 4), torch.full((len(labels),), 0.8),
-                                  torch.tensor(labels, dtype=torch.int64)))
+            out.append(
+                Detections(
+                    torch.tensor(boxes).reshape(-1, 4),
+                    torch.full((len(labels),), 0.8),
+                    torch.tensor(labels, dtype=torch.int64),
+                )
+            )
         return out
 
 
@@ -639,8 +677,9 @@ def _write_coco_folder(tmp_path):
 def test_evaluate_detection_with_an_oracle(tmp_path):
     pytest.importorskip("pycocotools")
     images, annotations, answers = _write_coco_folder(tmp_path)
-    result = evaluate_detection(_Oracle(answers, 3), images, annotations, batch_size=2,
-                                results_json=tmp_path / "results.json")
+    result = evaluate_detection(
+        _Oracle(answers, 3), images, annotations, batch_size=2, results_json=tmp_path / "results.json"
+    )
     assert result.num_images == 3 and not result.failed
     assert result.map == pytest.approx(1.0) and result.map50 == pytest.approx(1.0)
     written = json.loads((tmp_path / "results.json").read_text())
@@ -658,8 +697,9 @@ def test_to_coco_results_converts_corner_boxes():
     from mobilevt.ops import Detections
 
     d = Detections(torch.tensor([[10.0, 20.0, 50.0, 30.0]]), torch.tensor([0.5]), torch.tensor([2]))
-    assert to_coco_results(d, 4, [5, 9]) == [{"image_id": 4, "category_id": 9, "bbox": [10.0, 20.0, 40.0, 10.0],
-                                              "score": 0.5}]
+    assert to_coco_results(d, 4, [5, 9]) == [
+        {"image_id": 4, "category_id": 9, "bbox": [10.0, 20.0, 40.0, 10.0], "score": 0.5}
+    ]
 
 
 def test_detect_and_draw_on_a_photo(tmp_path):

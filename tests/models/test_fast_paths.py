@@ -1,15 +1,16 @@
 """Inference fast paths: BatchNorm folded into the convolutions (``model.fuse()``) and
 channels-last memory format change outputs by float rounding only, keep the model
 scriptable and exportable; in-place activations leave training gradients intact."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs, randomize_
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs, randomize_
 
 FAST_TOLERANCE = 1e-5  # relative to the logits' scale
 

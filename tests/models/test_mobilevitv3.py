@@ -13,6 +13,7 @@ produced (see tests/fixtures/README.md):
 
 So the parity tests compare with outputs of the authors' code, not of mobilevt.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs, randomize_
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs, randomize_
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KEY_DIR = FIXTURES / "cvnets_keys"
@@ -84,8 +85,8 @@ def authors_checkpoint(name: str, reference: dict[str, torch.Tensor]) -> dict[st
     prefix = f"{name}/bn/"
     for key, value in reference.items():
         if key.startswith(prefix):
-            assert key[len(prefix):] in state, key
-            state[key[len(prefix):]] = value
+            assert key[len(prefix) :] in state, key
+            state[key[len(prefix) :]] = value
     return state
 
 
@@ -274,15 +275,19 @@ def test_wrong_variant_checkpoints_name_the_keys(reference, tmp_path):
     assert "layer_4.1.global_rep.3.pre_norm_mha.0.weight" in err.value.unexpected
     assert "unexpected keys (26)" in str(err.value) and "matches 'mobilevitv3_xxs'" in str(err.value)
     # a MobileViT v1 checkpoint has the same key names but a full (not depthwise) local conv
-    torch.save(to_authors_keys(mobilevt.create_model("mobilevit_xxs").state_dict(), False,
-                               {2: 2, 3: 4, 4: 3}), tmp_path / "v1.pt")
+    torch.save(
+        to_authors_keys(mobilevt.create_model("mobilevit_xxs").state_dict(), False, {2: 2, 3: 4, 4: 3}),
+        tmp_path / "v1.pt",
+    )
     with pytest.raises(mobilevt.CheckpointMismatchError) as err:
         mobilevt.create_model("mobilevitv3_xxs", weights=str(tmp_path / "v1.pt"))
     assert "stages.2.1.local_kxk.conv.weight [48, 48, 3, 3] vs model [64, 1, 3, 3]" in str(err.value)
     assert "matches 'mobilevit_xxs'" in str(err.value)
     # and the other way round: a v3 checkpoint into the v2 model of the same width
     with pytest.raises(mobilevt.CheckpointMismatchError) as err:
-        mobilevt.load_weights(mobilevt.create_model("mobilevitv2_050"), authors_checkpoint("mobilevitv3_050", reference))
+        mobilevt.load_weights(
+            mobilevt.create_model("mobilevitv2_050"), authors_checkpoint("mobilevitv3_050", reference)
+        )
     assert "stages.2.1.proj.conv.weight [128, 128, 1, 1] vs model [128, 64, 1, 1]" in str(err.value)
     assert "matches 'mobilevitv3_050'" in str(err.value)
 
@@ -304,8 +309,9 @@ def test_any_input_size_and_pooled_features(name):
         assert features(torch.rand(2, 3, 97, 131)).shape == (2, features.num_features)
 
 
-@pytest.mark.parametrize("name, channels", [("mobilevitv3_xxs", [16, 24, 64, 80, 128]),
-                                            ("mobilevitv3_050", [32, 64, 128, 192, 256])])
+@pytest.mark.parametrize(
+    "name, channels", [("mobilevitv3_xxs", [16, 24, 64, 80, 128]), ("mobilevitv3_050", [32, 64, 128, 192, 256])]
+)
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 def test_feature_pyramid_at_every_output_stride(name, channels, output_stride):
     model = mobilevt.create_model(name, num_classes=0, output_stride=output_stride).eval()
@@ -334,8 +340,9 @@ def test_onnx_export_runs_in_onnxruntime_like_eager(reference, tmp_path, photo_d
 
     model = load_authors_model("mobilevitv3_xxs", reference, tmp_path)
     out = tmp_path / "xxs.onnx"
-    report = export_model(model, out, "onnx", image_size=(96, 128), dynamic_size=True, check_images=photo_dir,
-                          latency_runs=1)
+    report = export_model(
+        model, out, "onnx", image_size=(96, 128), dynamic_size=True, check_images=photo_dir, latency_runs=1
+    )
     assert report.max_abs_diff <= 1e-4
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = reference_input("mobilevitv3_xxs", 2, 97, 131)  # another batch and an odd size

@@ -5,6 +5,7 @@ Expected values are computed independently from the model's public pieces (embed
 encoder layers, their attention probabilities, exit heads), never by the code paths
 under test. Tolerances: 1e-6 (relative to the logit scale) where the same math runs in another
 order (pruning with ratio 1.0 permutes the image tokens), 1e-5 for TorchScript / torch.export against eager."""
+
 from __future__ import annotations
 
 import math
@@ -195,7 +196,10 @@ def test_confidence_exit_stops_at_the_expected_layer(model):
         model.set_early_exit()
         assert (logits - model(*inputs)).abs().max() <= 1e-6
         # a threshold between the two images' top probabilities at layer 3
-        scores = [model.exit_heads[i](_states_after(model, inputs, layer)[0]).softmax(-1).amax(-1) for i, layer in enumerate(EXIT_LAYERS)]
+        scores = [
+            model.exit_heads[i](_states_after(model, inputs, layer)[0]).softmax(-1).amax(-1)
+            for i, layer in enumerate(EXIT_LAYERS)
+        ]
         threshold = float(scores[0].max()) + 1e-4  # nobody exits at layer 2
         expected = []
         for b in range(2):
@@ -265,8 +269,14 @@ def test_exit_predictor_picks_layers_and_the_model_runs_only_that_far():
 
 @pytest.mark.parametrize(
     "exit_kwargs, pruning",
-    [({}, (0, 1.0)), ({}, (2, 0.5)), ({"threshold": 0.3}, (0, 1.0)), ({"predictor": True}, (0, 1.0)),
-     ({"layer": 3}, (2, 0.5)), ({"threshold": 0.3}, (3, 0.25))],
+    [
+        ({}, (0, 1.0)),
+        ({}, (2, 0.5)),
+        ({"threshold": 0.3}, (0, 1.0)),
+        ({"predictor": True}, (0, 1.0)),
+        ({"layer": 3}, (2, 0.5)),
+        ({"threshold": 0.3}, (3, 0.25)),
+    ],
 )
 def test_scripted_equals_eager(model, exit_kwargs, pruning):
     scripted = torch.jit.script(model)
@@ -371,9 +381,13 @@ def test_evaluate_vqa_accuracy_by_answer_group():
     answers = ["yes", "no", "red", "circle", "triangle"]
     labels = torch.tensor([0, 1, 2, 3, 4, 3, 0, 2])
     predictions = torch.tensor([0, 0, 2, 4, 4, 3, 0, 3])  # yes/no 2/3, colour 1/2, shape 2/3
-    split = VqaSplit(images=torch.zeros(1, 3, 4, 4), image_index=torch.zeros(8, dtype=torch.long),
-                     input_ids=torch.arange(8).view(8, 1), attention_mask=torch.ones(8, 1, dtype=torch.long),
-                     labels=labels)
+    split = VqaSplit(
+        images=torch.zeros(1, 3, 4, 4),
+        image_index=torch.zeros(8, dtype=torch.long),
+        input_ids=torch.arange(8).view(8, 1),
+        attention_mask=torch.ones(8, 1, dtype=torch.long),
+        labels=labels,
+    )
     groups = easy_vqa_answer_groups(answers)
     assert groups == {"shape": [3, 4], "yes/no": [0, 1], "colour": [2]}
     result = evaluate_on_split(Fixed(predictions), split, batch_size=3, answer_groups=groups)
@@ -381,7 +395,9 @@ def test_evaluate_vqa_accuracy_by_answer_group():
     assert result["by_group"] == pytest.approx({"shape": 2 / 3, "yes/no": 2 / 3, "colour": 1 / 2})
     # a group naming an answer no question has (index 7) is allowed, and empty groups are NaN
     extra = evaluate_on_split(Fixed(predictions), split, answer_groups={**groups, "other": [7]})
-    assert extra["by_group"]["shape"] == pytest.approx(2 / 3) and extra["by_group"]["other"] != extra["by_group"]["other"]
+    assert (
+        extra["by_group"]["shape"] == pytest.approx(2 / 3) and extra["by_group"]["other"] != extra["by_group"]["other"]
+    )
 
 
 def test_plain_vilt_has_no_mobivqa_parts_and_equals_mobivqa_switched_off():

@@ -1,5 +1,6 @@
 """Every registered model name is written out in the source, so that grep finds where
 it is defined."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,4 +16,3 @@ def test_every_registered_name_is_written_out_in_the_model_files():
     assert len(names) == 58
     missing = [name for name in names if f'"{name}"' not in source]
     assert not missing, f"names built at run time, not written out: {missing}"
-

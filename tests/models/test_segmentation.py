@@ -1,5 +1,6 @@
 """DeepLabV3-MobileViT: transformers parity, checkpoint layouts, mIoU on hand-made cases,
 dataset readers, segment / overlay output and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs, randomize_
 from PIL import Image
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs, randomize_
+from mobilevt import CheckpointMismatchError
 from mobilevt.data.segmentation import ade20k_segmentation, open_segmentation_dataset, read_mask, voc_segmentation
 from mobilevt.data.synthetic_shapes import write_shapes_dataset
 from mobilevt.tasks.segmentation import (
@@ -22,7 +24,6 @@ from mobilevt.tasks.segmentation import (
     segment,
     write_segmentation,
 )
-from mobilevt import CheckpointMismatchError
 
 transformers = pytest.importorskip("transformers")
 
@@ -36,7 +37,9 @@ def _hf_v1(output_stride=16, **kwargs):
 
 def _hf_v2(output_stride=16):
     rates = [6, 12, 18] if output_stride == 16 else [12, 24, 36]
-    config = transformers.MobileViTV2Config(width_multiplier=0.5, output_stride=output_stride, num_labels=21, atrous_rates=rates)
+    config = transformers.MobileViTV2Config(
+        width_multiplier=0.5, output_stride=output_stride, num_labels=21, atrous_rates=rates
+    )
     return randomize_(transformers.MobileViTV2ForSemanticSegmentation(config))
 
 
@@ -50,8 +53,11 @@ def x():
 
 
 def test_registered_for_every_mobilevit_classifier():
-    classifiers = [n for n in mobilevt.list_models(kind="image-classification")
-                   if mobilevt.get_model_entry(n).family.startswith("mobilevit")]
+    classifiers = [
+        n
+        for n in mobilevt.list_models(kind="image-classification")
+        if mobilevt.get_model_entry(n).family.startswith("mobilevit")
+    ]
     segmenters = mobilevt.list_models(kind="semantic-segmentation")
     assert {f"deeplabv3_{n}" for n in classifiers} <= set(segmenters)
     assert "deeplabv3_mobilevit_s" in segmenters and "deeplabv3_mobilevitv2_100" in segmenters
@@ -60,8 +66,13 @@ def test_registered_for_every_mobilevit_classifier():
 @pytest.mark.parametrize(
     "name, published",
     # MobileViT paper Table 5 (v1) and the ml-cvnets model zoo (v2, PASCAL VOC)
-    [("deeplabv3_mobilevit_xxs", 1.9), ("deeplabv3_mobilevit_xs", 2.9), ("deeplabv3_mobilevit_s", 6.4),
-     ("deeplabv3_mobilevitv2_050", 6.2), ("deeplabv3_mobilevitv2_100", 13.3)],
+    [
+        ("deeplabv3_mobilevit_xxs", 1.9),
+        ("deeplabv3_mobilevit_xs", 2.9),
+        ("deeplabv3_mobilevit_s", 6.4),
+        ("deeplabv3_mobilevitv2_050", 6.2),
+        ("deeplabv3_mobilevitv2_100", 13.3),
+    ],
 )
 def test_parameter_counts_match_published(name, published):
     with torch.device("meta"):
@@ -169,7 +180,9 @@ def test_cvnets_checkpoint_layout(tmp_path, x):
     # the backbone under "encoder." in ml-cvnets' classification names (as the classifier converter maps them)
     for key in ours:
         if key.startswith("backbone."):
-            theirs = mobilevt.weights.mobilevit_layouts.source_keys("cvnets", key[len("backbone."):], source.backbone.arch)
+            theirs = mobilevt.weights.mobilevit_layouts.source_keys(
+                "cvnets", key[len("backbone.") :], source.backbone.arch
+            )
             assert len(theirs) == 1
             state["encoder." + theirs[0]] = ours[key]
     assert "encoder.layer_4.1.global_rep.0.pre_norm_mha.1.qkv_proj.weight" in state
@@ -211,7 +224,9 @@ def test_new_class_count_keeps_everything_but_the_classifier(tmp_path):
 def test_backbone_weights_from_a_classifier_checkpoint(tmp_path):
     classifier = randomize_(mobilevt.create_model("mobilevit_xxs"), seed=7)
     mobilevt.save_weights(classifier, tmp_path / "clf.safetensors")
-    model = mobilevt.create_model("deeplabv3_mobilevit_xxs", backbone_weights=tmp_path / "clf.safetensors", num_classes=3)
+    model = mobilevt.create_model(
+        "deeplabv3_mobilevit_xxs", backbone_weights=tmp_path / "clf.safetensors", num_classes=3
+    )
     for key, tensor in model.backbone.state_dict().items():
         assert torch.equal(tensor, classifier.state_dict()[key]), key
     with pytest.raises(CheckpointMismatchError, match="backbone_weights"):
@@ -234,12 +249,8 @@ def test_wrong_variant_names_keys_and_the_fitting_model(tmp_path):
 
 
 def test_miou_hand_made():
-    target = torch.tensor([[0, 0, 1, 1],
-                           [0, 0, 1, 1],
-                           [2, 2, 255, 255]])
-    predicted = torch.tensor([[0, 1, 1, 1],
-                              [0, 0, 1, 2],
-                              [2, 0, 0, 2]])
+    target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255]])
+    predicted = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 2], [2, 0, 0, 2]])
     # 255 pixels ignored (whatever is predicted there). Counted pixels:
     # class 0: TP 3 (0,0)(1,0)(1,1); FN 1 (0,1)->1; FP 1 (2,1) gt 2 -> IoU 3/5
     # class 1: TP 3 (0,2)(0,3)(1,2); FN 1 (1,3)->2; FP 1 (0,1) -> IoU 3/5
@@ -344,7 +355,9 @@ def test_ade20k_reader_shifts_labels(tmp_path):
         (tmp_path / "images" / split).mkdir(parents=True)
         (tmp_path / "annotations" / split).mkdir(parents=True)
     Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "images" / "validation" / "x.jpg")
-    Image.fromarray(np.array([[0, 1, 150], [2, 0, 75]], np.uint8), mode="L").save(tmp_path / "annotations" / "validation" / "x.png")
+    Image.fromarray(np.array([[0, 1, 150], [2, 0, 75]], np.uint8), mode="L").save(
+        tmp_path / "annotations" / "validation" / "x.png"
+    )
     data = open_segmentation_dataset(tmp_path, "val")
     assert data.layout == "ade20k" and data.num_classes == 150
     _, mask = data[0]
@@ -401,8 +414,19 @@ def test_cli_segment(tmp_path, capsys):
     mobilevt.save_weights(model, tmp_path / "seg.safetensors")
     photo = tmp_path / "cat.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(photo)
-    code = main(["segment", str(photo), "--model", "deeplabv3_mobilevit_xxs", "--weights",
-                 str(tmp_path / "seg.safetensors"), "--out", str(tmp_path / "out"), "--json"])
+    code = main(
+        [
+            "segment",
+            str(photo),
+            "--model",
+            "deeplabv3_mobilevit_xxs",
+            "--weights",
+            str(tmp_path / "seg.safetensors"),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["source"] == str(photo) and abs(sum(rows[0]["classes"].values()) - 1) < 1e-6
@@ -411,12 +435,39 @@ def test_cli_segment(tmp_path, capsys):
     expected = segment(mobilevt.create_model("deeplabv3_mobilevit_xxs", weights=tmp_path / "seg.safetensors"), photo)[0]
     assert np.array_equal(mask, expected.mask.numpy())
     # a missing file: one error line, exit code 1
-    assert main(["segment", str(tmp_path / "missing.jpg"), "--model", "deeplabv3_mobilevit_xxs",
-                 "--weights", str(tmp_path / "seg.safetensors"), "--out", str(tmp_path / "out")]) == 1
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "missing.jpg"),
+                "--model",
+                "deeplabv3_mobilevit_xxs",
+                "--weights",
+                str(tmp_path / "seg.safetensors"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
     assert "missing.jpg" in capsys.readouterr().err
     # random 21-class weights print PASCAL VOC's class names, as detect prints COCO's
-    assert main(["segment", str(photo), "--model", "deeplabv3_mobilevit_xxs", "--weights", "none",
-                 "--out", str(tmp_path / "random"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(photo),
+                "--model",
+                "deeplabv3_mobilevit_xxs",
+                "--weights",
+                "none",
+                "--out",
+                str(tmp_path / "random"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     from mobilevt.data.segmentation import VOC_CLASSES
 
     assert set(json.loads(capsys.readouterr().out)[0]["classes"]) <= set(VOC_CLASSES)
@@ -429,10 +480,23 @@ def test_cli_segment_evaluate(tmp_path, capsys):
     model = mobilevt.create_model("deeplabv3_mobilevit_xxs", num_classes=4)
     model.preprocess = mobilevt.PreprocessConfig((128, 128), 128)
     mobilevt.save_weights(model, tmp_path / "seg.safetensors")
-    code = main(["segment", "--evaluate", str(root), "--model", "deeplabv3_mobilevit_xxs", "--weights",
-                 str(tmp_path / "seg.safetensors"), "-o", str(tmp_path / "miou.json")])
+    code = main(
+        [
+            "segment",
+            "--evaluate",
+            str(root),
+            "--model",
+            "deeplabv3_mobilevit_xxs",
+            "--weights",
+            str(tmp_path / "seg.safetensors"),
+            "-o",
+            str(tmp_path / "miou.json"),
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "miou.json").read_text())
-    direct = evaluate_segmentation(mobilevt.create_model("deeplabv3_mobilevit_xxs", weights=tmp_path / "seg.safetensors"), root)
+    direct = evaluate_segmentation(
+        mobilevt.create_model("deeplabv3_mobilevit_xxs", weights=tmp_path / "seg.safetensors"), root
+    )
     assert report["num_images"] == 2 and report["miou"] == pytest.approx(direct.miou)
     assert "mIoU" in capsys.readouterr().out

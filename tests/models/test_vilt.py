@@ -6,6 +6,7 @@ TorchScript / torch.export / ONNX export with dynamic image size.
 Tolerances: parity with transformers and onnxruntime 1e-4 (PARITY_ATOL: different
 kernels and summation orders); TorchScript and torch.export run the same kernels (1e-5).
 Most tests use a small ViLT (hidden 96, 3 layers) for speed; one runs the full B/32."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,9 @@ import json
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs
 from mobilevt import CheckpointMismatchError, WeightsNotFoundError
 from mobilevt.cli.main import main
 
@@ -36,8 +37,10 @@ def _randomize(model: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            is_norm_scale = param.dim() == 1 and name.endswith("weight") and (
-                "norm" in name.lower() or name.startswith("classifier.1.")
+            is_norm_scale = (
+                param.dim() == 1
+                and name.endswith("weight")
+                and ("norm" in name.lower() or name.startswith("classifier.1."))
             )
             param.copy_(torch.randn(param.shape, generator=generator) * std + (1.0 if is_norm_scale else 0.0))
     return model.eval()
@@ -69,7 +72,12 @@ def _inputs(image_sizes, text_lengths, seed=0):
         input_ids[i, :n] = torch.randint(1000, 30000, (n,), generator=generator)
         input_ids[i, 0], input_ids[i, n - 1] = 101, 102  # [CLS] ... [SEP]
         attention_mask[i, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values, "pixel_mask": pixel_mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": pixel_values,
+        "pixel_mask": pixel_mask,
+    }
 
 
 def _reference_logits(reference, inputs) -> torch.Tensor:
@@ -140,7 +148,13 @@ def test_full_size_vilt_b32_matches_transformers_at_384():
     with torch.no_grad():
         for name, param in reference.named_parameters():
             if param.numel() <= 200_000:
-                scale = 1.0 if param.dim() == 1 and name.endswith("weight") and ("norm" in name.lower() or name.startswith("classifier.1.")) else 0.0
+                scale = (
+                    1.0
+                    if param.dim() == 1
+                    and name.endswith("weight")
+                    and ("norm" in name.lower() or name.startswith("classifier.1."))
+                    else 0.0
+                )
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1 + scale)
     with torch.device("meta"):  # every tensor is assigned from the reference: skip the initialisation
         model = mobilevt.create_model("vilt_b32_vqa").eval()
@@ -326,8 +340,18 @@ def _small_trained_like_vilt(seed: int) -> torch.nn.Module:
     """A ViLT of another size and norm epsilon than B/32, with answer names and trained-
     looking (random) MobiVQA exit heads: what a user saves after training one."""
     model = mobilevt.create_model(
-        "vilt_b32_vqa", num_classes=5, answers=["yes", "no", "red", "blue", "3"], hidden_size=64, num_layers=4,
-        num_heads=4, mlp_dim=128, patch_size=16, image_size=128, vocab_size=300, max_text_len=16, layer_norm_eps=1e-6,
+        "vilt_b32_vqa",
+        num_classes=5,
+        answers=["yes", "no", "red", "blue", "3"],
+        hidden_size=64,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=128,
+        patch_size=16,
+        image_size=128,
+        vocab_size=300,
+        max_text_len=16,
+        layer_norm_eps=1e-6,
     )
     model.add_early_exits([1, 2, 3], predictor_layer=1, predictor_hidden=32)
     return _randomize(model, seed, std=0.1)
@@ -342,14 +366,20 @@ def test_save_weights_round_trips_architecture_answers_and_exit_heads(tmp_path):
     assert loaded.exit_predictor[0].fc1.out_features == 32
     _assert_same_state(loaded, model)
     generator = torch.Generator().manual_seed(0)
-    inputs = (torch.randint(5, 300, (2, 9), generator=generator), torch.ones(2, 9, dtype=torch.long),
-              torch.randn(2, 3, 128, 96, generator=generator))
+    inputs = (
+        torch.randint(5, 300, (2, 9), generator=generator),
+        torch.ones(2, 9, dtype=torch.long),
+        torch.randn(2, 3, 128, 96, generator=generator),
+    )
     with torch.no_grad():  # 1e-6: equal tensors, possibly another memory alignment (SIMD summation order)
         assert max_abs(loaded(*inputs), model(*inputs)) <= 1e-6
         for mobivqa in (model, loaded):
             mobivqa.set_early_exit(predictor=True)
             mobivqa.set_token_pruning(1, 0.5)
-        (logits, layers), (expected_logits, expected_layers) = loaded.forward_with_exit(*inputs), model.forward_with_exit(*inputs)
+        (logits, layers), (expected_logits, expected_layers) = (
+            loaded.forward_with_exit(*inputs),
+            model.forward_with_exit(*inputs),
+        )
         assert max_abs(logits, expected_logits) <= 1e-6 and torch.equal(layers, expected_layers)
     # load_weights into a model built alike reads it back identically too
     again = _small_trained_like_vilt(seed=13)
@@ -359,7 +389,9 @@ def test_save_weights_round_trips_architecture_answers_and_exit_heads(tmp_path):
     assert again.answers == model.answers
 
 
-def test_load_weights_refuses_other_checkpoints_naming_keys_and_leaves_the_model_unchanged(reference, hf_folder, tmp_path):
+def test_load_weights_refuses_other_checkpoints_naming_keys_and_leaves_the_model_unchanged(
+    reference, hf_folder, tmp_path
+):
     target = mobilevt.create_model("vilt_b32_vqa", num_classes=len(ANSWERS), **dict(SMALL, num_layers=2))
     before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(CheckpointMismatchError) as err:  # a 3-layer checkpoint into a 2-layer model
@@ -369,12 +401,25 @@ def test_load_weights_refuses_other_checkpoints_naming_keys_and_leaves_the_model
     # a mobilevt file with exit heads into a model without them: the keys and what to do
     trained = _small_trained_like_vilt(seed=14)
     path = mobilevt.save_weights(trained, tmp_path / "with_exits.safetensors")
-    plain = mobilevt.create_model("vilt_b32_vqa", num_classes=5, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128,
-                                  patch_size=16, image_size=128, vocab_size=300, max_text_len=16, layer_norm_eps=1e-6)
+    plain = mobilevt.create_model(
+        "vilt_b32_vqa",
+        num_classes=5,
+        hidden_size=64,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=128,
+        patch_size=16,
+        image_size=128,
+        vocab_size=300,
+        max_text_len=16,
+        layer_norm_eps=1e-6,
+    )
     with pytest.raises(CheckpointMismatchError) as err:
         mobilevt.load_weights(plain, path)
     assert "exit_heads.0.head.fc2.weight" in err.value.unexpected and "exit_heads.0.head.fc2.weight" in str(err.value)
-    assert "exit heads after layers [1, 2, 3]" in str(err.value) and "create_model('vilt_b32_vqa', weights=path)" in str(err.value)
+    assert "exit heads after layers [1, 2, 3]" in str(
+        err.value
+    ) and "create_model('vilt_b32_vqa', weights=path)" in str(err.value)
     # the same keys and shapes but another norm epsilon: named although no key differs
     other_eps = _small_trained_like_vilt(seed=15)
     object.__setattr__(other_eps, "arch", dataclasses.replace(other_eps.arch, layer_norm_eps=1e-12))
@@ -386,7 +431,9 @@ def test_load_weights_refuses_other_checkpoints_naming_keys_and_leaves_the_model
         mobilevt.load_weights(target, tmp_path / "mlm")
     assert any(k.startswith("mlm_score.") for k in err.value.unexpected) and "masked-language-model" in str(err.value)
     with pytest.raises(CheckpointMismatchError, match="not a ViLT checkpoint"):
-        mobilevt.load_weights(target, mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), tmp_path / "x.safetensors"))
+        mobilevt.load_weights(
+            target, mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), tmp_path / "x.safetensors")
+        )
     for key, value in target.state_dict().items():
         assert torch.equal(value, before[key]), key  # nothing half-loaded
 
@@ -398,8 +445,17 @@ def test_exit_heads_without_their_layers_are_refused_with_what_to_do(tmp_path):
     trained = _small_trained_like_vilt(seed=16)
     path = tmp_path / "bare.safetensors"
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
-    arch = dict(hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128, patch_size=16, image_size=128, vocab_size=300,
-                max_text_len=16, layer_norm_eps=1e-6)
+    arch = dict(
+        hidden_size=64,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=128,
+        patch_size=16,
+        image_size=128,
+        vocab_size=300,
+        max_text_len=16,
+        layer_norm_eps=1e-6,
+    )
     with pytest.raises(CheckpointMismatchError) as err:
         mobilevt.create_model("vilt_b32_vqa", weights=str(path), **arch)
     assert "exit_predictor.0.fc1.weight" in err.value.unexpected
@@ -439,8 +495,10 @@ def test_torch_export_with_dynamic_image_size(model, two_sizes):
         model,
         _args(two_sizes[0]),
         dynamic_shapes={
-            "input_ids": None, "attention_mask": None,
-            "pixel_values": {2: height, 3: width}, "pixel_mask": {1: height, 2: width},
+            "input_ids": None,
+            "attention_mask": None,
+            "pixel_values": {2: height, 3: width},
+            "pixel_mask": {1: height, 2: width},
         },
     )
     exported = program.module()
@@ -455,11 +513,18 @@ def test_onnx_export_with_dynamic_image_size_runs_in_onnxruntime(model, two_size
     names = ["input_ids", "attention_mask", "pixel_values", "pixel_mask"]
     path = tmp_path / "vilt.onnx"
     torch.onnx.export(
-        model, _args(two_sizes[0]), str(path), input_names=names, output_names=["logits"], opset_version=17,
+        model,
+        _args(two_sizes[0]),
+        str(path),
+        input_names=names,
+        output_names=["logits"],
+        opset_version=17,
         dynamo=False,
         dynamic_axes={
-            "input_ids": {0: "batch", 1: "text"}, "attention_mask": {0: "batch", 1: "text"},
-            "pixel_values": {0: "batch", 2: "height", 3: "width"}, "pixel_mask": {0: "batch", 1: "height", 2: "width"},
+            "input_ids": {0: "batch", 1: "text"},
+            "attention_mask": {0: "batch", 1: "text"},
+            "pixel_values": {0: "batch", 2: "height", 3: "width"},
+            "pixel_mask": {0: "batch", 1: "height", 2: "width"},
             "logits": {0: "batch"},
         },
     )

@@ -1,5 +1,6 @@
 """Evaluation on real images: accuracy bookkeeping checked against answers fixed in advance,
 the dataset layouts, broken files, and distributed evaluation on 2 gloo processes."""
+
 from __future__ import annotations
 
 import csv
@@ -13,11 +14,11 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import IMAGENET_META, IMAGENET_VAL10, real_photos
+from oracle import OracleClassifier, designed_logits
 
 import mobilevt
-from conftest import IMAGENET_META, IMAGENET_VAL10, real_photos
 from mobilevt.data import imagenet_classes
-from oracle import OracleClassifier, designed_logits
 
 CONFIG = mobilevt.PreprocessConfig((64, 64), 72, "bilinear")  # small inputs keep the oracle cheap
 
@@ -109,8 +110,13 @@ def test_flat_ilsvrc_layout_with_loc_solution_and_real_labels(tmp_path):
     expected_real = [first[i] in real[i] for i in range(len(rows)) if real[i]]
 
     result = mobilevt.evaluate(
-        model, IMAGENET_VAL10, labels=IMAGENET_META / "LOC_val_solution.csv",
-        real_labels=IMAGENET_META / "imagenet_real_labels.json", batch_size=3, workers=0, progress=False,
+        model,
+        IMAGENET_VAL10,
+        labels=IMAGENET_META / "LOC_val_solution.csv",
+        real_labels=IMAGENET_META / "imagenet_real_labels.json",
+        batch_size=3,
+        workers=0,
+        progress=False,
     )
     assert result.images == len(rows) and result.details["layout"] == "ilsvrc-val"
     assert result.top1 == pytest.approx(100.0 * sum(f == t for f, t in zip(first, targets)) / len(rows))
@@ -157,13 +163,22 @@ def _free_port() -> int:
 
 
 def _evaluate_rank(rank: int, world_size: int, port: int, model, root: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     result = mobilevt.evaluate(model, root, batch_size=4, workers=0, progress=False, distributed=True)
     with open(f"{out}.{rank}", "w") as handle:
-        json.dump({"top1": result.top1, "top5": result.top5, "images": result.images,
-                   "predictions": result.predictions, "world_size": result.world_size}, handle)
+        json.dump(
+            {
+                "top1": result.top1,
+                "top5": result.top5,
+                "images": result.images,
+                "predictions": result.predictions,
+                "world_size": result.world_size,
+            },
+            handle,
+        )
 
 
 def test_two_gloo_processes_give_exact_totals(wnid_folder, tmp_path):
@@ -187,16 +202,56 @@ def test_torchrun_cli_matches_single_process(tmp_path):
     count = len(_wnid_tree(photos_root, count=13)[0])
     weights = tmp_path / "xxs.safetensors"
     mobilevt.save_weights(mobilevt.create_model("mobilevit_xxs"), weights)
-    common = ["evaluate", "--model", "mobilevit_xxs", "--weights", str(weights), "--data", str(photos_root),
-              "--workers", "0", "--batch-size", "4", "--no-progress"]
+    common = [
+        "evaluate",
+        "--model",
+        "mobilevit_xxs",
+        "--weights",
+        str(weights),
+        "--data",
+        str(photos_root),
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, "-m", "mobilevt", *common, "--predictions-csv", str(tmp_path / "one.csv"),
-                             "-o", str(tmp_path / "one.json")], capture_output=True, text=True, env=env)
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            *common,
+            "--predictions-csv",
+            str(tmp_path / "one.csv"),
+            "-o",
+            str(tmp_path / "one.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert single.returncode == 0, single.stderr
     double = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mobilevt",
-         *common, "--predictions-csv", str(tmp_path / "two.csv"), "-o", str(tmp_path / "two.json")],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mobilevt",
+            *common,
+            "--predictions-csv",
+            str(tmp_path / "two.csv"),
+            "-o",
+            str(tmp_path / "two.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert double.returncode == 0, double.stderr
     one, two = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())

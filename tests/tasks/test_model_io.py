@@ -1,4 +1,5 @@
 """One verb per idea for every task: ``transforms_for`` and ``class_names_for``."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """``mobilevt predict`` and ``mobilevt.predict`` on real photos, broken files included, and
 an end-to-end check against timm (its transform + its model) on the same random weights."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import sys
 
 import pytest
 import torch
+from conftest import IMAGENET_SAMPLE, PARITY_ATOL, randomize_, real_photos
 from PIL import Image
 
 import mobilevt
-from conftest import IMAGENET_SAMPLE, PARITY_ATOL, randomize_, real_photos
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,19 @@ def _cli(*args, timeout=600):
 @pytest.mark.slow
 @pytest.mark.skipif(not IMAGENET_SAMPLE.is_dir(), reason="../shared/data/imagenet-sample is absent")
 def test_cli_predicts_every_sample_photo(xxs_weights):
-    run = _cli("predict", str(IMAGENET_SAMPLE), "--model", "mobilevit_xxs", "--weights", str(xxs_weights),
-               "--json", "--batch-size", "32", "--workers", "2")
+    run = _cli(
+        "predict",
+        str(IMAGENET_SAMPLE),
+        "--model",
+        "mobilevit_xxs",
+        "--weights",
+        str(xxs_weights),
+        "--json",
+        "--batch-size",
+        "32",
+        "--workers",
+        "2",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     predictions = json.loads(run.stdout)
     assert len(predictions) == len(list(IMAGENET_SAMPLE.glob("*.JPEG"))) == 1000
@@ -51,8 +63,19 @@ def test_cli_reports_each_broken_file_and_goes_on(xxs_weights, tmp_path):
     (folder / "notes.jpg").write_text("a text file named like a photo")
     (folder / "empty.png").write_bytes(b"")
     (folder / "cut.jpg").write_bytes(photos[0].read_bytes()[:200])
-    run = _cli("predict", str(folder), str(tmp_path / "missing.jpg"), "--model", "mobilevit_xxs",
-               "--weights", str(xxs_weights), "--topk", "3", "--workers", "0")
+    run = _cli(
+        "predict",
+        str(folder),
+        str(tmp_path / "missing.jpg"),
+        "--model",
+        "mobilevit_xxs",
+        "--weights",
+        str(xxs_weights),
+        "--topk",
+        "3",
+        "--workers",
+        "0",
+    )
     assert run.returncode == 1
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     for broken in ("notes.jpg", "empty.png", "cut.jpg", "missing.jpg"):
@@ -100,10 +123,12 @@ def test_same_top5_as_timm_transform_and_model(tmp_path):
     photos = real_photos(64)
     ours = mobilevt.predict(model, photos, topk=5, batch_size=16)
     with torch.no_grad():
-        logits = torch.cat([
-            reference(torch.stack([transform(Image.open(p).convert("RGB")) for p in photos[start : start + 16]]))
-            for start in range(0, len(photos), 16)
-        ])
+        logits = torch.cat(
+            [
+                reference(torch.stack([transform(Image.open(p).convert("RGB")) for p in photos[start : start + 16]]))
+                for start in range(0, len(photos), 16)
+            ]
+        )
     theirs = logits.topk(5, dim=-1).indices.tolist()
     assert len({tuple(t) for t in theirs}) > len(photos) // 2, "the answers hardly depend on the image: vacuous"
     exact = 0
@@ -142,8 +167,7 @@ def test_misspelled_model_is_the_only_line(capsys):
     "args, expected",
     [
         (["predict", "x.jpg", "--model", "mobilevit_ss"], "Did you mean: mobilevit_s"),
-        (["export", "mobilevit_xxs", "--weights", "/nonexistent.pt", "--format", "onnx", "-o", "x.onnx"],
-         "not found"),
+        (["export", "mobilevit_xxs", "--weights", "/nonexistent.pt", "--format", "onnx", "-o", "x.onnx"], "not found"),
         (["evaluate", "--model", "mobilevit_xxs", "--weights", "none", "--data", "/nonexistent"], "not a directory"),
         (["train", "--config", "digits", "model=mobilevit_q"], "unknown model"),
     ],
@@ -168,6 +192,7 @@ def test_a_bug_keeps_its_traceback_while_a_user_error_is_one_line(monkeypatch, c
 
     parser = cli.build_parser()
     for bug in (ValueError("a bug"), ImportError("a bug")):
+
         def broken(args, bug=bug):
             raise bug
 
@@ -175,6 +200,7 @@ def test_a_bug_keeps_its_traceback_while_a_user_error_is_one_line(monkeypatch, c
         with pytest.raises(type(bug), match="a bug"):
             cli.main(["models"])
     for mistake in (InvalidInputError("bad value: use 3"), MissingDependencyError("pip install x")):
+
         def refused(args, mistake=mistake):
             raise mistake
 

@@ -5,6 +5,7 @@ prediction matching ``m`` of the 10 human answers, leaving out a non-matching hu
 ``m`` matches (``min(1, m / 3)``), leaving out a matching one leaves ``m - 1``; the
 accuracy is the mean over the 10 leave-one-out subsets.
 """
+
 from __future__ import annotations
 
 import json
@@ -141,7 +142,10 @@ def test_bad_arguments_are_clear():
 
 def _annotation(question_id: int, answers: list[str], answer_type: str, question_type: str) -> dict:
     return {
-        "question_id": question_id, "image_id": 1, "answer_type": answer_type, "question_type": question_type,
+        "question_id": question_id,
+        "image_id": 1,
+        "answer_type": answer_type,
+        "question_type": question_type,
         "multiple_choice_answer": answers[0],
         "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)],
     }
@@ -150,7 +154,10 @@ def _annotation(question_id: int, answers: list[str], answer_type: str, question
 @pytest.fixture
 def annotations_file(tmp_path):
     data = {
-        "info": {}, "data_type": "mscoco", "data_subtype": "val2014", "license": {},
+        "info": {},
+        "data_type": "mscoco",
+        "data_subtype": "val2014",
+        "license": {},
         "annotations": [
             _annotation(1, ["yes"] * 10, "yes/no", "is the"),
             _annotation(2, ["2"] * 3 + ["3"] * 7, "number", "how many"),

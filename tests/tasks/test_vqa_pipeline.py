@@ -11,15 +11,16 @@ antialiased bicubic) and the same fused float32 normalisation, so it must be bit
 (0.0). Logits against transformers: 1e-4 (PARITY_ATOL: different attention kernels and
 summation orders, as in tests/models/test_vilt.py); TorchScript vs eager: 1e-5 (same kernels).
 """
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, SHARED, max_abs, real_photos
 
 import mobilevt
-from conftest import PARITY_ATOL, SHARED, max_abs, real_photos
 from mobilevt.cli.main import main
 from mobilevt.data import load_image
 from mobilevt.data.vilt_preprocess import ViltImagePreprocess
@@ -66,14 +67,20 @@ def _train_vocab(path) -> str:
 
 @pytest.fixture(scope="module")
 def reference():
-    config = ViltConfig(**SMALL_HF, num_labels=len(ANSWERS), id2label=dict(enumerate(ANSWERS)),
-                        label2id={a: i for i, a in enumerate(ANSWERS)})
+    config = ViltConfig(
+        **SMALL_HF,
+        num_labels=len(ANSWERS),
+        id2label=dict(enumerate(ANSWERS)),
+        label2id={a: i for i, a in enumerate(ANSWERS)},
+    )
     model = HfViltForQuestionAnswering(config)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():  # every parameter random, norm scales around 1 (defaults hide errors)
         for name, param in model.named_parameters():
-            is_norm_scale = param.dim() == 1 and name.endswith("weight") and (
-                "norm" in name.lower() or name.startswith("classifier.1.")
+            is_norm_scale = (
+                param.dim() == 1
+                and name.endswith("weight")
+                and ("norm" in name.lower() or name.startswith("classifier.1."))
             )
             param.copy_(torch.randn(param.shape, generator=generator) * 0.2 + (1.0 if is_norm_scale else 0.0))
     return model.eval()
@@ -89,7 +96,9 @@ def hf_folder(reference, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def processor(hf_folder):
-    return ViltProcessor(image_processor=ViltImageProcessor(), tokenizer=BertTokenizerFast(str(hf_folder / "vocab.txt")))
+    return ViltProcessor(
+        image_processor=ViltImageProcessor(), tokenizer=BertTokenizerFast(str(hf_folder / "vocab.txt"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +235,9 @@ def test_cpp_example_answers_like_python(pipeline, cpp_runner, tmp_path):
     image = load_image(_photos(1)[0]).permute(1, 2, 0).contiguous()
     ppm = write_ppm(image, tmp_path / "photo.ppm")
     for question in [QUESTIONS[0], "¿De qué color es el gato? 猫は何色？", ""]:
-        run = subprocess.run([str(cpp_runner), "vqa", str(path), str(ppm), question, "--topk", "4"],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [str(cpp_runner), "vqa", str(path), str(ppm), question, "--topk", "4"], capture_output=True, text=True
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         printed = [line.split("\t") for line in run.stdout.splitlines()]
         with torch.no_grad():
@@ -295,8 +305,23 @@ def test_vqa_command_with_random_weights_needs_only_a_vocabulary(hf_folder, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "warning: vilt_b32_vqa has random weights (--weights none); its answers are meaningless"
     assert len(err) == 2 and err[1].startswith("error: random ViLT weights") and "--vocab FILE" in err[1]
-    assert main(["vqa", photo, "what?", "--weights", "none", "--vocab", str(hf_folder / "vocab.txt"),
-                 "--topk", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "vqa",
+                photo,
+                "what?",
+                "--weights",
+                "none",
+                "--vocab",
+                str(hf_folder / "vocab.txt"),
+                "--topk",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(capsys.readouterr().out)["answers"]) == 2
 
 
@@ -321,8 +346,18 @@ def check_folder(tmp_path_factory):
 
 
 def _export(hf_folder, check_folder, output, fmt, capsys) -> dict:
-    args = ["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", fmt, "-o", str(output),
-            "--check-images", str(check_folder)]
+    args = [
+        "export",
+        "vilt_b32_vqa",
+        "--weights",
+        str(hf_folder),
+        "--format",
+        fmt,
+        "-o",
+        str(output),
+        "--check-images",
+        str(check_folder),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     assert "top-1 agreement 100.0%" in capsys.readouterr().out
     return json.loads((output.parent / (output.name + ".report.json")).read_text())
@@ -375,8 +410,7 @@ def test_export_onnx_with_dynamic_image_size_and_vocab(pipeline, hf_folder, chec
 
 
 @pytest.mark.slow  # about 30 s: torch.export and XNNPACK lowering
-def test_export_executorch_takes_several_image_sizes(pipeline, hf_folder, check_folder, tmp_path, capsys,
-                                                     pte_runner):
+def test_export_executorch_takes_several_image_sizes(pipeline, hf_folder, check_folder, tmp_path, capsys, pte_runner):
     pytest.importorskip("executorch", reason='the executorch export needs it: pip install "mobilevt[executorch]"')
     from conftest import assert_cpp_executorch_agrees
 
@@ -393,8 +427,21 @@ def test_export_executorch_takes_several_image_sizes(pipeline, hf_folder, check_
 
 
 def test_export_refuses_formats_and_options_that_do_not_apply(hf_folder, tmp_path, capsys):
-    assert main(["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", "tflite",
-                 "-o", str(tmp_path / "x.tflite")]) == 1
+    assert (
+        main(
+            [
+                "export",
+                "vilt_b32_vqa",
+                "--weights",
+                str(hf_folder),
+                "--format",
+                "tflite",
+                "-o",
+                str(tmp_path / "x.tflite"),
+            ]
+        )
+        == 1
+    )
     assert "ViLT VQA pipelines export to torchscript, onnx, executorch, not 'tflite'" in capsys.readouterr().err
     model = mobilevt.create_model("vilt_b32_vqa", weights=str(hf_folder))
     from mobilevt.export import ExportError, export_model

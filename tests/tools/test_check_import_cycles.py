@@ -1,4 +1,5 @@
 """tools/check_import_cycles.py: mobilevt has no import cycle, and the checker finds one."""
+
 from __future__ import annotations
 
 import subprocess

@@ -3,6 +3,7 @@ boxes on their objects, a run on a tiny shapes set exports weights that ``mobile
 loads, exact resume after an interruption, validation sharded over 2 gloo processes with
 the single-process mAP, a 2-process DDP run, and (slow) proof that SSDLite-MobileViT-XXS
 learns the shapes data set on a CPU."""
+
 from __future__ import annotations
 
 import json
@@ -38,27 +39,44 @@ MAP50_BAR = 0.40
 def tiny_shapes(tmp_path_factory):
     from mobilevt.data.synthetic_shapes import write_shapes_dataset
 
-    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=12, num_val=6, image_size=64,
-                                max_shapes=2, seed=1)
+    return write_shapes_dataset(
+        tmp_path_factory.mktemp("shapes"), num_train=12, num_val=6, image_size=64, max_shapes=2, seed=1
+    )
 
 
 def _config(root, out, *overrides):
-    return load_config("shapes_detection", [
-        f"data.dataset={root}", f"output_dir={out}", "epochs=1", "batch_size=4", "sampler.name=multiscale",
-        "sampler.image_size=64", "sampler.min_size=64", "sampler.max_size=96", "sampler.num_scales=2", "optim.warmup_steps=2", *overrides,
-    ])
+    return load_config(
+        "shapes_detection",
+        [
+            f"data.dataset={root}",
+            f"output_dir={out}",
+            "epochs=1",
+            "batch_size=4",
+            "sampler.name=multiscale",
+            "sampler.image_size=64",
+            "sampler.min_size=64",
+            "sampler.max_size=96",
+            "sampler.num_scales=2",
+            "optim.warmup_steps=2",
+            *overrides,
+        ],
+    )
 
 
 def test_augmentation_keeps_boxes_on_their_objects():
     """A white square on black: after zoom-out, IoU crop, flip and resize, the box still
     frames the white pixels (within 2 pixels: resizing blurs the edge)."""
-    config = load_config("shapes_detection", ["augment.photometric_distort=0", "augment.zoom_out=1.0",
-                                              "augment.zoom_out_max=2.0", "augment.iou_crop=true"])
+    config = load_config(
+        "shapes_detection",
+        ["augment.photometric_distort=0", "augment.zoom_out=1.0", "augment.zoom_out_max=2.0", "augment.iou_crop=true"],
+    )
     transform = DetectionTask().train_transform((96, 128), config)
     image = torch.zeros(3, 120, 160, dtype=torch.uint8)
     image[:, 30:80, 50:110] = 255
-    target = {"boxes": tv_tensors.BoundingBoxes([[50.0, 30.0, 110.0, 80.0]], format="XYXY", canvas_size=(120, 160)),
-              "labels": torch.tensor([2])}
+    target = {
+        "boxes": tv_tensors.BoundingBoxes([[50.0, 30.0, 110.0, 80.0]], format="XYXY", canvas_size=(120, 160)),
+        "labels": torch.tensor([2]),
+    }
     seen_crops = 0
     for seed in range(12):
         torch.manual_seed(seed)
@@ -91,8 +109,23 @@ def test_a_run_exports_weights_that_detect_loads(tiny_shapes, tmp_path, capsys):
     assert main(["detect", str(photo), "--weights", str(best), "--out", str(out), "--threshold", "0.0"]) == 0
     assert (out / f"{photo.stem}_detections.png").is_file()
     capsys.readouterr()
-    assert main(["detect", "--evaluate", str(tiny_shapes), "--model", "ssdlite_mobilevit_xxs", "--weights", str(best),
-                 "--json", "--output", str(tmp_path / "scores.json")]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--evaluate",
+                str(tiny_shapes),
+                "--model",
+                "ssdlite_mobilevit_xxs",
+                "--weights",
+                str(best),
+                "--json",
+                "--output",
+                str(tmp_path / "scores.json"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["num_images"] == 6 and set(report["metrics"]) >= {"map", "map50", "mar100"}
     assert json.loads((tmp_path / "scores.json").read_text()) == report
@@ -169,14 +202,21 @@ def _designed_validation(root):
         images.append(image)
         answers.append((boxes, target["labels"][keep]))
         for box, label in zip(target["boxes"][keep].tolist(), target["labels"][keep].tolist()):
-            designed.append({"image_id": image_id, "category_id": data.category_ids[label - 1],
-                             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": 0.9})
+            designed.append(
+                {
+                    "image_id": image_id,
+                    "category_id": data.category_ids[label - 1],
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "score": 0.9,
+                }
+            )
     return data, _OracleDetector(images, answers), designed
 
 
 def _evaluate_rank(rank, world_size, port, root, out):
-    import torch.distributed as dist
     from pathlib import Path
+
+    import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
@@ -186,8 +226,9 @@ def _evaluate_rank(rank, world_size, port, root, out):
     loader = task.validation_loader(data, config, rank, world_size)
     metrics, failed = task.evaluate(oracle, loader, torch.device("cpu"), config, distributed=True)
     dist.destroy_process_group()
-    Path(f"{out}.{rank}").write_text(json.dumps({"metrics": metrics, "failed": failed,
-                                                 "shard": list(loader.dataset.indices)}))
+    Path(f"{out}.{rank}").write_text(
+        json.dumps({"metrics": metrics, "failed": failed, "shard": list(loader.dataset.indices)})
+    )
 
 
 def test_validation_sharded_over_ranks_gives_the_whole_set_map(tiny_shapes, tmp_path):
@@ -217,10 +258,34 @@ def test_validation_sharded_over_ranks_gives_the_whole_set_map(tiny_shapes, tmp_
 @pytest.mark.slow
 def test_two_gloo_processes_train_a_detector(tiny_shapes, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = ["--config", "shapes_detection", f"data.dataset={tiny_shapes}", f"output_dir={tmp_path / 'ddp'}",
-            "epochs=1", "max_steps=2", "batch_size=2", "sampler.name=fixed", "sampler.image_size=64"]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "mobilevt", "train", *args], capture_output=True, text=True, env=env)
+    args = [
+        "--config",
+        "shapes_detection",
+        f"data.dataset={tiny_shapes}",
+        f"output_dir={tmp_path / 'ddp'}",
+        "epochs=1",
+        "max_steps=2",
+        "batch_size=2",
+        "sampler.name=fixed",
+        "sampler.image_size=64",
+    ]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mobilevt",
+            "train",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("best val map50") == 1  # rank 0 reports
     rows = (tmp_path / "ddp" / "steps.csv").read_text().splitlines()

@@ -1,14 +1,15 @@
 """The multi-scale variable-batch sampler: the paper's resolution/batch table, identical
 resolutions and disjoint samples across ranks, reshuffling, exact mid-epoch resume, and
 batches of the step's resolution through a DataLoader."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import real_photos
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from conftest import real_photos
 from mobilevt.data import load_image
 from mobilevt.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 
@@ -33,7 +34,7 @@ def test_ranks_share_resolutions_and_split_samples():
     for step in range(len(epochs[0])):
         sizes = {(h, w) for e in epochs for (_, h, w) in e[step]}
         assert len(sizes) == 1  # every rank, every sample of the step: one resolution
-        (h, w), = sizes
+        ((h, w),) = sizes
         expected_batch = next(r.batch_size for r in resolutions if (r.height, r.width) == (h, w))
         indices = [[i for i, _, _ in e[step]] for e in epochs]
         assert all(len(ix) == expected_batch for ix in indices)
@@ -85,8 +86,13 @@ def test_dataloader_batches_have_the_step_resolution():
     dataset = [(load_image(p), i) for i, p in enumerate(photos)]
 
     def train_transform(size):
-        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
-                           v2.ToDtype(torch.float32, scale=True)])
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(size, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        )
 
     resolutions = [Resolution(32, 32, 3), Resolution(48, 64, 2)]
     sampler = MultiScaleBatchSampler(len(dataset), resolutions, seed=0)

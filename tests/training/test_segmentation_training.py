@@ -1,6 +1,7 @@
 """Segmentation training through mobilevt's training loop: DeepLabV3-MobileViT-XXS learns
 the synthetic shapes from scratch on a CPU, resumes exactly after an interruption, trains with
 DDP (2 gloo processes), and validation sharded over ranks gives the one-process mIoU."""
+
 from __future__ import annotations
 
 import csv
@@ -35,9 +36,19 @@ def tiny_shapes(tmp_path_factory):
 
 
 def _tiny(root, out, *extra):
-    return ["--config", "shapes_segmentation", f"data.dataset={root}", f"output_dir={out}", "data.workers=0",
-            "batch_size=8", "sampler.image_size=64", "sampler.min_size=48", "sampler.max_size=80",
-            "sampler.divisor=16", *extra]
+    return [
+        "--config",
+        "shapes_segmentation",
+        f"data.dataset={root}",
+        f"output_dir={out}",
+        "data.workers=0",
+        "batch_size=8",
+        "sampler.image_size=64",
+        "sampler.min_size=48",
+        "sampler.max_size=80",
+        "sampler.divisor=16",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -79,8 +90,12 @@ class _CrashingTask(SegmentationTask):
 def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, tiny_shapes, monkeypatch):
     # 24 images in batches of 8: 3 steps per epoch, 6 in all; the auxiliary head trains too
     def config(out):
-        return load_config("shapes_segmentation", _tiny(tiny_shapes, out, "epochs=2", "save_every_steps=1",
-                                                        "sampler.name=fixed", "model_options.aux_head=true")[2:])
+        return load_config(
+            "shapes_segmentation",
+            _tiny(
+                tiny_shapes, out, "epochs=2", "save_every_steps=1", "sampler.name=fixed", "model_options.aux_head=true"
+            )[2:],
+        )
 
     train(config(tmp_path / "whole"))
     monkeypatch.setitem(TASKS, "segmentation", _CrashingTask)
@@ -104,16 +119,34 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path, tiny_
     averaged gradients; the auxiliary head runs in the one DDP forward. Losses differ only
     through BatchNorm statistics (4 vs 8 images) and dropout masks."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    common = [*_tiny(tiny_shapes, "{out}", "epochs=1", "max_steps=3", "sampler.name=fixed",
-                     "model_options.aux_head=true")]
-    one = subprocess.run([sys.executable, "-m", "mobilevt", "train",
-                          *[a.replace("{out}", str(tmp_path / "one")) for a in common]],
-                         capture_output=True, text=True, env=env)
+    common = [
+        *_tiny(tiny_shapes, "{out}", "epochs=1", "max_steps=3", "sampler.name=fixed", "model_options.aux_head=true")
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "train", *[a.replace("{out}", str(tmp_path / "one")) for a in common]],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "mobilevt", "train",
-                          *[a.replace("{out}", str(tmp_path / "two")) for a in common if a != "batch_size=8"],
-                          "batch_size=4"], capture_output=True, text=True, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mobilevt",
+            "train",
+            *[a.replace("{out}", str(tmp_path / "two")) for a in common if a != "batch_size=8"],
+            "batch_size=4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("best val miou") == 1  # rank 0 reports
     rows = [list(csv.DictReader(open(tmp_path / run / "steps.csv"))) for run in ("one", "two")]
@@ -133,8 +166,9 @@ def _validate_rank(rank, world_size, port, weights, root, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     task = SegmentationTask()
-    config = load_config("shapes_segmentation", [f"data.dataset={root}", "sampler.image_size=64", "batch_size=3",
-                                                 "data.workers=0"])
+    config = load_config(
+        "shapes_segmentation", [f"data.dataset={root}", "sampler.image_size=64", "batch_size=3", "data.workers=0"]
+    )
     _, val, _ = task.build_datasets(config)
     model = mobilevt.create_model("deeplabv3_mobilevit_xxs", weights=weights).eval()
     loader = task.validation_loader(val, config, rank, world_size)
@@ -150,7 +184,6 @@ def test_validation_sharded_over_ranks_gives_the_single_process_miou(tmp_path, t
     import socket
 
     import torch.multiprocessing as mp
-
     from conftest import randomize_
 
     model = randomize_(mobilevt.create_model("deeplabv3_mobilevit_xxs", num_classes=4), seed=5)
@@ -161,8 +194,11 @@ def test_validation_sharded_over_ranks_gives_the_single_process_miou(tmp_path, t
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         out = tmp_path / f"ws{world_size}"
-        mp.spawn(_validate_rank, args=(world_size, port, str(tmp_path / "model.safetensors"), str(tiny_shapes),
-                                       str(out)), nprocs=world_size)
+        mp.spawn(
+            _validate_rank,
+            args=(world_size, port, str(tmp_path / "model.safetensors"), str(tiny_shapes), str(out)),
+            nprocs=world_size,
+        )
         results[world_size] = [json.load(open(f"{out}.{r}")) for r in range(world_size)]
     single = results[1][0]["metrics"]
     assert [r["items"] for r in results[2]] == [4, 4]  # 8 images, every other one per rank

@@ -1,5 +1,6 @@
 """Training: config validation, schedule and weight-decay groups, a real run on digits that
 exports loadable weights, exact resume after SIGKILL, and clear errors for bad input."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,7 +29,12 @@ def test_recipes_parse_and_match_the_paper():
         load_config(name)
     v1 = load_config("mobilevit_imagenet")
     assert (v1.epochs, v1.optim.lr, v1.optim.min_lr, v1.optim.weight_decay, v1.optim.warmup_steps) == (
-        300, 2e-3, 2e-4, 0.01, 3000)
+        300,
+        2e-3,
+        2e-4,
+        0.01,
+        3000,
+    )
     assert v1.label_smoothing == 0.1 and v1.ema_decay == pytest.approx(1 - 0.0005) and v1.sampler.name == "multiscale"
 
 
@@ -122,16 +128,32 @@ def _final_weights(folder):
 @pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     # small multi-scale batches (the sampler's state is part of what resumes): 23 steps an epoch
-    common = ["-m", "mobilevt", "train", "--config", "digits", "epochs=2", "save_every_steps=4",
-              "sampler.image_size=32", "sampler.min_size=32", "sampler.max_size=48", "sampler.num_scales=2"]
+    common = [
+        "-m",
+        "mobilevt",
+        "train",
+        "--config",
+        "digits",
+        "epochs=2",
+        "save_every_steps=4",
+        "sampler.image_size=32",
+        "sampler.min_size=32",
+        "sampler.max_size=48",
+        "sampler.num_scales=2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    whole = subprocess.run([sys.executable, *common, f"output_dir={tmp_path / 'whole'}"], capture_output=True,
-                           text=True, env=env)
+    whole = subprocess.run(
+        [sys.executable, *common, f"output_dir={tmp_path / 'whole'}"], capture_output=True, text=True, env=env
+    )
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, *common, f"output_dir={interrupted}"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, *common, f"output_dir={interrupted}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (interrupted / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -140,8 +162,9 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = torch.load(interrupted / "last.pt", weights_only=True)["state"]["step"]
-    resumed = subprocess.run([sys.executable, *common, f"output_dir={interrupted}", "--resume"],
-                             capture_output=True, text=True, env=env)
+    resumed = subprocess.run(
+        [sys.executable, *common, f"output_dir={interrupted}", "--resume"], capture_output=True, text=True, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {interrupted / 'last.pt'}: epoch 0, step {killed_at}" in resumed.stdout
 
@@ -156,21 +179,35 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
 
 def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
-    overrides = ["epochs=2", "save_every_steps=2", "data.workers=0", "sampler.image_size=32", "sampler.min_size=32",
-                 "sampler.max_size=48", "sampler.num_scales=2", f"output_dir={out}"]
+    overrides = [
+        "epochs=2",
+        "save_every_steps=2",
+        "data.workers=0",
+        "sampler.image_size=32",
+        "sampler.min_size=32",
+        "sampler.max_size=48",
+        "sampler.num_scales=2",
+        f"output_dir={out}",
+    ]
     # a terminal's Ctrl-C: SIGINT with its default action (a pytest-xdist worker may ignore
     # SIGINT, and a child would inherit that, so Python would install no KeyboardInterrupt)
-    process = subprocess.Popen([sys.executable, "-m", "mobilevt", "train", "--config", "digits", *overrides],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mobilevt", "train", "--config", "digits", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
-    epoch, step = torch.load(out / "last.pt", weights_only=True)["sampler"]["epoch"], \
-        torch.load(out / "last.pt", weights_only=True)["state"]["step"]
+    epoch, step = (
+        torch.load(out / "last.pt", weights_only=True)["sampler"]["epoch"],
+        torch.load(out / "last.pt", weights_only=True)["state"]["step"],
+    )
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"interrupted; last checkpoint {out / 'last.pt'} (epoch {epoch}, step {step}); "), last
     command = shlex.split(last.split("resume with: ", 1)[1])
@@ -187,7 +224,9 @@ def test_interrupt_report_survives_a_corrupt_checkpoint(tmp_path):
 def test_a_new_run_refuses_an_earlier_runs_folder(tmp_path):
     train(_digits(tmp_path, "max_steps=2", "epochs=1"))
     best = (tmp_path / "best.safetensors").read_bytes()
-    with pytest.raises(TrainingError, match=r"already holds a training run \(last.pt, best.safetensors.*--resume.*--overwrite"):
+    with pytest.raises(
+        TrainingError, match=r"already holds a training run \(last.pt, best.safetensors.*--resume.*--overwrite"
+    ):
         train(_digits(tmp_path, "max_steps=2", "epochs=1", "seed=1"))
     assert (tmp_path / "best.safetensors").read_bytes() == best
     (tmp_path / "steps.csv").write_text("stale\n")
@@ -205,8 +244,9 @@ def test_bad_inputs_fail_clearly(tmp_path):
     one_class = tmp_path / "folder"
     (one_class / "train" / "cat").mkdir(parents=True)
     (one_class / "val" / "cat").mkdir(parents=True)
-    from conftest import real_photos
     import shutil
+
+    from conftest import real_photos
 
     for photo in real_photos(2):
         shutil.copy(photo, one_class / "train" / "cat" / photo.name)
@@ -218,8 +258,11 @@ def test_bad_inputs_fail_clearly(tmp_path):
     (empty / "val").mkdir()
     with pytest.raises(DatasetLayoutError, match="train"):
         train(load_config(None, [f"data.dataset={empty}", f"output_dir={tmp_path / 'o'}"]))
-    run = subprocess.run([sys.executable, "-m", "mobilevt", "train", "--config", "digits", "optim.lr=fast"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "train", "--config", "digits", "optim.lr=fast"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1 and "optim.lr must be float" in run.stderr
 
 
@@ -232,12 +275,32 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path):
 
     common = ["--config", "digits", "epochs=1", "max_steps=8", "sampler.name=fixed", "data.workers=0"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "mobilevt", "train", *common, "batch_size=32",
-                          f"output_dir={tmp_path / 'one'}"], capture_output=True, text=True, env=env)
+    one = subprocess.run(
+        [sys.executable, "-m", "mobilevt", "train", *common, "batch_size=32", f"output_dir={tmp_path / 'one'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "mobilevt", "train", *common, "batch_size=16", f"output_dir={tmp_path / 'two'}"],
-                         capture_output=True, text=True, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mobilevt",
+            "train",
+            *common,
+            "batch_size=16",
+            f"output_dir={tmp_path / 'two'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("best val top-1") == 1  # rank 0 reports
     rows = [list(csv.DictReader(open(tmp_path / run / "steps.csv"))) for run in ("one", "two")]
@@ -348,10 +411,26 @@ def test_undecodable_images_are_skipped_and_counted_in_a_run(tmp_path):
             shutil.copy(photo, folder / photo.name)
         (root / split / "odd" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     run = subprocess.run(
-        [sys.executable, "-m", "mobilevt", "train", "--config", "finetune_folder", f"data.dataset={root}",
-         "model=mobilevit_xxs", "weights=null", "epochs=1", "batch_size=4", "sampler.image_size=64",
-         "sampler.name=fixed", "data.workers=0", f"output_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"),
+        [
+            sys.executable,
+            "-m",
+            "mobilevt",
+            "train",
+            "--config",
+            "finetune_folder",
+            f"data.dataset={root}",
+            "model=mobilevit_xxs",
+            "weights=null",
+            "epochs=1",
+            "batch_size=4",
+            "sampler.image_size=64",
+            "sampler.name=fixed",
+            "data.workers=0",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
     assert run.returncode == 0, run.stderr[-2000:]
     row = next(csv.DictReader(open(tmp_path / "out" / "metrics.csv")))

@@ -2,6 +2,7 @@
 ``num_classes`` keeps everything but the class-sized head (one warning); a checkpoint of
 another variant is refused naming its keys and the variant that fits; output names come
 from the checkpoint, else from the weights' data set."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,9 @@ import mobilevt
 from mobilevt import CheckpointMismatchError
 from mobilevt.engine import family_of
 
-TINY_VILT = dict(hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, vocab_size=64, max_text_len=8,
-                 image_size=64, patch_size=32)
+TINY_VILT = dict(
+    hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, vocab_size=64, max_text_len=8, image_size=64, patch_size=32
+)
 # (model, its options, a smaller variant of the same family, outputs to fine-tune to)
 FAMILIES = [
     ("mobilevit_xs", {}, "mobilevit_xxs", 10),
@@ -95,7 +97,10 @@ def test_names_come_from_the_checkpoint(name, options, _, num_classes, tmp_path)
 
 @pytest.mark.parametrize(
     "name,num_classes,first_names",
-    [("deeplabv3_mobilevit_xxs", 21, ["background", "aeroplane"]), ("ssdlite_mobilevit_xxs", 81, ["background", "person"])],
+    [
+        ("deeplabv3_mobilevit_xxs", 21, ["background", "aeroplane"]),
+        ("ssdlite_mobilevit_xxs", 81, ["background", "person"]),
+    ],
 )
 def test_without_names_in_the_checkpoint_the_data_set_names_them(name, num_classes, first_names, tmp_path):
     source = _randomised(name, {})

@@ -1,4 +1,5 @@
 """Weights entries say what their published figure measures."""
+
 from __future__ import annotations
 
 import mobilevt

@@ -6,6 +6,7 @@ written here independently of mobilevt's (from ml-cvnets' and mmpretrain's model
 and checks that mobilevt loads it to the same logits as timm. mmpretrain's key list is
 also compared with the full list derived from its source (tests/fixtures).
 """
+
 from __future__ import annotations
 
 import re
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs, randomize_
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs, randomize_
 
 timm = pytest.importorskip("timm")
 
@@ -44,7 +45,10 @@ def timm_to_cvnets(state: dict[str, torch.Tensor], depths: dict[int, int], v2: b
             (r"\.conv2_kxk\.", ".block.conv_3x3."),
             (r"\.conv3_1x1\.", ".block.red_1x1."),
             (r"\.conv_kxk\.", ".local_rep.0." if v2 else ".local_rep.conv_3x3."),
-            (r"\.conv_1x1\.weight$", ".local_rep.1.block.conv.weight" if v2 else ".local_rep.conv_1x1.block.conv.weight"),
+            (
+                r"\.conv_1x1\.weight$",
+                ".local_rep.1.block.conv.weight" if v2 else ".local_rep.conv_1x1.block.conv.weight",
+            ),
             (r"\.transformer\.(\d+)\.", r".global_rep.\1."),
             (r"\.conv_fusion\.", ".fusion."),
         ]

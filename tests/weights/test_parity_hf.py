@@ -1,13 +1,14 @@
 """Logit parity with Hugging Face transformers' MobileViT / MobileViTV2 for every
 variant, loading what ``save_pretrained`` writes (model.safetensors) and the older
 pytorch_model.bin layout."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs, randomize_
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs, randomize_
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,19 +1,23 @@
 """Logit parity with timm's MobileViT for every variant, loading a checkpoint saved the
 way timm saves it (``save_for_hf``: model.safetensors + pytorch_model.bin + config.json)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PARITY_ATOL, max_abs, randomize_
 
 import mobilevt
-from conftest import PARITY_ATOL, max_abs, randomize_
 
 timm = pytest.importorskip("timm")
 from timm.models._hub import save_for_hf  # noqa: E402
 
 # timm has MobileViT v1 and v2 (MobileViTv3 is tested against its authors' code in test_mobilevitv3.py)
-VARIANTS = [n for n in mobilevt.list_models(kind="image-classification")
-            if mobilevt.get_model_entry(n).family in ("mobilevit", "mobilevitv2")]
+VARIANTS = [
+    n
+    for n in mobilevt.list_models(kind="image-classification")
+    if mobilevt.get_model_entry(n).family in ("mobilevit", "mobilevitv2")
+]
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -15,6 +15,7 @@ depend on the weight values, and nothing is downloaded.
     report = run_benchmark(["mobilevit_xxs"], batch_sizes=[1], runs=10)
     write_report(report, "bench-results")   # bench.md, bench.json, bench.png
 """
+
 from __future__ import annotations
 
 from .floor import measure_matmul_peak
@@ -30,7 +31,6 @@ from .report import (
     write_report,
 )
 from .run import run_benchmark
-
 
 __all__ = [
     "BACKENDS",

@@ -6,14 +6,15 @@ The fp32 floor of a model is its FLOPs divided by the fastest fp32 kernel measur
 The int8 kernels (torch._int_mm, onnxruntime's u8s8 MatMulInteger, XNNPACK's quantized
 linear) tell what an int8 file could gain at most.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -22,8 +23,9 @@ from .report import KernelPeak, MatmulPeak, TheoreticalPeak
 GEMM_SIZE = 1024  # square: large enough for every kernel to reach its peak on a few cores
 
 
-def measure_matmul_peak(threads: int, runtimes: Sequence[str] = (), sizes: Sequence[int] = (1024, 2048),
-                        repeats: int = 5) -> MatmulPeak:
+def measure_matmul_peak(
+    threads: int, runtimes: Sequence[str] = (), sizes: Sequence[int] = (1024, 2048), repeats: int = 5
+) -> MatmulPeak:
     """The best GEMM throughput of torch (fp32 at each of ``sizes``, int8) and, for each of
     ``runtimes`` installed ("onnxruntime", "executorch"), of its own kernels, on ``threads``."""
     previous = torch.get_num_threads()
@@ -40,8 +42,7 @@ def measure_matmul_peak(threads: int, runtimes: Sequence[str] = (), sizes: Seque
     finally:
         torch.set_num_threads(previous)
     fp32 = max(k.gops for k in kernels if k.dtype == "fp32")
-    return MatmulPeak(fp32, threads, tuple(int(s) for s in sizes), by_size, repeats, kernels,
-                      theoretical_peak(threads))
+    return MatmulPeak(fp32, threads, tuple(int(s) for s in sizes), by_size, repeats, kernels, theoretical_peak(threads))
 
 
 def _best_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -104,8 +105,12 @@ def _onnx_gemm(op: str, a, b, folder: Path, threads: int) -> Callable[[], object
     a_type = TensorProto.UINT8 if a.dtype.name == "uint8" else TensorProto.FLOAT
     out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node(op, ["A", "B"], ["C"])], "gemm", [helper.make_tensor_value_info("A", a_type, list(a.shape))],
-        [helper.make_tensor_value_info("C", out_type, [a.shape[0], b.shape[1]])], [numpy_helper.from_array(b, "B")])
+        [helper.make_node(op, ["A", "B"], ["C"])],
+        "gemm",
+        [helper.make_tensor_value_info("A", a_type, list(a.shape))],
+        [helper.make_tensor_value_info("C", out_type, [a.shape[0], b.shape[1]])],
+        [numpy_helper.from_array(b, "B")],
+    )
     path = folder / f"{op}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     session = onnx_session(path, threads)
@@ -128,11 +133,13 @@ def _xnnpack_kernels(folder: Path, threads: int):
         run, _ = executorch_runner(path)
         return lambda: run(x)
 
-    return [("XNNPACK linear (ExecuTorch)", "fp32", lambda: build(False)),
-            ("XNNPACK int8 linear (ExecuTorch; with quantizing its input)", "int8", lambda: build(True))]
+    return [
+        ("XNNPACK linear (ExecuTorch)", "fp32", lambda: build(False)),
+        ("XNNPACK int8 linear (ExecuTorch; with quantizing its input)", "int8", lambda: build(True)),
+    ]
 
 
-def theoretical_peak(threads: int) -> Optional[TheoreticalPeak]:
+def theoretical_peak(threads: int) -> TheoreticalPeak | None:
     """cores x clock x operations per cycle of the widest FMA units (Linux's /proc/cpuinfo):
     fp32 FLOPs, and int8 operations with VNNI (4 int8 products per fp32 lane)."""
     try:
@@ -151,10 +158,14 @@ def theoretical_peak(threads: int) -> Optional[TheoreticalPeak]:
     fp32 = cores * ghz * per_cycle
     vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
     return TheoreticalPeak(
-        fp32_gflops=fp32, int8_gops=fp32 * 4 if vnni else fp32 * 2, cores=cores, ghz=ghz, fp32_flops_per_cycle=per_cycle,
+        fp32_gflops=fp32,
+        int8_gops=fp32 * 4 if vnni else fp32 * 2,
+        cores=cores,
+        ghz=ghz,
+        fp32_flops_per_cycle=per_cycle,
         how=f"{cores} cores x {ghz:.2f} GHz (reported clock; boost can exceed it) x {per_cycle} fp32 FLOP/cycle "
-            f"({how}); int8: {'4 products per fp32 lane (VNNI)' if vnni else '2 per lane (no VNNI)'}"
-            + ("; AMX tiles are not counted" if "amx_tile" in flags else ""),
+        f"({how}); int8: {'4 products per fp32 lane (VNNI)' if vnni else '2 per lane (no VNNI)'}"
+        + ("; AMX tiles are not counted" if "amx_tile" in flags else ""),
     )
 
 

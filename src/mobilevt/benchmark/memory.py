@@ -1,6 +1,6 @@
 """Peak memory per backend, each measured in a fresh child process."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import importlib
 import json
@@ -9,19 +9,18 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
 from .runtimes import REQUIRED_MODULES, Backend, file_runner, one_line, torch_runner
 
-
 MEMORY_RUNS = 3
 
 
-def _status_kb(field_name: str) -> Optional[int]:
+def _status_kb(field_name: str) -> int | None:
     try:
         with open("/proc/self/status") as fh:
             match = re.search(rf"^{field_name}:\s+(\d+) kB", fh.read(), re.M)
@@ -57,7 +56,7 @@ def _peak_memory_in_this_process(spec: dict) -> dict:
     if backend == "transformers":
         import transformers
 
-        transformers.MobileViTForImageClassification, transformers.MobileViTV2ForImageClassification  # lazy modules
+        transformers.MobileViTForImageClassification, transformers.MobileViTV2ForImageClassification  # noqa: B018 - loads the lazy modules
     baseline = _status_kb("VmRSS")
     precise = baseline is not None
     if not precise:
@@ -132,8 +131,12 @@ class MemoryHelper:
         self._stderr = tempfile.TemporaryFile(mode="w+")
         code = "import sys; from mobilevt.benchmark.memory import memory_helper_main; memory_helper_main(sys.argv[1:])"
         self._process = subprocess.Popen(
-            [sys.executable, "-c", code, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._stderr, text=True, env=_child_env(),
+            [sys.executable, "-c", code, *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=_child_env(),
         )
 
     def measure(self, spec: dict) -> dict[int, float] | str:
@@ -164,18 +167,29 @@ class MemoryHelper:
 
 
 def measure_backend_memory(
-    name: str, built: dict[str, Backend], batch_sizes: Sequence[int], size: int, threads: int,
-    helper: MemoryHelper, advance: Callable[[str], None],
+    name: str,
+    built: dict[str, Backend],
+    batch_sizes: Sequence[int],
+    size: int,
+    threads: int,
+    helper: MemoryHelper,
+    advance: Callable[[str], None],
 ) -> dict[str, dict[int, float] | str]:
     """Peak RSS growth per backend and batch size, each backend in a fresh process."""
     results: dict[str, dict[int, float] | str] = {}
     for backend, state in built.items():
         if state.status == "ok":
             batches = [b for b in sorted(batch_sizes) if state.max_batch is None or b <= state.max_batch]
-            results[backend] = helper.measure({
-                "backend": backend, "model": name, "image_size": size, "threads": threads, "batches": batches,
-                "artifact": str(state.artifact) if state.artifact else None,
-            })
+            results[backend] = helper.measure(
+                {
+                    "backend": backend,
+                    "model": name,
+                    "image_size": size,
+                    "threads": threads,
+                    "batches": batches,
+                    "artifact": str(state.artifact) if state.artifact else None,
+                }
+            )
         advance(f"{name}: memory of {backend}")
     return results
 

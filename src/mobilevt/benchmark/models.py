@@ -1,10 +1,10 @@
 """The benchmarked models: mobilevt's, and timm's and transformers' as references, with
 well-scaled random weights."""
+
 from __future__ import annotations
 
-
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -58,7 +58,9 @@ def _well_scaled_random_(model: nn.Module, seed: int) -> nn.Module:
             own = list(module.named_parameters(recurse=False))
             if isinstance(module, norms):
                 for name, param in own:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.05 + (1.0 if name == "weight" else 0.0))
+                    param.copy_(
+                        torch.randn(param.shape, generator=generator) * 0.05 + (1.0 if name == "weight" else 0.0)
+                    )
                 if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
                     module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
                     module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)

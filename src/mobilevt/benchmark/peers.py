@@ -11,6 +11,7 @@ would take it, with each tool's documented call and no rewrite of the model.
 The files are timed by the same runners as mobilevt's own files, so a ratio between the
 two is a ratio between the files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,6 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ PEER_SUFFIX = {"timm_onnxruntime": ".onnx", "timm_executorch": ".pte", "timm_tfl
 class PeerFile:
     path: Path
     note: str
-    max_batch: Optional[int]  # largest batch the file runs; None: any
+    max_batch: int | None  # largest batch the file runs; None: any
 
 
 def export_peer(backend: str, model: nn.Module, size: int, max_batch: int, output: str | os.PathLike) -> PeerFile:
@@ -52,8 +52,14 @@ def export_peer(backend: str, model: nn.Module, size: int, max_batch: int, outpu
 def _onnx(model: nn.Module, size: int, output: Path) -> PeerFile:
     with atomic_path(output) as tmp:
         torch.onnx.export(
-            model, (torch.rand(2, 3, size, size),), str(tmp), dynamo=False, opset_version=17,
-            input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+            model,
+            (torch.rand(2, 3, size, size),),
+            str(tmp),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
         )
     return PeerFile(output, "torch.onnx.export(opset 17, dynamic batch); onnxruntime's default optimisations", None)
 
@@ -69,8 +75,11 @@ def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> Pe
             outside = sum(outside_delegate(write_xnnpack_program(program, output)).values())
             largest = _largest_batch_that_runs(output, size)
             if largest is not None:
-                return PeerFile(output, f"{how}, batch 1 to {largest}; {outside} operators left to ExecuTorch's "
-                                        "portable kernels", largest)
+                return PeerFile(
+                    output,
+                    f"{how}, batch 1 to {largest}; {outside} operators left to ExecuTorch's portable kernels",
+                    largest,
+                )
             how += ", batch 1 (the dynamic-batch program fails in the runtime)"
         except Exception:  # noqa: BLE001 - a symbolic batch that does not export: batch 1, as a user would
             how += ", batch 1 (the batch does not export as symbolic)"
@@ -79,7 +88,7 @@ def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> Pe
     return PeerFile(output, f"{how}; {outside} operators left to ExecuTorch's portable kernels", 1)
 
 
-def _largest_batch_that_runs(path: Path, size: int) -> Optional[int]:
+def _largest_batch_that_runs(path: Path, size: int) -> int | None:
     """The batch the runtime planned memory for, if the program runs at 1 and at it (the
     XNNPACK delegate can keep a tensor at the example's batch); else None."""
     from ..export.formats.executorch import executorch_runner

@@ -1,22 +1,32 @@
 """The benchmark's results: rows, the report, its markdown table, JSON and plot."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
-
 
 from ..export.formats import registered_formats
 from ..fileio import atomic_path, write_text_atomic
 
 # mobilevt's exported files, one backend per format that runs here, named by its runtime
-FILE_BACKENDS = {f.bench_backend: f for f in registered_formats().values()
-                 if f.bench_backend is not None and f.bench_backend != "scripted" and f.runs_here}
-BACKENDS = ("eager", "fused", "scripted", *FILE_BACKENDS, "timm", "timm_onnxruntime", "timm_executorch",
-            "timm_tflite", "transformers")
+FILE_BACKENDS = {
+    f.bench_backend: f
+    for f in registered_formats().values()
+    if f.bench_backend is not None and f.bench_backend != "scripted" and f.runs_here
+}
+BACKENDS = (
+    "eager",
+    "fused",
+    "scripted",
+    *FILE_BACKENDS,
+    "timm",
+    "timm_onnxruntime",
+    "timm_executorch",
+    "timm_tflite",
+    "transformers",
+)
 BACKEND_LABELS = {
     "eager": "mobilevt eager",
     "fused": "mobilevt fused + channels_last",
@@ -77,7 +87,7 @@ class MatmulPeak:
     gflops_by_size: dict[int, float]  # torch.mm
     repeats: int
     kernels: list[KernelPeak] = field(default_factory=list)
-    theoretical: Optional[TheoreticalPeak] = None
+    theoretical: TheoreticalPeak | None = None
 
 
 @dataclass
@@ -88,19 +98,19 @@ class BenchRow:
     label: str
     status: str  # "ok", "missing" (package not installed), "failed" or "unsupported" (batch size)
     note: str = ""
-    median_ms: Optional[float] = None
-    p90_ms: Optional[float] = None
-    throughput_ips: Optional[float] = None  # images per second: batch / median
-    peak_memory_mb: Optional[float] = None
-    ratio_to_timm: Optional[float] = None  # median / timm eager median, same model and batch
-    ratio_to_best_peer: Optional[float] = None  # median / the fastest peer path's median, same model and batch
-    floor_ms: Optional[float] = None  # 2 * MACs * batch / peak matmul FLOP/s
-    ratio_to_floor: Optional[float] = None  # median / floor_ms
-    fraction_of_peak: Optional[float] = None  # floor_ms / median: the share of the fastest fp32 GEMM's rate reached
-    max_abs_diff: Optional[float] = None  # logits vs mobilevt eager on the timed input (same weights)
-    macs_g: Optional[float] = None  # per image
-    params_m: Optional[float] = None
-    top1: Optional[float] = None  # published ImageNet top-1 of the variant's default weights
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    throughput_ips: float | None = None  # images per second: batch / median
+    peak_memory_mb: float | None = None
+    ratio_to_timm: float | None = None  # median / timm eager median, same model and batch
+    ratio_to_best_peer: float | None = None  # median / the fastest peer path's median, same model and batch
+    floor_ms: float | None = None  # 2 * MACs * batch / peak matmul FLOP/s
+    ratio_to_floor: float | None = None  # median / floor_ms
+    fraction_of_peak: float | None = None  # floor_ms / median: the share of the fastest fp32 GEMM's rate reached
+    max_abs_diff: float | None = None  # logits vs mobilevt eager on the timed input (same weights)
+    macs_g: float | None = None  # per image
+    params_m: float | None = None
+    top1: float | None = None  # published ImageNet top-1 of the variant's default weights
     runs: int = 0
 
 
@@ -115,7 +125,7 @@ class BenchMeta:
     models: list[str]
     matmul_peak: MatmulPeak
     cpu: str
-    cpu_count: Optional[int]
+    cpu_count: int | None
     versions: dict[str, str]
     weights: str
     timing_method: str
@@ -132,7 +142,7 @@ class BenchReport:
     rows: list[BenchRow]
     notes: list[str] = field(default_factory=list)
 
-    def row(self, model: str, batch: int, backend: str) -> Optional[BenchRow]:
+    def row(self, model: str, batch: int, backend: str) -> BenchRow | None:
         for row in self.rows:
             if (row.model, row.batch, row.backend) == (model, batch, backend):
                 return row
@@ -145,30 +155,40 @@ class BenchReport:
         for model in self.meta.models:
             eager = self.row(model, batch, "eager")
             candidates = [
-                r for r in self.rows
+                r
+                for r in self.rows
                 if r.model == model and r.batch == batch and r.backend in MOBILEVT_BACKENDS and r.status == "ok"
             ]
             best = min(candidates, key=lambda r: r.median_ms) if candidates else None
-            peers = [r for r in self.rows
-                     if r.model == model and r.batch == batch and r.backend in PEER_BACKENDS and r.status == "ok"]
+            peers = [
+                r
+                for r in self.rows
+                if r.model == model and r.batch == batch and r.backend in PEER_BACKENDS and r.status == "ok"
+            ]
             peer = min(peers, key=lambda r: r.median_ms) if peers else None
-            out.append({
-                "model": model,
-                "batch": batch,
-                "eager_ratio_to_timm": eager.ratio_to_timm if eager and eager.status == "ok" else None,
-                "best_backend": best.backend if best else None,
-                "best_ms": best.median_ms if best else None,
-                "best_ratio_to_timm": best.ratio_to_timm if best else None,
-                "best_peer": peer.backend if peer else None,
-                "best_peer_ms": peer.median_ms if peer else None,
-                "best_ratio_to_peer": best.ratio_to_best_peer if best else None,
-                "best_ratio_to_floor": best.ratio_to_floor if best else None,
-            })
+            out.append(
+                {
+                    "model": model,
+                    "batch": batch,
+                    "eager_ratio_to_timm": eager.ratio_to_timm if eager and eager.status == "ok" else None,
+                    "best_backend": best.backend if best else None,
+                    "best_ms": best.median_ms if best else None,
+                    "best_ratio_to_timm": best.ratio_to_timm if best else None,
+                    "best_peer": peer.backend if peer else None,
+                    "best_peer_ms": peer.median_ms if peer else None,
+                    "best_ratio_to_peer": best.ratio_to_best_peer if best else None,
+                    "best_ratio_to_floor": best.ratio_to_floor if best else None,
+                }
+            )
         return out
 
     def to_json(self) -> str:
-        payload = {"meta": asdict(self.meta), "rows": [asdict(r) for r in self.rows],
-                   "summary": self.summary(), "notes": self.notes}
+        payload = {
+            "meta": asdict(self.meta),
+            "rows": [asdict(r) for r in self.rows],
+            "summary": self.summary(),
+            "notes": self.notes,
+        }
         return json.dumps(payload, indent=2)
 
     def to_markdown(self) -> str:
@@ -209,7 +229,8 @@ class BenchReport:
                 continue
             floor = 2 * first.macs_g * 1e9 / (self.meta.matmul_peak.gflops * 1e9) * 1e3 if first.macs_g else None
             lines.append(
-                f"| {model} | {_fmt(first.params_m, 2)} | {_fmt(first.macs_g, 3)} | {_fmt(first.top1, 2)} | {_fmt(floor, 1)} |"
+                f"| {model} | {_fmt(first.params_m, 2)} | {_fmt(first.macs_g, 3)} | {_fmt(first.top1, 2)} "
+                f"| {_fmt(floor, 1)} |"
             )
         return lines
 
@@ -256,7 +277,8 @@ class BenchReport:
                 f"| {BACKEND_LABELS.get(s['best_backend'], '-') if s['best_backend'] else '-'} "
                 f"| {_fmt(s['best_ms'], 1)} "
                 f"| {_mark(s['best_ratio_to_timm'], BEST_TARGET if targeted else None)} "
-                f"| {BACKEND_LABELS.get(s['best_peer'], '-') if s['best_peer'] else '-'} | {_fmt(s['best_peer_ms'], 1)} "
+                f"| {BACKEND_LABELS.get(s['best_peer'], '-') if s['best_peer'] else '-'} "
+                f"| {_fmt(s['best_peer_ms'], 1)} "
                 f"| {_mark(s['best_ratio_to_peer'], PEER_TARGET if targeted else None)} "
                 f"| {_mark(s['best_ratio_to_floor'], FLOOR_TARGET if targeted else None)} |"
             )
@@ -265,36 +287,46 @@ class BenchReport:
 
 def _markdown_peaks(peak: MatmulPeak) -> list[str]:
     """The kernels behind the floor, and the CPU's theoretical peak."""
-    lines = ["", "| GEMM kernel (this CPU, same threads) | dtype | size | GFLOP/s (int8: GOP/s) | % of theoretical |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        "",
+        "| GEMM kernel (this CPU, same threads) | dtype | size | GFLOP/s (int8: GOP/s) | % of theoretical |",
+        "|---|---|---:|---:|---:|",
+    ]
     theory = peak.theoretical
     for kernel in sorted(peak.kernels, key=lambda k: (k.dtype, -k.gops)):
         bound = None if theory is None else theory.fp32_gflops if kernel.dtype == "fp32" else theory.int8_gops
-        lines.append(f"| {kernel.name} | {kernel.dtype} | {kernel.size} | {kernel.gops:.0f} "
-                     f"| {_percent(kernel.gops / bound if bound else None)} |")
+        lines.append(
+            f"| {kernel.name} | {kernel.dtype} | {kernel.size} | {kernel.gops:.0f} "
+            f"| {_percent(kernel.gops / bound if bound else None)} |"
+        )
     if theory is not None:
-        lines += ["", f"Theoretical peak: {theory.fp32_gflops:.0f} GFLOP/s fp32, {theory.int8_gops:.0f} GOP/s int8: "
-                      f"{theory.how}."]
+        lines += [
+            "",
+            f"Theoretical peak: {theory.fp32_gflops:.0f} GFLOP/s fp32, {theory.int8_gops:.0f} GOP/s int8: "
+            f"{theory.how}.",
+        ]
         if peak.gflops > theory.fp32_gflops:
             implied = peak.gflops / (theory.cores * theory.fp32_flops_per_cycle)
-            lines[-1] += (f" The fastest fp32 kernel exceeds it: the cores ran above the reported clock, at "
-                          f"{implied:.2f} GHz or more.")
+            lines[-1] += (
+                f" The fastest fp32 kernel exceeds it: the cores ran above the reported clock, at "
+                f"{implied:.2f} GHz or more."
+            )
     return lines
 
 
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _fmt(value: Optional[float], digits: int) -> str:
+def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _fmt_diff(value: Optional[float]) -> str:
+def _fmt_diff(value: float | None) -> str:
     return "-" if value is None else f"{value:.1e}"
 
 
-def _mark(value: Optional[float], target: Optional[float]) -> str:
+def _mark(value: float | None, target: float | None) -> str:
     if value is None:
         return "-"
     if target is None:
@@ -306,11 +338,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-_MARKERS = {"eager": "o", "fused": "s", "scripted": "D", "onnxruntime": "^", "executorch": "v", "tflite": "P",
-            "timm": "x", "timm_onnxruntime": "1", "timm_executorch": "2", "timm_tflite": "3", "transformers": "+"}
+_MARKERS = {
+    "eager": "o",
+    "fused": "s",
+    "scripted": "D",
+    "onnxruntime": "^",
+    "executorch": "v",
+    "tflite": "P",
+    "timm": "x",
+    "timm_onnxruntime": "1",
+    "timm_executorch": "2",
+    "timm_tflite": "3",
+    "transformers": "+",
+}
 
 
-def plot_latency_vs_top1(report: BenchReport, path: str | os.PathLike) -> Optional[str]:
+def plot_latency_vs_top1(report: BenchReport, path: str | os.PathLike) -> str | None:
     """PNG: batch-1 median latency (x) vs published ImageNet top-1 (y), one marker per
     backend, one point per variant. Returns a note instead when it cannot be drawn."""
     try:
@@ -328,14 +371,26 @@ def plot_latency_vs_top1(report: BenchReport, path: str | os.PathLike) -> Option
     for backend in report.meta.backends:
         mine = sorted((r for r in points if r.backend == backend), key=lambda r: r.median_ms)
         if mine:
-            axes.plot([r.median_ms for r in mine], [r.top1 for r in mine], marker=_MARKERS.get(backend, "o"),
-                      linestyle="-", linewidth=0.8, label=BACKEND_LABELS[backend])
+            axes.plot(
+                [r.median_ms for r in mine],
+                [r.top1 for r in mine],
+                marker=_MARKERS.get(backend, "o"),
+                linestyle="-",
+                linewidth=0.8,
+                label=BACKEND_LABELS[backend],
+            )
     for model in report.meta.models:
         mine = [r for r in points if r.model == model]
         if mine:
             leftmost = min(mine, key=lambda r: r.median_ms)
-            axes.annotate(model, (leftmost.median_ms, leftmost.top1), textcoords="offset points", xytext=(0, 7),
-                          ha="left", fontsize=7)
+            axes.annotate(
+                model,
+                (leftmost.median_ms, leftmost.top1),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="left",
+                fontsize=7,
+            )
     latencies = [r.median_ms for r in points]
     if max(latencies) > 4 * min(latencies):
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -347,8 +402,9 @@ def plot_latency_vs_top1(report: BenchReport, path: str | os.PathLike) -> Option
     axes.set_xlabel(f"median latency, batch {batch} (ms)")
     axes.set_ylabel("ImageNet top-1, published (%)")
     m = report.meta
-    axes.set_title(f"latency vs accuracy: fp32, {m.image_size}x{m.image_size}, {m.threads} threads, {m.cpu}",
-                   fontsize=9)
+    axes.set_title(
+        f"latency vs accuracy: fp32, {m.image_size}x{m.image_size}, {m.threads} threads, {m.cpu}", fontsize=9
+    )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="best")
     figure.tight_layout()

@@ -1,6 +1,6 @@
 """The benchmark run: every model x batch size x backend, built, checked and timed."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import gc
 import os
@@ -10,8 +10,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -19,8 +19,8 @@ from ..errors import InvalidInputError
 from .floor import measure_matmul_peak
 from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
 from .models import resolve_models
-from .report import BACKENDS, BACKEND_LABELS, PEER_BACKENDS, BenchMeta, BenchReport, BenchRow, REFERENCE_BACKEND
-from .runtimes import Run, Backend, build_backends, missing_package, one_line
+from .report import BACKEND_LABELS, BACKENDS, PEER_BACKENDS, REFERENCE_BACKEND, BenchMeta, BenchReport, BenchRow
+from .runtimes import Backend, Run, build_backends, missing_package, one_line
 from .timing import CALLS_PER_TURN, percentile, time_interleaved
 
 
@@ -62,7 +62,7 @@ def run_benchmark(
     backends: Sequence[str] = BACKENDS,
     batch_sizes: Sequence[int] = (1, 8),
     image_size: int = 256,
-    threads: Optional[int] = None,
+    threads: int | None = None,
     runs: int = 20,
     warmup: int = 3,
     measure_memory: bool = True,
@@ -84,14 +84,16 @@ def run_benchmark(
 
     names = resolve_models(models)
     backends, batch_sizes, threads, measure_memory, notes = _checked_options(
-        backends, batch_sizes, threads, runs, warmup, image_size, measure_memory)
+        backends, batch_sizes, threads, runs, warmup, image_size, measure_memory
+    )
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     clock = time.perf_counter()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     steps_per_model = len(backends) * (2 if measure_memory else 1) + len(batch_sizes) * (warmup + runs)
-    bar = tqdm(total=steps_per_model * len(names), unit="step", disable=not progress, file=sys.stderr,
-               desc="mobilevt bench")
+    bar = tqdm(
+        total=steps_per_model * len(names), unit="step", disable=not progress, file=sys.stderr, desc="mobilevt bench"
+    )
 
     def advance(text: str) -> None:
         bar.set_description_str(text, refresh=False)
@@ -105,13 +107,18 @@ def run_benchmark(
             for name in names:
                 cost = _model_cost(name, image_size)
                 built = build_backends(name, backends, image_size, threads, batch_sizes[-1], seed, Path(tmp), advance)
-                model_rows = [row for batch in batch_sizes
-                              for row in _bench_batch(name, batch, built, image_size, runs, warmup, seed, advance)]
+                model_rows = [
+                    row
+                    for batch in batch_sizes
+                    for row in _bench_batch(name, batch, built, image_size, runs, warmup, seed, advance)
+                ]
                 _add_model_facts(name, model_rows, cost, peak)
                 if measure_memory:
                     helpers = helpers or [_memory_helper(backends)]
-                    _add_memory(model_rows, measure_backend_memory(name, built, batch_sizes, image_size, threads,
-                                                                   helpers[0], advance))
+                    _add_memory(
+                        model_rows,
+                        measure_backend_memory(name, built, batch_sizes, image_size, threads, helpers[0], advance),
+                    )
                 rows += model_rows
                 del built
                 gc.collect()
@@ -121,33 +128,56 @@ def run_benchmark(
         for helper in helpers:
             helper.close()
     meta = BenchMeta(
-        image_size=image_size, threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes,
-        backends=backends, models=names, matmul_peak=peak, cpu=_cpu_name(), cpu_count=os.cpu_count(),
-        versions=_versions(), memory_method=_memory_method(measure_memory), started=started,
-        seconds=time.perf_counter() - clock, **_METHODS,
-        timing_method=(f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds; "
-                       f"in each round every backend takes a turn of {CALLS_PER_TURN} calls in a row of which the last "
-                       "is timed (the first wakes its thread pool after another runtime ran), the first backend "
-                       "rotating; median and p90 of the timed calls; images/s = batch / median; same random fp32 "
-                       "input for all"),
+        image_size=image_size,
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        batch_sizes=batch_sizes,
+        backends=backends,
+        models=names,
+        matmul_peak=peak,
+        cpu=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        versions=_versions(),
+        memory_method=_memory_method(measure_memory),
+        started=started,
+        seconds=time.perf_counter() - clock,
+        **_METHODS,
+        timing_method=(
+            f"all backends of a (model, batch) built first, then {warmup} warm-up and {runs} timed rounds; "
+            f"in each round every backend takes a turn of {CALLS_PER_TURN} calls in a row of which the last "
+            "is timed (the first wakes its thread pool after another runtime ran), the first backend "
+            "rotating; median and p90 of the timed calls; images/s = batch / median; same random fp32 "
+            "input for all"
+        ),
     )
     return BenchReport(meta, rows, notes)
 
 
 def _runtimes_of(backends: Sequence[str]) -> list[str]:
     """The runtimes whose own GEMM kernels the floor measures: those being benchmarked."""
-    return [r for r in ("onnxruntime", "executorch") if any(b.endswith(r) for b in backends)
-            and missing_package(r) is None]
+    return [
+        r for r in ("onnxruntime", "executorch") if any(b.endswith(r) for b in backends) and missing_package(r) is None
+    ]
 
 
-def _checked_options(backends: Sequence[str], batch_sizes: Sequence[int], threads: Optional[int], runs: int,
-                     warmup: int, image_size: int, measure_memory: bool):
+def _checked_options(
+    backends: Sequence[str],
+    batch_sizes: Sequence[int],
+    threads: int | None,
+    runs: int,
+    warmup: int,
+    image_size: int,
+    measure_memory: bool,
+):
     """The backends (unique, in order), the sorted batch sizes, the thread count, whether
     memory can be measured here and the notes to report; bad options are refused."""
     backends = list(dict.fromkeys(backends))
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        raise InvalidInputError(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}")
+        raise InvalidInputError(
+            f"unknown backend(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BACKENDS)}"
+        )
     batch_sizes = sorted(set(int(b) for b in batch_sizes))
     if not batch_sizes or batch_sizes[0] < 1:
         raise InvalidInputError("batch sizes must be positive integers, e.g. --batch-sizes 1 8")
@@ -163,6 +193,7 @@ def _checked_options(backends: Sequence[str], batch_sizes: Sequence[int], thread
 
 def _model_cost(name: str, image_size: int):
     import mobilevt
+
     from ..profiling import count_macs
 
     return count_macs(mobilevt.create_model(name).eval(), (image_size, image_size))
@@ -218,30 +249,44 @@ def _memory_method(measure_memory: bool) -> str:
 
 
 _METHODS = dict(
-    weights=("random (well scaled, no denormals); mobilevt and timm share the same values, transformers has its "
-             "own; latency does not depend on weight values and nothing is downloaded"),
-    backend_method=("ONNX Runtime, ExecuTorch and TFLite run files written by mobilevt.export.export_model (BatchNorm "
-                    "folded) to a temporary folder, with the same thread count as torch; TorchScript is the fused "
-                    "channels-last model scripted or traced (whichever ran faster in a quick check; its note "
-                    "says which) and frozen. Peer paths (timm -> ...) run timm's model, with the same weights, "
-                    "exported by each runtime's own tool as a user without mobilevt would (torch.onnx.export at opset "
-                    "17; torch.export + XnnpackPartitioner; litert_torch.convert) in the same runtimes"),
-    floor_method=("2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
-                  "batch / the fastest fp32 GEMM measured on the same threads in the same run (torch.mm, and the "
-                  "benchmarked runtimes' own kernels: onnxruntime's MLAS, XNNPACK); '% of fp32 peak' is floor / "
-                  "median."),
+    weights=(
+        "random (well scaled, no denormals); mobilevt and timm share the same values, transformers has its "
+        "own; latency does not depend on weight values and nothing is downloaded"
+    ),
+    backend_method=(
+        "ONNX Runtime, ExecuTorch and TFLite run files written by mobilevt.export.export_model (BatchNorm "
+        "folded) to a temporary folder, with the same thread count as torch; TorchScript is the fused "
+        "channels-last model scripted or traced (whichever ran faster in a quick check; its note "
+        "says which) and frozen. Peer paths (timm -> ...) run timm's model, with the same weights, "
+        "exported by each runtime's own tool as a user without mobilevt would (torch.onnx.export at opset "
+        "17; torch.export + XnnpackPartitioner; litert_torch.convert) in the same runtimes"
+    ),
+    floor_method=(
+        "2 x MACs (mobilevt.profiling.count_macs: convolutions, linear layers, attention matmuls) x "
+        "batch / the fastest fp32 GEMM measured on the same threads in the same run (torch.mm, and the "
+        "benchmarked runtimes' own kernels: onnxruntime's MLAS, XNNPACK); '% of fp32 peak' is floor / "
+        "median."
+    ),
 )
 
 
 def _bench_batch(
-    name: str, batch: int, built: dict[str, Backend], size: int, runs: int, warmup: int, seed: int,
+    name: str,
+    batch: int,
+    built: dict[str, Backend],
+    size: int,
+    runs: int,
+    warmup: int,
+    seed: int,
     advance: Callable[[str], None],
 ) -> list[BenchRow]:
-    rows = {backend: BenchRow(name, batch, backend, BACKEND_LABELS[backend], state.status, state.note)
-            for backend, state in built.items()}
+    rows = {
+        backend: BenchRow(name, batch, backend, BACKEND_LABELS[backend], state.status, state.note)
+        for backend, state in built.items()
+    }
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + batch))
     runners: dict[str, Run] = {}
-    expected: Optional[torch.Tensor] = None
+    expected: torch.Tensor | None = None
     with torch.inference_mode():
         if built.get("eager") and built["eager"].status == "ok":
             expected = built["eager"].runner_for(batch)(x)

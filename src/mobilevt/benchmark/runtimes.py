@@ -1,21 +1,21 @@
 """Each backend built (exported where it is a file) and wrapped as a runner of one input."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import copy
 import importlib
 import statistics
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..fileio import atomic_path
 from ..errors import InvalidInputError
+from ..fileio import atomic_path
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
 from .peers import PEER_RUNTIMES, PEER_SUFFIX, export_peer
 from .report import FILE_BACKENDS
@@ -63,7 +63,7 @@ def file_runner(backend: str, path: Path, threads: int) -> Callable[[int], Run]:
     if backend not in FILE_BACKENDS:
         raise InvalidInputError(f"{backend} does not run from a file")
     run_file = FILE_BACKENDS[backend].runner(path, threads)
-    return lambda batch: (lambda x: run_file(x)[0])
+    return lambda batch: lambda x: run_file(x)[0]
 
 
 # --------------------------------------------------------------------------- building backends
@@ -74,13 +74,13 @@ class Backend:
     name: str
     status: str  # ok / missing / failed
     note: str = ""
-    runner_for: Optional[Callable[[int], Run]] = None
-    max_batch: Optional[int] = None  # largest batch it runs (an ExecuTorch static-batch fallback)
+    runner_for: Callable[[int], Run] | None = None
+    max_batch: int | None = None  # largest batch it runs (an ExecuTorch static-batch fallback)
     same_weights: bool = True  # logits comparable with mobilevt eager
-    artifact: Optional[Path] = None  # the file a memory child loads
+    artifact: Path | None = None  # the file a memory child loads
 
 
-def missing_package(backend: str) -> Optional[str]:
+def missing_package(backend: str) -> str | None:
     """``missing: <module> (<pip command>)`` when a package the backend needs is absent."""
     # (a missing converter, litert-torch, is reported by export_model with its pip command)
     runtime = FILE_BACKENDS.get(PEER_RUNTIMES.get(backend, backend))
@@ -144,14 +144,20 @@ def _check_image_folder(workdir: Path) -> Path:
 
 
 def build_backends(
-    name: str, backends: Sequence[str], size: int, threads: int, max_batch: int, seed: int, workdir: Path,
+    name: str,
+    backends: Sequence[str],
+    size: int,
+    threads: int,
+    max_batch: int,
+    seed: int,
+    workdir: Path,
     advance: Callable[[str], None],
 ) -> dict[str, Backend]:
     from ..export.errors import ExportError
 
     built: dict[str, Backend] = {}
     missing = {b: missing_package(b) for b in backends}
-    reference: Optional[nn.Module] = None
+    reference: nn.Module | None = None
     if any(b == "timm" or b in PEER_RUNTIMES for b in backends) and missing_package("timm") is None:
         # mobilevt loads timm's weights: the two are then checked against each other too
         import mobilevt
@@ -162,7 +168,7 @@ def build_backends(
     else:
         base = mobilevt_model(name, seed)
     fused = fast_path(copy.deepcopy(base))
-    check_dir: Optional[Path] = None
+    check_dir: Path | None = None
     for backend in backends:
         advance(f"{name}: building {backend}")
         if missing[backend]:
@@ -188,20 +194,24 @@ def build_backends(
                 check_dir = check_dir or _check_image_folder(workdir)
                 built[backend] = _exported_backend(backend, name, base, size, threads, max_batch, workdir, check_dir)
         except ImportError as exc:
-            hint = _INSTALL[backend] if backend in _INSTALL else (
-                FILE_BACKENDS[backend].install_hint if backend in FILE_BACKENDS else "")
+            hint = (
+                _INSTALL[backend]
+                if backend in _INSTALL
+                else (FILE_BACKENDS[backend].install_hint if backend in FILE_BACKENDS else "")
+            )
             built[backend] = Backend(backend, "missing", f"missing: {exc.name or exc} ({hint})")
         except ExportError as exc:
             # export_model names a missing converter package with its pip command
             status = "missing" if "pip install" in str(exc) else "failed"
             built[backend] = Backend(backend, status, f"{status}: {one_line(exc)}")
-        except Exception as exc:  # a backend that cannot be built is a table row, not a crash
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot be built is a table row, not a crash
             built[backend] = Backend(backend, "failed", f"failed: {one_line(exc)}")
     return built
 
 
-def _exported_backend(backend: str, name: str, model: nn.Module, size: int, threads: int, max_batch: int,
-                      workdir: Path, check_dir: Path) -> Backend:
+def _exported_backend(
+    backend: str, name: str, model: nn.Module, size: int, threads: int, max_batch: int, workdir: Path, check_dir: Path
+) -> Backend:
     """``model`` exported by mobilevt.export.export_model for ``backend`` (ONNX Runtime,
     ExecuTorch, TFLite, Core ML) into ``workdir``, with what its report says about it."""
     from ..export.core import export_model
@@ -214,8 +224,16 @@ def _exported_backend(backend: str, name: str, model: nn.Module, size: int, thre
         batch_options["max_batch"] = max_batch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter chatter
-        report = export_model(model, path, export_format.name, image_size=(size, size), check_images=check_dir,
-                              max_check_images=2, latency_runs=0, **batch_options)
+        report = export_model(
+            model,
+            path,
+            export_format.name,
+            image_size=(size, size),
+            check_images=check_dir,
+            max_check_images=2,
+            latency_runs=0,
+            **batch_options,
+        )
     notes = [report.runtime]
     if backend == "executorch" and not _executorch_threads(threads):
         notes.append("its thread pool could not be resized: default thread count")
@@ -227,12 +245,19 @@ def _exported_backend(backend: str, name: str, model: nn.Module, size: int, thre
     elif report.details.get("max_batch"):
         notes.append(f"memory planned for batch <= {report.details['max_batch']}")
     planned = report.details.get("max_batch")
-    return Backend(backend, "ok", "; ".join(notes), file_runner(backend, path, threads),
-                   max_batch=1 if static else planned, artifact=path)
+    return Backend(
+        backend,
+        "ok",
+        "; ".join(notes),
+        file_runner(backend, path, threads),
+        max_batch=1 if static else planned,
+        artifact=path,
+    )
 
 
-def _peer_backend(backend: str, name: str, reference: nn.Module, size: int, threads: int, max_batch: int,
-                  workdir: Path) -> Backend:
+def _peer_backend(
+    backend: str, name: str, reference: nn.Module, size: int, threads: int, max_batch: int, workdir: Path
+) -> Backend:
     """timm's model (with mobilevt's weights) exported the way a user without mobilevt would."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter chatter
@@ -240,5 +265,6 @@ def _peer_backend(backend: str, name: str, reference: nn.Module, size: int, thre
     note = peer.note
     if PEER_RUNTIMES[backend] == "executorch" and not _executorch_threads(threads):
         note += "; its thread pool could not be resized: default thread count"
-    return Backend(backend, "ok", note, file_runner(backend, peer.path, threads), max_batch=peer.max_batch,
-                   artifact=peer.path)
+    return Backend(
+        backend, "ok", note, file_runner(backend, peer.path, threads), max_batch=peer.max_batch, artifact=peer.path
+    )

@@ -1,10 +1,10 @@
 """Round-robin timing of the backends: the same machine noise for all of them."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import gc
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,7 +27,12 @@ CALLS_PER_TURN = 2
 
 
 def time_interleaved(
-    runs: dict[str, Run], x: torch.Tensor, rounds: int, warmup: int, advance: Callable[[str], None], label: str,
+    runs: dict[str, Run],
+    x: torch.Tensor,
+    rounds: int,
+    warmup: int,
+    advance: Callable[[str], None],
+    label: str,
     calls_per_turn: int = CALLS_PER_TURN,
 ) -> dict[str, list[float]]:
     """Each round, every backend takes a turn of ``calls_per_turn`` calls of which the

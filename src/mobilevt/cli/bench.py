@@ -1,4 +1,5 @@
 """``mobilevt bench``: latency table of variants x backends, as markdown, JSON and a PNG plot."""
+
 from __future__ import annotations
 
 import sys
@@ -20,14 +21,20 @@ def add_bench_parser(sub) -> None:
             "(latency vs published top-1) to --output-dir."
         ),
     )
-    p.add_argument("models", nargs="*", help="names or shell patterns, e.g. mobilevit_xxs 'mobilevitv2_*' "
-                   "(default: every variant)")
-    p.add_argument("--backends", type=_csv, default=list(BACKENDS),
-                   help=f"comma-separated (default: all): {','.join(BACKENDS)}")
+    p.add_argument(
+        "models", nargs="*", help="names or shell patterns, e.g. mobilevit_xxs 'mobilevitv2_*' (default: every variant)"
+    )
+    p.add_argument(
+        "--backends", type=_csv, default=list(BACKENDS), help=f"comma-separated (default: all): {','.join(BACKENDS)}"
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="B")
     p.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads of torch, onnxruntime, ExecuTorch, TFLite (default: the cores available)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads of torch, onnxruntime, ExecuTorch, TFLite (default: the cores available)",
+    )
     p.add_argument("--runs", type=int, default=20, help="timed rounds per (model, batch) (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     p.add_argument("--output-dir", default="bench-results", help="folder for bench.md/json/png (default bench-results)")
@@ -40,8 +47,14 @@ def run_bench(args) -> int:
     from mobilevt.benchmark import run_benchmark, write_report
 
     report = run_benchmark(
-        args.models, backends=args.backends, batch_sizes=args.batch_sizes, image_size=args.image_size,
-        threads=args.threads, runs=args.runs, warmup=args.warmup, measure_memory=not args.no_memory,
+        args.models,
+        backends=args.backends,
+        batch_sizes=args.batch_sizes,
+        image_size=args.image_size,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        measure_memory=not args.no_memory,
         progress=not args.no_progress,
     )
     written = write_report(report, args.output_dir)

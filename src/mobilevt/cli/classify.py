@@ -1,4 +1,5 @@
 """``mobilevt predict`` and ``mobilevt evaluate``."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ from .common import create_model_from_args, model_name_from_args
 
 def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-k ImageNet classes of images or folders of images")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)"
+    )
     _add_model_args(p)
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -33,7 +36,12 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--data", required=True, help="ImageFolder root (wnid, index or named folders) or ILSVRC val folder")
     p.add_argument("--labels", help="ground truth of a flat ILSVRC val folder (LOC_val_solution.csv format)")
     p.add_argument("--real-labels", help="ImageNet-ReaL real.json, to report ReaL top-1 as well")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32; on CPU larger batches are no faster per image)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="images per batch (default 32; on CPU larger batches are no faster per image)",
+    )
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, CPUs))")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast) on CUDA")
@@ -48,8 +56,10 @@ def add_evaluate_parser(sub) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model name, e.g. mobilevit_s or mobilevit_s.timm_in1k (default: the one a "
-                   "mobilevt weights file records)")
+    p.add_argument(
+        "--model",
+        help="model name, e.g. mobilevit_s or mobilevit_s.timm_in1k (default: the one a mobilevt weights file records)",
+    )
     p.add_argument(
         "--weights",
         default="DEFAULT",
@@ -75,7 +85,12 @@ def run_predict(args) -> int:
     missing = [p for p in args.inputs if not os.path.exists(p)]
     items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
     predictions = predict(
-        model, items, topk=args.topk, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        model,
+        items,
+        topk=args.topk,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
         on_error="report",
     )
     failed = len(missing) + sum(p.error is not None for p in predictions)
@@ -121,7 +136,11 @@ def run_evaluate(args) -> int:
     if args.json:
         print(result.to_json())
     else:
-        real = f", ReaL top-1 {result.real_top1:.2f}% ({result.real_images} images)" if result.real_top1 is not None else ""
+        real = (
+            f", ReaL top-1 {result.real_top1:.2f}% ({result.real_images} images)"
+            if result.real_top1 is not None
+            else ""
+        )
         print(
             f"{args.model}: top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% on {result.images} images{real} "
             f"[{result.images_per_second:.1f} images/s, {result.world_size} process(es)]"

@@ -1,11 +1,13 @@
 """Helpers shared by the subcommands."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
+
 from ..errors import InvalidInputError
 from ..model_kind import ModelKind
 from ..registry import ModelName
@@ -14,11 +16,18 @@ from ..registry import ModelName
 def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, json_help: str) -> None:
     """The arguments ``segment`` and ``detect`` share: images or ``--evaluate DATA``, the
     model and its weights, where the pictures go, and the evaluation's batching."""
-    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", help=f"a {family}_* model (default: the one a mobilevt weights file records, "
-                   f"else {default_model})")
-    p.add_argument("--weights", default="DEFAULT", help="weights tag, file, folder, URL or hf-hub:<repo> (default: "
-                   "the model's published weights; 'none' for random)")
+    p.add_argument(
+        "inputs", nargs="*", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)"
+    )
+    p.add_argument(
+        "--model", help=f"a {family}_* model (default: the one a mobilevt weights file records, else {default_model})"
+    )
+    p.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="weights tag, file, folder, URL or hf-hub:<repo> (default: "
+        "the model's published weights; 'none' for random)",
+    )
     p.add_argument("--out", default=".", help=f"folder for {out_help} (default: the current folder)")
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--split", default="val", help="--evaluate: the dataset split (default val)")
@@ -38,7 +47,9 @@ def dense_task_model(args, command: str, kind: ModelKind, default_model: str) ->
     if entry.kind != kind:
         family = default_model.split("_", 1)[0]
         raise InvalidInputError(f"{args.model} is a {entry.kind} model; mobilevt {command} takes a {family}_* model")
-    what, metric = {"segment": ("segment", "mIoU on a dataset folder"), "detect": ("detect objects in", "COCO mAP")}[command]
+    what, metric = {"segment": ("segment", "mIoU on a dataset folder"), "detect": ("detect objects in", "COCO mAP")}[
+        command
+    ]
     if args.evaluate is None and not args.inputs:
         raise InvalidInputError(f"give images to {what}, or --evaluate DATA for {metric}")
     if args.evaluate is not None and args.inputs:

@@ -1,4 +1,5 @@
 """``mobilevt detect``: boxes and labels drawn on images, or COCO mAP on a dataset."""
+
 from __future__ import annotations
 
 import functools
@@ -16,17 +17,33 @@ def add_detect_parser(sub) -> None:
         "(<stem>_detections.png); or, with --evaluate, compute COCO mAP (pycocotools) on an images folder and "
         "its COCO-format annotation file.",
     )
-    add_dense_task_arguments(p, "ssdlite", "ssdlite_mobilevit_s", "the drawn PNGs",
-                             "print JSON (per image: its boxes; or the scores)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="lowest score of a box to keep (default 0.3; --evaluate uses the model's 0.01 unless given)")
-    p.add_argument("--evaluate", metavar="DATA",
-                   help="report COCO mAP on DATA: an images folder with --annotations, or a COCO-layout folder "
-                   "(annotations/instances_<split>2017.json + <split>2017/)")
+    add_dense_task_arguments(
+        p, "ssdlite", "ssdlite_mobilevit_s", "the drawn PNGs", "print JSON (per image: its boxes; or the scores)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="lowest score of a box to keep (default 0.3; --evaluate uses the model's 0.01 unless given)",
+    )
+    p.add_argument(
+        "--evaluate",
+        metavar="DATA",
+        help="report COCO mAP on DATA: an images folder with --annotations, or a COCO-layout folder "
+        "(annotations/instances_<split>2017.json + <split>2017/)",
+    )
     p.add_argument("--annotations", help="--evaluate: the COCO instances JSON of the images folder")
     p.add_argument("--results", help="--evaluate: write the detections in COCO results format to this file")
-    p.set_defaults(func=functools.partial(run_dense_task, command="detect", kind=ModelKind.DETECTION,
-                                          default_model="ssdlite_mobilevit_s", apply=_detect, evaluate=_evaluate))
+    p.set_defaults(
+        func=functools.partial(
+            run_dense_task,
+            command="detect",
+            kind=ModelKind.DETECTION,
+            default_model="ssdlite_mobilevit_s",
+            apply=_detect,
+            evaluate=_evaluate,
+        )
+    )
 
 
 def _detect(model, args) -> int:
@@ -38,8 +55,9 @@ def _detect(model, args) -> int:
 
     items = existing_image_inputs(args.inputs)
     threshold = 0.3 if args.threshold is None else args.threshold
-    results = detect(model, items, score_threshold=threshold, batch_size=args.batch_size, device=args.device,
-                     on_error="report")
+    results = detect(
+        model, items, score_threshold=threshold, batch_size=args.batch_size, device=args.device, on_error="report"
+    )
     out = Path(args.out)
 
     def write_one(item, result):
@@ -64,9 +82,19 @@ def _evaluate(model, args) -> int:
     else:
         images, annotations = open_coco_split(args.evaluate, args.split)
     # default: the model's own threshold (0.01, as ml-cvnets' COCO evaluation)
-    result = evaluate_detection(model, images, annotations, batch_size=args.batch_size, limit=args.limit,
-                                score_threshold=args.threshold, device=args.device, results_json=args.results)
+    result = evaluate_detection(
+        model,
+        images,
+        annotations,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        score_threshold=args.threshold,
+        device=args.device,
+        results_json=args.results,
+    )
     m = result.metrics
-    summary = (f"mAP@[.5:.95] {m['map']:.4f}  mAP@0.5 {m['map50']:.4f}  mAP@0.75 {m['map75']:.4f}  "
-               f"AR@100 {m['mar100']:.4f}  ({result.num_images} images, {result.images_per_second:.1f} images/s)")
+    summary = (
+        f"mAP@[.5:.95] {m['map']:.4f}  mAP@0.5 {m['map50']:.4f}  mAP@0.75 {m['map75']:.4f}  "
+        f"AR@100 {m['mar100']:.4f}  ({result.num_images} images, {result.images_per_second:.1f} images/s)"
+    )
     return report_evaluation(args, result.to_dict(), result.failed, [summary])

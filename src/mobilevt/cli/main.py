@@ -1,10 +1,11 @@
 """``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``, ``train``, ``bench``, ``vqa``."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -39,23 +40,31 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
     if as_json:  # one document at the end: a progress bar meanwhile (on a terminal)
         from tqdm.auto import tqdm
 
-        print(json.dumps([_model_row(name) for name in tqdm(names, desc="profiling", unit="model", disable=None,
-                                                             leave=False)], indent=2))
+        print(
+            json.dumps(
+                [_model_row(name) for name in tqdm(names, desc="profiling", unit="model", disable=None, leave=False)],
+                indent=2,
+            )
+        )
         return 0
     # the table is printed row by row as each model is profiled (58 take ~30 s)
     print(
         "MACs = multiply-accumulates of one image at the input size: convolutions, linear layers and "
         "attention matmuls counted; element-wise ops not."
     )
-    print("| model | params (M) | MACs (G) | published MACs (G) | input | published accuracy | weights |\n"
-          "|---|---:|---:|---:|---|---:|---|", flush=True)
+    print(
+        "| model | params (M) | MACs (G) | published MACs (G) | input | published accuracy | weights |\n"
+        "|---|---:|---:|---:|---|---:|---|",
+        flush=True,
+    )
     for name in names:
         r = _model_row(name)
         score = f"{r['score']:.2f} {r['metric']} ({r['dataset']})" if r["score"] is not None else "-"
         published_macs = r["published_macs_g"] if r["published_macs_g"] is not None else "-"
         print(
             f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {published_macs} | {r['resolution']} "
-            f"| {score} | {', '.join(r['weights'])} |", flush=True
+            f"| {score} | {', '.join(r['weights'])} |",
+            flush=True,
         )
     return 0
 

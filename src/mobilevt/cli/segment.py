@@ -1,4 +1,5 @@
 """``mobilevt segment``: colour masks and overlays of images, or mIoU on a dataset folder."""
+
 from __future__ import annotations
 
 import functools
@@ -15,12 +16,25 @@ def add_segment_parser(sub) -> None:
         "(<stem>_mask.png, VOC colours) and the image with the classes blended in (<stem>_overlay.png); or, "
         "with --evaluate, the mean IoU on a PASCAL VOC- or ADE20K-layout folder.",
     )
-    add_dense_task_arguments(p, "deeplabv3", "deeplabv3_mobilevit_s", "the mask and overlay PNGs",
-                             "print JSON (per image: class pixel fractions; or the scores)")
+    add_dense_task_arguments(
+        p,
+        "deeplabv3",
+        "deeplabv3_mobilevit_s",
+        "the mask and overlay PNGs",
+        "print JSON (per image: class pixel fractions; or the scores)",
+    )
     p.add_argument("--evaluate", metavar="DATA", help="report mIoU on this dataset folder instead of segmenting images")
     p.add_argument("--layout", choices=("voc", "ade20k"), help="dataset layout (default: detected)")
-    p.set_defaults(func=functools.partial(run_dense_task, command="segment", kind=ModelKind.SEGMENTATION,
-                                          default_model="deeplabv3_mobilevit_s", apply=_segment, evaluate=_evaluate))
+    p.set_defaults(
+        func=functools.partial(
+            run_dense_task,
+            command="segment",
+            kind=ModelKind.SEGMENTATION,
+            default_model="deeplabv3_mobilevit_s",
+            apply=_segment,
+            evaluate=_evaluate,
+        )
+    )
 
 
 def _segment(model, args) -> int:
@@ -32,8 +46,10 @@ def _segment(model, args) -> int:
     def write_one(item, result):
         mask_path, overlay_path = write_segmentation(result, item, args.out)
         top = ", ".join(f"{name} {fraction:.1%}" for name, fraction in list(result.class_fractions().items())[:5])
-        return (result.to_dict() | {"mask": str(mask_path), "overlay": str(overlay_path)},
-                f"{result.source}: {top} -> {mask_path.name}, {overlay_path.name}")
+        return (
+            result.to_dict() | {"mask": str(mask_path), "overlay": str(overlay_path)},
+            f"{result.source}: {top} -> {mask_path.name}, {overlay_path.name}",
+        )
 
     return report_per_image(args, args.inputs, items, results, write_one)
 
@@ -42,12 +58,21 @@ def _evaluate(model, args) -> int:
     from mobilevt.tasks.segmentation import evaluate_segmentation
 
     result = evaluate_segmentation(
-        model, args.evaluate, split=args.split, layout=args.layout, batch_size=args.batch_size, limit=args.limit,
+        model,
+        args.evaluate,
+        split=args.split,
+        layout=args.layout,
+        batch_size=args.batch_size,
+        limit=args.limit,
         device=args.device,
     )
-    summary = [f"mIoU {100 * result.miou:.2f}%  pixel accuracy {100 * result.pixel_accuracy:.2f}%  "
-               f"mean accuracy {100 * result.mean_accuracy:.2f}%  ({result.num_images} images, "
-               f"{result.images_per_second:.1f} images/s)"]
-    summary += [f"  {name:<20} IoU {'-' if iou != iou else f'{100 * iou:.2f}%'}"
-                for name, iou in zip(result.class_names, result.iou)]
+    summary = [
+        f"mIoU {100 * result.miou:.2f}%  pixel accuracy {100 * result.pixel_accuracy:.2f}%  "
+        f"mean accuracy {100 * result.mean_accuracy:.2f}%  ({result.num_images} images, "
+        f"{result.images_per_second:.1f} images/s)"
+    ]
+    summary += [
+        f"  {name:<20} IoU {'-' if iou != iou else f'{100 * iou:.2f}%'}"
+        for name, iou in zip(result.class_names, result.iou)
+    ]
     return report_evaluation(args, result.to_dict(), result.failed, summary)

@@ -1,4 +1,5 @@
 """``mobilevt train``."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,11 @@ def add_train_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. epochs=5 optim.lr=1e-3 data.workers=4")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
-    mode.add_argument("--overwrite", action="store_true",
-                      help="delete an earlier run's files in OUTPUT_DIR first (default: refuse a used folder)")
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an earlier run's files in OUTPUT_DIR first (default: refuse a used folder)",
+    )
     p.set_defaults(func=run_train)
 
 
@@ -33,8 +37,11 @@ def run_train(args) -> int:
         return 130
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    best = f"top-1 {result.best_metric:.2f}%" if result.metric_name == "top1" \
+    best = (
+        f"top-1 {result.best_metric:.2f}%"
+        if result.metric_name == "top1"
         else f"{result.metric_name} {result.best_metric:.4f}"
+    )
     use = {"classification": "predict", "segmentation": "segment", "detection": "detect"}.get(config.task, "predict")
     print(
         f"best val {best} (epoch {result.best_epoch}) in {result.seconds:.0f} s, "

@@ -1,7 +1,9 @@
 """``mobilevt vqa IMAGE "QUESTION"``: answer a question about an image with ViLT."""
+
 from __future__ import annotations
 
 import json
+
 from ..errors import InvalidInputError
 from ..registry import ModelName
 
@@ -16,14 +18,17 @@ def add_vqa_parser(sub) -> None:
     p.add_argument("image", help="image file (JPEG, PNG, WebP ...)")
     p.add_argument("question", help="the question, in quotes")
     p.add_argument(
-        "--weights", default="DEFAULT",
+        "--weights",
+        default="DEFAULT",
         help="Hugging Face ViLT VQA model folder (config.json, model.safetensors, vocab.txt), Hub id or "
         "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa); 'none' = random weights (needs --vocab)",
     )
     p.add_argument("--vocab", help="the BERT vocab.txt (default: the one beside the weights)")
-    p.add_argument("--pipeline", metavar="FILE",
-                   help="a TorchScript pipeline from `mobilevt export vilt_b32_vqa --format torchscript` "
-                   "(instead of --weights)")
+    p.add_argument(
+        "--pipeline",
+        metavar="FILE",
+        help="a TorchScript pipeline from `mobilevt export vilt_b32_vqa --format torchscript` (instead of --weights)",
+    )
     p.add_argument("--topk", type=int, default=5, help="answers to print (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_mobivqa_arguments(p)
@@ -35,20 +40,44 @@ def add_mobivqa_arguments(p) -> None:
     exit heads come with the weights (a file from mobilevt.save_weights of a model with
     add_early_exits)."""
     group = p.add_argument_group("MobiVQA (ViLT): image-token pruning and early exit")
-    group.add_argument("--prune-layer", type=int, default=0, metavar="N",
-                       help="keep only the image tokens the question attends to most after layer N (0 = off)")
-    group.add_argument("--keep-ratio", type=float, default=0.5, metavar="R",
-                       help="with --prune-layer: the fraction of image patches kept (default 0.5)")
+    group.add_argument(
+        "--prune-layer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep only the image tokens the question attends to most after layer N (0 = off)",
+    )
+    group.add_argument(
+        "--keep-ratio",
+        type=float,
+        default=0.5,
+        metavar="R",
+        help="with --prune-layer: the fraction of image patches kept (default 0.5)",
+    )
     exits = group.add_mutually_exclusive_group()
-    exits.add_argument("--exit-layer", type=int, default=0, metavar="N",
-                       help="answer with the exit head after layer N (a fixed early exit)")
-    exits.add_argument("--exit-threshold", type=float, metavar="T",
-                       help="each question stops at its first exit head whose top answer scores >= T")
-    exits.add_argument("--exit-predictor", action="store_true",
-                       help="the exit predictor picks each question's exit layer")
-    group.add_argument("--exit-score", choices=("softmax", "sigmoid"), default="softmax",
-                       help="with --exit-threshold: the score of the top answer (sigmoid for heads trained with "
-                       "binary cross-entropy, such as VQAv2 ViLT's; default softmax)")
+    exits.add_argument(
+        "--exit-layer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer with the exit head after layer N (a fixed early exit)",
+    )
+    exits.add_argument(
+        "--exit-threshold",
+        type=float,
+        metavar="T",
+        help="each question stops at its first exit head whose top answer scores >= T",
+    )
+    exits.add_argument(
+        "--exit-predictor", action="store_true", help="the exit predictor picks each question's exit layer"
+    )
+    group.add_argument(
+        "--exit-score",
+        choices=("softmax", "sigmoid"),
+        default="softmax",
+        help="with --exit-threshold: the score of the top answer (sigmoid for heads trained with "
+        "binary cross-entropy, such as VQAv2 ViLT's; default softmax)",
+    )
 
 
 def mobivqa_requested(args) -> bool:
@@ -80,10 +109,16 @@ def run_vqa(args) -> int:
     with torch.inference_mode():
         answers = pipeline(image, args.question, args.topk)
     if args.json:
-        print(json.dumps({
-            "image": args.image, "question": args.question,
-            "answers": [{"answer": answer, "score": score} for answer, score in answers],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "image": args.image,
+                    "question": args.question,
+                    "answers": [{"answer": answer, "score": score} for answer, score in answers],
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{args.image}: {args.question}")
     for answer, score in answers:

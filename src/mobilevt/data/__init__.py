@@ -1,4 +1,5 @@
 """Image decoding, preprocessing and datasets."""
+
 from .datasets import (
     ClassificationSample,
     DatasetLayoutError,

@@ -4,13 +4,14 @@ Read with the standard library (pycocotools is only needed for the mAP evaluatio
 Categories are numbered as ml-cvnets does: the annotation file's category ids, sorted,
 become labels 1 .. K, and 0 is the background.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -22,15 +23,86 @@ from .images import ImageDecodeError, load_image
 # The 80 COCO object categories in the order of their category ids (1 .. 90 with gaps):
 # label i + 1 of ml-cvnets' (and torchvision's compact) numbering.
 COCO_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 COCO_CLASSES_WITH_BACKGROUND = ("background", *COCO_CLASSES)
 
@@ -77,23 +149,28 @@ class CocoDetection(Dataset):
         categories = sorted(data["categories"], key=lambda c: c["id"])
         if not categories:
             raise DatasetLayoutError(f"{self.annotation_file} lists no categories")
-        self.category_ids: List[int] = [int(c["id"]) for c in categories]
-        self.class_names: List[str] = [str(c["name"]) for c in categories]
-        self.label_of_category: Dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
-        self.images: List[CocoImage] = [
+        self.category_ids: list[int] = [int(c["id"]) for c in categories]
+        self.class_names: list[str] = [str(c["name"]) for c in categories]
+        self.label_of_category: dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
+        self.images: list[CocoImage] = [
             CocoImage(int(im["id"]), str(im["file_name"]), int(im["width"]), int(im["height"])) for im in data["images"]
         ]
-        self._boxes: Dict[int, List[Tuple[List[float], int]]] = {im.id: [] for im in self.images}
+        self._boxes: dict[int, list[tuple[list[float], int]]] = {im.id: [] for im in self.images}
         for ann in data["annotations"]:
             if ann.get("iscrowd", 0):
                 continue
             if ann["image_id"] not in self._boxes:
-                raise DatasetLayoutError(f"{self.annotation_file}: annotation {ann.get('id')} refers to unknown "
-                                         f"image id {ann['image_id']}")
+                raise DatasetLayoutError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} refers to unknown image id {ann['image_id']}"
+                )
             if ann["category_id"] not in self.label_of_category:
-                raise DatasetLayoutError(f"{self.annotation_file}: annotation {ann.get('id')} has category id "
-                                         f"{ann['category_id']}, which is not in 'categories'")
-            self._boxes[ann["image_id"]].append(([float(v) for v in ann["bbox"]], self.label_of_category[ann["category_id"]]))
+                raise DatasetLayoutError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} has category id "
+                    f"{ann['category_id']}, which is not in 'categories'"
+                )
+            self._boxes[ann["image_id"]].append(
+                ([float(v) for v in ann["bbox"]], self.label_of_category[ann["category_id"]])
+            )
         if skip_empty:
             self.images = [im for im in self.images if self._boxes[im.id]]
 
@@ -108,7 +185,7 @@ class CocoDetection(Dataset):
     def path(self, index: int) -> Path:
         return self.images_dir / self.images[index].file_name
 
-    def target(self, index: int) -> Dict[str, Any]:
+    def target(self, index: int) -> dict[str, Any]:
         """The target of item ``index`` without decoding its image."""
         info = self.images[index]
         boxes, labels = [], []
@@ -120,14 +197,15 @@ class CocoDetection(Dataset):
                 labels.append(label)
         return {
             "boxes": tv_tensors.BoundingBoxes(
-                torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), format="XYXY",
+                torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                format="XYXY",
                 canvas_size=(info.height, info.width),
             ),
             "labels": torch.tensor(labels, dtype=torch.int64),
             "image_id": info.id,
         }
 
-    def __getitem__(self, index: int) -> Tuple[Optional[tv_tensors.Image], Dict[str, Any]]:
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image | None, dict[str, Any]]:
         target = self.target(index)
         try:
             image = load_image(self.path(index))

@@ -1,21 +1,23 @@
 """Image classification datasets on disk: ImageFolder trees and the flat ILSVRC validation
 layout, with ImageNet's label space resolved from WordNet ids."""
+
 from __future__ import annotations
 
 import csv
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import make_dataset
 
-from .images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
-from .imagenet import imagenet_classes
 from ..errors import MobilevtError
+from .imagenet import imagenet_classes
+from .images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 
 _WNID = re.compile(r"^n\d{8}$")
 _VAL_FILE = re.compile(r"^ILSVRC2012_val_(\d{8})\.(jpe?g|png)$", re.IGNORECASE)
@@ -49,9 +51,9 @@ class ImageClassificationDataset(Dataset):
         samples: Sequence[tuple[str, int]],
         classes: Sequence[str],
         label_space: str,
-        transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        wnids: Optional[Sequence[str]] = None,
-        real_labels: Optional[Sequence[Sequence[int]]] = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        wnids: Sequence[str] | None = None,
+        real_labels: Sequence[Sequence[int]] | None = None,
         layout: str = "",
     ):
         self.samples = list(samples)
@@ -79,7 +81,7 @@ class ImageClassificationDataset(Dataset):
             image = self.transform(image)
         return ClassificationSample(image, target, index, "")
 
-    def subset(self, count: int) -> "ImageClassificationDataset":
+    def subset(self, count: int) -> ImageClassificationDataset:
         """The first ``count`` samples (in file order), e.g. for ``--limit``."""
         real = self.real_labels[:count] if self.real_labels is not None else None
         return ImageClassificationDataset(
@@ -103,9 +105,7 @@ def image_folder(root: str | os.PathLike, transform=None) -> ImageClassification
     if all(_WNID.match(f) for f in folders):
         unknown = [f for f in folders if f not in imagenet.index_of_wnid]
         if unknown:
-            raise DatasetLayoutError(
-                f"{root}: folders {unknown[:5]} are WordNet ids but not ImageNet-1k classes"
-            )
+            raise DatasetLayoutError(f"{root}: folders {unknown[:5]} are WordNet ids but not ImageNet-1k classes")
         class_to_idx = {f: imagenet.index_of_wnid[f] for f in folders}
         classes, label_space, wnids = list(imagenet.names), "imagenet", list(imagenet.wnids)
     elif all(f.isdigit() for f in folders):

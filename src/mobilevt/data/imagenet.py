@@ -1,4 +1,5 @@
 """ImageNet-1k class metadata shipped with the package: index, WordNet id, names."""
+
 from __future__ import annotations
 
 import functools

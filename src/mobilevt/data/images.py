@@ -1,18 +1,19 @@
 """Decoding image files into uint8 RGB tensors, whatever their format and colour mode."""
+
 from __future__ import annotations
 
 import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from ..errors import MobilevtError
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 # What Pillow can open and ImageNet-style folders contain; used to pick files from folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
@@ -50,7 +51,9 @@ def load_image(source: ImageSource) -> torch.Tensor:
         except IsADirectoryError:
             raise ImageDecodeError(name, "is a directory, not an image") from None
         except UnidentifiedImageError:
-            raise ImageDecodeError(name, "not an image file Pillow can identify (corrupt or another file type)") from None
+            raise ImageDecodeError(
+                name, "not an image file Pillow can identify (corrupt or another file type)"
+            ) from None
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError(name, f"refused as a decompression bomb: {exc}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

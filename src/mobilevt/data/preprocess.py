@@ -13,14 +13,16 @@ The module reproduces each reference pipeline from its uint8 image:
 It has no Python-only code on the tensor path, so ``torch.jit.script`` and
 ``torch.export`` can put it in front of a model that ships to a phone.
 """
+
 import math
 from dataclasses import dataclass
-from typing import Any, List, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.io import ImageReadMode, decode_image
+
 from ..errors import InvalidInputError
 
 ChannelOrder = Literal["RGB", "BGR"]
@@ -55,13 +57,17 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise InvalidInputError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', not {self.interpolation!r}")
+            raise InvalidInputError(
+                f"interpolation must be 'bilinear', 'bicubic' or 'nearest', not {self.interpolation!r}"
+            )
         if self.channel_order not in ("RGB", "BGR"):
             raise InvalidInputError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
         if self.crop_rounding not in ("round", "floor"):
             raise InvalidInputError(f"crop_rounding must be 'round' or 'floor', not {self.crop_rounding!r}")
         if self.resize_size <= 0 or min(self.input_size) <= 0:
-            raise InvalidInputError(f"sizes must be positive: input_size={self.input_size}, resize_size={self.resize_size}")
+            raise InvalidInputError(
+                f"sizes must be positive: input_size={self.input_size}, resize_size={self.resize_size}"
+            )
 
     @classmethod
     def from_crop_pct(cls, input_size: int, crop_pct: float, **kwargs) -> "PreprocessConfig":
@@ -76,7 +82,12 @@ class PreprocessConfig:
         """These sizes with ``like``'s resampling and normalisation: a task model's input
         whose backbone was trained with ``like``."""
         return PreprocessConfig(
-            self.input_size, self.resize_size, like.interpolation, like.mean, like.std, like.channel_order,
+            self.input_size,
+            self.resize_size,
+            like.interpolation,
+            like.mean,
+            like.std,
+            like.channel_order,
             crop_rounding=self.crop_rounding,
         )
 
@@ -85,7 +96,6 @@ class PreprocessConfig:
         a PIL image or uint8 ``[3, H, W]`` / ``[B, 3, H, W]`` tensor in, the model's input
         tensor out."""
         return ImagePreprocess(self, channels_last_input=channels_last_input)
-
 
 
 class ImagePreprocess(nn.Module):
@@ -120,7 +130,9 @@ class ImagePreprocess(nn.Module):
         if image.dim() == 3:
             image = image.unsqueeze(0)
         if image.dim() != 4:
-            raise InvalidInputError(f"expected an image [3, H, W] or a batch [B, 3, H, W], got shape {list(image.shape)}")
+            raise InvalidInputError(
+                f"expected an image [3, H, W] or a batch [B, 3, H, W], got shape {list(image.shape)}"
+            )
         if self.channels_last_input:
             image = image.permute(0, 3, 1, 2)
         if image.shape[1] != 3:
@@ -143,7 +155,7 @@ class ImagePreprocess(nn.Module):
         return x if batched else x[0]
 
     @torch.jit.export
-    def output_size(self, height: int, width: int) -> List[int]:
+    def output_size(self, height: int, width: int) -> list[int]:
         """Height and width after the resize step for an input of ``height`` x ``width``."""
         short, long = (height, width) if height <= width else (width, height)
         new_long = int(self.resize_size * long / short)
@@ -162,12 +174,7 @@ class ImagePreprocess(nn.Module):
         # PIL filters with its own kernels (bicubic a=-0.5) whether it shrinks or enlarges:
         # torch's antialias kernels are those, so they are used in both directions.
         antialias = self.antialias
-        if (
-            image.dtype == torch.uint8
-            and self.interpolation == "bilinear"
-            and antialias
-            and image.device.type == "cpu"
-        ):
+        if image.dtype == torch.uint8 and self.interpolation == "bilinear" and antialias and image.device.type == "cpu":
             # torch's uint8 antialiased bilinear kernel is PIL's algorithm.
             return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
         is_uint8 = image.dtype == torch.uint8
@@ -176,7 +183,9 @@ class ImagePreprocess(nn.Module):
             # Two 1-D passes, horizontal first, as PIL does; uint8 images are rounded
             # after each pass as PIL's 8-bit buffers are.
             if size[1] != width:
-                x = F.interpolate(x, size=[height, size[1]], mode=self.interpolation, align_corners=False, antialias=True)
+                x = F.interpolate(
+                    x, size=[height, size[1]], mode=self.interpolation, align_corners=False, antialias=True
+                )
                 if is_uint8:
                     x = x.round().clamp(0.0, 255.0)
             if size[0] != height:
@@ -257,7 +266,7 @@ class DetectionPreprocess(ImagePreprocess):
     crop settings are unused. Scriptable, like :class:`ImagePreprocess`."""
 
     @torch.jit.export
-    def output_size(self, height: int, width: int) -> List[int]:
+    def output_size(self, height: int, width: int) -> list[int]:
         return [self.crop_height, self.crop_width]
 
 
@@ -280,7 +289,9 @@ class SegmentationPreprocess(nn.Module):
         x = image if batched else image.unsqueeze(0)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if x.shape[2] != self.height or x.shape[3] != self.width:
-            x = F.interpolate(x, size=[self.height, self.width], mode=self.interpolation, align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=[self.height, self.width], mode=self.interpolation, align_corners=False, antialias=True
+            )
             x = x.clamp(0.0, 1.0)
         x = (x - self.mean) / self.std
         if self.flip_channels:

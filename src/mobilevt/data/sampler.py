@@ -10,18 +10,19 @@ The plan of an epoch (sample order, and the resolution of each step) depends onl
 the same resolution at the same step while taking disjoint slices of each global batch.
 ``state_dict`` records the epoch and the step, so a run resumes mid-epoch exactly.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
-from ..layers.conv import make_divisible
 from ..errors import InvalidInputError
+from ..layers.conv import make_divisible
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
         *,
         shuffle: bool = True,
         seed: int = 0,
-        rank: Optional[int] = None,
-        world_size: Optional[int] = None,
+        rank: int | None = None,
+        world_size: int | None = None,
         drop_last: bool = False,
     ):
         if num_samples <= 0:
@@ -104,7 +105,7 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
         self._start_step = 0
 
     @classmethod
-    def fixed(cls, num_samples: int, size: tuple[int, int], batch_size: int, **kwargs) -> "MultiScaleBatchSampler":
+    def fixed(cls, num_samples: int, size: tuple[int, int], batch_size: int, **kwargs) -> MultiScaleBatchSampler:
         """One resolution: an ordinary (distributed, resumable) batch sampler."""
         return cls(num_samples, [Resolution(size[0], size[1], batch_size)], **kwargs)
 
@@ -154,7 +155,7 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int, int]]]):
     def __len__(self) -> int:
         return len(self.plan())
 
-    def state_dict(self, steps_done: Optional[int] = None) -> dict:
+    def state_dict(self, steps_done: int | None = None) -> dict:
         """Where to resume: the epoch and the number of steps of it already done (default:
         the batches handed out so far; pass the optimizer steps taken when the DataLoader
         prefetches ahead)."""
@@ -194,7 +195,7 @@ class MultiScaleDataset(Dataset):
         dataset: Dataset,
         transform_for_size: Callable[[tuple[int, int]], Callable],
         default_size: tuple[int, int] = (256, 256),
-        seed: Optional[int] = None,
+        seed: int | None = None,
         joint: bool = False,
     ):
         self.dataset = dataset

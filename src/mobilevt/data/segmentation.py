@@ -13,11 +13,12 @@ torchvision's transforms v2 augment together. An image that cannot be decoded gi
   and ``annotations/{training,validation}/*.png`` with 0 = "other" (ignored) and classes
   1..150, shifted here to 0..149 as ml-cvnets and mmsegmentation do.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,14 +26,33 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..errors import InvalidInputError
 from .datasets import DatasetLayoutError
 from .images import ImageDecodeError, load_image
 from .segmentation_palette import IGNORE_INDEX
-from ..errors import InvalidInputError
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 _ADE_SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 
@@ -77,7 +97,7 @@ class SegmentationFolder(Dataset):
         """The class-index mask of item ``index`` as uint8 ``[H, W]`` (255 = ignore)."""
         return read_mask(self.masks[index], self.label_offset)
 
-    def __getitem__(self, index: int) -> Tuple[Optional[tv_tensors.Image], Optional[tv_tensors.Mask]]:
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image | None, tv_tensors.Mask | None]:
         try:
             image = load_image(self.images[index])
         except ImageDecodeError:
@@ -101,7 +121,8 @@ def read_mask(path: str | os.PathLike, label_offset: int = 0) -> torch.Tensor:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
                 raise DatasetLayoutError(
-                    f"{path}: the mask is a {image.mode!r} image; segmentation masks must be palette ('P') or gray ('L') "
+                    f"{path}: the mask is a {image.mode!r} image; segmentation masks must be palette ('P') or "
+                    "gray ('L') "
                     "PNGs whose pixel values are class indices, not colours"
                 )
             values = np.array(image, dtype=np.uint8)
@@ -135,7 +156,9 @@ def voc_segmentation(root: str | os.PathLike, split: str = "val", transform=None
     list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
         known = sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
-        raise DatasetLayoutError(f"{root}: no split {split!r} ({list_file} is missing); splits found: {known or 'none'}")
+        raise DatasetLayoutError(
+            f"{root}: no split {split!r} ({list_file} is missing); splits found: {known or 'none'}"
+        )
     ids = [line.strip() for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     images, masks = [], []
     for image_id in ids:
@@ -202,7 +225,7 @@ def detect_segmentation_layout(root: str | os.PathLike) -> str:
 
 
 def open_segmentation_dataset(
-    root: str | os.PathLike, split: str = "val", layout: Optional[str] = None, transform=None
+    root: str | os.PathLike, split: str = "val", layout: str | None = None, transform=None
 ) -> SegmentationFolder:
     """A VOC- or ADE20K-layout folder (detected unless ``layout`` is given); ``split``
     ``"train"`` or ``"val"`` (ADE20K's ``training`` / ``validation`` also accepted)."""

@@ -1,4 +1,5 @@
 """The PASCAL VOC colour palette used for segmentation masks (palette PNGs, colour masks)."""
+
 from __future__ import annotations
 
 IGNORE_INDEX = 255  # the "void" label of PASCAL VOC masks: not counted by losses or metrics

@@ -12,22 +12,23 @@ It is small and quick enough to prove, on a CPU in minutes, that a segmentation 
 detection model and its training loop learn, and it uses real photos so that the model
 has to tell shapes from clutter rather than from a flat colour.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import InvalidInputError
 from ..fileio import atomic_path, write_text_atomic
 from .segmentation_palette import IGNORE_INDEX, voc_palette
-from ..errors import InvalidInputError
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 
@@ -36,7 +37,7 @@ _MIN_VISIBLE_FRACTION = 0.5  # a shape less visible than this (of its in-image a
 _MANIFEST = "shapes.json"  # written last: the data set is complete when it exists
 _FORMAT_VERSION = 2  # 2: scikit-learn's two photos only
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 # The backgrounds of the default draw: the two real photos that scikit-learn ships (BSD; part
@@ -51,7 +52,7 @@ class _Background:
     """One background photo: a file path, or the name of a photo scikit-learn ships."""
 
     name: str
-    path: Optional[Path] = None
+    path: Path | None = None
 
     def load(self) -> Image.Image:
         if self.path is not None:
@@ -60,7 +61,7 @@ class _Background:
         return _sklearn_photo(self.name.partition(":")[2])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sklearn_photo(name: str) -> Image.Image:
     """A scikit-learn sample photo, decoded once per process (every image of a draw crops
     one of two photos; callers only read it)."""
@@ -94,7 +95,7 @@ def write_shapes_dataset(
     max_shapes: int = 3,
     seed: int = 0,
     *,
-    backgrounds: Optional[Sequence[PathLike]] = None,
+    backgrounds: Sequence[PathLike] | None = None,
     reuse_existing: bool = False,
 ) -> Path:
     """Write the shapes data set under ``root`` and return ``root`` as a ``Path``.
@@ -145,14 +146,20 @@ def write_shapes_dataset(
     if reuse_existing and _read_manifest(root) == manifest:
         return root
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
-        _write_split(root, split, [np.random.default_rng([seed, split_index, index]) for index in range(count)],
-                     photos, image_size, max_shapes)
+        _write_split(
+            root,
+            split,
+            [np.random.default_rng([seed, split_index, index]) for index in range(count)],
+            photos,
+            image_size,
+            max_shapes,
+        )
     write_text_atomic(root / "classes.txt", "".join(f"{name}\n" for name in ("background", *SHAPE_CLASSES)))
     write_text_atomic(root / _MANIFEST, json.dumps(manifest, indent=2))
     return root
 
 
-def _background_photos(backgrounds: Optional[Sequence[PathLike]]) -> list[_Background]:
+def _background_photos(backgrounds: Sequence[PathLike] | None) -> list[_Background]:
     photos = default_backgrounds() if backgrounds is None else [_Background(Path(p).name, Path(p)) for p in backgrounds]
     if not photos:
         raise RuntimeError(
@@ -162,15 +169,21 @@ def _background_photos(backgrounds: Optional[Sequence[PathLike]]) -> list[_Backg
     return photos
 
 
-def _read_manifest(root: Path) -> Optional[dict]:
+def _read_manifest(root: Path) -> dict | None:
     try:
         return json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
-def _write_split(root: Path, split: str, streams: list[np.random.Generator], photos: Sequence[_Background],
-                 image_size: int, max_shapes: int) -> None:
+def _write_split(
+    root: Path,
+    split: str,
+    streams: list[np.random.Generator],
+    photos: Sequence[_Background],
+    image_size: int,
+    max_shapes: int,
+) -> None:
     """One split's images, masks, id list and COCO file; image ``index`` draws from
     ``streams[index]``."""
     palette = voc_palette()
@@ -186,8 +199,17 @@ def _write_split(root: Path, split: str, streams: list[np.random.Generator], pho
             mask_image.save(tmp, format="PNG")
         ids.append(image_id)
         images.append({"id": index + 1, "file_name": f"{image_id}.jpg", "height": image_size, "width": image_size})
-        annotations += [{"id": len(annotations) + number + 1, "image_id": index + 1, "category_id": label,
-                         "bbox": box, "area": area, "iscrowd": 0} for number, (label, box, area) in enumerate(shapes)]
+        annotations += [
+            {
+                "id": len(annotations) + number + 1,
+                "image_id": index + 1,
+                "category_id": label,
+                "bbox": box,
+                "area": area,
+                "iscrowd": 0,
+            }
+            for number, (label, box, area) in enumerate(shapes)
+        ]
     write_text_atomic(root / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPE_CLASSES)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
@@ -280,7 +302,10 @@ def _shape_coverage(rng: np.random.Generator, kind: str, size: int) -> np.ndarra
     else:
         corners = 4 if kind == "square" else 3
         points = [
-            (cx + radius * math.cos(angle + 2 * math.pi * k / corners), cy + radius * math.sin(angle + 2 * math.pi * k / corners))
+            (
+                cx + radius * math.cos(angle + 2 * math.pi * k / corners),
+                cy + radius * math.sin(angle + 2 * math.pi * k / corners),
+            )
             for k in range(corners)
         ]
         draw.polygon(points, fill=255)

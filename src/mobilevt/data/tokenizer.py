@@ -46,14 +46,15 @@ surrogates are refused at the call (eager mode drops them, as the reference does
 import functools
 import os
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Final, List, Sequence, Tuple
+from typing import Final
 
 import torch
 from torch import nn
-from ..errors import InvalidInputError
 
+from ..errors import InvalidInputError
 
 __all__ = ["WordPieceTokenizer", "create_tokenizer", "load_vocab"]
 
@@ -71,8 +72,14 @@ _CASED = 32  # cased and not case-ignorable: decides Python's final-sigma lowerc
 _CASE_IGNORABLE = 64
 
 _CJK_RANGES = (
-    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
 )
 _CAPITAL_SIGMA, _SMALL_SIGMA, _FINAL_SIGMA = 0x3A3, 0x3C3, 0x3C2
 # Hangul syllables: decomposition and composition are arithmetic (Unicode 3.12)
@@ -93,12 +100,12 @@ class UnicodeTables:
     """Unicode facts for the scripted tokenizer, from this Python's ``unicodedata``."""
 
     unicode_version: str
-    range_starts: List[int]  # sorted; range i covers [range_starts[i], range_starts[i + 1])
-    range_flags: List[int]
-    lower_nfd: Dict[int, List[int]]  # NFD(chr(c).lower()) where it is not c itself
-    nfd: Dict[int, List[int]]  # full canonical decomposition where it is not c itself
-    combining_class: Dict[int, int]  # canonical combining class where it is not 0
-    compose: Dict[int, int]  # (first << 21) | second -> primary composite
+    range_starts: list[int]  # sorted; range i covers [range_starts[i], range_starts[i + 1])
+    range_flags: list[int]
+    lower_nfd: dict[int, list[int]]  # NFD(chr(c).lower()) where it is not c itself
+    nfd: dict[int, list[int]]  # full canonical decomposition where it is not c itself
+    combining_class: dict[int, int]  # canonical combining class where it is not 0
+    compose: dict[int, int]  # (first << 21) | second -> primary composite
 
 
 def _flags_of(cp: int) -> int:
@@ -131,12 +138,12 @@ def _flags_of(cp: int) -> int:
 @functools.lru_cache(maxsize=1)
 def unicode_tables() -> UnicodeTables:
     """Build (once per process, about 2 s) the tables the scripted tokenizer looks up."""
-    range_starts: List[int] = []
-    range_flags: List[int] = []
-    lower_nfd: Dict[int, List[int]] = {}
-    nfd: Dict[int, List[int]] = {}
-    combining_class: Dict[int, int] = {}
-    compose: Dict[int, int] = {}
+    range_starts: list[int] = []
+    range_flags: list[int] = []
+    lower_nfd: dict[int, list[int]] = {}
+    nfd: dict[int, list[int]] = {}
+    combining_class: dict[int, int] = {}
+    compose: dict[int, int] = {}
     previous = -1
     for cp in range(0x110000):
         flags = _flags_of(cp)
@@ -168,9 +175,9 @@ def unicode_tables() -> UnicodeTables:
     )
 
 
-def _expand_flags(range_starts: List[int], range_flags: List[int], end: int) -> str:
+def _expand_flags(range_starts: list[int], range_flags: list[int], end: int) -> str:
     """Flags of code points [0, end) as a string, one character (chr(flags)) each."""
-    chars: List[str] = []
+    chars: list[str] = []
     for i, start in enumerate(range_starts):
         if start >= end:
             break
@@ -180,7 +187,7 @@ def _expand_flags(range_starts: List[int], range_flags: List[int], end: int) -> 
     return "".join(chars)
 
 
-def load_vocab(vocab_file: str | os.PathLike) -> List[str]:
+def load_vocab(vocab_file: str | os.PathLike) -> list[str]:
     """Read a BERT ``vocab.txt`` (one token per line, id = line number) the way the
     reference does: UTF-8, universal newlines, only the line break removed."""
     path = Path(vocab_file)
@@ -188,8 +195,7 @@ def load_vocab(vocab_file: str | os.PathLike) -> List[str]:
         path = path / "vocab.txt"
     if not path.is_file():
         raise FileNotFoundError(
-            f"vocabulary file not found: {path}; pass the vocab.txt of a BERT WordPiece tokenizer "
-            "(one token per line)"
+            f"vocabulary file not found: {path}; pass the vocab.txt of a BERT WordPiece tokenizer (one token per line)"
         )
     try:
         with open(path, encoding="utf-8") as reader:
@@ -209,19 +215,19 @@ class WordPieceTokenizer(nn.Module):
     BERT does; ``lowercase=False`` keeps case and accents and NFC-normalises.
     """
 
-    vocab: Dict[str, int]
-    id_to_token: List[str]
-    special_token_ids: List[int]
-    special_token_codepoints: List[List[int]]
-    never_split_codepoints: List[List[int]]
-    range_starts: List[int]
-    range_flags: List[int]
-    ascii_flags: List[int]
+    vocab: dict[str, int]
+    id_to_token: list[str]
+    special_token_ids: list[int]
+    special_token_codepoints: list[list[int]]
+    never_split_codepoints: list[list[int]]
+    range_starts: list[int]
+    range_flags: list[int]
+    ascii_flags: list[int]
     bmp_flags: str
-    lower_nfd: Dict[int, List[int]]
-    nfd: Dict[int, List[int]]
-    combining_class: Dict[int, int]
-    compose: Dict[int, int]
+    lower_nfd: dict[int, list[int]]
+    nfd: dict[int, list[int]]
+    combining_class: dict[int, int]
+    compose: dict[int, int]
 
     # constants, inlined by TorchScript (it cannot read module globals)
     DROP: Final[int] = _DROP
@@ -254,8 +260,10 @@ class WordPieceTokenizer(nn.Module):
     ):
         super().__init__()
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise InvalidInputError(f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
-        vocab: Dict[str, int] = {}
+            raise InvalidInputError(
+                f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), got {max_length!r}"
+            )
+        vocab: dict[str, int] = {}
         for index, token in enumerate(tokens):
             vocab[token] = index  # a repeated token keeps its last id, as the reference
         missing = [token for token in REQUIRED_TOKENS if token not in vocab]
@@ -308,15 +316,15 @@ class WordPieceTokenizer(nn.Module):
         return f"vocab_size={len(self.id_to_token)}, max_length={self.max_length}, lowercase={self.lowercase}"
 
     # ------------------------------------------------------------------ public API
-    def forward(self, texts: List[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask)``, int64 ``[len(texts), max_length]``."""
         return self.encode_batch(texts, True)
 
     @torch.jit.export
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         """Ids of ``[CLS] text [SEP]``, at most ``max_length`` of them (no padding)."""
         codepoints = self._codepoints(text)
-        ids: List[int] = [self.cls_token_id]
+        ids: list[int] = [self.cls_token_id]
         limit = self.max_length - 1  # leaves room for [SEP]; tokenizing stops there
         self._tokenize_text(codepoints, ids, limit)
         ids = ids[:limit]
@@ -324,10 +332,10 @@ class WordPieceTokenizer(nn.Module):
         return ids
 
     @torch.jit.export
-    def encode_batch(self, texts: List[str], pad_to_max_length: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    def encode_batch(self, texts: list[str], pad_to_max_length: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask)``, int64 ``[len(texts), L]`` padded with ``[PAD]``;
         ``L`` is ``max_length``, or the longest encoding when ``pad_to_max_length=False``."""
-        encoded: List[List[int]] = [self.encode(text) for text in texts]
+        encoded: list[list[int]] = [self.encode(text) for text in texts]
         width = self.max_length
         if not pad_to_max_length:
             width = 0
@@ -341,22 +349,35 @@ class WordPieceTokenizer(nn.Module):
         return input_ids, attention_mask
 
     @torch.jit.export
-    def decode(self, ids: List[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``: word pieces joined, ``##`` continuations glued, spaces before
         punctuation and contractions removed (the reference's ``decode``)."""
-        tokens: List[str] = []
+        tokens: list[str] = []
         for token_id in ids:
             if token_id < 0 or token_id >= len(self.id_to_token):
                 raise InvalidInputError(
-                    "decode got id " + str(token_id) + ", outside the vocabulary [0, "
-                    + str(len(self.id_to_token)) + ")"
+                    "decode got id "
+                    + str(token_id)
+                    + ", outside the vocabulary [0, "
+                    + str(len(self.id_to_token))
+                    + ")"
                 )
             if skip_special_tokens and token_id in self.special_token_ids:
                 continue
             tokens.append(self.id_to_token[token_id])
         text = " ".join(tokens).replace(" ##", "").strip()
-        for spaced, joined in [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-                               (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]:
+        for spaced, joined in [
+            (" .", "."),
+            (" ?", "?"),
+            (" !", "!"),
+            (" ,", ","),
+            (" ' ", "'"),
+            (" n't", "n't"),
+            (" 'm", "'m"),
+            (" 's", "'s"),
+            (" 've", "'ve"),
+            (" 're", "'re"),
+        ]:
             text = text.replace(spaced, joined)
         return text
 
@@ -368,7 +389,7 @@ class WordPieceTokenizer(nn.Module):
         return Path(path)
 
     # ------------------------------------------------------------------ text -> words
-    def _tokenize_text(self, codepoints: List[int], ids: List[int], limit: int) -> None:
+    def _tokenize_text(self, codepoints: list[int], ids: list[int], limit: int) -> None:
         """Append the ids of ``codepoints`` to ``ids``, keeping special tokens written in the
         text whole, until ``ids`` holds ``limit`` ids."""
         segment_start = 0
@@ -393,7 +414,7 @@ class WordPieceTokenizer(nn.Module):
                 i += 1
         self._tokenize_segment(codepoints, segment_start, n, ids, limit)
 
-    def _starts_with(self, codepoints: List[int], start: int, prefix: List[int]) -> bool:
+    def _starts_with(self, codepoints: list[int], start: int, prefix: list[int]) -> bool:
         if start + len(prefix) > len(codepoints):
             return False
         for k in range(len(prefix)):
@@ -401,9 +422,9 @@ class WordPieceTokenizer(nn.Module):
                 return False
         return True
 
-    def _tokenize_segment(self, codepoints: List[int], start: int, end: int, ids: List[int], limit: int) -> None:
+    def _tokenize_segment(self, codepoints: list[int], start: int, end: int, ids: list[int], limit: int) -> None:
         """Clean the text, cut it at whitespace and around CJK ideographs, tokenize each word."""
-        word: List[int] = []
+        word: list[int] = []
         for i in range(start, end):
             if len(ids) >= limit:
                 return
@@ -422,7 +443,7 @@ class WordPieceTokenizer(nn.Module):
         if len(word) > 0 and len(ids) < limit:
             self._tokenize_word(word, ids)
 
-    def _tokenize_word(self, word: List[int], ids: List[int]) -> None:
+    def _tokenize_word(self, word: list[int], ids: list[int]) -> None:
         """Normalise one whitespace-delimited word, split off punctuation, WordPiece each part."""
         if len(word) >= 5 and word[0] == 91 and word[-1] == 93:
             # "[...]": after cleaning (and NFC) a word may spell a special token, which the
@@ -436,7 +457,7 @@ class WordPieceTokenizer(nn.Module):
             normalized = self._lowercase_strip_accents(word)
         else:
             normalized = self._nfc(word)
-        piece: List[int] = []
+        piece: list[int] = []
         for cp in normalized:
             flags = self._flags(cp)
             if flags & self.PUNCT:
@@ -453,14 +474,14 @@ class WordPieceTokenizer(nn.Module):
         if len(piece) > 0:
             self._wordpiece(piece, ids)
 
-    def _wordpiece(self, piece: List[int], ids: List[int]) -> None:
+    def _wordpiece(self, piece: list[int], ids: list[int]) -> None:
         """Greedy longest-match-first WordPiece; one [UNK] for a piece that cannot be split."""
         n = len(piece)
         if n > self.max_input_chars_per_word:
             ids.append(self.unk_token_id)
             return
         text, offsets = self._utf8_with_offsets(piece)
-        found: List[int] = []
+        found: list[int] = []
         start = 0
         while start < n:
             end = min(n, start + self.max_token_chars)
@@ -482,10 +503,10 @@ class WordPieceTokenizer(nn.Module):
         ids.extend(found)
 
     # ------------------------------------------------------------------ normalisation
-    def _lowercase_strip_accents(self, word: List[int]) -> List[int]:
+    def _lowercase_strip_accents(self, word: list[int]) -> list[int]:
         """NFD(lower(word)) without nonspacing marks: the reference's lower + strip_accents
         (its NFC before lowercasing changes nothing here: NFD(lower(c)) == NFD(lower(NFD(c))))."""
-        out: List[int] = []
+        out: list[int] = []
         has_non_ascii = False
         for i in range(len(word)):
             cp = word[i]
@@ -506,13 +527,13 @@ class WordPieceTokenizer(nn.Module):
         if not has_non_ascii:
             return out
         self._canonical_order(out)
-        stripped: List[int] = []
+        stripped: list[int] = []
         for cp in out:
             if cp < 128 or not (self._flags(cp) & self.NONSPACING_MARK):
                 stripped.append(cp)
         return stripped
 
-    def _is_final_sigma(self, word: List[int], i: int) -> bool:
+    def _is_final_sigma(self, word: list[int], i: int) -> bool:
         """Python's Final_Sigma context: a cased letter before (case-ignorables skipped),
         none after."""
         j = i - 1
@@ -525,9 +546,9 @@ class WordPieceTokenizer(nn.Module):
             j += 1
         return j == len(word) or not (self._flags(word[j]) & self.CASED)
 
-    def _nfc(self, word: List[int]) -> List[int]:
+    def _nfc(self, word: list[int]) -> list[int]:
         """Unicode NFC: canonical decomposition, canonical order, canonical composition."""
-        decomposed: List[int] = []
+        decomposed: list[int] = []
         has_non_ascii = False
         for cp in word:
             if cp < 128:
@@ -545,7 +566,7 @@ class WordPieceTokenizer(nn.Module):
         if not has_non_ascii:
             return decomposed
         self._canonical_order(decomposed)
-        out: List[int] = []
+        out: list[int] = []
         starter = -1  # index in out of the last starter, which later characters may join
         last_class = 0  # combining class of out[-1] when it is not the starter
         for cp in decomposed:
@@ -573,7 +594,7 @@ class WordPieceTokenizer(nn.Module):
         composite = self.compose.get((first << self.PAIR_SHIFT) | second)
         return -1 if composite is None else composite
 
-    def _decompose_hangul(self, cp: int, out: List[int]) -> None:
+    def _decompose_hangul(self, cp: int, out: list[int]) -> None:
         index = cp - self.S_BASE
         out.append(self.L_BASE + index // self.N_COUNT)
         out.append(self.V_BASE + (index % self.N_COUNT) // self.T_COUNT)
@@ -581,7 +602,7 @@ class WordPieceTokenizer(nn.Module):
         if trailing != 0:
             out.append(self.T_BASE + trailing)
 
-    def _canonical_order(self, codepoints: List[int]) -> None:
+    def _canonical_order(self, codepoints: list[int]) -> None:
         """Stable-sort each run of non-starters by combining class, in place."""
         for i in range(1, len(codepoints)):
             cp = codepoints[i]
@@ -616,12 +637,12 @@ class WordPieceTokenizer(nn.Module):
         return self.range_flags[lo]
 
     # ------------------------------------------------------------------ str <-> code points
-    def _codepoints(self, text: str) -> List[int]:
+    def _codepoints(self, text: str) -> list[int]:
         """Unicode code points of ``text``. TorchScript strings are UTF-8 bytes, so the
         scripted module decodes them; invalid bytes become U+FFFD (dropped by cleaning)."""
         if not torch.jit.is_scripting():
             return [ord(c) for c in text]
-        out: List[int] = []
+        out: list[int] = []
         value = 0
         pending = 0  # continuation bytes still expected
         for char in text:
@@ -652,11 +673,11 @@ class WordPieceTokenizer(nn.Module):
             out.append(0xFFFD)
         return out
 
-    def _utf8_with_offsets(self, codepoints: List[int]) -> Tuple[str, List[int]]:
+    def _utf8_with_offsets(self, codepoints: list[int]) -> tuple[str, list[int]]:
         """``codepoints`` as a string plus where each character starts in it, for slicing:
         character offsets in Python, byte offsets in TorchScript (UTF-8 encoded here)."""
-        parts: List[str] = []
-        offsets: List[int] = [0]
+        parts: list[str] = []
+        offsets: list[int] = [0]
         position = 0
         scripting = torch.jit.is_scripting()
         for cp in codepoints:
@@ -682,9 +703,7 @@ class WordPieceTokenizer(nn.Module):
         return "".join(parts), offsets
 
 
-def create_tokenizer(
-    vocab_file: str | os.PathLike, max_length: int = 40, lowercase: bool = True
-) -> WordPieceTokenizer:
+def create_tokenizer(vocab_file: str | os.PathLike, max_length: int = 40, lowercase: bool = True) -> WordPieceTokenizer:
     """A BERT WordPiece tokenizer (a ``torch.jit.script``-able module) for ``vocab_file``
     (a ``vocab.txt``, or a folder holding one). ``max_length=40`` is ViLT's text length;
     ``lowercase=True`` matches uncased BERT vocabularies (``bert-base-uncased``, ViLT)."""

@@ -19,14 +19,15 @@ to uint8, which is torchvision's fallback path. The PIL backend
 PIL's two 1-D passes: measured on 24 real photos it differs by 1-2 grey levels on 0.27% of
 the values (max-abs 0.0157 after normalisation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..errors import InvalidInputError
 
 __all__ = ["VILT_IMAGE_SIZE_RULE", "ViltImagePreprocess", "ViltImageSizeRule", "vilt_resized_size"]
@@ -34,7 +35,7 @@ __all__ = ["VILT_IMAGE_SIZE_RULE", "ViltImagePreprocess", "ViltImageSizeRule", "
 
 def vilt_resized_size(
     height: int, width: int, shorter_side: int = 384, longer_side_max: int = 639, size_divisor: int = 32
-) -> Tuple[int, int]:
+) -> tuple[int, int]:
     """(height, width) that ViLT resizes a ``height`` x ``width`` image to.
 
     The scriptable form of :meth:`mobilevt.data.vilt_preprocess.ViltImageSizeRule.output_size`
@@ -77,11 +78,11 @@ class ViltImageSizeRule:
     longer_side_max: int = 639
     size_divisor: int = 32
     interpolation: str = "bicubic"
-    mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     channel_order: str = "RGB"
 
-    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) an image of ``height`` x ``width`` is resized to."""
         return vilt_resized_size(height, width, self.shorter_side, self.longer_side_max, self.size_divisor)
 
@@ -121,11 +122,11 @@ class ViltImagePreprocess(nn.Module):
         self.register_buffer("scaled_std", scaled_std.view(1, 3, 1, 1), persistent=False)
 
     @torch.jit.export
-    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of ``pixel_values`` for an input of ``height`` x ``width``."""
         return vilt_resized_size(height, width, self.shorter_side, self.longer_side_max, self.size_divisor)
 
-    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chw = self._channels_first(image)
         height, width = self.output_size(chw.shape[1], chw.shape[2])
         if height == 0 or width == 0:
@@ -139,13 +140,13 @@ class ViltImagePreprocess(nn.Module):
         return pixel_values.contiguous(), pixel_mask
 
     @torch.jit.export
-    def pad_batch(self, images: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def pad_batch(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocess ``images`` (each as :meth:`forward` takes them) into one batch
         ``[B, 3, h_max, w_max]``, zero-padded at the bottom and right, with
         ``pixel_mask [B, h_max, w_max]`` (1 on real pixels, 0 on padding)."""
         if len(images) == 0:
             raise InvalidInputError("pad_batch needs at least one image")
-        processed: List[torch.Tensor] = []
+        processed: list[torch.Tensor] = []
         max_height = 0
         max_width = 0
         for image in images:
@@ -165,7 +166,8 @@ class ViltImagePreprocess(nn.Module):
     def _channels_first(self, image: torch.Tensor) -> torch.Tensor:
         if image.dtype != torch.uint8:
             raise InvalidInputError(
-                "expected a uint8 RGB image (values 0-255), got dtype " + str(image.dtype)
+                "expected a uint8 RGB image (values 0-255), got dtype "
+                + str(image.dtype)
                 + "; convert with (image * 255).round().to(torch.uint8) if it is scaled to [0, 1]"
             )
         if image.dim() == 3 and image.shape[2] == 3:
@@ -173,7 +175,8 @@ class ViltImagePreprocess(nn.Module):
         if image.dim() == 3 and image.shape[0] == 3:
             return image
         raise InvalidInputError(
-            "expected one RGB image [H, W, 3] or [3, H, W], got shape " + str(list(image.shape))
+            "expected one RGB image [H, W, 3] or [3, H, W], got shape "
+            + str(list(image.shape))
             + "; convert grayscale or RGBA images to RGB first (mobilevt.load_image does it)"
         )
 

@@ -4,6 +4,7 @@ Formats: TorchScript (``.pt``, or the mobile lite-interpreter ``.ptl``), ONNX (o
 default), ExecuTorch (``.pte``, XNNPACK), Core ML (``.mlpackage``) and TFLite / LiteRT
 (``.tflite``). Every export writes its file atomically plus a JSON report.
 """
+
 from .core import ExportError, ExportReport, export_model
 
 __all__ = ["ExportError", "ExportReport", "export_model"]

@@ -34,7 +34,7 @@ ADAPTERS: dict[ModelKind, FamilyAdapter] = {
 
 
 @expected_warnings_silenced()
-def export_model(model: nn.Module, output: str | os.PathLike, format: str, **options: Any) -> ExportReport:
+def export_model(model: nn.Module, output: str | os.PathLike, format: str, **options: Any) -> ExportReport:  # noqa: A002
     """Export ``model`` to ``output`` in ``format`` and verify the written file against
     the eager model: every family (classifier, segmenter, detector, ViLT VQA pipeline)
     goes through this one function, which picks the family's adapter by ``model.kind``.

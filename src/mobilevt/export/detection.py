@@ -13,13 +13,14 @@ IoU ``nms_iou_threshold``, the ``max_detections`` best. :func:`mobilevt.ops.post
 is that step as the library itself runs it, and ``<output>.detection.json`` beside the
 file records its settings, the class names, the input preprocessing and the output layout.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,13 +51,13 @@ class DecodedSSDLite(nn.Module):
         self.size_variance = float(model.config.size_variance)
         self.register_buffer("anchors", model.anchors(height, width).clone())
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         regression, logits = self.model(x)
         boxes = box_cxcywh_to_xyxy(decode_boxes(regression, self.anchors, self.center_variance, self.size_variance))
         return boxes, logits.softmax(dim=-1)
 
 
-def detection_metadata(model: nn.Module, height: int, width: int) -> Dict[str, Any]:
+def detection_metadata(model: nn.Module, height: int, width: int) -> dict[str, Any]:
     """What an app needs around an exported detector: input, outputs, post-processing."""
     config = model.config
     preprocess: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig((height, width), height)
@@ -64,10 +65,13 @@ def detection_metadata(model: nn.Module, height: int, width: int) -> Dict[str, A
     return {
         "model": getattr(model, "model_name", type(model).__name__),
         "input": {
-            "name": "pixel_values", "shape": ["batch", 3, height, width],
+            "name": "pixel_values",
+            "shape": ["batch", 3, height, width],
             "preprocess": f"resize the whole image to {height}x{width} ({preprocess.interpolation}), scale pixels to "
-                          f"[0, 1], normalise with mean/std, channel order {preprocess.channel_order}",
-            "interpolation": preprocess.interpolation, "mean": list(preprocess.mean), "std": list(preprocess.std),
+            f"[0, 1], normalise with mean/std, channel order {preprocess.channel_order}",
+            "interpolation": preprocess.interpolation,
+            "mean": list(preprocess.mean),
+            "std": list(preprocess.std),
             "channel_order": preprocess.channel_order,
         },
         "outputs": {
@@ -78,16 +82,19 @@ def detection_metadata(model: nn.Module, height: int, width: int) -> Dict[str, A
         "class_names": list(names) if names else None,
         "postprocess": {
             "method": "per class 1..C-1: scores > score_threshold, the top_k best, then NMS (class-wise) at "
-                      "nms_iou_threshold; keep max_detections (mobilevt.ops.postprocess_detections)",
-            "score_threshold": config.score_threshold, "display_score_threshold": 0.3,
-            "nms_iou_threshold": config.nms_iou_threshold, "top_k": config.top_k,
+            "nms_iou_threshold; keep max_detections (mobilevt.ops.postprocess_detections)",
+            "score_threshold": config.score_threshold,
+            "display_score_threshold": 0.3,
+            "nms_iou_threshold": config.nms_iou_threshold,
+            "top_k": config.top_k,
             "max_detections": config.max_detections,
         },
     }
 
 
-def export_detector(model: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions
-                    ) -> ExportReport:
+def export_detector(
+    model: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions
+) -> ExportReport:
     """Export an SSDLite detector (:class:`DecodedSSDLite`: network + box decoding) and
     check the file against eager on real photos: max-abs difference of boxes and scores,
     and the share of photos whose detections after NMS (score > 0.3) are the same (same
@@ -110,32 +117,55 @@ def export_detector(model: nn.Module, output: Path, export_format: ExportFormat,
     with torch.inference_mode():
         expected = eager(batch)
 
-    options.stage(f"writing the {export_format.name} file (network and box decoding)"
-                  + (", lowering to XNNPACK (a minute or more)" if "max_batch" in export_format.options else ""))
+    options.stage(
+        f"writing the {export_format.name} file (network and box decoding)"
+        + (", lowering to XNNPACK (a minute or more)" if "max_batch" in export_format.options else "")
+    )
     write_options = WriteOptions(opset=options.opset)
     written = export_format.write(_graph(eager, height, width, options, export_format), output, write_options)
     options.stage(f"running the file on the {len(photos)} check photos and timing it")
     actual = _run_checks(written, batch)
     agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
     write_text_atomic(_metadata_path(output), json.dumps(detection_metadata(model, height, width), indent=2) + "\n")
-    notes = written.notes + (["the file takes batch 1"] if not written.dynamic else []) + [
-        "outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
-        f"NMS is the separate step described in {_metadata_path(output).name}"]
+    notes = (
+        written.notes
+        + (["the file takes batch 1"] if not written.dynamic else [])
+        + [
+            "outputs: boxes [B, N, 4] (corner form, fractions of the input) and scores [B, N, C] (softmax); "
+            f"NMS is the separate step described in {_metadata_path(output).name}"
+        ]
+    )
     report = ExportReport(
-        format=export_format.name, path=str(output), file_bytes=file_size(output), input_size=(height, width),
-        dynamic_batch=written.dynamic, include_preprocessing=False, check_images=len(photos),
-        check_source=source, max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
-        top1_agreement=agreement, top5_agreement=None, agreement_of="detections",
+        format=export_format.name,
+        path=str(output),
+        file_bytes=file_size(output),
+        input_size=(height, width),
+        dynamic_batch=written.dynamic,
+        include_preprocessing=False,
+        check_images=len(photos),
+        check_source=source,
+        max_abs_diff=max(float((a.float() - e.float()).abs().max()) for a, e in zip(actual, expected)),
+        top1_agreement=agreement,
+        top5_agreement=None,
+        agreement_of="detections",
         eager_latency_ms=median_ms(lambda: eager(batch[:1]), options.latency_runs),
         exported_latency_ms=median_ms(lambda: written.run(batch[:1]), options.latency_runs),
-        runtime=written.runtime, notes=notes,
-        details={"task": "object-detection", "detections_agreement": agreement, "detections_compared": compared,
-                 "detections_near_ties": ties,
-                 "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
-                 "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
-                 "preprocess": asdict(preprocess_config), "opset": options.opset if "opset" in export_format.options
-                 else None, "fused": options.fuse, "threads": torch.get_num_threads(),
-                 "metadata": str(_metadata_path(output))} | written.details,
+        runtime=written.runtime,
+        notes=notes,
+        details={
+            "task": "object-detection",
+            "detections_agreement": agreement,
+            "detections_compared": compared,
+            "detections_near_ties": ties,
+            "max_abs_diff_boxes": float((actual[0] - expected[0]).abs().max()),
+            "max_abs_diff_scores": float((actual[1] - expected[1]).abs().max()),
+            "preprocess": asdict(preprocess_config),
+            "opset": options.opset if "opset" in export_format.options else None,
+            "fused": options.fuse,
+            "threads": torch.get_num_threads(),
+            "metadata": str(_metadata_path(output)),
+        }
+        | written.details,
     )
     return write_report(report)
 
@@ -148,7 +178,7 @@ def _graph(eager: nn.Module, height: int, width: int, options: ExportOptions, ex
     return Graph(eager, (example,), ("pixel_values",), ("boxes", "scores"), (batch,), (batch, batch))
 
 
-def _run_checks(written: Written, batch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _run_checks(written: Written, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if written.dynamic:
         return written.run(batch)
     parts = [written.run(batch[i : i + 1]) for i in range(len(batch))]
@@ -159,8 +189,17 @@ def _check_batch(photos: list, config: PreprocessConfig, height: int, width: int
     """The check photos resized (not cropped) to the exported input size, as detection does."""
     from ..tasks.detection import DetectionPreprocess
 
-    resize = DetectionPreprocess(PreprocessConfig((height, width), height, config.interpolation, config.mean,
-                                                  config.std, config.channel_order, config.antialias))
+    resize = DetectionPreprocess(
+        PreprocessConfig(
+            (height, width),
+            height,
+            config.interpolation,
+            config.mean,
+            config.std,
+            config.channel_order,
+            config.antialias,
+        )
+    )
     return torch.stack([resize(photo) for photo in photos])
 
 
@@ -168,8 +207,9 @@ def _metadata_path(output: Path) -> Path:
     return output.with_name(output.name + ".detection.json")
 
 
-def _detections_agreement(actual, expected, config, threshold: float = 0.3, box_tolerance: float = 1e-3,
-                          score_tolerance: float = 1e-4) -> Tuple[float, int, int]:
+def _detections_agreement(
+    actual, expected, config, threshold: float = 0.3, box_tolerance: float = 1e-3, score_tolerance: float = 1e-4
+) -> tuple[float, int, int]:
     """Share of images whose detections after NMS (scores > ``threshold``) are the same
     (same labels, boxes within ``box_tolerance`` of the input size), how many eager
     detections that compared, and how many were near-ties.
@@ -179,10 +219,17 @@ def _detections_agreement(actual, expected, config, threshold: float = 0.3, box_
     kept when ``max_detections`` cut the list, may be kept on one side only, and of two
     overlapping anchors of one class scoring within it of each other NMS may keep either.
     Any other missing, extra, moved or relabelled box is a disagreement."""
-    ours = postprocess_detections(actual[0].float(), actual[1].float(), threshold, config.nms_iou_threshold,
-                                  config.top_k, config.max_detections)
-    theirs = postprocess_detections(expected[0].float(), expected[1].float(), threshold, config.nms_iou_threshold,
-                                    config.top_k, config.max_detections)
+    ours = postprocess_detections(
+        actual[0].float(), actual[1].float(), threshold, config.nms_iou_threshold, config.top_k, config.max_detections
+    )
+    theirs = postprocess_detections(
+        expected[0].float(),
+        expected[1].float(),
+        threshold,
+        config.nms_iou_threshold,
+        config.top_k,
+        config.max_detections,
+    )
     tie = _NearTie(threshold, config.nms_iou_threshold, config.max_detections, score_tolerance)
     same = ties = 0
     for image, (a, e) in enumerate(zip(ours, theirs)):
@@ -195,14 +242,21 @@ def _detections_agreement(actual, expected, config, threshold: float = 0.3, box_
     return same / max(1, len(ours)), sum(len(e.labels) for e in theirs), ties
 
 
-def _unmatched(a, e, box_tolerance: float) -> Tuple[List[int], List[int]]:
+def _unmatched(a, e, box_tolerance: float) -> tuple[list[int], list[int]]:
     """Indices of the detections of ``a`` and of ``e`` left after pairing each detection of
     ``e`` with one of ``a`` of the same label and a box within ``box_tolerance``."""
     a_left = list(range(len(a.labels)))
-    e_left: List[int] = []
+    e_left: list[int] = []
     for j in range(len(e.labels)):
-        match = next((i for i in a_left if int(a.labels[i]) == int(e.labels[j])
-                      and float((a.boxes[i] - e.boxes[j]).abs().max()) <= box_tolerance), None)
+        match = next(
+            (
+                i
+                for i in a_left
+                if int(a.labels[i]) == int(e.labels[j])
+                and float((a.boxes[i] - e.boxes[j]).abs().max()) <= box_tolerance
+            ),
+            None,
+        )
         if match is None:
             e_left.append(j)
         else:
@@ -237,8 +291,10 @@ class _NearTie:
             rival = _anchor_of(other_raw[0], other.boxes[k])
             if rival == anchor or float(box_iou(side.boxes[index : index + 1], other.boxes[k : k + 1])) <= self.nms_iou:
                 continue
-            if all(abs(float(scores[anchor, label] - scores[rival, label])) <= 2 * self.score_tolerance
-                   for _, scores in (side_raw, other_raw)):
+            if all(
+                abs(float(scores[anchor, label] - scores[rival, label])) <= 2 * self.score_tolerance
+                for _, scores in (side_raw, other_raw)
+            ):
                 return True
         return False
 
@@ -249,7 +305,10 @@ def _anchor_of(boxes: torch.Tensor, box: torch.Tensor) -> int:
 
 
 DETECTOR = FamilyAdapter(
-    "detectors", "detector exports", frozenset({"image_size", "dynamic_batch", "opset", "fuse"}),
-    "the file holds the network and its box decoding at one input size", export_detector,
+    "detectors",
+    "detector exports",
+    frozenset({"image_size", "dynamic_batch", "opset", "fuse"}),
+    "the file holds the network and its box decoding at one input size",
+    export_detector,
     formats=("torchscript", "onnx", "executorch"),
 )

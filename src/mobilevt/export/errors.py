@@ -1,6 +1,5 @@
 """The export's error type, in a module of its own so that every backend can raise it."""
 
-
 from ..errors import MobilevtError
 
 

@@ -4,9 +4,9 @@ declares which formats and options it takes."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 from torch import nn
 
@@ -20,22 +20,22 @@ class ExportOptions:
     """What ``export_model`` was asked for, in one value the family adapters share."""
 
     format: str
-    image_size: Optional[Sequence[int]] = None
+    image_size: Sequence[int] | None = None
     dynamic_batch: bool = True
     dynamic_size: bool = False
     include_preprocessing: bool = False
     lite: bool = False
     opset: int = 17
     check_images: str | os.PathLike | None = None
-    max_check_images: Optional[int] = None  # default: the family's
+    max_check_images: int | None = None  # default: the family's
     latency_runs: int = 20
     fuse: bool = True
     max_batch: int = 32
     coreml_precision: str = "float16"
-    quantize: Optional[str] = None
+    quantize: str | None = None
     calibration: str | os.PathLike | None = None
     max_calibration_images: int = 128
-    progress: Optional[Callable[[str], None]] = None  # told each stage as it starts ("lowering to XNNPACK")
+    progress: Callable[[str], None] | None = None  # told each stage as it starts ("lowering to XNNPACK")
 
     def stage(self, text: str) -> None:
         if self.progress is not None:
@@ -44,7 +44,9 @@ class ExportOptions:
     def changed(self) -> list[str]:
         """The options set away from their defaults, by name."""
         defaults = ExportOptions(format=self.format)
-        return [f.name for f in fields(self) if f.name != "format" and getattr(self, f.name) != getattr(defaults, f.name)]
+        return [
+            f.name for f in fields(self) if f.name != "format" and getattr(self, f.name) != getattr(defaults, f.name)
+        ]
 
 
 # options every format and family takes
@@ -68,7 +70,7 @@ class FamilyAdapter:
     options: frozenset[str]  # options beyond COMMON_OPTIONS it honours
     why: str  # why it takes no other options
     export: Callable[[nn.Module, Path, ExportFormat, ExportOptions], ExportReport]
-    formats: Optional[tuple[str, ...]] = None  # None: every format
+    formats: tuple[str, ...] | None = None  # None: every format
 
     def refuse_unsupported(self, options: ExportOptions, export_format: ExportFormat) -> None:
         """One ExportError naming the first option that the format or the family cannot

@@ -29,8 +29,9 @@ from .report import ExportReport, check_inputs, file_size, median_ms, topk_agree
 MAX_CHECK_IMAGES = 32
 
 
-def export_image_model(model: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions
-                       ) -> ExportReport:
+def export_image_model(
+    model: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions
+) -> ExportReport:
     _check_options(options)
     config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig()
     height, width = tuple(options.image_size) if options.image_size else tuple(config.input_size)
@@ -40,7 +41,10 @@ def export_image_model(model: nn.Module, output: Path, export_format: ExportForm
         eager = eager.fuse()
     graph = _graph(eager, height, width, options)
     write_options = WriteOptions(
-        opset=options.opset, lite=options.lite, quantize=options.quantize, precision=options.coreml_precision,
+        opset=options.opset,
+        lite=options.lite,
+        quantize=options.quantize,
+        precision=options.coreml_precision,
         preprocessing=sized if options.include_preprocessing or not export_format.runs_here else None,
         stage=options.stage,
     )
@@ -72,26 +76,44 @@ def export_image_model(model: nn.Module, output: Path, export_format: ExportForm
             written.notes.append(
                 f"opset {written.details['opset']} (antialiased Resize); preprocessing in onnxruntime vs the eager "
                 f"ImagePreprocess on the check photos: at most {difference['max_steps']:g}/255, on "
-                f"{100 * difference['fraction_differing']:.3f}% of the values")
+                f"{100 * difference['fraction_differing']:.3f}% of the values"
+            )
             details["preprocessing_vs_eager"] = difference
         written.notes.append("input: one uint8 [H, W, 3] RGB image of any size; output: logits [1, classes]")
     else:
         eager_ms = median_ms(lambda: eager(batch[:1]), options.latency_runs)
     top1, top5 = topk_agreement(actual, expected)
-    return write_report(ExportReport(
-        format=options.format, path=str(output), file_bytes=file_size(output), input_size=(height, width),
-        dynamic_batch=written.dynamic and not options.include_preprocessing,
-        include_preprocessing=options.include_preprocessing, check_images=len(images), check_source=source,
-        max_abs_diff=float((actual.float() - expected.float()).abs().max()),
-        top1_agreement=top1, top5_agreement=top5, eager_latency_ms=eager_ms,
-        agreement_of="top-1 class per pixel" if expected.dim() == 4 else "top-1 class",
-        exported_latency_ms=median_ms(lambda: written.run(latency_input), options.latency_runs),
-        runtime=written.runtime, notes=written.notes,
-        details={"preprocess": asdict(config), "opset": options.opset if "opset" in export_format.options else None,
-                 "lite": options.lite, "fused": bool(options.fuse and hasattr(model, "fuse")),
-                 "threads": torch.get_num_threads(), "max_batch": written.max_batch,
-                 "dynamic_size": options.dynamic_size} | written.details | details,
-    ))
+    return write_report(
+        ExportReport(
+            format=options.format,
+            path=str(output),
+            file_bytes=file_size(output),
+            input_size=(height, width),
+            dynamic_batch=written.dynamic and not options.include_preprocessing,
+            include_preprocessing=options.include_preprocessing,
+            check_images=len(images),
+            check_source=source,
+            max_abs_diff=float((actual.float() - expected.float()).abs().max()),
+            top1_agreement=top1,
+            top5_agreement=top5,
+            eager_latency_ms=eager_ms,
+            agreement_of="top-1 class per pixel" if expected.dim() == 4 else "top-1 class",
+            exported_latency_ms=median_ms(lambda: written.run(latency_input), options.latency_runs),
+            runtime=written.runtime,
+            notes=written.notes,
+            details={
+                "preprocess": asdict(config),
+                "opset": options.opset if "opset" in export_format.options else None,
+                "lite": options.lite,
+                "fused": bool(options.fuse and hasattr(model, "fuse")),
+                "threads": torch.get_num_threads(),
+                "max_batch": written.max_batch,
+                "dynamic_size": options.dynamic_size,
+            }
+            | written.details
+            | details,
+        )
+    )
 
 
 def _check_options(options: ExportOptions) -> None:
@@ -115,12 +137,14 @@ def _graph(eager: nn.Module, height: int, width: int, options: ExportOptions) ->
     example = torch.rand(2 if dynamic_batch else 1, 3, height, width)
     batch = Dim("batch", min=1, max=options.max_batch)
     pixels: dict[int, Dim] = ({0: batch} if dynamic_batch else {}) | (
-        {2: Dim("height"), 3: Dim("width")} if options.dynamic_size else {})
+        {2: Dim("height"), 3: Dim("width")} if options.dynamic_size else {}
+    )
     return Graph(eager, (example,), ("pixel_values",), ("logits",), (pixels,), ({0: batch} if dynamic_batch else {},))
 
 
-def _run_checks(written: Written, batch: torch.Tensor, images: list[torch.Tensor], photo_input: bool
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_checks(
+    written: Written, batch: torch.Tensor, images: list[torch.Tensor], photo_input: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The file's logits on the check batch (or photos), and the input to time it on."""
     if photo_input:
         photos = [image.permute(1, 2, 0).contiguous() for image in images]
@@ -129,24 +153,41 @@ def _run_checks(written: Written, batch: torch.Tensor, images: list[torch.Tensor
     return torch.cat([written.run(batch[i : i + step])[0] for i in range(0, len(batch), step)]), batch[:1]
 
 
-def _spec_only_report(written: Written, config: PreprocessConfig, options: ExportOptions, height: int, width: int
-                      ) -> ExportReport:
+def _spec_only_report(
+    written: Written, config: PreprocessConfig, options: ExportOptions, height: int, width: int
+) -> ExportReport:
     """A file that cannot run here (Core ML off macOS): its spec was validated, nothing compared."""
-    return write_report(ExportReport(
-        format=options.format, path=str(written.path), file_bytes=file_size(written.path), input_size=(height, width),
-        dynamic_batch=False, include_preprocessing=True, check_images=0, check_source="",
-        max_abs_diff=None, top1_agreement=None, top5_agreement=None, eager_latency_ms=None,
-        exported_latency_ms=None, runtime=written.runtime, notes=written.notes,
-        details={"preprocess": asdict(config), **written.details, "threads": torch.get_num_threads()},
-    ))
+    return write_report(
+        ExportReport(
+            format=options.format,
+            path=str(written.path),
+            file_bytes=file_size(written.path),
+            input_size=(height, width),
+            dynamic_batch=False,
+            include_preprocessing=True,
+            check_images=0,
+            check_source="",
+            max_abs_diff=None,
+            top1_agreement=None,
+            top5_agreement=None,
+            eager_latency_ms=None,
+            exported_latency_ms=None,
+            runtime=written.runtime,
+            notes=written.notes,
+            details={"preprocess": asdict(config), **written.details, "threads": torch.get_num_threads()},
+        )
+    )
 
 
 def _calibration_batches(options: ExportOptions, preprocess: ImagePreprocess, details: dict) -> list[torch.Tensor]:
     paths = list_images(options.calibration)[: options.max_calibration_images]
     if not paths:
         raise ExportError(f"{options.calibration}: no calibration images found")
-    details["quantization"] = {"method": options.quantize, "calibration_images": len(paths),
-                               "calibration_source": str(options.calibration)}
+    details["quantization"] = {
+        "method": options.quantize,
+        "calibration_images": len(paths),
+        "calibration_source": str(options.calibration),
+    }
     return [preprocess(load_image(p))[None] for p in paths]
 
 
@@ -168,8 +209,10 @@ def compare_with_fp32(written: Written, latency_input: torch.Tensor, runs: int) 
     int8_ms = 1e3 * statistics.median(times["int8"]) if runs > 0 else None
     fp32_ms = 1e3 * statistics.median(times["fp32"]) if runs > 0 else None
     return {
-        "fp32_file_bytes": fp32_bytes, "size_ratio": fp32_bytes / int8_bytes,
-        "int8_latency_ms": int8_ms, "fp32_latency_ms": fp32_ms,
+        "fp32_file_bytes": fp32_bytes,
+        "size_ratio": fp32_bytes / int8_bytes,
+        "int8_latency_ms": int8_ms,
+        "fp32_latency_ms": fp32_ms,
         "speedup_vs_fp32": fp32_ms / int8_ms if int8_ms and fp32_ms else None,
     }
 
@@ -180,12 +223,30 @@ def with_size(config: PreprocessConfig, height: int, width: int) -> PreprocessCo
         return config
     ratio = config.resize_size / max(config.input_size)
     return PreprocessConfig(
-        (height, width), round(max(height, width) * ratio), config.interpolation, config.mean, config.std,
-        config.channel_order, config.antialias, config.crop_rounding,
+        (height, width),
+        round(max(height, width) * ratio),
+        config.interpolation,
+        config.mean,
+        config.std,
+        config.channel_order,
+        config.antialias,
+        config.crop_rounding,
     )
 
 
-IMAGE_OPTIONS = frozenset({"image_size", "dynamic_batch", "dynamic_size", "include_preprocessing", "lite", "opset",
-                           "fuse", "max_batch", "coreml_precision", "quantize"})
+IMAGE_OPTIONS = frozenset(
+    {
+        "image_size",
+        "dynamic_batch",
+        "dynamic_size",
+        "include_preprocessing",
+        "lite",
+        "opset",
+        "fuse",
+        "max_batch",
+        "coreml_precision",
+        "quantize",
+    }
+)
 CLASSIFIER = FamilyAdapter("classifiers", "classifier exports", IMAGE_OPTIONS, "", export_image_model)
 SEGMENTER = FamilyAdapter("segmenters", "segmenter exports", IMAGE_OPTIONS, "", export_image_model)

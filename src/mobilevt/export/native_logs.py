@@ -3,6 +3,7 @@
 ExecuTorch's runtime prints what it probes about the CPU each time it loads an XNNPACK
 program, and a C++ error for each input it cannot resize: neither is anything a user can
 act on, and the export reports the outcome in its own words."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,9 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Pattern
+from re import Pattern
 
 import torch
 
@@ -46,8 +48,11 @@ def native_stderr_without(*patterns: Pattern[str]) -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            kept = [line for line in sink.read().decode(errors="replace").splitlines()
-                    if not any(p.search(line) for p in patterns)]
+            kept = [
+                line
+                for line in sink.read().decode(errors="replace").splitlines()
+                if not any(p.search(line) for p in patterns)
+            ]
             if kept:
                 sys.stderr.write("\n".join(kept) + "\n")
                 sys.stderr.flush()

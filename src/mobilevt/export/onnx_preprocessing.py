@@ -18,16 +18,17 @@ one uint8 ``[height, width, 3]`` RGB image of any size:
   larger than the resized image, as torchvision does);
 * scale to [0, 1], normalise and order the channels: ``[1, 3, h, w]``.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..data.preprocess import ImagePreprocess
-from ..weights.entries import PreprocessConfig
 from ..errors import InvalidInputError
+from ..weights.entries import PreprocessConfig
 
 if TYPE_CHECKING:
     import onnx
@@ -54,7 +55,7 @@ class _GraphBuilder:
         self.initializers.append(tensor)
         return tensor.name
 
-    def op(self, op_type: str, inputs: list[str], name: str, output: Optional[str] = None, **attributes) -> str:
+    def op(self, op_type: str, inputs: list[str], name: str, output: str | None = None, **attributes) -> str:
         result = output or self._fresh(name)
         self.nodes.append(self._helper.make_node(op_type, inputs, [result], name=result, **attributes))
         return result
@@ -65,8 +66,8 @@ class _GraphBuilder:
 
 
 def preprocessing_model(
-    config: PreprocessConfig, opset: int = MIN_OPSET, ir_version: Optional[int] = None
-) -> "onnx.ModelProto":
+    config: PreprocessConfig, opset: int = MIN_OPSET, ir_version: int | None = None
+) -> onnx.ModelProto:
     """An ONNX model taking ``image`` (uint8 ``[height, width, 3]`` RGB, any size) and
     returning ``pixel_values`` (float32 ``[1, 3, crop_h, crop_w]``), the model's input."""
     from onnx import TensorProto, helper
@@ -79,7 +80,8 @@ def preprocessing_model(
     x = _center_crop(g, x, resized_hw, config)
     _to_pixel_values(g, x, is_uint8, config)
     graph = helper.make_graph(
-        g.nodes, "mobilevt_preprocessing",
+        g.nodes,
+        "mobilevt_preprocessing",
         [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["height", "width", 3])],
         [helper.make_tensor_value_info(PIXELS_OUTPUT, TensorProto.FLOAT, [1, 3, crop_h, crop_w])],
         initializer=g.initializers,
@@ -90,40 +92,66 @@ def preprocessing_model(
     return model
 
 
-def _resize(g: _GraphBuilder, config: PreprocessConfig) -> Tuple[str, str, bool]:
+def _resize(g: _GraphBuilder, config: PreprocessConfig) -> tuple[str, str, bool]:
     """The image as ``[1, 3, h, w]`` with its shorter side resized to ``resize_size`` (the
     longer one keeps the ratio); returns it, its ``(h, w)`` and whether it is still uint8."""
     from onnx import TensorProto
 
-    height_width = g.op("Slice", [g.op("Shape", [IMAGE_INPUT], "shape"), g.const("zero", [0]), g.const("two", [2])],
-                        "height_width")
+    height_width = g.op(
+        "Slice", [g.op("Shape", [IMAGE_INPUT], "shape"), g.const("zero", [0]), g.const("two", [2])], "height_width"
+    )
     shorter = g.op("ReduceMin", [height_width], "shorter", keepdims=1)
-    resized_hw = g.op("Div", [g.op("Mul", [height_width, g.const("resize_size", [int(config.resize_size)])], "scaled"),
-                              shorter], "resized_hw")
+    resized_hw = g.op(
+        "Div",
+        [g.op("Mul", [height_width, g.const("resize_size", [int(config.resize_size)])], "scaled"), shorter],
+        "resized_hw",
+    )
     # NCHW from here: onnxruntime's Resize takes every mode in that layout
-    x = g.op("Unsqueeze", [g.op("Transpose", [IMAGE_INPUT], "chw", perm=[2, 0, 1]), g.const("batch_axis", [0])],
-             "batched")
+    x = g.op(
+        "Unsqueeze", [g.op("Transpose", [IMAGE_INPUT], "chw", perm=[2, 0, 1]), g.const("batch_axis", [0])], "batched"
+    )
     sizes = g.op("Concat", [g.const("one_three", [1, 3]), resized_hw], "sizes", axis=0)
     no_roi, no_scales = "", ""
     if config.interpolation == "nearest":
         # torch's nearest-exact = PIL / OpenCV nearest: floor((i + 0.5) * in / out); where that
         # is an exact integer, float rounding may pick the neighbouring row or column
-        x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized", mode="nearest",
-                 coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+        x = g.op(
+            "Resize",
+            [x, no_roi, no_scales, sizes],
+            "resized",
+            mode="nearest",
+            coordinate_transformation_mode="half_pixel",
+            nearest_mode="round_prefer_ceil",
+        )
         return x, resized_hw, True
     if config.antialias:
         # exclude_outside: taps beyond the border are dropped and the rest renormalised, as PIL does
-        x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized", antialias=1, exclude_outside=1,
-                 mode="linear" if config.interpolation == "bilinear" else "cubic", cubic_coeff_a=-0.5,
-                 coordinate_transformation_mode="half_pixel")
+        x = g.op(
+            "Resize",
+            [x, no_roi, no_scales, sizes],
+            "resized",
+            antialias=1,
+            exclude_outside=1,
+            mode="linear" if config.interpolation == "bilinear" else "cubic",
+            cubic_coeff_a=-0.5,
+            coordinate_transformation_mode="half_pixel",
+        )
         return x, resized_hw, True
     # OpenCV-style: plain interpolation in float (torch's bicubic a = -0.75), rounded to 8 bits
     x = g.op("Cast", [x], "as_float", to=TensorProto.FLOAT)
-    x = g.op("Resize", [x, no_roi, no_scales, sizes], "resized",
-             mode="linear" if config.interpolation == "bilinear" else "cubic", cubic_coeff_a=-0.75,
-             coordinate_transformation_mode="half_pixel")
-    x = g.op("Clip", [g.op("Round", [x], "rounded"), g.const("black", 0.0, np.float32),
-                      g.const("white", 255.0, np.float32)], "clipped")
+    x = g.op(
+        "Resize",
+        [x, no_roi, no_scales, sizes],
+        "resized",
+        mode="linear" if config.interpolation == "bilinear" else "cubic",
+        cubic_coeff_a=-0.75,
+        coordinate_transformation_mode="half_pixel",
+    )
+    x = g.op(
+        "Clip",
+        [g.op("Round", [x], "rounded"), g.const("black", 0.0, np.float32), g.const("white", 255.0, np.float32)],
+        "clipped",
+    )
     return x, resized_hw, False
 
 
@@ -149,10 +177,18 @@ def _center_crop(g: _GraphBuilder, x: str, resized_hw: str, config: PreprocessCo
     else:
         # torchvision / mmcv: round(extra / 2) rounding half to even, i.e. an odd extra
         # 2k + 1 gives a margin of k + 1 when k is odd, k when k is even
-        parity = g.op("Mul", [g.op("Mod", [extra, g.const("two_two", [2, 2])], "extra_odd"),
-                              g.op("Mod", [half, g.const("two_two", [2, 2])], "half_odd")], "round_up")
+        parity = g.op(
+            "Mul",
+            [
+                g.op("Mod", [extra, g.const("two_two", [2, 2])], "extra_odd"),
+                g.op("Mod", [half, g.const("two_two", [2, 2])], "half_odd"),
+            ],
+            "round_up",
+        )
         top_left = g.op("Add", [half, parity], "margin")
-    return g.op("Slice", [x, top_left, g.op("Add", [top_left, crop], "crop_end"), g.const("hw_axes", [2, 3])], "cropped")
+    return g.op(
+        "Slice", [x, top_left, g.op("Add", [top_left, crop], "crop_end"), g.const("hw_axes", [2, 3])], "cropped"
+    )
 
 
 def _to_pixel_values(g: _GraphBuilder, x: str, is_uint8: bool, config: PreprocessConfig) -> None:
@@ -172,8 +208,8 @@ def _to_pixel_values(g: _GraphBuilder, x: str, is_uint8: bool, config: Preproces
 
 
 def prepend_preprocessing(
-    model: "onnx.ModelProto", config: PreprocessConfig, model_input: str = "pixel_values"
-) -> "onnx.ModelProto":
+    model: onnx.ModelProto, config: PreprocessConfig, model_input: str = "pixel_values"
+) -> onnx.ModelProto:
     """``model`` (an ONNX classifier whose input ``model_input`` is ``[1, 3, crop_h,
     crop_w]``, opset >= 18) with the preprocessing graph in front: its input is then
     ``image``, one uint8 ``[height, width, 3]`` RGB image of any size."""

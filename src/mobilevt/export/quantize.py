@@ -12,10 +12,11 @@ Two runtimes, each with its own toolchain:
   fp32: quantizing them made ONNX Runtime 1.32 slower on x86 (``QLinearSoftmax`` alone
   cost more than the whole fp32 attention).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -62,8 +63,13 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
         try:
             quant_pre_process(str(fp32_path), str(prepared))  # shape inference + graph cleanup
             quantize_static(
-                str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                str(prepared),
+                str(tmp),
+                Reader(),
+                quant_format=QuantFormat.QOperator,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 # the residual adds and SiLU's sigmoid and product too: left fp32, each one is
                 # wrapped in a DequantizeLinear / QuantizeLinear pair, and those pairs cost more
                 # than the int8 kernels save (mobilevit_s: 0.89x of fp32 with convs and matmuls

@@ -1,13 +1,15 @@
 """What every export shares: the report (written beside the file as JSON), the check
 photos, agreement with the eager model and the timing."""
+
 from __future__ import annotations
 
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -34,11 +36,11 @@ class ExportReport:
     include_preprocessing: bool
     check_images: int
     check_source: str
-    max_abs_diff: Optional[float]
-    top1_agreement: Optional[float]
-    top5_agreement: Optional[float]
-    eager_latency_ms: Optional[float]
-    exported_latency_ms: Optional[float]
+    max_abs_diff: float | None
+    top1_agreement: float | None
+    top5_agreement: float | None
+    eager_latency_ms: float | None
+    exported_latency_ms: float | None
     runtime: str
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
@@ -104,7 +106,7 @@ def topk_agreement(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float,
     return top1, top5
 
 
-def median_ms(fn: Callable[[], Any], runs: int) -> Optional[float]:
+def median_ms(fn: Callable[[], Any], runs: int) -> float | None:
     if runs <= 0:
         return None
     with torch.inference_mode():

@@ -8,6 +8,7 @@ fall back to ExecuTorch's portable kernels, single-threaded and unvectorised, an
 modules here compute the same functions from ops XNNPACK runs (linear, bmm, softmax,
 mul, add, sub, rsqrt, slices, views); outputs change by float rounding only (< 1e-5).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,8 @@ import copy
 import torch
 from torch import nn
 
-from ..layers.attention import LinearSelfAttention, MultiHeadSelfAttention
 from ..errors import InvalidInputError
+from ..layers.attention import LinearSelfAttention, MultiHeadSelfAttention
 
 
 class ExplicitAttention(nn.Module):

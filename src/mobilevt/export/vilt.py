@@ -32,11 +32,13 @@ they are set on the model:
 :func:`export_vilt_onnx` and :func:`export_vilt_executorch` write the model alone and
 return a runner of the written file (the benchmark uses them too).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,14 +62,21 @@ CHECK_QUESTIONS = (
 _MAX_PATCH_GRID = 40  # dynamic image sides up to 40 * 32 = 1280 pixels
 
 
-def export_vqa_pipeline(pipeline: nn.Module, output: Path, export_format: ExportFormat, options: ExportOptions,
-                        questions: Sequence[str] = CHECK_QUESTIONS) -> ExportReport:
+def export_vqa_pipeline(
+    pipeline: nn.Module,
+    output: Path,
+    export_format: ExportFormat,
+    options: ExportOptions,
+    questions: Sequence[str] = CHECK_QUESTIONS,
+) -> ExportReport:
     """Export a :class:`~mobilevt.tasks.vqa.VqaPipeline` (see the module docstring) and
     verify the written file on photos from ``check_images`` (default: the two sample photos
     shipped in scikit-learn), each asked one of ``questions``."""
     if not isinstance(pipeline, VqaPipeline):
-        raise ExportError("a ViLT model also needs its question tokenizer: export the pipeline, "
-                          "export_model(mobilevt.create_vqa_pipeline(weights=...), ...)")
+        raise ExportError(
+            "a ViLT model also needs its question tokenizer: export the pipeline, "
+            "export_model(mobilevt.create_vqa_pipeline(weights=...), ...)"
+        )
     if not questions:
         raise ExportError("export_vqa_pipeline needs at least one check question")
     if "max_batch" in export_format.options:  # ExecuTorch: no torch.cond inside the delegate
@@ -79,32 +88,48 @@ def export_vqa_pipeline(pipeline: nn.Module, output: Path, export_format: Export
     pairs = [(image, questions[i % len(questions)]) for i, image in enumerate(images)]
     with torch.inference_mode():
         expected = torch.stack([pipeline.answer_logits(image, question) for image, question in pairs])
-    notes: List[str] = []
+    notes: list[str] = []
     details: dict[str, Any] = {
-        "threads": torch.get_num_threads(), "questions": list(questions),
+        "threads": torch.get_num_threads(),
+        "questions": list(questions),
         "scores": "sigmoid(logits): ViLT's VQA head is trained with binary cross-entropy",
         "mobivqa": mobivqa_settings(pipeline.model),
     }
-    options.stage(f"writing the {export_format.name} file, then running it on the {len(pairs)} check photos and "
-                  "timing it" + (" (lowering to XNNPACK takes a minute or more)"
-                                 if "max_batch" in export_format.options else ""))
+    options.stage(
+        f"writing the {export_format.name} file, then running it on the {len(pairs)} check photos and "
+        "timing it" + (" (lowering to XNNPACK takes a minute or more)" if "max_batch" in export_format.options else "")
+    )
     whole = export_format.keeps_scripted_methods
     write = _write_pipeline if whole else _write_model_file
     actual, eager_ms, exported_ms, input_size, dynamic, runtime = write(
-        pipeline, output, export_format, pairs, options, notes, details)
+        pipeline, output, export_format, pairs, options, notes, details
+    )
     top1, top5 = topk_agreement(actual, expected)
     report = ExportReport(
-        format=export_format.name, path=str(output), file_bytes=file_size(output), input_size=input_size,
-        dynamic_batch=dynamic, include_preprocessing=whole, check_images=len(pairs),
-        check_source=source, max_abs_diff=float((actual.float() - expected.float()).abs().max()),
-        top1_agreement=top1, top5_agreement=top5, agreement_of="top-1 answer",
-        eager_latency_ms=eager_ms, exported_latency_ms=exported_ms, runtime=runtime, notes=notes, details=details,
+        format=export_format.name,
+        path=str(output),
+        file_bytes=file_size(output),
+        input_size=input_size,
+        dynamic_batch=dynamic,
+        include_preprocessing=whole,
+        check_images=len(pairs),
+        check_source=source,
+        max_abs_diff=float((actual.float() - expected.float()).abs().max()),
+        top1_agreement=top1,
+        top5_agreement=top5,
+        agreement_of="top-1 answer",
+        eager_latency_ms=eager_ms,
+        exported_latency_ms=exported_ms,
+        runtime=runtime,
+        notes=notes,
+        details=details,
     )
     return write_report(report)
 
 
-def _write_pipeline(pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions,
-                    notes: List[str], details: dict):
+def _write_pipeline(
+    pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions, notes: list[str], details: dict
+):
     """The whole pipeline (string and photo in, answers out) in one scripted file."""
     written = export_format.write(Graph(pipeline, (), (), ()), output, WriteOptions())
     loaded = torch.jit.load(str(output))
@@ -112,15 +137,24 @@ def _write_pipeline(pipeline, output: Path, export_format: ExportFormat, pairs, 
         actual = torch.stack([loaded.answer_logits(image, question) for image, question in pairs])
     image, question = pairs[0]
     notes.extend(written.notes)
-    notes.append("input: a uint8 [H, W, 3] RGB image of any size and the question string; output: top-k "
-                 "(answer, score); answer_logits(image, question) gives all logits")
+    notes.append(
+        "input: a uint8 [H, W, 3] RGB image of any size and the question string; output: top-k "
+        "(answer, score); answer_logits(image, question) gives all logits"
+    )
     runs = options.latency_runs
-    return (actual, median_ms(lambda: pipeline(image, question, 5), runs),
-            median_ms(lambda: loaded(image, question, 5), runs), tuple(image.shape[:2]), True, written.runtime)
+    return (
+        actual,
+        median_ms(lambda: pipeline(image, question, 5), runs),
+        median_ms(lambda: loaded(image, question, 5), runs),
+        tuple(image.shape[:2]),
+        True,
+        written.runtime,
+    )
 
 
-def _write_model_file(pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions,
-                      notes: List[str], details: dict):
+def _write_model_file(
+    pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions, notes: list[str], details: dict
+):
     """The ViLT network alone (ONNX or ExecuTorch), its tokenizer and answers beside it."""
     pad_text = "max_batch" in export_format.options  # ExecuTorch takes questions padded to max_text_len
     model_inputs = [_model_inputs(pipeline, image, question, pad_text) for image, question in pairs]
@@ -129,22 +163,31 @@ def _write_model_file(pipeline, output: Path, export_format: ExportFormat, pairs
         details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
         dynamic = True
     else:
-        run, runtime, dynamic_size = export_vilt_executorch(pipeline.model, output, model_inputs, notes,
-                                                            export_format.name, options.stage)
+        run, runtime, dynamic_size = export_vilt_executorch(
+            pipeline.model, output, model_inputs, notes, export_format.name, options.stage
+        )
         details["dynamic_size"] = dynamic_size
         dynamic = False  # ExecuTorch specialises the example's batch of 1
     actual = torch.cat([run(inputs) for inputs in model_inputs])
     details |= _write_side_files(pipeline, output)
-    notes.append("inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
-                 "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
-                 "side 384, longer <= 639, multiples of 32, bicubic, (x / 255 - 0.5) / 0.5), pixel_mask "
-                 "[1, H, W] int64; output: logits [1, answers], score = sigmoid(logit)")
+    notes.append(
+        "inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
+        "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
+        "side 384, longer <= 639, multiples of 32, bicubic, (x / 255 - 0.5) / 0.5), pixel_mask "
+        "[1, H, W] int64; output: logits [1, answers], score = sigmoid(logit)"
+    )
     runs = options.latency_runs
-    return (actual, median_ms(lambda: pipeline.model(*model_inputs[0]), runs),
-            median_ms(lambda: run(model_inputs[0]), runs), tuple(model_inputs[0][2].shape[-2:]), dynamic, runtime)
+    return (
+        actual,
+        median_ms(lambda: pipeline.model(*model_inputs[0]), runs),
+        median_ms(lambda: run(model_inputs[0]), runs),
+        tuple(model_inputs[0][2].shape[-2:]),
+        dynamic,
+        runtime,
+    )
 
 
-def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> Tuple[torch.Tensor, ...]:
+def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> tuple[torch.Tensor, ...]:
     """The model's four inputs for one (image, question), made by the pipeline's own
     (eager) tokenizer and preprocessing."""
     pixel_values, pixel_mask = pipeline.image_preprocess(image)
@@ -161,10 +204,14 @@ def _write_side_files(pipeline, output: Path) -> dict[str, str]:
     write_text_atomic(vocab, "".join(token + "\n" for token in pipeline.tokenizer.id_to_token))
     write_text_atomic(answers, "".join(answer.replace("\n", " ") + "\n" for answer in pipeline.answers))
     pipeline.tokenizer.save_torchscript(tokenizer)
-    return {"vocab_file": str(vocab), "answers_file": str(answers), "tokenizer_torchscript": str(tokenizer),
-            "tokenizer": f"BERT WordPiece, lowercase={pipeline.tokenizer.lowercase}, "
-                         f"max_length={pipeline.tokenizer.max_length} ([CLS] ... [SEP], [PAD] = "
-                         f"{pipeline.tokenizer.pad_token_id})"}
+    return {
+        "vocab_file": str(vocab),
+        "answers_file": str(answers),
+        "tokenizer_torchscript": str(tokenizer),
+        "tokenizer": f"BERT WordPiece, lowercase={pipeline.tokenizer.lowercase}, "
+        f"max_length={pipeline.tokenizer.max_length} ([CLS] ... [SEP], [PAD] = "
+        f"{pipeline.tokenizer.pad_token_id})",
+    }
 
 
 _INPUT_NAMES = ["input_ids", "attention_mask", "pixel_values", "pixel_mask"]
@@ -183,33 +230,40 @@ def mobivqa_settings(model) -> dict[str, Any]:
     if int(getattr(model, "prune_layer", 0)) > 0:
         pruning = {"after_layer": int(model.prune_layer), "keep_ratio": float(model.prune_keep_ratio)}
     mode = ExitMode(int(getattr(model, "exit_mode", ExitMode.OFF)))
-    exit_setting: Optional[dict[str, Any]] = None
+    exit_setting: dict[str, Any] | None = None
     if mode == ExitMode.CONFIDENCE:
-        exit_setting = {"mode": mode.label, "threshold": float(model.exit_threshold),
-                        "score": "softmax" if model.exit_softmax else "sigmoid", "exit_layers": list(model.exit_layers)}
+        exit_setting = {
+            "mode": mode.label,
+            "threshold": float(model.exit_threshold),
+            "score": "softmax" if model.exit_softmax else "sigmoid",
+            "exit_layers": list(model.exit_layers),
+        }
     elif mode == ExitMode.PREDICTOR:
-        exit_setting = {"mode": mode.label, "predictor_layer": int(model.predictor_layer),
-                        "exit_layers": list(model.exit_layers)}
+        exit_setting = {
+            "mode": mode.label,
+            "predictor_layer": int(model.predictor_layer),
+            "exit_layers": list(model.exit_layers),
+        }
     elif mode == ExitMode.FIXED:
         exit_setting = {"mode": mode.label, "layer": int(model.fixed_exit_layer)}
     return {"token_pruning": pruning, "early_exit": exit_setting}
 
 
-def _graph(model, example: Tuple[torch.Tensor, ...], batch: bool) -> Graph:
+def _graph(model, example: tuple[torch.Tensor, ...], batch: bool) -> Graph:
     """The ViLT network with its four inputs: image sides in multiples of 32 (the ViLT
     preprocessing's size divisor) up to 1280, and with ``batch`` the batch and question
     length too."""
     height = Dim("height", min=32, max=32 * _MAX_PATCH_GRID, multiple_of=32)
     width = Dim("width", min=32, max=32 * _MAX_PATCH_GRID, multiple_of=32)
     if not batch:
-        dynamic: Tuple[dict[int, Dim], ...] = ({}, {}, {2: height, 3: width}, {1: height, 2: width})
+        dynamic: tuple[dict[int, Dim], ...] = ({}, {}, {2: height, 3: width}, {1: height, 2: width})
         return Graph(model, example, tuple(_INPUT_NAMES), ("logits",), dynamic)
     size, text = Dim("batch", min=1, max=1024), Dim("text", min=1, max=model.arch.max_text_len)
     dynamic = ({0: size, 1: text}, {0: size, 1: text}, {0: size, 2: height, 3: width}, {0: size, 1: height, 2: width})
     return Graph(model, example, tuple(_INPUT_NAMES), ("logits",), dynamic, ({0: size},))
 
 
-def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
+def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ONNX file in onnxruntime (CPU) on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)``; ``threads`` = intra-op threads (0: as many as torch uses)."""
     run = get_format("onnx").runner(Path(path), threads)
@@ -217,9 +271,13 @@ def vilt_onnx_runner(path: str | Path, threads: int = 0) -> Callable[[Tuple[torc
 
 
 def export_vilt_onnx(
-    model, output: str | Path, example: Tuple[torch.Tensor, ...], opset: int = 17, threads: int = 0,
-    notes: Optional[List[str]] = None,
-) -> Tuple[Callable[[Tuple[torch.Tensor, ...]], torch.Tensor], str]:
+    model,
+    output: str | Path,
+    example: tuple[torch.Tensor, ...],
+    opset: int = 17,
+    threads: int = 0,
+    notes: list[str] | None = None,
+) -> tuple[Callable[[tuple[torch.Tensor, ...]], torch.Tensor], str]:
     """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
     MobiVQA settings to ONNX at ``output`` (dynamic batch, question length and image size),
     check it, and return a runner of the file in onnxruntime and the runtime's name.
@@ -234,15 +292,17 @@ def export_vilt_onnx(
         # a batch of two: torch.export would take a batch of one as a constant
         example = tuple(torch.cat([t, t]) for t in example)
         if notes is not None:
-            notes.append(f"{ExitMode(int(model.exit_mode)).label} early exit exported with torch.cond: ONNX If "
-                         f"nodes skip the layers after an exit (opset {opset})")
+            notes.append(
+                f"{ExitMode(int(model.exit_mode)).label} early exit exported with torch.cond: ONNX If "
+                f"nodes skip the layers after an exit (opset {opset})"
+            )
     elif opset > 17:
         raise ExportError("the ViLT ONNX export uses opset 17 or lower (the TorchScript-based exporter)")
     written = get_format("onnx").write(_graph(model, example, batch=True), Path(output), WriteOptions(opset=opset))
     return vilt_onnx_runner(output, threads), written.runtime
 
 
-def vilt_executorch_runner(path: str | Path) -> Callable[[Tuple[torch.Tensor, ...]], torch.Tensor]:
+def vilt_executorch_runner(path: str | Path) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Run a ViLT ``.pte`` in the ExecuTorch runtime on ``(input_ids, attention_mask,
     pixel_values, pixel_mask)`` (questions padded as at export)."""
     run = get_format("executorch").runner(Path(path))
@@ -261,9 +321,13 @@ def _refuse_data_dependent_exit(model) -> None:
 
 
 def export_vilt_executorch(
-    model, output: str | Path, examples: Sequence[Tuple[torch.Tensor, ...]], notes: Optional[List[str]] = None,
-    format_name: str = "executorch", stage: Callable[[str], None] = lambda text: None,
-) -> Tuple[Callable[[Tuple[torch.Tensor, ...]], torch.Tensor], str, bool]:
+    model,
+    output: str | Path,
+    examples: Sequence[tuple[torch.Tensor, ...]],
+    notes: list[str] | None = None,
+    format_name: str = "executorch",
+    stage: Callable[[str], None] = lambda text: None,
+) -> tuple[Callable[[tuple[torch.Tensor, ...]], torch.Tensor], str, bool]:
     """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
     MobiVQA settings (token pruning and the fixed exit; not the data-dependent exits) to an
     ExecuTorch ``.pte`` lowered to XNNPACK, with dynamic image size when the runtime takes
@@ -283,18 +347,24 @@ def export_vilt_executorch(
     written.details.pop("outside_delegate", None)
     sizes = {tuple(inputs[2].shape[-2:]) for inputs in examples}
     if failure is not None and len(sizes) > 1:
-        raise ExportError(f"the ExecuTorch export with dynamic image size failed ({failure}) and the check photos "
-                          "have several sizes")
+        raise ExportError(
+            f"the ExecuTorch export with dynamic image size failed ({failure}) and the check photos have several sizes"
+        )
     if failure is None:
-        notes.append(f"dynamic image size (multiples of 32 up to {32 * _MAX_PATCH_GRID}); questions padded to "
-                     f"{example[0].shape[1]} tokens")
+        notes.append(
+            f"dynamic image size (multiples of 32 up to {32 * _MAX_PATCH_GRID}); questions padded to "
+            f"{example[0].shape[1]} tokens"
+        )
     else:
         notes.append("dynamic image size failed in ExecuTorch: exported for the check photos' size only")
     return vilt_executorch_runner(output), written.runtime, failure is None
 
 
 VQA_PIPELINE = FamilyAdapter(
-    "ViLT VQA pipelines", "ViLT VQA exports", frozenset({"opset"}),
+    "ViLT VQA pipelines",
+    "ViLT VQA exports",
+    frozenset({"opset"}),
     "TorchScript holds the whole pipeline, ONNX and ExecuTorch take any image size",
-    export_vqa_pipeline, formats=("torchscript", "onnx", "executorch"),
+    export_vqa_pipeline,
+    formats=("torchscript", "onnx", "executorch"),
 )

@@ -1,4 +1,5 @@
 """Building blocks shared by the model families."""
+
 from .attention import LinearSelfAttention, MultiHeadSelfAttention
 from .conv import ConvNormAct, ConvNormReLU, cvnets_init_, fuse_batchnorms_, make_divisible
 from .inverted_residual import InvertedResidual

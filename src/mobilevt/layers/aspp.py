@@ -1,14 +1,15 @@
 """Atrous Spatial Pyramid Pooling (DeepLabV3, arXiv:1706.05587), as ml-cvnets builds it."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import ConvNormReLU
 from ..errors import InvalidInputError
+from .conv import ConvNormReLU
 
 
 class ASPPPooling(ConvNormReLU):
@@ -42,7 +43,9 @@ class ASPP(nn.Module):
     ) -> None:
         super().__init__()
         if len(atrous_rates) != 3 or any(int(r) < 1 for r in atrous_rates):
-            raise InvalidInputError(f"atrous_rates must be three positive dilations, e.g. (6, 12, 18); got {tuple(atrous_rates)}")
+            raise InvalidInputError(
+                f"atrous_rates must be three positive dilations, e.g. (6, 12, 18); got {tuple(atrous_rates)}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise InvalidInputError(f"ASPP dropout must be in [0, 1), got {dropout}")
         self.atrous_rates = tuple(int(r) for r in atrous_rates)

@@ -1,10 +1,12 @@
 """Attention layers: multi-head self-attention (MobileViT v1) and separable linear
 self-attention (MobileViTv2)."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..errors import InvalidInputError
 
 

@@ -1,4 +1,5 @@
 """Convolution building blocks shared by every MobileViT generation."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """MobileNetV2 inverted residual block (called MV2 in the MobileViT papers)."""
+
 from __future__ import annotations
 
 import torch

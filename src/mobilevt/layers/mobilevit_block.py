@@ -7,6 +7,7 @@ The v1-style blocks (MobileViT, MobileViTv3 on v1) share ``_PatchTransformerV1``
 v2-style ones (MobileViTv2, MobileViTv3 on v2) ``_PatchTransformerV2``: the unfold ->
 transformer -> fold part, which the block classes do not differ in.
 """
+
 from __future__ import annotations
 
 import torch
@@ -101,8 +102,15 @@ class MobileViTBlock(_PatchTransformerV1):
     """
 
     def __init__(
-        self, channels: int, transformer_dim: int, mlp_dim: int, depth: int, num_heads: int = 4, patch_size: int = 2,
-        dilation: int = 1, dropouts: Dropouts = Dropouts(),
+        self,
+        channels: int,
+        transformer_dim: int,
+        mlp_dim: int,
+        depth: int,
+        num_heads: int = 4,
+        patch_size: int = 2,
+        dilation: int = 1,
+        dropouts: Dropouts = Dropouts(),
     ) -> None:
         super().__init__()
         self.patch_h = self.patch_w = patch_size
@@ -152,13 +160,21 @@ class MobileViTV2Block(_PatchTransformerV2):
     """
 
     def __init__(
-        self, channels: int, transformer_dim: int, mlp_dim: int, depth: int, patch_size: int = 2, dilation: int = 1,
+        self,
+        channels: int,
+        transformer_dim: int,
+        mlp_dim: int,
+        depth: int,
+        patch_size: int = 2,
+        dilation: int = 1,
         dropouts: Dropouts = Dropouts(),
     ) -> None:
         super().__init__()
         self.patch_h = self.patch_w = patch_size
         self.local_kxk, self.local_1x1 = _local_convs(channels, transformer_dim, True, dilation)
-        self.transformer = nn.Sequential(*[LinearTransformerLayer(transformer_dim, mlp_dim, dropouts) for _ in range(depth)])
+        self.transformer = nn.Sequential(
+            *[LinearTransformerLayer(transformer_dim, mlp_dim, dropouts) for _ in range(depth)]
+        )
         self.norm = nn.GroupNorm(1, transformer_dim)
         self.proj = ConvNormAct(transformer_dim, channels, 1, act=False)
 

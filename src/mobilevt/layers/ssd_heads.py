@@ -5,9 +5,8 @@ prediction heads, laid out as ml-cvnets' ``SeparableConv2d`` and ``SSDHead``
 ml-cvnets builds these layers with the detection config's activation (ReLU) while the
 MobileViT backbone keeps its SiLU.
 """
-from __future__ import annotations
 
-from typing import Tuple
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -85,7 +84,7 @@ class SSDHead(nn.Module):
         else:
             self.pred = nn.Conv2d(in_channels, out_channels, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pred(self.proj(x))
         batch = x.shape[0]
         x = x.permute(0, 2, 3, 1).reshape(batch, -1, 4 + self.num_classes)

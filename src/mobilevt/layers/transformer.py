@@ -1,4 +1,5 @@
 """Pre-norm transformer layers used inside MobileViT blocks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

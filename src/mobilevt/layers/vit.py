@@ -4,13 +4,13 @@ Unlike the MobileViT transformer layers these take a boolean attention mask (pad
 tokens and padded image patches are never attended to), use GELU in the MLP, and can
 return the attention weights of a layer, which attention-guided token pruning needs.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..errors import InvalidInputError
 
 
@@ -34,7 +34,7 @@ class MaskedSelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _split_heads(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -44,7 +44,7 @@ class MaskedSelfAttention(nn.Module):
         batch, _, tokens, _ = x.shape
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim)))
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self._split_heads(x)
         # SDPA's default scale is 1/sqrt(head_dim), as in ViLT.
         out = F.scaled_dot_product_attention(
@@ -52,13 +52,13 @@ class MaskedSelfAttention(nn.Module):
         )
         return self._merge_heads(out)
 
-    def forward_queries(self, x: torch.Tensor, num_queries: int, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_queries(self, x: torch.Tensor, num_queries: int, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs for the first ``num_queries`` tokens only, every token still a key and
         value: queries are projected for those tokens alone."""
         batch, tokens, dim = x.shape
         bias = self.qkv.bias
-        q_bias: Optional[torch.Tensor] = None if bias is None else bias[:dim]
-        kv_bias: Optional[torch.Tensor] = None if bias is None else bias[dim:]
+        q_bias: torch.Tensor | None = None if bias is None else bias[:dim]
+        kv_bias: torch.Tensor | None = None if bias is None else bias[dim:]
         q = F.linear(x[:, :num_queries], self.qkv.weight[:dim], q_bias)
         q = q.reshape(batch, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
         kv = F.linear(x, self.qkv.weight[dim:], kv_bias).reshape(batch, tokens, 2, self.num_heads, self.head_dim)
@@ -69,8 +69,8 @@ class MaskedSelfAttention(nn.Module):
         return self._merge_heads(out)
 
     def forward_with_weights(
-        self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like ``forward`` (without attention dropout), also returning the attention
         probabilities ``[batch, heads, queries, keys]`` (masked keys get exactly 0)."""
         q, k, v = self._split_heads(x)
@@ -115,19 +115,19 @@ class PreNormEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = GeluMlp(dim, mlp_dim, drop=drop)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), attn_mask)
         return x + self.mlp(self.norm2(x))
 
-    def forward_queries(self, x: torch.Tensor, num_queries: int, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_queries(self, x: torch.Tensor, num_queries: int, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The layer output of the first ``num_queries`` tokens only (all tokens still
         attended to): for a last layer whose other outputs nobody reads."""
         out = x[:, :num_queries] + self.attn.forward_queries(self.norm1(x), num_queries, attn_mask)
         return out + self.mlp(self.norm2(out))
 
     def forward_with_attention(
-        self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer output and its attention probabilities ``[batch, heads, tokens, tokens]``."""
         attended, weights = self.attn.forward_with_weights(self.norm1(x), attn_mask)
         x = x + attended

@@ -15,23 +15,25 @@ Each classifier ``<name>`` is registered as ``deeplabv3_<name>``: ``deeplabv3_mo
 
 Papers: DeepLabV3, arXiv:1706.05587; MobileViT, arXiv:2110.02178; MobileViTv2, arXiv:2206.02680.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..layers import ConvNormReLU, MobileViTV2Block, cvnets_init_, fuse_batchnorms_
 from ..layers.aspp import ASPP
+from ..model_kind import ModelKind
 from ..registry import ModelEntry, get_model_entry, register_model
-from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the backbones first
 from ..weights.deeplabv3_layouts import DEEPLABV3_CHECKPOINTS
 from ..weights.entries import PreprocessConfig, Weights
-from ..errors import InvalidInputError
-from ..model_kind import ModelKind
+from .mobilevit import ARCHS as BACKBONE_ARCHS  # importing it registers the backbones first
+
 
 class DeepLabV3(nn.Module):
     """DeepLabV3: a dilated backbone, ASPP and a 1x1 classifier.
@@ -129,18 +131,18 @@ class DeepLabV3(nn.Module):
         return options
 
     @torch.jit.ignore
-    def fuse(self) -> "DeepLabV3":
+    def fuse(self) -> DeepLabV3:
         """Fold every BatchNorm into its convolution for inference, in place (see
         :meth:`mobilevt.models.MobileViT.fuse`); returns the model."""
         return fuse_batchnorms_(self)
 
     @torch.jit.export
-    def forward_with_aux(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits at the output stride and, with an auxiliary head, its logits at the
         fourth stage's stride (else ``None``); neither is upsampled."""
         features = self.backbone.forward_feature_pyramid(x)
         logits = self.classifier(self.classifier_drop(self.aspp(features[-1])))
-        aux: Optional[torch.Tensor] = None
+        aux: torch.Tensor | None = None
         if self.aux_head is not None:
             aux = self.aux_head(features[3])
         return logits, aux
@@ -177,8 +179,8 @@ def build_deeplabv3(
     backbone_name: str,
     num_classes: int = 21,
     output_stride: int = 16,
-    aspp_channels: Optional[int] = None,
-    atrous_rates: Optional[Sequence[int]] = None,
+    aspp_channels: int | None = None,
+    atrous_rates: Sequence[int] | None = None,
     aspp_dropout: float = 0.1,
     classifier_dropout: float = 0.0,
     aux_head: bool = False,
@@ -261,19 +263,38 @@ _CVNETS_ADE20K_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)))
 _CVNETS_VOC_OS8_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)), ("aspp_channels", 512))
 
 
-def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optional[float]]:
+def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], float | None]:
     if backbone in _V1_PUBLISHED:
         repo, params, miou = _V1_PUBLISHED[backbone]
         weights = [
-            Weights(name, "hf_voc", f"hf-hub:{repo}", "hf", HF_V1_SEG_PREPROCESS, miou, num_classes=21,
-                    dataset="PASCAL VOC 2012", metric="mIoU %", paper_source="MobileViT paper, Table 5 (mIoU)"),
+            Weights(
+                name,
+                "hf_voc",
+                f"hf-hub:{repo}",
+                "hf",
+                HF_V1_SEG_PREPROCESS,
+                miou,
+                num_classes=21,
+                dataset="PASCAL VOC 2012",
+                metric="mIoU %",
+                paper_source="MobileViT paper, Table 5 (mIoU)",
+            ),
         ]
         if backbone == "mobilevit_s":
             weights.append(
-                Weights(name, "cvnets_voc_os8", _CVNETS_SEG_URL + "pascalvoc/deeplabv3-mobilevitv1.pt", "cvnets",
-                        CVNETS_V1_SEG_PREPROCESS, 79.44, num_classes=21, dataset="PASCAL VOC 2012", metric="mIoU %",
-                        paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)",
-                        arch_options=_CVNETS_VOC_OS8_ARCH)
+                Weights(
+                    name,
+                    "cvnets_voc_os8",
+                    _CVNETS_SEG_URL + "pascalvoc/deeplabv3-mobilevitv1.pt",
+                    "cvnets",
+                    CVNETS_V1_SEG_PREPROCESS,
+                    79.44,
+                    num_classes=21,
+                    dataset="PASCAL VOC 2012",
+                    metric="mIoU %",
+                    paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)",
+                    arch_options=_CVNETS_VOC_OS8_ARCH,
+                )
             )
         return tuple(weights), params
     if backbone in _V2_PUBLISHED:
@@ -282,14 +303,33 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], Optiona
         weights = []
         if voc_miou is not None:
             weights.append(
-                Weights(name, "cvnets_voc", _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
-                        "cvnets", CVNETS_V2_SEG_PREPROCESS, voc_miou, num_classes=21, dataset="PASCAL VOC 2012",
-                        metric="mIoU %",                        paper_source="ml-cvnets model zoo (mIoU)")
+                Weights(
+                    name,
+                    "cvnets_voc",
+                    _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                    "cvnets",
+                    CVNETS_V2_SEG_PREPROCESS,
+                    voc_miou,
+                    num_classes=21,
+                    dataset="PASCAL VOC 2012",
+                    metric="mIoU %",
+                    paper_source="ml-cvnets model zoo (mIoU)",
+                )
             )
         weights.append(
-            Weights(name, "cvnets_ade20k", _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
-                    "cvnets", CVNETS_V2_SEG_PREPROCESS, ade_miou, num_classes=150, dataset="ADE20K", metric="mIoU %",
-                    paper_source="ml-cvnets model zoo (mIoU)", arch_options=_CVNETS_ADE20K_ARCH)
+            Weights(
+                name,
+                "cvnets_ade20k",
+                _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                "cvnets",
+                CVNETS_V2_SEG_PREPROCESS,
+                ade_miou,
+                num_classes=150,
+                dataset="ADE20K",
+                metric="mIoU %",
+                paper_source="ml-cvnets model zoo (mIoU)",
+                arch_options=_CVNETS_ADE20K_ARCH,
+            )
         )
         return tuple(weights), voc_params
     return (), None
@@ -328,8 +368,15 @@ def _register(name: str, backbone: str) -> None:
     )
     register_model(
         ModelEntry(
-            name, partial(build_deeplabv3, backbone), "deeplabv3", preprocess, weights, published_params_m=params,
-            kind=ModelKind.SEGMENTATION, checkpoints=DEEPLABV3_CHECKPOINTS, backbone=backbone,
+            name,
+            partial(build_deeplabv3, backbone),
+            "deeplabv3",
+            preprocess,
+            weights,
+            published_params_m=params,
+            kind=ModelKind.SEGMENTATION,
+            checkpoints=DEEPLABV3_CHECKPOINTS,
+            backbone=backbone,
         )
     )
 

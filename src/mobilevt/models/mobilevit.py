@@ -10,29 +10,28 @@ MobileViTv3 (local + global fusion, input residual), arXiv:2209.15159.
 """
 
 from dataclasses import dataclass, replace
-from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..layers import (
     ConvNormAct,
     Dropouts,
-    cvnets_init_,
     InvertedResidual,
     MobileViTBlock,
     MobileViTV2Block,
     MobileViTV3Block,
     MobileViTV3V2Block,
+    cvnets_init_,
     fuse_batchnorms_,
     make_divisible,
 )
+from ..model_kind import ModelKind
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.mobilevit_layouts import MOBILEVIT_CHECKPOINTS
-from ..errors import InvalidInputError
-from ..model_kind import ModelKind
 
 
 @dataclass(frozen=True)
@@ -162,12 +161,12 @@ class MobileViT(nn.Module):
             )
 
     @torch.jit.export
-    def forward_feature_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_feature_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the five stages, at strides 2, 4, 8, 16, 32 (see ``feature_info``;
         strides stop growing at ``output_stride``)."""
         self._check_input(x)
         x = self.stem(x)
-        features: List[torch.Tensor] = []
+        features: list[torch.Tensor] = []
         for stage in self.stages:
             x = stage(x)
             features.append(x)
@@ -199,15 +198,15 @@ def _make_classifier(num_features: int, num_classes: int) -> nn.Module:
 
 def _build_stages(
     arch: MobileViTArch, output_stride: int, dropouts: Dropouts, drop_path_rate: float
-) -> tuple[List[nn.Module], List[Dict[str, int]], int]:
+) -> tuple[list[nn.Module], list[dict[str, int]], int]:
     """The stages after the stem, their feature info (channels, stride) and the last
     stage's channels. Past ``output_stride`` a stage dilates instead of striding."""
     total_blocks = sum(s.num_mv2 + s.transformer_depth for s in arch.stages)
     block_idx = 0
     stride, dilation = 2, 1
     in_ch = arch.stem_channels
-    stages: List[nn.Module] = []
-    feature_info: List[Dict[str, int]] = []
+    stages: list[nn.Module] = []
+    feature_info: list[dict[str, int]] = []
     for stage in arch.stages:
         stage_stride = stage.stride
         block_dilation = dilation
@@ -216,7 +215,7 @@ def _build_stages(
             dilation *= stage_stride
             stage_stride = 1
         stride *= stage_stride
-        blocks: List[nn.Module] = []
+        blocks: list[nn.Module] = []
         for i in range(stage.num_mv2):
             dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
             blocks.append(
@@ -396,9 +395,36 @@ _MMPRETRAIN_URL = "https://download.openmmlab.com/mmclassification/v0/mobilevit/
 
 # name: (cvnets file, HF repo, mmpretrain file, params M, MACs G, top-1 paper, top-1 ml-cvnets zoo, top-1 mmpretrain)
 _V1_PUBLISHED = {
-    "mobilevit_xxs": ("mobilevit_xxs", "apple/mobilevit-xx-small", "mobilevit-xxsmall_3rdparty_in1k_20221018-77835605", 1.3, 0.42, 69.0, 69.0, 69.02),
-    "mobilevit_xs": ("mobilevit_xs", "apple/mobilevit-x-small", "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7", 2.3, 1.05, 74.8, 74.7, 74.75),
-    "mobilevit_s": ("mobilevit_s", "apple/mobilevit-small", "mobilevit-small_3rdparty_in1k_20221018-cb4f741c", 5.6, 2.03, 78.4, 78.3, 78.25),
+    "mobilevit_xxs": (
+        "mobilevit_xxs",
+        "apple/mobilevit-xx-small",
+        "mobilevit-xxsmall_3rdparty_in1k_20221018-77835605",
+        1.3,
+        0.42,
+        69.0,
+        69.0,
+        69.02,
+    ),
+    "mobilevit_xs": (
+        "mobilevit_xs",
+        "apple/mobilevit-x-small",
+        "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7",
+        2.3,
+        1.05,
+        74.8,
+        74.7,
+        74.75,
+    ),
+    "mobilevit_s": (
+        "mobilevit_s",
+        "apple/mobilevit-small",
+        "mobilevit-small_3rdparty_in1k_20221018-cb4f741c",
+        5.6,
+        2.03,
+        78.4,
+        78.3,
+        78.25,
+    ),
 }
 # name: (width, published params M, MACs G, top-1)
 _V2_PUBLISHED = {
@@ -422,21 +448,57 @@ def _builder(arch: MobileViTArch):
 def _register_v1(name: str) -> None:
     cvnets_file, hf_repo, mm_file, params, macs, top1, zoo_top1, mm_top1 = _V1_PUBLISHED[name]
     weights = (
-        Weights(name, "cvnets_in1k", _CVNETS_V1_URL.format(cvnets_file), "cvnets", CVNETS_V1_PREPROCESS, zoo_top1,
-                paper_source="ml-cvnets model zoo (the paper reports {})".format(top1)),
-        Weights(name, "timm_in1k", f"hf-hub:timm/{name}.cvnets_in1k", "timm", TIMM_V1_PREPROCESS, top1,
-                paper_source="MobileViT paper (timm re-hosts the ml-cvnets weights, stem flipped to RGB)"),
-        Weights(name, "hf_in1k", f"hf-hub:{hf_repo}", "hf", HF_PREPROCESS, top1,
-                paper_source="MobileViT paper (Hugging Face converted the ml-cvnets weights)"),
-        Weights(name, "mmpretrain_in1k", _MMPRETRAIN_URL.format(mm_file), "mmpretrain", MMPRETRAIN_PREPROCESS, mm_top1,
-                paper_source="mmpretrain metafile"),
+        Weights(
+            name,
+            "cvnets_in1k",
+            _CVNETS_V1_URL.format(cvnets_file),
+            "cvnets",
+            CVNETS_V1_PREPROCESS,
+            zoo_top1,
+            paper_source="ml-cvnets model zoo (the paper reports {})".format(top1),
+        ),
+        Weights(
+            name,
+            "timm_in1k",
+            f"hf-hub:timm/{name}.cvnets_in1k",
+            "timm",
+            TIMM_V1_PREPROCESS,
+            top1,
+            paper_source="MobileViT paper (timm re-hosts the ml-cvnets weights, stem flipped to RGB)",
+        ),
+        Weights(
+            name,
+            "hf_in1k",
+            f"hf-hub:{hf_repo}",
+            "hf",
+            HF_PREPROCESS,
+            top1,
+            paper_source="MobileViT paper (Hugging Face converted the ml-cvnets weights)",
+        ),
+        Weights(
+            name,
+            "mmpretrain_in1k",
+            _MMPRETRAIN_URL.format(mm_file),
+            "mmpretrain",
+            MMPRETRAIN_PREPROCESS,
+            mm_top1,
+            paper_source="mmpretrain metafile",
+        ),
     )
     register_model(
         ModelEntry(
-            name, _builder(ARCHS[name]), "mobilevit", CVNETS_V1_PREPROCESS, weights, params, macs,
+            name,
+            _builder(ARCHS[name]),
+            "mobilevit",
+            CVNETS_V1_PREPROCESS,
+            weights,
+            params,
+            macs,
             checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(
-                ("cvnets", CVNETS_V1_PREPROCESS), ("timm", TIMM_V1_PREPROCESS), ("hf", HF_PREPROCESS),
+                ("cvnets", CVNETS_V1_PREPROCESS),
+                ("timm", TIMM_V1_PREPROCESS),
+                ("hf", HF_PREPROCESS),
                 ("mmpretrain", MMPRETRAIN_PREPROCESS),
             ),
         )
@@ -447,32 +509,74 @@ def _register_v2(name: str) -> None:
     width, params, macs, top1 = _V2_PUBLISHED[name]
     width_text = f"{width:g}" if width != 1.0 and width != 2.0 else f"{width:.1f}"
     weights = [
-        Weights(name, "cvnets_in1k", _CVNETS_V2_URL.format(width_text), "cvnets", CVNETS_V2_PREPROCESS, top1,
-                paper_source="ml-cvnets model zoo"),
-        Weights(name, "timm_in1k", f"hf-hub:timm/{name}.cvnets_in1k", "timm", TIMM_V2_PREPROCESS, top1,
-                paper_source="ml-cvnets (timm re-hosts the same weights)"),
+        Weights(
+            name,
+            "cvnets_in1k",
+            _CVNETS_V2_URL.format(width_text),
+            "cvnets",
+            CVNETS_V2_PREPROCESS,
+            top1,
+            paper_source="ml-cvnets model zoo",
+        ),
+        Weights(
+            name,
+            "timm_in1k",
+            f"hf-hub:timm/{name}.cvnets_in1k",
+            "timm",
+            TIMM_V2_PREPROCESS,
+            top1,
+            paper_source="ml-cvnets (timm re-hosts the same weights)",
+        ),
     ]
     if width == 1.0:
         weights.append(
-            Weights(name, "hf_in1k", "hf-hub:apple/mobilevitv2-1.0-imagenet1k-256", "hf", HF_PREPROCESS, top1,
-                    paper_source="ml-cvnets (converted by Hugging Face)")
+            Weights(
+                name,
+                "hf_in1k",
+                "hf-hub:apple/mobilevitv2-1.0-imagenet1k-256",
+                "hf",
+                HF_PREPROCESS,
+                top1,
+                paper_source="ml-cvnets (converted by Hugging Face)",
+            )
         )
     if width >= 1.5:
         weights.append(
-            Weights(name, "timm_in22k_ft_in1k", f"hf-hub:timm/{name}.cvnets_in22k_ft_in1k", "timm",
-                    TIMM_V2_PREPROCESS, None, dataset="ImageNet-21k -> ImageNet-1k")
+            Weights(
+                name,
+                "timm_in22k_ft_in1k",
+                f"hf-hub:timm/{name}.cvnets_in22k_ft_in1k",
+                "timm",
+                TIMM_V2_PREPROCESS,
+                None,
+                dataset="ImageNet-21k -> ImageNet-1k",
+            )
         )
         weights.append(
-            Weights(name, "timm_in22k_ft_in1k_384", f"hf-hub:timm/{name}.cvnets_in22k_ft_in1k_384", "timm",
-                    PreprocessConfig.from_crop_pct(384, 1.0, interpolation="bicubic"), None,
-                    dataset="ImageNet-21k -> ImageNet-1k, 384x384")
+            Weights(
+                name,
+                "timm_in22k_ft_in1k_384",
+                f"hf-hub:timm/{name}.cvnets_in22k_ft_in1k_384",
+                "timm",
+                PreprocessConfig.from_crop_pct(384, 1.0, interpolation="bicubic"),
+                None,
+                dataset="ImageNet-21k -> ImageNet-1k, 384x384",
+            )
         )
     register_model(
         ModelEntry(
-            name, _builder(ARCHS[name]), "mobilevitv2", CVNETS_V2_PREPROCESS, tuple(weights), params, macs,
+            name,
+            _builder(ARCHS[name]),
+            "mobilevitv2",
+            CVNETS_V2_PREPROCESS,
+            tuple(weights),
+            params,
+            macs,
             checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(
-                ("cvnets", CVNETS_V2_PREPROCESS), ("timm", TIMM_V2_PREPROCESS), ("hf", HF_PREPROCESS),
+                ("cvnets", CVNETS_V2_PREPROCESS),
+                ("timm", TIMM_V2_PREPROCESS),
+                ("hf", HF_PREPROCESS),
             ),
         )
     )
@@ -502,7 +606,13 @@ def _register_v3(name: str) -> None:
     preprocess = MOBILEVITV3_V1_PREPROCESS if ARCHS[name].builds_on == 1 else MOBILEVITV3_V2_PREPROCESS
     register_model(
         ModelEntry(
-            name, _builder(ARCHS[name]), "mobilevitv3", preprocess, (), params, macs,
+            name,
+            _builder(ARCHS[name]),
+            "mobilevitv3",
+            preprocess,
+            (),
+            params,
+            macs,
             checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(("cvnets", preprocess),),
             published_top1=top1,

@@ -19,20 +19,22 @@ time; the confidence and predictor exits decide from the data whether to run the
 layers, which under ``torch.export`` becomes a ``torch.cond`` after each exit layer
 (``ONNX`` ``If``; see :mod:`mobilevt.export.vilt` for what each format takes).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 from ..registry import ModelEntry, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.vilt_layouts import VILT_CHECKPOINTS
 from .vilt import ARCH_FIELDS, ViltArch, ViltForQuestionAnswering, VqaHead
-from ..errors import InvalidInputError
-from ..model_kind import ModelKind
 
 
 class ExitMode(IntEnum):
@@ -104,7 +106,7 @@ def keep_ratio_millionths(keep_ratio: float) -> int:
 
 def prune_image_tokens(
     hidden: torch.Tensor, key_mask: torch.Tensor, attention: torch.Tensor, num_text: int, keep_ratio: float
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep the text tokens, the image [CLS] and the ``ceil(keep_ratio * valid patches)``
     image patches with the highest text-to-image attention; drop the other patches.
 
@@ -172,7 +174,9 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         return self.answer_logits(self.encoder(hidden, key_mask, num_outputs=1))
 
     @torch.jit.ignore
-    def add_early_exits(self, exit_layers: Sequence[int], predictor_layer: int = 2, predictor_hidden: int = 128) -> None:
+    def add_early_exits(
+        self, exit_layers: Sequence[int], predictor_layer: int = 2, predictor_hidden: int = 128
+    ) -> None:
         """Add an answer head after each of ``exit_layers`` (layer numbers, 1 = after the
         first layer, each below ``num_layers``) and an exit predictor reading the states
         after layer ``predictor_layer`` (at most the first exit layer). The heads start as
@@ -185,7 +189,9 @@ class MobiVqaVilt(ViltForQuestionAnswering):
                 f"head), got {list(exit_layers)}"
             )
         if not 1 <= predictor_layer <= layers[0]:
-            raise InvalidInputError(f"predictor_layer must be in 1..{layers[0]} (at most the first exit layer), got {predictor_layer}")
+            raise InvalidInputError(
+                f"predictor_layer must be in 1..{layers[0]} (at most the first exit layer), got {predictor_layer}"
+            )
         dim = self.arch.hidden_size
         device = self.pooler.weight.device
         heads = []
@@ -202,7 +208,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
 
     @torch.jit.export
     def set_early_exit(
-        self, threshold: Optional[float] = None, predictor: bool = False, layer: int = 0, softmax: bool = True
+        self, threshold: float | None = None, predictor: bool = False, layer: int = 0, softmax: bool = True
     ) -> None:
         """Choose the early-exit mode (at most one; all off by default):
 
@@ -216,11 +222,17 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         """
         chosen = int(threshold is not None) + int(predictor) + int(layer > 0)
         if chosen > 1:
-            raise InvalidInputError("choose one early-exit mode: a confidence threshold, the exit predictor, or a fixed layer")
+            raise InvalidInputError(
+                "choose one early-exit mode: a confidence threshold, the exit predictor, or a fixed layer"
+            )
         if chosen == 1 and len(self.exit_layers) == 0:
-            raise InvalidInputError("this model has no exit heads: call model.add_early_exits([...]) (and train them) first")
+            raise InvalidInputError(
+                "this model has no exit heads: call model.add_early_exits([...]) (and train them) first"
+            )
         if layer > 0 and layer not in self.exit_layers:
-            raise InvalidInputError("fixed exit layer " + str(layer) + " has no exit head; exit layers are " + str(self.exit_layers))
+            raise InvalidInputError(
+                "fixed exit layer " + str(layer) + " has no exit head; exit layers are " + str(self.exit_layers)
+            )
         self.exit_softmax = softmax
         self.fixed_exit_layer = layer
         if threshold is not None:
@@ -257,21 +269,23 @@ class MobiVqaVilt(ViltForQuestionAnswering):
     def forward_with_exit(
         self,
         input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        pixel_values: Optional[torch.Tensor] = None,
-        pixel_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Answer logits ``[batch, num_answers]`` with the switched-on optimisations, and
         the number of layers each image went through before its answer ``[batch]``."""
         if pixel_values is None:
-            raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+            raise InvalidInputError(
+                "ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor"
+            )
         hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
         return self.encode_with_exit(hidden, key_mask, input_ids.shape[1])
 
     def encode_with_exit(
         self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward_with_exit` after the embeddings."""
         data_dependent = self.exit_mode == ExitMode.CONFIDENCE.value or self.exit_mode == ExitMode.PREDICTOR.value
         if data_dependent and not torch.jit.is_scripting():
@@ -312,14 +326,17 @@ class MobiVqaVilt(ViltForQuestionAnswering):
                 break
         if not stopped:  # the last layer ran: images that did not exit take the final answer
             final = self.answer_logits(hidden)
-            logits = final if mode == ExitMode.OFF.value or mode == ExitMode.FIXED.value \
+            logits = (
+                final
+                if mode == ExitMode.OFF.value or mode == ExitMode.FIXED.value
                 else torch.where(exited[:, None], logits, final)
+            )
         return logits, exit_layer
 
-    def _stops(self) -> List[int]:
+    def _stops(self) -> list[int]:
         """The layer numbers after which :meth:`encode_with_exit` looks at the exits (the
         predictor's layer, the exit layers, the last layer), in order."""
-        stops: List[int] = [len(self.encoder.layers)]
+        stops: list[int] = [len(self.encoder.layers)]
         if self.exit_mode != ExitMode.OFF.value:
             stops = self.exit_layers + stops
         if self.exit_mode == ExitMode.PREDICTOR.value and self.predictor_layer not in self.exit_layers:
@@ -336,7 +353,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
 
     def _run_layers(
         self, hidden: torch.Tensor, key_mask: torch.Tensor, start: int, end: int, num_text: int
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Layers number ``start + 1`` .. ``end`` as :meth:`encode_with_exit` runs them
         (pruning after ``prune_layer``, the last layer for the text [CLS] only)."""
         num_layers = len(self.encoder.layers)
@@ -345,7 +362,9 @@ class MobiVqaVilt(ViltForQuestionAnswering):
             if number > start and number <= end:
                 if number == self.prune_layer:
                     hidden, attention = layer.forward_with_attention(hidden, key_mask)
-                    hidden, key_mask, _ = prune_image_tokens(hidden, key_mask, attention, num_text, self.prune_keep_ratio)
+                    hidden, key_mask, _ = prune_image_tokens(
+                        hidden, key_mask, attention, num_text, self.prune_keep_ratio
+                    )
                 elif number == num_layers:
                     hidden = layer.forward_queries(hidden, 1, key_mask)
                 else:
@@ -355,7 +374,7 @@ class MobiVqaVilt(ViltForQuestionAnswering):
     @torch.jit.unused
     def _encode_with_exit_cond(
         self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward_with_exit` of the confidence and predictor exits for
         ``torch.export``: after each exit layer a ``torch.cond`` on "every image of the
         batch has its answer" either returns or runs on to the next exit, so the exported
@@ -410,7 +429,7 @@ def _is_exporting() -> bool:
 # TorchScript cannot infer the element type of an empty list attribute, and with
 # ``from __future__ import annotations`` a class-body annotation would be a string it does
 # not parse: give it the type object.
-MobiVqaVilt.__annotations__["exit_layers"] = List[int]
+MobiVqaVilt.__annotations__["exit_layers"] = list[int]
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,7 +457,11 @@ def build_vilt_b32_vqa(
             "predictor_hidden"
         )
     model = MobiVqaVilt(
-        ViltArch(**arch_fields), num_answers=num_answers, answers=answers, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate
+        ViltArch(**arch_fields),
+        num_answers=num_answers,
+        answers=answers,
+        drop_rate=drop_rate,
+        attn_drop_rate=attn_drop_rate,
     )
     if exit_layers:
         model.add_early_exits(exit_layers, predictor_layer, predictor_hidden)

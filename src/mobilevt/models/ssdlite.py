@@ -16,16 +16,19 @@ runs NMS; :func:`mobilevt.detect` does everything from photos to boxes in pixels
 Every MobileViT classifier in the registry gets a detector ``ssdlite_<backbone>``;
 ml-cvnets published COCO weights for MobileViT v1 (XXS, XS, S) and v2 (0.5 .. 2.0).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..layers import fuse_batchnorms_
 from ..layers.ssd_heads import GlobalPoolProj, SeparableConvNormReLU, SeparablePredictor, SSDHead
+from ..model_kind import ModelKind
 from ..ops.ssd import (
     Detections,
     SSDAnchorGenerator,
@@ -36,8 +39,6 @@ from ..ops.ssd import (
 from ..registry import ModelEntry, build_model, register_model
 from ..weights.entries import PreprocessConfig, Weights
 from ..weights.ssdlite_layouts import SSDLITE_CHECKPOINTS
-from ..errors import InvalidInputError
-from ..model_kind import ModelKind
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,9 @@ class SSDLiteConfig:
     1x1 global map). ``aspect_ratios`` and ``proj_channels`` have one entry per map.
     """
 
-    output_strides: Tuple[int, ...] = (16, 32, 64, 128, 256, -1)
-    aspect_ratios: Tuple[Tuple[float, ...], ...] = ((2, 3), (2, 3), (2, 3), (2, 3), (2, 3), (2,))
-    proj_channels: Tuple[int, ...] = (512, 256, 256, 128, 128, 64)
+    output_strides: tuple[int, ...] = (16, 32, 64, 128, 256, -1)
+    aspect_ratios: tuple[tuple[float, ...], ...] = ((2, 3), (2, 3), (2, 3), (2, 3), (2, 3), (2,))
+    proj_channels: tuple[int, ...] = (512, 256, 256, 128, 128, 64)
     min_scale: float = 0.1
     max_scale: float = 1.05
     center_variance: float = 0.1
@@ -78,7 +79,9 @@ class SSDLiteConfig:
                     raise InvalidInputError("output stride -1 (the global 1x1 map) can only be the last one")
             elif stride <= 32:
                 if stride not in (8, 16, 32) or stride <= previous:
-                    raise InvalidInputError(f"backbone output strides must be increasing values of 8, 16, 32, got {self.output_strides}")
+                    raise InvalidInputError(
+                        f"backbone output strides must be increasing values of 8, 16, 32, got {self.output_strides}"
+                    )
             elif stride != 2 * previous:
                 raise InvalidInputError(
                     f"each output stride above 32 comes from a stride-2 layer on the previous map: expected "
@@ -86,7 +89,9 @@ class SSDLiteConfig:
                 )
             previous = stride
         if not any(0 < s <= 32 for s in self.output_strides):
-            raise InvalidInputError(f"at least one output stride must be a backbone map (8, 16 or 32), got {self.output_strides}")
+            raise InvalidInputError(
+                f"at least one output stride must be a backbone map (8, 16 or 32), got {self.output_strides}"
+            )
 
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(SSDLiteConfig))
@@ -120,16 +125,18 @@ class SSDLite(nn.Module):
         if hasattr(backbone, "head"):
             backbone.head = nn.Identity()
         info = backbone.feature_info
-        levels: List[int] = []
-        extra: List[nn.Module] = []
-        in_channels: List[int] = []
+        levels: list[int] = []
+        extra: list[nn.Module] = []
+        in_channels: list[int] = []
         channels = 0
         for stride, proj in zip(config.output_strides, config.proj_channels):
             if 0 < stride <= 32:
                 matches = [i for i, f in enumerate(info) if f["stride"] == stride]
                 if not matches:
-                    raise InvalidInputError(f"the backbone has no stride-{stride} feature map (its strides: "
-                                     f"{[f['stride'] for f in info]}); build it with output_stride=32")
+                    raise InvalidInputError(
+                        f"the backbone has no stride-{stride} feature map (its strides: "
+                        f"{[f['stride'] for f in info]}); build it with output_stride=32"
+                    )
                 levels.append(matches[-1])
                 channels = info[matches[-1]]["channels"]
             elif stride == -1:
@@ -139,7 +146,7 @@ class SSDLite(nn.Module):
                 extra.append(SeparableConvNormReLU(channels, proj, 3, stride=2))
                 channels = proj
             in_channels.append(channels)
-        self.backbone_levels: List[int] = levels
+        self.backbone_levels: list[int] = levels
         self.extra_layers = nn.ModuleList(extra)
         self.anchor_generator = SSDAnchorGenerator(
             config.output_strides, config.aspect_ratios, config.min_scale, config.max_scale
@@ -147,11 +154,13 @@ class SSDLite(nn.Module):
         self.heads = nn.ModuleList(
             SSDHead(c, a, num_classes, proj, kernel_size=1 if stride == -1 else 3)
             for c, a, proj, stride in zip(
-                in_channels, self.anchor_generator.num_anchors_per_location(), config.proj_channels,
+                in_channels,
+                self.anchor_generator.num_anchors_per_location(),
+                config.proj_channels,
                 config.output_strides,
             )
         )
-        self._feature_sizes: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+        self._feature_sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -171,22 +180,22 @@ class SSDLite(nn.Module):
             nn.init.zeros_(last.bias)
 
     @torch.jit.export
-    def forward_maps(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps the heads read: backbone stages, then the extra layers."""
         features = self.backbone.forward_feature_pyramid(x)
-        maps: List[torch.Tensor] = [features[i] for i in self.backbone_levels]
+        maps: list[torch.Tensor] = [features[i] for i in self.backbone_levels]
         y = maps[-1]
         for layer in self.extra_layers:
             y = layer(y)
             maps.append(y)
         return maps
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(box_regression [B, N, 4], class_logits [B, N, num_classes])`` for the
         anchors of this input size, in :meth:`anchors` order."""
         maps = self.forward_maps(x)
-        regressions: List[torch.Tensor] = []
-        logits: List[torch.Tensor] = []
+        regressions: list[torch.Tensor] = []
+        logits: list[torch.Tensor] = []
         for i, head in enumerate(self.heads):
             regression, classes = head(maps[i])
             regressions.append(regression)
@@ -194,7 +203,7 @@ class SSDLite(nn.Module):
         return torch.cat(regressions, dim=1), torch.cat(logits, dim=1)
 
     @torch.jit.unused
-    def feature_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
+    def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(height, width) of every head's map for an input of ``height`` x ``width``,
         measured once per size with a batch-1 dry run (MobileViTv2 blocks round their maps
         up to the patch grid, so no stride formula fits every backbone)."""
@@ -218,7 +227,7 @@ class SSDLite(nn.Module):
         return self.anchor_generator(self.feature_sizes(height, width))
 
     @torch.jit.unused
-    def decode(self, box_regression: torch.Tensor, class_logits: torch.Tensor, image_size: Tuple[int, int]):
+    def decode(self, box_regression: torch.Tensor, class_logits: torch.Tensor, image_size: tuple[int, int]):
         """``forward``'s outputs to corner-form boxes ``[B, N, 4]`` (fractions of the
         input) and class probabilities ``[B, N, C]`` (softmax)."""
         anchors = self.anchors(*image_size).to(box_regression.device, box_regression.dtype)
@@ -232,22 +241,26 @@ class SSDLite(nn.Module):
         self,
         box_regression: torch.Tensor,
         class_logits: torch.Tensor,
-        image_size: Tuple[int, int],
-        score_threshold: Optional[float] = None,
-    ) -> List[Detections]:
+        image_size: tuple[int, int],
+        score_threshold: float | None = None,
+    ) -> list[Detections]:
         """Decode, keep scores above ``score_threshold`` (default: the config's 0.01),
         class-wise NMS: per image, boxes as fractions of the input, clipped to it."""
         boxes, scores = self.decode(box_regression, class_logits, image_size)
         config = self.config
         results = postprocess_detections(
-            boxes, scores, config.score_threshold if score_threshold is None else score_threshold,
-            config.nms_iou_threshold, config.top_k, config.max_detections,
+            boxes,
+            scores,
+            config.score_threshold if score_threshold is None else score_threshold,
+            config.nms_iou_threshold,
+            config.top_k,
+            config.max_detections,
         )
         # clipped after NMS, so that NMS sees ml-cvnets' boxes
         return [Detections(d.boxes.clamp(0.0, 1.0), d.scores, d.labels) for d in results]
 
     @torch.jit.ignore
-    def fuse(self) -> "SSDLite":
+    def fuse(self) -> SSDLite:
         """Fold every BatchNorm into its convolution for inference, in place."""
         return fuse_batchnorms_(self)
 
@@ -284,7 +297,7 @@ PUBLISHED: dict[str, tuple[str, float, float, str]] = {
 
 
 def _builder(backbone_name: str):
-    def build(num_classes: int = 81, config: Optional[SSDLiteConfig] = None, **kwargs: Any) -> SSDLite:
+    def build(num_classes: int = 81, config: SSDLiteConfig | None = None, **kwargs: Any) -> SSDLite:
         """SSDLite on ``backbone_name``; ``SSDLiteConfig`` fields can be given as keywords,
         the other keywords go to the backbone (``drop_path_rate`` ...)."""
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_FIELDS}
@@ -305,22 +318,39 @@ def _register(name: str, backbone_name: str) -> None:
         url, params, coco_map, source = PUBLISHED[backbone_name]
         preprocess = CVNETS_V1_SSD_PREPROCESS if backbone_name.startswith("mobilevit_") else CVNETS_V2_SSD_PREPROCESS
         weights = (
-            Weights(name, "cvnets_coco", url, "cvnets", preprocess, coco_map, num_classes=81, dataset="COCO 2017",
-                    metric="mAP@[.5:.95] %",
-                    paper_source=f"COCO val2017 mAP@[.5:.95] {coco_map} ({source})"),
+            Weights(
+                name,
+                "cvnets_coco",
+                url,
+                "cvnets",
+                preprocess,
+                coco_map,
+                num_classes=81,
+                dataset="COCO 2017",
+                metric="mAP@[.5:.95] %",
+                paper_source=f"COCO val2017 mAP@[.5:.95] {coco_map} ({source})",
+            ),
         )
     register_model(
         ModelEntry(
-            name, _builder(backbone_name), "ssdlite", preprocess, weights, params, None,
-            preprocess_by_layout=(("cvnets", preprocess),), kind=ModelKind.DETECTION, checkpoints=SSDLITE_CHECKPOINTS,
+            name,
+            _builder(backbone_name),
+            "ssdlite",
+            preprocess,
+            weights,
+            params,
+            None,
+            preprocess_by_layout=(("cvnets", preprocess),),
+            kind=ModelKind.DETECTION,
+            checkpoints=SSDLITE_CHECKPOINTS,
             backbone=backbone_name,
         )
     )
 
 
-def published_map(name: str) -> Optional[float]:
+def published_map(name: str) -> float | None:
     """COCO val2017 mAP@[.5:.95] ml-cvnets published for detector ``name``, if any."""
-    backbone = name[len("ssdlite_"):] if name.startswith("ssdlite_") else name
+    backbone = name[len("ssdlite_") :] if name.startswith("ssdlite_") else name
     return PUBLISHED[backbone][2] if backbone in PUBLISHED else None
 
 

@@ -29,18 +29,19 @@ MobiVQA's early exit and token pruning (Cao et al., MobiSys 2022) live beside th
 model, in :mod:`mobilevt.models.mobivqa`; the registered ``vilt_b32_vqa`` is built with
 them available (and off).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.vilt_preprocess import VILT_IMAGE_SIZE_RULE
-from ..layers.vit import PreNormEncoderLayer
 from ..errors import InvalidInputError
+from ..layers.vit import PreNormEncoderLayer
 from ..model_kind import ModelKind
 
 
@@ -84,8 +85,6 @@ class ViltArch:
 ARCH_FIELDS = frozenset(f.name for f in fields(ViltArch))
 
 
-
-
 def _align_corners_weights(valid: torch.Tensor, out_size: int, in_size: int) -> torch.Tensor:
     """``[batch, out_size, in_size]`` interpolation matrices: row ``i`` of image ``b``
     holds the weights with which ``F.interpolate(mode="bilinear", align_corners=True)``
@@ -122,12 +121,16 @@ class ViltTextEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(arch.hidden_size, eps=arch.text_layer_norm_eps)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
         if not torch.jit.is_tracing() and seq_len > self.max_text_len:
             raise InvalidInputError(
-                "the question has " + str(seq_len) + " tokens, this ViLT takes at most " + str(self.max_text_len)
-                + ": tokenize with truncation=True, max_length=" + str(self.max_text_len)
+                "the question has "
+                + str(seq_len)
+                + " tokens, this ViLT takes at most "
+                + str(self.max_text_len)
+                + ": tokenize with truncation=True, max_length="
+                + str(self.max_text_len)
             )
         x = self.word_embeddings(input_ids)
         if token_type_ids is None:
@@ -152,7 +155,7 @@ class ViltImageEmbeddings(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + arch.position_grid**2, arch.hidden_size))
         self.drop = nn.Dropout(drop)
 
-    def patch_mask(self, pixel_mask: Optional[torch.Tensor], batch: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    def patch_mask(self, pixel_mask: torch.Tensor | None, batch: int, grid_h: int, grid_w: int) -> torch.Tensor:
         """``[batch, grid_h, grid_w]`` int64, 1 for patches of real pixels: the pixel
         mask sampled at the patch grid with nearest interpolation (as ViLT does)."""
         if pixel_mask is None:
@@ -160,7 +163,9 @@ class ViltImageEmbeddings(nn.Module):
         sampled = F.interpolate(pixel_mask[:, None].to(torch.float32), size=(grid_h, grid_w), mode="nearest")
         return sampled[:, 0].to(torch.long)
 
-    def interpolated_pos_embed(self, valid_rows: torch.Tensor, valid_cols: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    def interpolated_pos_embed(
+        self, valid_rows: torch.Tensor, valid_cols: torch.Tensor, grid_h: int, grid_w: int
+    ) -> torch.Tensor:
         """``[batch, grid_h * grid_w, dim]``: the pre-training position grid resized
         (bilinear, align_corners=True) to ``valid_rows[b] x valid_cols[b]`` patches and
         zero-padded to ``grid_h x grid_w``."""
@@ -175,12 +180,16 @@ class ViltImageEmbeddings(nn.Module):
         resized = cols_weights[:, None] @ by_rows  # [B, gh, gw, dim]
         return resized.reshape(batch, grid_h * grid_w, dim)
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image tokens ``[batch, 1 + patches, dim]`` ([CLS] first, patches row-major)
         and their validity ``[batch, 1 + patches]`` (bool)."""
         if not torch.jit.is_tracing() and (pixel_values.dim() != 4 or pixel_values.shape[1] != self.in_chans):
             raise InvalidInputError(
-                "pixel_values must be [batch, " + str(self.in_chans) + ", height, width], got shape "
+                "pixel_values must be [batch, "
+                + str(self.in_chans)
+                + ", height, width], got shape "
                 + str(list(pixel_values.shape))
             )
         patches = self.patch_embed(pixel_values)
@@ -203,13 +212,20 @@ class ViltEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             PreNormEncoderLayer(
-                arch.hidden_size, arch.num_heads, arch.mlp_dim, qkv_bias=arch.qkv_bias,
-                norm_eps=arch.layer_norm_eps, drop=drop, attn_drop=attn_drop,
+                arch.hidden_size,
+                arch.num_heads,
+                arch.mlp_dim,
+                qkv_bias=arch.qkv_bias,
+                norm_eps=arch.layer_norm_eps,
+                drop=drop,
+                attn_drop=attn_drop,
             )
             for _ in range(arch.num_layers)
         )
 
-    def forward_layers(self, hidden: torch.Tensor, attn_mask: Optional[torch.Tensor], start: int, end: int) -> torch.Tensor:
+    def forward_layers(
+        self, hidden: torch.Tensor, attn_mask: torch.Tensor | None, start: int, end: int
+    ) -> torch.Tensor:
         """Run layers ``start`` .. ``end - 1`` on ``hidden`` ``[batch, tokens, dim]``."""
         for index, layer in enumerate(self.layers):
             if index >= start and index < end:
@@ -217,7 +233,7 @@ class ViltEncoder(nn.Module):
         return hidden
 
     def forward(
-        self, hidden: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, num_outputs: int = -1
+        self, hidden: torch.Tensor, attn_mask: torch.Tensor | None = None, num_outputs: int = -1
     ) -> torch.Tensor:
         """All layers. With ``num_outputs > 0`` the last layer computes only the first
         ``num_outputs`` tokens (the pooled text [CLS]: ~7% of ViLT-B/32's MACs saved)."""
@@ -277,7 +293,7 @@ class ViltForQuestionAnswering(nn.Module):
             raise InvalidInputError(f"{len(answers)} answers given for a classifier of {num_answers} outputs")
         self.arch = arch
         self.num_answers = num_answers
-        self.answers: List[str] = [str(a) for a in answers]
+        self.answers: list[str] = [str(a) for a in answers]
         self.image_size_rule = VILT_IMAGE_SIZE_RULE
         self.text_embeddings = ViltTextEmbeddings(arch, drop_rate)
         self.image_embeddings = ViltImageEmbeddings(arch, drop_rate)
@@ -310,18 +326,20 @@ class ViltForQuestionAnswering(nn.Module):
     def embed(
         self,
         input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor],
+        attention_mask: torch.Tensor | None,
         pixel_values: torch.Tensor,
-        pixel_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        pixel_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder input ``[batch, text + 1 + patches, dim]`` (text tokens, image
         [CLS], patches row-major) and its key mask ``[batch, 1, 1, tokens]`` (bool, True
         where a token may be attended to)."""
         if not torch.jit.is_tracing() and input_ids.shape[0] != pixel_values.shape[0]:
             raise InvalidInputError(
                 "input_ids and pixel_values must have the same batch size, got "
-                + str(input_ids.shape[0]) + " and " + str(pixel_values.shape[0])
+                + str(input_ids.shape[0])
+                + " and "
+                + str(pixel_values.shape[0])
             )
         text = self.text_embeddings(input_ids, token_type_ids) + self.modality_embeddings.weight[0]
         image, image_valid = self.image_embeddings(pixel_values, pixel_mask)
@@ -342,10 +360,10 @@ class ViltForQuestionAnswering(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        pixel_values: Optional[torch.Tensor] = None,
-        pixel_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Answer logits ``[batch, num_answers]``.
 
@@ -357,7 +375,9 @@ class ViltForQuestionAnswering(nn.Module):
             token_type_ids: ``[batch, text]`` BERT segment ids (zeros when omitted).
         """
         if pixel_values is None:
-            raise InvalidInputError("ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor")
+            raise InvalidInputError(
+                "ViLT needs pixel_values: [batch, 3, height, width] images, e.g. from ViltProcessor"
+            )
         hidden, key_mask = self.embed(input_ids, attention_mask, pixel_values, pixel_mask, token_type_ids)
         return self.encode_and_answer(hidden, key_mask, input_ids.shape[1])
 
@@ -369,8 +389,8 @@ class ViltForQuestionAnswering(nn.Module):
         return self.answer_logits(hidden)
 
     def example_inputs(
-        self, batch_size: int = 1, image_size: Tuple[int, int] = (384, 384), text_length: Optional[int] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, batch_size: int = 1, image_size: tuple[int, int] = (384, 384), text_length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask, pixel_values, pixel_mask)`` of the given sizes
         (a full-length question by default): for export, profiling and benchmarks."""
         length = self.arch.max_text_len if text_length is None else text_length

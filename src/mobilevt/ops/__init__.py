@@ -1,4 +1,5 @@
 """Tensor operations of the task heads (SSD anchors, box coding, matching, loss, NMS)."""
+
 from .ssd import (
     Detections,
     SSDAnchorGenerator,

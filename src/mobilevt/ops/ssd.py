@@ -11,15 +11,18 @@ Boxes are corner form ``(x1, y1, x2, y2)`` unless a name says center form
 The box coding is SSD's (arXiv:1512.02325, Eq. 2) with ml-cvnets' variances 0.1 (centers)
 and 0.2 (sizes): the same numbers as torchvision's ``BoxCoder(weights=(10, 10, 5, 5))``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_iou
+
 from ..errors import InvalidInputError
 
 
@@ -97,7 +100,7 @@ class SSDAnchorGenerator:
         self.sizes = tuple(
             (float(scales[i]), float((scales[i] * scales[i + 1]) ** 0.5)) for i in range(len(self.output_strides))
         )
-        self._cache: Dict[Tuple[Tuple[int, int], ...], torch.Tensor] = {}
+        self._cache: dict[tuple[tuple[int, int], ...], torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return (
@@ -105,10 +108,10 @@ class SSDAnchorGenerator:
             f"min_scale={self.min_scale}, max_scale={self.max_scale}, clip={self.clip})"
         )
 
-    def num_anchors_per_location(self) -> List[int]:
+    def num_anchors_per_location(self) -> list[int]:
         return [2 + 2 * len(ratios) for ratios in self.aspect_ratios]
 
-    def feature_map_sizes(self, height: int, width: int) -> List[Tuple[int, int]]:
+    def feature_map_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(height, width) of each level's map for an input of ``height`` x ``width``:
         ``ceil(size / stride)`` (stride-2 convolutions with "same" padding), 1x1 for -1."""
         return [
@@ -133,12 +136,14 @@ class SSDAnchorGenerator:
         anchors = anchors.to(torch.float32)
         return anchors.clamp(0.0, 1.0) if self.clip else anchors
 
-    def __call__(self, feature_sizes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+    def __call__(self, feature_sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """All anchors ``[N, 4]`` (float32, CPU) of feature maps of these (height, width),
         one per level, in order; cached."""
         key = tuple((int(h), int(w)) for h, w in feature_sizes)
         if len(key) != len(self.output_strides):
-            raise InvalidInputError(f"one feature map size per level: {len(self.output_strides)} levels, got {len(key)} sizes")
+            raise InvalidInputError(
+                f"one feature map size per level: {len(self.output_strides)} levels, got {len(key)} sizes"
+            )
         if key not in self._cache:
             self._cache[key] = torch.cat([self.level_anchors(i, h, w) for i, (h, w) in enumerate(key)])
         return self._cache[key]
@@ -158,7 +163,7 @@ def match_anchors(
     iou_threshold: float = 0.5,
     center_variance: float = 0.1,
     size_variance: float = 0.2,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SSD's anchor assignment: labels ``[N]`` and regression targets ``[N, 4]``.
 
     Each anchor takes the ground-truth box it overlaps most (IoU, corner form), labelled
@@ -240,9 +245,7 @@ def ssd_multibox_loss(
     with torch.no_grad():
         background_loss = -F.log_softmax(class_logits, dim=2)[:, :, 0]
         mask = hard_negative_mining(background_loss, labels, neg_pos_ratio)
-    class_loss = F.cross_entropy(
-        class_logits[mask], labels[mask], reduction="sum", label_smoothing=label_smoothing
-    )
+    class_loss = F.cross_entropy(class_logits[mask], labels[mask], reduction="sum", label_smoothing=label_smoothing)
     return SSDLoss((box_loss + class_loss) / num_positive, box_loss / num_positive, class_loss / num_positive)
 
 
@@ -262,7 +265,7 @@ def postprocess_detections(
     nms_iou_threshold: float = 0.5,
     top_k: int = 400,
     max_detections: int = 200,
-) -> List[Detections]:
+) -> list[Detections]:
     """Per image: for each object class, the boxes scoring above ``score_threshold``
     (at most ``top_k`` best), then class-wise non-maximum suppression
     (``torchvision.ops.batched_nms`` at ``nms_iou_threshold``) and the ``max_detections``
@@ -272,12 +275,12 @@ def postprocess_detections(
         boxes: ``[B, N, 4]`` decoded boxes, corner form.
         scores: ``[B, N, C]`` class probabilities (softmax), class 0 the background.
     """
-    results: List[Detections] = []
+    results: list[Detections] = []
     num_classes = scores.shape[-1]
     for image in range(boxes.shape[0]):
-        kept_boxes: List[torch.Tensor] = []
-        kept_scores: List[torch.Tensor] = []
-        kept_labels: List[torch.Tensor] = []
+        kept_boxes: list[torch.Tensor] = []
+        kept_scores: list[torch.Tensor] = []
+        kept_labels: list[torch.Tensor] = []
         for label in range(1, num_classes):
             class_scores = scores[image, :, label]
             keep = class_scores > score_threshold
@@ -291,7 +294,9 @@ def postprocess_detections(
         if not kept_scores:
             results.append(
                 Detections(
-                    boxes.new_zeros((0, 4)), scores.new_zeros((0,)), torch.zeros(0, dtype=torch.int64, device=boxes.device)
+                    boxes.new_zeros((0, 4)),
+                    scores.new_zeros((0,)),
+                    torch.zeros(0, dtype=torch.int64, device=boxes.device),
                 )
             )
             continue

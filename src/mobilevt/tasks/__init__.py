@@ -1,4 +1,5 @@
 """What a user does with a model: classify images, evaluate accuracy."""
+
 from .classification import (
     ClassAccuracy,
     ClassScore,

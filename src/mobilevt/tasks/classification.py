@@ -1,5 +1,6 @@
 """Image classification: preprocessing lookup, prediction and ImageNet-style evaluation
 (single process or distributed with torchrun)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +10,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,14 +29,14 @@ from ..data.datasets import (
 )
 from ..data.images import ImageDecodeError, list_images, load_image
 from ..data.preprocess import ImagePreprocess
-from ..fileio import write_text_atomic
-from .model_io import class_names_for, preprocess_config_for, transforms_for  # noqa: F401  (re-exported)
-from ..weights.entries import PreprocessConfig
 from ..errors import InvalidInputError
+from ..fileio import write_text_atomic
+from ..weights.entries import PreprocessConfig
+from .model_io import class_names_for, preprocess_config_for, transforms_for  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
+ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,7 +57,7 @@ class Prediction:
 
     source: str
     top: list[ClassScore] = field(default_factory=list)
-    error: Optional[str] = None
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "top": [asdict(c) for c in self.top], "error": self.error}
@@ -78,7 +80,7 @@ class _PredictInputs(Dataset):
             return ClassificationSample(torch.empty(0), -1, index, exc.reason)
 
 
-def expand_image_inputs(inputs: Union[ImageInput, Iterable[ImageInput]]) -> list[ImageInput]:
+def expand_image_inputs(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
     """Single input or many; a directory stands for every image file under it."""
     if isinstance(inputs, (str, os.PathLike, Image.Image, torch.Tensor)):
         inputs = [inputs]
@@ -94,14 +96,14 @@ def expand_image_inputs(inputs: Union[ImageInput, Iterable[ImageInput]]) -> list
 @torch.inference_mode()
 def predict(
     model: nn.Module,
-    images: Union[ImageInput, Iterable[ImageInput]],
+    images: ImageInput | Iterable[ImageInput],
     *,
     topk: int = 5,
     batch_size: int = 16,
     workers: int = 0,
-    device: Union[str, torch.device, None] = None,
-    preprocess: Optional[nn.Module] = None,
-    class_names: Optional[Sequence[str]] = None,
+    device: str | torch.device | None = None,
+    preprocess: nn.Module | None = None,
+    class_names: Sequence[str] | None = None,
     on_error: str = "raise",
 ) -> list[Prediction]:
     """Top-``topk`` classes with probabilities for each image.
@@ -125,7 +127,7 @@ def predict(
         collate_fn=collate_classification,
         # PIL images and tensors are passed in memory; only paths are worth worker processes
     )
-    results: list[Optional[Prediction]] = [None] * len(items)
+    results: list[Prediction | None] = [None] * len(items)
     for batch, _, indices, failures in loader:
         for index, reason in failures:
             if on_error == "raise":
@@ -154,7 +156,7 @@ def _source_name(item: ImageInput) -> str:
     return f"<PIL image {item.size[0]}x{item.size[1]}>"
 
 
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -186,8 +188,8 @@ class EvaluationResult:
     top5: float
     per_class: list[ClassAccuracy]
     failures: list[tuple[str, str]]
-    real_top1: Optional[float] = None
-    real_images: Optional[int] = None
+    real_top1: float | None = None
+    real_images: int | None = None
     seconds: float = 0.0
     images_per_second: float = 0.0
     data_wait_seconds: float = 0.0
@@ -225,9 +227,9 @@ class EvaluationResult:
 
     def write(
         self,
-        json_path: Optional[str | os.PathLike] = None,
-        csv_path: Optional[str | os.PathLike] = None,
-        predictions_path: Optional[str | os.PathLike] = None,
+        json_path: str | os.PathLike | None = None,
+        csv_path: str | os.PathLike | None = None,
+        predictions_path: str | os.PathLike | None = None,
     ) -> None:
         """Write the summary JSON, the per-class CSV and the per-image predictions CSV
         (each only if its path is given), atomically."""
@@ -263,19 +265,19 @@ class _Preprocessed(Dataset):
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    data: Union[str, os.PathLike, Dataset],
+    data: str | os.PathLike | Dataset,
     *,
     batch_size: int = 64,
-    workers: Optional[int] = None,
-    device: Union[str, torch.device, None] = None,
+    workers: int | None = None,
+    device: str | torch.device | None = None,
     amp: bool = False,
     amp_dtype: torch.dtype = torch.float16,
-    limit: Optional[int] = None,
-    labels: Optional[str | os.PathLike] = None,
-    real_labels: Optional[str | os.PathLike] = None,
-    preprocess: Optional[nn.Module] = None,
+    limit: int | None = None,
+    labels: str | os.PathLike | None = None,
+    real_labels: str | os.PathLike | None = None,
+    preprocess: nn.Module | None = None,
     progress: bool = True,
-    distributed: Optional[bool] = None,
+    distributed: bool | None = None,
 ) -> EvaluationResult:
     """Top-1 / top-5 accuracy of ``model`` on ``data``.
 
@@ -295,13 +297,22 @@ def evaluate(
     with _distributed_context(distributed, device) as (rank, world_size, device):
         shard = Subset(dataset, range(rank, total, world_size))
         num_workers = min(4, os.cpu_count() or 1) if workers is None else workers
-        loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_classification,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            shard,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_classification,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
         model = model.to(device).eval()
         if amp and device.type != "cuda":
             logger.warning("mixed precision (amp) applies on CUDA only; evaluating in float32 on %s", device)
-        autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp and device.type == "cuda" \
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=amp_dtype)
+            if amp and device.type == "cuda"
             else contextlib.nullcontext()
+        )
         local, num_classes = _predict_top5(model, loader, device, autocast, progress and rank == 0)
         shards = _all_gather(local, world_size)
 
@@ -314,7 +325,7 @@ def evaluate(
     return result
 
 
-def _evaluation_dataset(data, preprocess: nn.Module, labels, real_labels, limit: Optional[int]) -> Dataset:
+def _evaluation_dataset(data, preprocess: nn.Module, labels, real_labels, limit: int | None) -> Dataset:
     """``data`` opened (a folder) or wrapped (a Dataset) with ``preprocess``, cut to its
     first ``limit`` images."""
     if isinstance(data, (str, os.PathLike)):
@@ -467,7 +478,7 @@ def _paths_of(dataset: Dataset, indices: Sequence[int]) -> list[str]:
     return out
 
 
-def _real_labels_of(dataset: Dataset) -> Optional[list[list[int]]]:
+def _real_labels_of(dataset: Dataset) -> list[list[int]] | None:
     base, mapping = _base_dataset(dataset)
     real = getattr(base, "real_labels", None)
     if real is None:
@@ -479,14 +490,14 @@ def _real_labels_of(dataset: Dataset) -> Optional[list[list[int]]]:
 # distributed
 
 
-def distributed_requested(flag: Optional[bool]) -> bool:
+def distributed_requested(flag: bool | None) -> bool:
     if flag is not None:
         return flag
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @contextlib.contextmanager
-def _distributed_context(flag: Optional[bool], device):
+def _distributed_context(flag: bool | None, device):
     """Yield ``(rank, world_size, device)``; joins (and later leaves) the process group
     that torchrun's environment describes when distributed evaluation is on."""
     if not distributed_requested(flag):

@@ -9,6 +9,7 @@ The detector sees each photo resized as a whole to its input size (320x320 for t
 published weights; the aspect ratio is not kept, as ml-cvnets trains and evaluates), and
 its boxes are scaled back to the photo.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from PIL import Image
@@ -28,18 +30,28 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.coco import CocoDetection
 from ..data.images import ImageDecodeError, load_image
 from ..data.preprocess import DetectionPreprocess  # noqa: F401  (re-exported)
+from ..errors import InvalidInputError, MissingDependencyError
 from ..fileio import write_text_atomic
+from ..model_kind import ModelKind
 from ..ops.ssd import Detections
 from .classification import _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
-from ..model_kind import ModelKind
-from ..errors import InvalidInputError, MissingDependencyError
 
-ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
+ImageInput = str | os.PathLike | Image.Image | torch.Tensor
 
 COCO_METRICS = (
-    "map", "map50", "map75", "map_small", "map_medium", "map_large",
-    "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large",
+    "map",
+    "map50",
+    "map75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar1",
+    "mar10",
+    "mar100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
 )
 _DETECTION_EXTRA = 'pip install "mobilevt[detection]"  (pycocotools)'
 
@@ -49,7 +61,7 @@ class DetectedObject:
     label: int
     name: str
     score: float
-    box: Tuple[float, float, float, float]  # x1, y1, x2, y2 in the image's pixels
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the image's pixels
 
 
 @dataclass
@@ -57,9 +69,9 @@ class DetectionResult:
     """The objects found in one image (highest score first), boxes in its pixels."""
 
     source: str
-    image_size: Tuple[int, int]  # (height, width)
-    objects: List[DetectedObject] = field(default_factory=list)
-    error: Optional[str] = None
+    image_size: tuple[int, int]  # (height, width)
+    objects: list[DetectedObject] = field(default_factory=list)
+    error: str | None = None
 
     @property
     def boxes(self) -> torch.Tensor:
@@ -73,14 +85,18 @@ class DetectionResult:
     def labels(self) -> torch.Tensor:
         return torch.tensor([o.label for o in self.objects], dtype=torch.int64)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {"source": self.source, "image_size": list(self.image_size),
-                "objects": [asdict(o) for o in self.objects], "error": self.error}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "image_size": list(self.image_size),
+            "objects": [asdict(o) for o in self.objects],
+            "error": self.error,
+        }
 
 
 def run_detector(
-    model: nn.Module, batch: torch.Tensor, image_sizes: Sequence[Tuple[int, int]], score_threshold: Optional[float] = None
-) -> List[Detections]:
+    model: nn.Module, batch: torch.Tensor, image_sizes: Sequence[tuple[int, int]], score_threshold: float | None = None
+) -> list[Detections]:
     """Detections of a preprocessed ``batch``, boxes in the pixels of each original image
     (``image_sizes``: (height, width) each)."""
     regression, logits = model(batch)
@@ -119,16 +135,16 @@ def _collate(batch):
 @torch.inference_mode()
 def detect(
     model: nn.Module,
-    images: Union[ImageInput, Iterable[ImageInput]],
+    images: ImageInput | Iterable[ImageInput],
     *,
     score_threshold: float = 0.3,
     batch_size: int = 8,
     workers: int = 0,
-    device: Union[str, torch.device, None] = None,
-    preprocess: Optional[nn.Module] = None,
-    class_names: Optional[Sequence[str]] = None,
+    device: str | torch.device | None = None,
+    preprocess: nn.Module | None = None,
+    class_names: Sequence[str] | None = None,
     on_error: str = "raise",
-) -> List[DetectionResult]:
+) -> list[DetectionResult]:
     """Objects in each image: boxes in the image's pixels, class names and scores.
 
     ``images``: a path, a folder (every image under it), a PIL image, a uint8
@@ -139,16 +155,19 @@ def detect(
     if on_error not in ("raise", "report"):
         raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
     if not hasattr(model, "postprocess"):
-        raise InvalidInputError(f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
-                         "(mobilevt.list_models(kind='object-detection'))")
+        raise InvalidInputError(
+            f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
+            "(mobilevt.list_models(kind='object-detection'))"
+        )
     items = expand_image_inputs(images)
     preprocess = preprocess if preprocess is not None else transforms_for(model, ModelKind.DETECTION)
     names = list(class_names) if class_names is not None else class_names_for(model, ModelKind.DETECTION)
     device = resolve_device(device)
     model = model.to(device).eval()
-    loader = DataLoader(_DetectInputs(items, preprocess), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate)
-    results: List[Optional[DetectionResult]] = [None] * len(items)
+    loader = DataLoader(
+        _DetectInputs(items, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+    )
+    results: list[DetectionResult | None] = [None] * len(items)
     for batch, sizes, indices, failures in loader:
         for index, reason in failures:
             if on_error == "raise":
@@ -158,8 +177,12 @@ def detect(
             continue
         for d, size, index in zip(run_detector(model, batch.to(device), sizes, score_threshold), sizes, indices):
             objects = [
-                DetectedObject(int(label), names[int(label)] if int(label) < len(names) else str(int(label)),
-                               float(score), tuple(float(v) for v in box))
+                DetectedObject(
+                    int(label),
+                    names[int(label)] if int(label) < len(names) else str(int(label)),
+                    float(score),
+                    tuple(float(v) for v in box),
+                )
                 for box, score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist())
             ]
             results[index] = DetectionResult(_source_name(items[index]), size, objects)
@@ -173,8 +196,24 @@ def draw_detections(image: torch.Tensor, result: DetectionResult, width: int = 3
 
     if not result.objects:
         return image.clone()
-    palette = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-               "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000", "#aaffc3", "#808000"]
+    palette = [
+        "#e6194b",
+        "#3cb44b",
+        "#ffe119",
+        "#4363d8",
+        "#f58231",
+        "#911eb4",
+        "#46f0f0",
+        "#f032e6",
+        "#bcf60c",
+        "#fabebe",
+        "#008080",
+        "#e6beff",
+        "#9a6324",
+        "#800000",
+        "#aaffc3",
+        "#808000",
+    ]
     labels = [f"{o.name} {o.score:.2f}" for o in result.objects]
     colors = [palette[o.label % len(palette)] for o in result.objects]
     return draw_bounding_boxes(image, result.boxes, labels=labels, colors=colors, width=width)
@@ -193,11 +232,14 @@ def _pycocotools():
     return COCO, COCOeval
 
 
-def coco_ground_truth(annotations: Union[str, os.PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
+def coco_ground_truth(annotations: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """A COCO annotation file (or dict) made complete for pycocotools: ``info``, and per
     box an ``id``, ``iscrowd`` (0) and ``area`` (the box area when missing)."""
-    data = json.loads(Path(annotations).read_text(encoding="utf-8")) if isinstance(annotations, (str, os.PathLike)) \
+    data = (
+        json.loads(Path(annotations).read_text(encoding="utf-8"))
+        if isinstance(annotations, (str, os.PathLike))
         else json.loads(json.dumps(annotations))
+    )
     data.setdefault("info", {})
     for i, ann in enumerate(data.get("annotations", [])):
         ann.setdefault("id", i + 1)
@@ -207,10 +249,10 @@ def coco_ground_truth(annotations: Union[str, os.PathLike, Mapping[str, Any]]) -
 
 
 def coco_map(
-    ground_truth: Union[str, os.PathLike, Mapping[str, Any]],
+    ground_truth: str | os.PathLike | Mapping[str, Any],
     detections: Sequence[Mapping[str, Any]],
-    image_ids: Optional[Sequence[int]] = None,
-) -> Dict[str, float]:
+    image_ids: Sequence[int] | None = None,
+) -> dict[str, float]:
     """COCO box metrics of ``detections`` (COCO results format: ``image_id``,
     ``category_id``, ``bbox`` [x, y, w, h] in pixels, ``score``) against ``ground_truth``,
     computed by pycocotools' ``COCOeval``: the 12 numbers it prints, as fractions, named
@@ -229,8 +271,14 @@ def coco_map(
         if not detections:
             # loadRes refuses an empty list. One zero-size box scored 0 matches nothing and
             # leaves every precision and recall at 0, exactly as no detection at all does.
-            detections = [{"image_id": ids[0], "category_id": data["categories"][0]["id"], "bbox": [0.0, 0.0, 0.0, 0.0],
-                           "score": 0.0}]
+            detections = [
+                {
+                    "image_id": ids[0],
+                    "category_id": data["categories"][0]["id"],
+                    "bbox": [0.0, 0.0, 0.0, 0.0],
+                    "score": 0.0,
+                }
+            ]
         result = gt.loadRes(detections)
         evaluator = COCOeval(gt, result, iouType="bbox")
         if image_ids is not None:
@@ -241,16 +289,21 @@ def coco_map(
     return {name: float(value) for name, value in zip(COCO_METRICS, evaluator.stats)}
 
 
-def to_coco_results(
-    detections: Detections, image_id: int, category_ids: Sequence[int]
-) -> List[Dict[str, Any]]:
+def to_coco_results(detections: Detections, image_id: int, category_ids: Sequence[int]) -> list[dict[str, Any]]:
     """One image's detections (pixels, labels 1 .. K) as COCO result entries; label ``i``
     is category ``category_ids[i - 1]``."""
     out = []
-    for (x1, y1, x2, y2), score, label in zip(detections.boxes.tolist(), detections.scores.tolist(),
-                                              detections.labels.tolist()):
-        out.append({"image_id": int(image_id), "category_id": int(category_ids[int(label) - 1]),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+    for (x1, y1, x2, y2), score, label in zip(
+        detections.boxes.tolist(), detections.scores.tolist(), detections.labels.tolist()
+    ):
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(label) - 1]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(score),
+            }
+        )
     return out
 
 
@@ -258,9 +311,9 @@ def to_coco_results(
 class DetectionEvaluation:
     """COCO box metrics of a detector on a data set (fractions; see ``COCO_METRICS``)."""
 
-    metrics: Dict[str, float]
+    metrics: dict[str, float]
     num_images: int
-    failed: List[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -275,9 +328,14 @@ class DetectionEvaluation:
     def images_per_second(self) -> float:
         return self.num_images / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {"metrics": self.metrics, "num_images": self.num_images, "failed": self.failed,
-                "seconds": self.seconds, "images_per_second": self.images_per_second}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "num_images": self.num_images,
+            "failed": self.failed,
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -302,15 +360,15 @@ class _EvalInputs(Dataset):
 @torch.inference_mode()
 def evaluate_detection(
     model: nn.Module,
-    images: Union[str, os.PathLike, CocoDetection],
-    annotations: Union[str, os.PathLike, None] = None,
+    images: str | os.PathLike | CocoDetection,
+    annotations: str | os.PathLike | None = None,
     *,
     batch_size: int = 8,
     workers: int = 0,
-    limit: Optional[int] = None,
-    score_threshold: Optional[float] = None,
-    device: Union[str, torch.device, None] = None,
-    results_json: Union[str, os.PathLike, None] = None,
+    limit: int | None = None,
+    score_threshold: float | None = None,
+    device: str | torch.device | None = None,
+    results_json: str | os.PathLike | None = None,
 ) -> DetectionEvaluation:
     """COCO mAP of ``model`` on an images folder + COCO annotation file (or a
     :class:`~mobilevt.data.coco.CocoDetection`), computed with pycocotools.
@@ -325,7 +383,9 @@ def evaluate_detection(
         dataset = images
     else:
         if annotations is None:
-            raise InvalidInputError("evaluate_detection needs the COCO annotation file (annotations=...instances_val.json)")
+            raise InvalidInputError(
+                "evaluate_detection needs the COCO annotation file (annotations=...instances_val.json)"
+            )
         dataset = CocoDetection(images, annotations)
     if model.num_classes != dataset.num_classes:
         raise InvalidInputError(
@@ -335,11 +395,15 @@ def evaluate_detection(
     indices = range(len(dataset)) if limit is None else range(min(limit, len(dataset)))
     device = resolve_device(device)
     model = model.to(device).eval()
-    loader = DataLoader(_EvalInputs(dataset, transforms_for(model, ModelKind.DETECTION), indices), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate)
-    results: List[Dict[str, Any]] = []
-    evaluated: List[int] = []
-    failed: List[str] = []
+    loader = DataLoader(
+        _EvalInputs(dataset, transforms_for(model, ModelKind.DETECTION), indices),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+    )
+    results: list[dict[str, Any]] = []
+    evaluated: list[int] = []
+    failed: list[str] = []
     start = time.perf_counter()
     for batch, sizes, batch_indices, failures in loader:
         failed += [f"{dataset.path(index)}: {reason}" for index, reason in failures]

@@ -1,22 +1,21 @@
 """What a model needs around it, whatever its task: its evaluation preprocessing and the
 names of its outputs. One verb for each, for classifiers, segmenters and detectors."""
-from __future__ import annotations
 
-from typing import List, Optional, Union
+from __future__ import annotations
 
 from torch import nn
 
 from ..data.imagenet import imagenet_classes
 from ..data.preprocess import DetectionPreprocess, ImagePreprocess, SegmentationPreprocess
+from ..errors import InvalidInputError
 from ..model_kind import ModelKind, kind_of
 from ..registry import ModelName, get_model_entry
 from ..weights.entries import PreprocessConfig, Weights
-from ..errors import InvalidInputError
 
-ModelOrName = Union[nn.Module, str, Weights, PreprocessConfig]
+ModelOrName = nn.Module | str | Weights | PreprocessConfig
 
 
-def transforms_for(model_or_name: ModelOrName, kind: Optional[ModelKind] = None) -> nn.Module:
+def transforms_for(model_or_name: ModelOrName, kind: ModelKind | None = None) -> nn.Module:
     """The scriptable evaluation preprocessing of a model, a model name (``"mobilevit_s"``
     or ``"mobilevit_s.timm_in1k"``), a ``Weights`` entry or a ``PreprocessConfig``
     (taken as a classifier's): :class:`ImagePreprocess` for classifiers (shorter side
@@ -32,7 +31,7 @@ def transforms_for(model_or_name: ModelOrName, kind: Optional[ModelKind] = None)
     return ImagePreprocess(config)
 
 
-def class_names_for(model: nn.Module, kind: Optional[ModelKind] = None) -> List[str]:
+def class_names_for(model: nn.Module, kind: ModelKind | None = None) -> list[str]:
     """Names of a model's outputs: its ``class_names`` when they name every output, else
     ImageNet's for a 1000-class classifier, ``background, class 1 ...`` for a detector,
     the class numbers for a segmenter, ``class_0 ...`` otherwise."""
@@ -51,7 +50,7 @@ def class_names_for(model: nn.Module, kind: Optional[ModelKind] = None) -> List[
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def preprocess_config_for(model_or_name: Union[nn.Module, str, Weights, PreprocessConfig]) -> PreprocessConfig:
+def preprocess_config_for(model_or_name: nn.Module | str | Weights | PreprocessConfig) -> PreprocessConfig:
     if isinstance(model_or_name, PreprocessConfig):
         return model_or_name
     if isinstance(model_or_name, Weights):

@@ -12,13 +12,15 @@ IoU = TP / (TP + FP + FN) over all its pixels, 255-labelled pixels ignored; the 
 over the classes that occur in the ground truth or the predictions (a class absent from
 both has no IoU), as ml-cvnets, mmsegmentation and torchmetrics compute it.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,15 +31,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.images import ImageDecodeError, load_image
+from ..data.preprocess import SegmentationPreprocess
 from ..data.segmentation import SegmentationFolder, open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX, voc_palette
+from ..errors import InvalidInputError
 from ..fileio import atomic_path
-from ..data.preprocess import SegmentationPreprocess  # noqa: F401  (re-exported)
+from ..model_kind import ModelKind
 from .classification import ImageInput, _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
-from ..model_kind import ModelKind
-from ..errors import InvalidInputError
-
 
 # ---------------------------------------------------------------------------------------
 # Metrics
@@ -47,7 +48,7 @@ class ConfusionMatrix:
     """Pixel counts ``matrix[true, predicted]`` over ``num_classes`` classes; labels equal
     to ``ignore_index`` (or outside ``0 .. num_classes - 1``) are not counted."""
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: Union[str, torch.device] = "cpu"):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: str | torch.device = "cpu"):
         if num_classes < 1:
             raise InvalidInputError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = num_classes
@@ -57,7 +58,9 @@ class ConfusionMatrix:
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: ``predicted`` and ``target`` class-index tensors of one shape."""
         if predicted.shape != target.shape:
-            raise InvalidInputError(f"predicted {list(predicted.shape)} and target {list(target.shape)} differ in shape")
+            raise InvalidInputError(
+                f"predicted {list(predicted.shape)} and target {list(target.shape)} differ in shape"
+            )
         target = target.to(self.matrix.device).long().flatten()
         predicted = predicted.to(self.matrix.device).long().flatten()
         valid = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
@@ -69,7 +72,7 @@ class ConfusionMatrix:
         """Sum the matrix over the processes of the default group (distributed evaluation)."""
         dist.all_reduce(self.matrix)
 
-    def compute(self) -> "SegmentationScores":
+    def compute(self) -> SegmentationScores:
         return SegmentationScores.from_matrix(self.matrix)
 
 
@@ -87,7 +90,7 @@ class SegmentationScores:
     pixels: int
 
     @classmethod
-    def from_matrix(cls, matrix: torch.Tensor) -> "SegmentationScores":
+    def from_matrix(cls, matrix: torch.Tensor) -> SegmentationScores:
         m = matrix.double().cpu()
         true_positive = m.diag()
         gt = m.sum(dim=1)
@@ -111,7 +114,9 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(present.mean()) if present.numel() else float("nan")
 
 
-def mean_iou(predicted: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> float:
+def mean_iou(
+    predicted: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> float:
     """mIoU of one set of class-index predictions against targets (see :class:`ConfusionMatrix`)."""
     matrix = ConfusionMatrix(num_classes, ignore_index)
     matrix.update(predicted, target)
@@ -140,7 +145,7 @@ class Segmentation:
     ``class_names``, and the class pixel fractions; ``error`` for an undecodable input."""
 
     source: str
-    mask: Optional[torch.Tensor] = None
+    mask: torch.Tensor | None = None
     class_names: list[str] = field(default_factory=list)
     error: str = ""
 
@@ -163,9 +168,9 @@ class Segmentation:
 @torch.inference_mode()
 def segment(
     model: nn.Module,
-    images: Union[ImageInput, Iterable[ImageInput]],
+    images: ImageInput | Iterable[ImageInput],
     *,
-    device: Union[str, torch.device, None] = None,
+    device: str | torch.device | None = None,
     on_error: str = "raise",
 ) -> list[Segmentation]:
     """Per-pixel classes of each image at its own size.
@@ -196,7 +201,7 @@ def segment(
     return results
 
 
-def colorize(mask: torch.Tensor, palette: Optional[Sequence[int]] = None) -> Image.Image:
+def colorize(mask: torch.Tensor, palette: Sequence[int] | None = None) -> Image.Image:
     """A class-index mask as a palette PNG image (VOC colours by default): the pixel
     values stay the class indices, viewers show the colours."""
     values = mask.detach().cpu().numpy()
@@ -207,7 +212,9 @@ def colorize(mask: torch.Tensor, palette: Optional[Sequence[int]] = None) -> Ima
     return image
 
 
-def overlay(image: Union[torch.Tensor, Image.Image], mask: torch.Tensor, alpha: float = 0.5, background: int = 0) -> Image.Image:
+def overlay(
+    image: torch.Tensor | Image.Image, mask: torch.Tensor, alpha: float = 0.5, background: int = 0
+) -> Image.Image:
     """The image with each non-``background`` class's colour blended in at ``alpha``."""
     if isinstance(image, Image.Image):
         image = load_image(image)
@@ -219,7 +226,12 @@ def overlay(image: Union[torch.Tensor, Image.Image], mask: torch.Tensor, alpha: 
     return Image.fromarray(out.round().clamp(0, 255).to(torch.uint8).numpy(), mode="RGB")
 
 
-def write_segmentation(result: Segmentation, image: Union[torch.Tensor, Image.Image, str, os.PathLike], out_dir: str | os.PathLike, stem: Optional[str] = None) -> tuple[Path, Path]:
+def write_segmentation(
+    result: Segmentation,
+    image: torch.Tensor | Image.Image | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    stem: str | None = None,
+) -> tuple[Path, Path]:
     """Write ``<stem>_mask.png`` (palette PNG of class indices) and ``<stem>_overlay.png``
     into ``out_dir``, atomically; returns their paths."""
     if result.mask is None:
@@ -258,7 +270,7 @@ class SegmentationEvaluation:
         return self.num_images / self.seconds if self.seconds > 0 else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        def clean(v: float) -> Optional[float]:
+        def clean(v: float) -> float | None:
             return None if v != v else v  # nan -> null in JSON
 
         return {
@@ -299,14 +311,14 @@ def _collate_eval(batch):
 @torch.inference_mode()
 def evaluate_segmentation(
     model: nn.Module,
-    data: Union[str, os.PathLike, Dataset],
+    data: str | os.PathLike | Dataset,
     *,
     split: str = "val",
-    layout: Optional[str] = None,
+    layout: str | None = None,
     batch_size: int = 8,
     workers: int = 0,
-    limit: Optional[int] = None,
-    device: Union[str, torch.device, None] = None,
+    limit: int | None = None,
+    device: str | torch.device | None = None,
 ) -> SegmentationEvaluation:
     """mIoU of ``model`` on a VOC- or ADE20K-layout folder (``split``; layout detected
     unless given) or on any dataset of ``(image, mask)`` items (uint8 ``[3, H, W]`` and
@@ -316,7 +328,7 @@ def evaluate_segmentation(
     if limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-    num_classes = int(getattr(model, "num_classes"))
+    num_classes = int(model.num_classes)
     names = list(getattr(base, "class_names", None) or class_names_for(model, ModelKind.SEGMENTATION))
     if isinstance(base, SegmentationFolder) and base.num_classes != num_classes:
         raise InvalidInputError(
@@ -326,7 +338,9 @@ def evaluate_segmentation(
     device = resolve_device(device)
     model = model.to(device).eval()
     preprocess = transforms_for(model, ModelKind.SEGMENTATION)
-    loader = DataLoader(_EvalItems(dataset, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate_eval)
+    loader = DataLoader(
+        _EvalItems(dataset, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate_eval
+    )
     matrix = ConfusionMatrix(num_classes, device=device)
     failed: list[str] = []
     count = 0
@@ -338,7 +352,9 @@ def evaluate_segmentation(
         logits = model(images.to(device))
         for row, mask in enumerate(masks):
             mask = mask.to(device)
-            per_image = F.interpolate(logits[row : row + 1].float(), size=list(mask.shape), mode="bilinear", align_corners=False)
+            per_image = F.interpolate(
+                logits[row : row + 1].float(), size=list(mask.shape), mode="bilinear", align_corners=False
+            )
             matrix.update(per_image[0].argmax(0), mask)
             count += 1
     seconds = time.perf_counter() - start
@@ -355,7 +371,7 @@ def _item_name(base: Dataset, dataset: Dataset, index: int) -> str:
     return str(images[index]) if images is not None else f"item {index}"
 
 
-__all__: List[str] = [
+__all__: list[str] = [
     "ConfusionMatrix",
     "Segmentation",
     "SegmentationEvaluation",

@@ -14,17 +14,18 @@ the scores do not sum to 1 (transformers' examples read them the same way).
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..data.vilt_preprocess import ViltImagePreprocess
-from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
 from ..errors import InvalidInputError
 from ..model_kind import ModelKind
+from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
 
 __all__ = [
     "VqaEvaluation",
@@ -58,14 +59,14 @@ class VqaPipeline(nn.Module):
 
     kind = ModelKind.VQA  # what export, the CLI and training dispatch on
 
-    answers: List[str]  # class-level, and no `from __future__ import annotations`: TorchScript reads it
+    answers: list[str]  # class-level, and no `from __future__ import annotations`: TorchScript reads it
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer: WordPieceTokenizer,
-        image_preprocess: Optional[ViltImagePreprocess] = None,
-        answers: Optional[Sequence[str]] = None,
+        image_preprocess: ViltImagePreprocess | None = None,
+        answers: Sequence[str] | None = None,
     ):
         super().__init__()
         max_text_len = getattr(getattr(model, "arch", None), "max_text_len", None)
@@ -74,7 +75,7 @@ class VqaPipeline(nn.Module):
                 f"the tokenizer makes up to {tokenizer.max_length} tokens but the model takes at most {max_text_len}: "
                 f"create it with max_length={max_text_len}"
             )
-        num_answers = int(getattr(model, "num_answers"))
+        num_answers = int(model.num_answers)
         names = list(answers) if answers is not None else list(getattr(model, "answers", []))
         if not names:
             names = [str(index) for index in range(num_answers)]
@@ -96,37 +97,40 @@ class VqaPipeline(nn.Module):
         attention_mask = torch.ones_like(input_ids)
         return self.model(input_ids, attention_mask, pixel_values, pixel_mask)[0]
 
-    def forward(self, image: torch.Tensor, question: str, top_k: int = 5) -> List[Tuple[str, float]]:
+    def forward(self, image: torch.Tensor, question: str, top_k: int = 5) -> list[tuple[str, float]]:
         scores = torch.sigmoid(self.answer_logits(image, question))
         return self._top_answers(scores, top_k)
 
     @torch.jit.export
     def answer_batch(
-        self, images: List[torch.Tensor], questions: List[str], top_k: int = 5
-    ) -> List[List[Tuple[str, float]]]:
+        self, images: list[torch.Tensor], questions: list[str], top_k: int = 5
+    ) -> list[list[tuple[str, float]]]:
         """Top-k answers of each (``images[i]``, ``questions[i]``) pair, run as one batch
         (images zero-padded with a pixel mask, questions padded with [PAD])."""
         if len(images) != len(questions):
             raise InvalidInputError(
-                "answer_batch needs one question per image, got " + str(len(images)) + " images and "
-                + str(len(questions)) + " questions"
+                "answer_batch needs one question per image, got "
+                + str(len(images))
+                + " images and "
+                + str(len(questions))
+                + " questions"
             )
         pixel_values, pixel_mask = self.image_preprocess.pad_batch(images)
         input_ids, attention_mask = self.tokenizer.encode_batch(questions, False)
         device = pixel_values.device
         logits = self.model(input_ids.to(device), attention_mask.to(device), pixel_values, pixel_mask)
         scores = torch.sigmoid(logits)
-        results: List[List[Tuple[str, float]]] = []
+        results: list[list[tuple[str, float]]] = []
         for row in range(scores.shape[0]):
             results.append(self._top_answers(scores[row], top_k))
         return results
 
-    def _top_answers(self, scores: torch.Tensor, top_k: int) -> List[Tuple[str, float]]:
+    def _top_answers(self, scores: torch.Tensor, top_k: int) -> list[tuple[str, float]]:
         if top_k < 1:
             raise InvalidInputError("top_k must be at least 1, got " + str(top_k))
         best = torch.topk(scores, min(top_k, scores.shape[0]))
-        values: List[float] = best.values.tolist()
-        indices: List[int] = best.indices.tolist()
+        values: list[float] = best.values.tolist()
+        indices: list[int] = best.indices.tolist()
         return [(self.answers[index], value) for index, value in zip(indices, values)]
 
     def save_torchscript(self, path: str | os.PathLike) -> Path:
@@ -142,8 +146,10 @@ def load_vqa_pipeline(path: str | os.PathLike) -> torch.jit.ScriptModule:
     """A pipeline saved with :meth:`VqaPipeline.save_torchscript` (``torch.jit.load``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"VQA pipeline file not found: {path}; write one with `mobilevt export vilt_b32_vqa "
-                                "--format torchscript -o FILE.pt`")
+        raise FileNotFoundError(
+            f"VQA pipeline file not found: {path}; write one with `mobilevt export vilt_b32_vqa "
+            "--format torchscript -o FILE.pt`"
+        )
     return torch.jit.load(str(path), map_location="cpu")
 
 
@@ -180,7 +186,7 @@ def create_vqa_pipeline(
     return VqaPipeline(model, tokenizer)
 
 
-def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: str) -> Tuple[Path, bool]:
+def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: str) -> tuple[Path, bool]:
     """``vocab.txt`` for ``weights`` and whether it is lowercased (``tokenizer_config.json``)."""
     from ..registry import get_model_entry
     from ..weights.entries import Weights
@@ -215,7 +221,7 @@ def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: 
                 "vocab.txt of the Hugging Face model folder there or pass vocab_file= (--vocab FILE)"
             )
         return path, _lowercase(folder)
-    repo = source[len(HF_PREFIX):] if source.startswith(HF_PREFIX) else source
+    repo = source[len(HF_PREFIX) :] if source.startswith(HF_PREFIX) else source
     return _download_vocab(repo)
 
 
@@ -229,14 +235,13 @@ def _lowercase(folder: Path) -> bool:
     return True  # ViLT's vocabulary is bert-base-uncased
 
 
-def _download_vocab(repo: str) -> Tuple[Path, bool]:
+def _download_vocab(repo: str) -> tuple[Path, bool]:
     from ..weights.loading import WeightsNotFoundError, hub_file
 
     repo_id = repo.partition("@")[0]
     try:
         path = hub_file(repo, "vocab.txt")
     except Exception as err:  # offline, not found, auth ...
-
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsNotFoundError(
             f"could not get vocab.txt of {repo_id} from the Hugging Face Hub ({type(err).__name__}: {reason}); "

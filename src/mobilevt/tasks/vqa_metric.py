@@ -20,15 +20,18 @@ dictionary inequality, so answers given as dictionaries that are equal (same tex
 confidence) leave each other out; the annotation files give every answer its own
 ``answer_id``, and plain strings are treated as distinct answers.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any
+
 from ..errors import InvalidInputError
 
 __all__ = ["EVALUATOR_VERSIONS", "VqaEvaluation", "evaluate_vqa", "normalize_answer", "vqa_accuracy"]
@@ -38,43 +41,166 @@ EVALUATOR_VERSIONS = ("2021", "pre-2021")
 # The evaluation script's tables (GT-Vision-Lab/VQA, vqaEval.py): spelled-out digits,
 # articles, and contractions written without their apostrophe.
 _NUMBER_WORDS = {
-    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
 }
 _ARTICLES = frozenset({"a", "an", "the"})
 _CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
-    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
-    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
-    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's",
-    "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
-    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
-    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at",
-    "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's",
-    "shouldve": "should've", "shouldnt": "shouldn't", "shouldnt've": "shouldn't've",
-    "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd", "somebodyd've": "somebody'd've",
-    "somebody'dve": "somebody'd've", "somebodyll": "somebody'll", "somebodys": "somebody's",
-    "someoned": "someone'd", "someoned've": "someone'd've", "someone'dve": "someone'd've",
-    "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
-    "somethingd've": "something'd've", "something'dve": "something'd've", "somethingll": "something'll",
-    "thats": "that's", "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
-    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
-    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas",
-    "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't",
-    "whatll": "what'll", "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's",
-    "whered": "where'd", "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
-    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
-    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
-    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
-    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
-    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're",
+    "aint": "ain't",
+    "arent": "aren't",
+    "cant": "can't",
+    "couldve": "could've",
+    "couldnt": "couldn't",
+    "couldn'tve": "couldn't've",
+    "couldnt've": "couldn't've",
+    "didnt": "didn't",
+    "doesnt": "doesn't",
+    "dont": "don't",
+    "hadnt": "hadn't",
+    "hadnt've": "hadn't've",
+    "hadn'tve": "hadn't've",
+    "hasnt": "hasn't",
+    "havent": "haven't",
+    "hed": "he'd",
+    "hed've": "he'd've",
+    "he'dve": "he'd've",
+    "hes": "he's",
+    "howd": "how'd",
+    "howll": "how'll",
+    "hows": "how's",
+    "Id've": "I'd've",
+    "I'dve": "I'd've",
+    "Im": "I'm",
+    "Ive": "I've",
+    "isnt": "isn't",
+    "itd": "it'd",
+    "itd've": "it'd've",
+    "it'dve": "it'd've",
+    "itll": "it'll",
+    "let's": "let's",
+    "maam": "ma'am",
+    "mightnt": "mightn't",
+    "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've",
+    "mightve": "might've",
+    "mustnt": "mustn't",
+    "mustve": "must've",
+    "neednt": "needn't",
+    "notve": "not've",
+    "oclock": "o'clock",
+    "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at",
+    "shant": "shan't",
+    "shed've": "she'd've",
+    "she'dve": "she'd've",
+    "she's": "she's",
+    "shouldve": "should've",
+    "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've",
+    "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've",
+    "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll",
+    "somebodys": "somebody's",
+    "someoned": "someone'd",
+    "someoned've": "someone'd've",
+    "someone'dve": "someone'd've",
+    "someonell": "someone'll",
+    "someones": "someone's",
+    "somethingd": "something'd",
+    "somethingd've": "something'd've",
+    "something'dve": "something'd've",
+    "somethingll": "something'll",
+    "thats": "that's",
+    "thered": "there'd",
+    "thered've": "there'd've",
+    "there'dve": "there'd've",
+    "therere": "there're",
+    "theres": "there's",
+    "theyd": "they'd",
+    "theyd've": "they'd've",
+    "they'dve": "they'd've",
+    "theyll": "they'll",
+    "theyre": "they're",
+    "theyve": "they've",
+    "twas": "'twas",
+    "wasnt": "wasn't",
+    "wed've": "we'd've",
+    "we'dve": "we'd've",
+    "weve": "we've",
+    "werent": "weren't",
+    "whatll": "what'll",
+    "whatre": "what're",
+    "whats": "what's",
+    "whatve": "what've",
+    "whens": "when's",
+    "whered": "where'd",
+    "wheres": "where's",
+    "whereve": "where've",
+    "whod": "who'd",
+    "whod've": "who'd've",
+    "who'dve": "who'd've",
+    "wholl": "who'll",
+    "whos": "who's",
+    "whove": "who've",
+    "whyll": "why'll",
+    "whyre": "why're",
+    "whys": "why's",
+    "wont": "won't",
+    "wouldve": "would've",
+    "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've",
+    "yall": "y'all",
+    "yall'll": "y'all'll",
+    "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've",
+    "y'all'dve": "y'all'd've",
+    "youd": "you'd",
+    "youd've": "you'd've",
+    "you'dve": "you'd've",
+    "youll": "you'll",
+    "youre": "you're",
     "youve": "you've",
 }
 # Apostrophes and colons are kept; periods are handled separately (decimal points survive).
-_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-                "?", "!")
+_PUNCTUATION = (
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+)
 _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 # The script's pattern "(?!<=\d)(\.)(?!\d)" has a mistyped look-behind that is a look-ahead
 # which never fails at a period, so it removes periods not followed by a digit; it passes
@@ -119,7 +245,7 @@ def normalize_answer(answer: str) -> str:
     return _process_digit_article(_process_punctuation(_clean_whitespace(answer)))
 
 
-def _answer_records(human_answers: Sequence[Union[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+def _answer_records(human_answers: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The human answers as the script's answer dictionaries (copies: the script rewrites
     them in place, this does not)."""
     if isinstance(human_answers, (str, Mapping)):
@@ -138,7 +264,10 @@ def _answer_records(human_answers: Sequence[Union[str, Mapping[str, Any]]]) -> L
 
 
 def vqa_accuracy(
-    predicted: str, human_answers: Sequence[Union[str, Mapping[str, Any]]], *, version: str = "2021",
+    predicted: str,
+    human_answers: Sequence[str | Mapping[str, Any]],
+    *,
+    version: str = "2021",
 ) -> float:
     """The official VQA accuracy of ``predicted`` against the human answers of one question
     (10 in VQA v1/v2), in [0, 1], as the official script computes it (``version``: ``"2021"``,
@@ -150,7 +279,9 @@ def vqa_accuracy(
     "answer_id": ...}``).
     """
     if version not in EVALUATOR_VERSIONS:
-        raise InvalidInputError(f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}")
+        raise InvalidInputError(
+            f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}"
+        )
     records = _answer_records(human_answers)
     prediction = _clean_whitespace(predicted)
     if version == "2021":
@@ -177,15 +308,17 @@ class VqaEvaluation:
     """Official VQA accuracy (fractions in [0, 1]; the script prints 100x these)."""
 
     accuracy: float
-    per_answer_type: Dict[str, float]
-    per_question_type: Dict[str, float]
+    per_answer_type: dict[str, float]
+    per_question_type: dict[str, float]
     num_questions: int
-    per_question: Dict[int, float] = field(default_factory=dict, repr=False)
+    per_question: dict[int, float] = field(default_factory=dict, repr=False)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "accuracy": self.accuracy, "per_answer_type": self.per_answer_type,
-            "per_question_type": self.per_question_type, "num_questions": self.num_questions,
+            "accuracy": self.accuracy,
+            "per_answer_type": self.per_answer_type,
+            "per_question_type": self.per_question_type,
+            "num_questions": self.num_questions,
         }
 
 
@@ -209,7 +342,9 @@ def evaluate_vqa(
             (as the papers before 2021 were scored; see :mod:`mobilevt.tasks.vqa_metric`).
     """
     if version not in EVALUATOR_VERSIONS:
-        raise InvalidInputError(f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}")
+        raise InvalidInputError(
+            f"unknown VQA evaluator version {version!r}; choose one of {', '.join(EVALUATOR_VERSIONS)}"
+        )
     predicted = _load_predictions(predictions)
     annotations = _load_annotations(annotations_file)
     unknown = sorted(set(predicted) - set(annotations))
@@ -224,9 +359,9 @@ def evaluate_vqa(
             f"{len(missing)} of {len(annotations)} annotated questions have no prediction (first: {missing[:5]}); "
             "predict them all or pass require_all=False to evaluate a subset"
         )
-    per_question: Dict[int, float] = {}
-    by_answer_type: Dict[str, List[float]] = defaultdict(list)
-    by_question_type: Dict[str, List[float]] = defaultdict(list)
+    per_question: dict[int, float] = {}
+    by_answer_type: dict[str, list[float]] = defaultdict(list)
+    by_question_type: dict[str, list[float]] = defaultdict(list)
     for qid, answer in predicted.items():
         record = annotations[qid]
         score = vqa_accuracy(answer, record["answers"], version=version)
@@ -254,12 +389,12 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
         raise InvalidInputError(f"{path} is not a JSON file ({exc})") from None
 
 
-def _load_predictions(predictions: Any) -> Dict[int, str]:
+def _load_predictions(predictions: Any) -> dict[int, str]:
     if isinstance(predictions, (str, os.PathLike)):
         predictions = _read_json(predictions, "predictions")
     if isinstance(predictions, Mapping):
         return {int(qid): str(answer) for qid, answer in predictions.items()}
-    result: Dict[int, str] = {}
+    result: dict[int, str] = {}
     for item in predictions:
         if not isinstance(item, Mapping) or "question_id" not in item or "answer" not in item:
             raise InvalidInputError(
@@ -270,7 +405,7 @@ def _load_predictions(predictions: Any) -> Dict[int, str]:
     return result
 
 
-def _load_annotations(annotations: Any) -> Dict[int, Mapping[str, Any]]:
+def _load_annotations(annotations: Any) -> dict[int, Mapping[str, Any]]:
     source = "annotations"
     if isinstance(annotations, (str, os.PathLike)):
         source = str(annotations)
@@ -281,7 +416,7 @@ def _load_annotations(annotations: Any) -> Dict[int, Mapping[str, Any]]:
             f'{source}: expected a VQAv2 annotations JSON with an "annotations" list (e.g. '
             "v2_mscoco_val2014_annotations.json), not the questions file or results"
         )
-    by_id: Dict[int, Mapping[str, Any]] = {}
+    by_id: dict[int, Mapping[str, Any]] = {}
     for record in records:
         if "question_id" not in record or not record.get("answers"):
             raise InvalidInputError(f'{source}: an annotation without "question_id" or "answers": {str(record)[:200]}')

@@ -1,20 +1,22 @@
 """Training configuration: typed dataclasses read from YAML, with ``key.sub=value``
 overrides, checked before anything runs (unknown keys and wrong types are named)."""
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
-from .task_registry import task_names
 from ..errors import MobilevtError
+from .task_registry import task_names
 
 
 class ConfigError(MobilevtError, ValueError):
@@ -34,8 +36,8 @@ class DataConfig:
     # "digits" (scikit-learn's handwritten digits, no download) or an ImageFolder root
     # with train/ and val/ subfolders (or set train_dir / val_dir)
     dataset: str = "digits"
-    train_dir: Optional[str] = None
-    val_dir: Optional[str] = None
+    train_dir: str | None = None
+    val_dir: str | None = None
     val_fraction: float = 0.2  # digits only: held-out share
     # evaluation resizes the shorter side to image_size / eval_crop, then center-crops
     # image_size (timm's crop_pct; ml-cvnets' 0.875); 1.0 keeps the whole image
@@ -79,7 +81,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 3000
-    clip_grad_norm: Optional[float] = None
+    clip_grad_norm: float | None = None
     accumulation_steps: int = 1
 
 
@@ -89,14 +91,14 @@ class TrainConfig:
     # (mobilevt.training.tasks; the model must be of that task)
     task: str = "classification"
     model: str = "mobilevit_xxs"
-    weights: Optional[str] = None  # start from a checkpoint (fine-tuning); the head is replaced if classes differ
+    weights: str | None = None  # start from a checkpoint (fine-tuning); the head is replaced if classes differ
     epochs: int = 300
     batch_size: int = 128  # per process, at the base resolution
     label_smoothing: float = 0.1
     # segmentation: weight the cross-entropy per batch by ENet's 1 / ln(1.1 + class frequency)
     # (ml-cvnets' loss.segmentation.cross_entropy.class_weights) against class imbalance
     class_weights: bool = False
-    ema_decay: Optional[float] = 0.9995  # ml-cvnets' EMA momentum 0.0005; null disables
+    ema_decay: float | None = 0.9995  # ml-cvnets' EMA momentum 0.0005; null disables
     drop_path_rate: float = 0.0
     # further create_model keyword arguments of the model (e.g. a segmenter's
     # output_stride: 8, aux_head: true, backbone_weights: DEFAULT)
@@ -186,10 +188,13 @@ def _build(cls, data: dict[str, Any], prefix: str):
 def _check_type(key: str, value: Any, hint) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # X | None
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin in (list, dict, tuple):  # list[str] ...: the container is checked
+        hint = origin
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):
@@ -222,7 +227,8 @@ def _validate(config, prefix: str) -> None:
     if isinstance(config, AugmentConfig) and config.interpolation not in ("bilinear", "bicubic"):
         raise ConfigError(f"{prefix}interpolation must be bilinear or bicubic, not {config.interpolation!r}")
     if isinstance(config, DataConfig) and not 0.0 < config.eval_crop <= 1.0:
-        raise ConfigError(f"{prefix}eval_crop must be in (0, 1] (the share of the resized image kept), "
-                          f"got {config.eval_crop}")
+        raise ConfigError(
+            f"{prefix}eval_crop must be in (0, 1] (the share of the resized image kept), got {config.eval_crop}"
+        )
     if isinstance(config, OptimConfig) and config.accumulation_steps < 1:
         raise ConfigError(f"{prefix}accumulation_steps must be >= 1")

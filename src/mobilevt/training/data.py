@@ -1,9 +1,10 @@
 """Training data: datasets, per-resolution augmentation, and deterministic per-sample
 randomness (so a resumed run sees exactly the augmentations the original would have)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -11,8 +12,8 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..data.datasets import DatasetLayoutError, image_folder
 from ..data.images import ImageDecodeError, load_image
-from .config import IMAGENET_EVAL_CROP, AugmentConfig, DataConfig, TrainConfig
 from ..errors import MissingDependencyError
+from .config import IMAGENET_EVAL_CROP, AugmentConfig, DataConfig, TrainConfig
 
 
 class DigitsDataset(Dataset):
@@ -23,7 +24,9 @@ class DigitsDataset(Dataset):
         try:
             from sklearn.datasets import load_digits
         except ImportError:
-            raise MissingDependencyError("the digits dataset comes with scikit-learn: pip install scikit-learn") from None
+            raise MissingDependencyError(
+                "the digits dataset comes with scikit-learn: pip install scikit-learn"
+            ) from None
         digits = load_digits()
         images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
@@ -80,7 +83,8 @@ def build_datasets(config: DataConfig, seed: int) -> tuple[Dataset, Dataset, lis
         return train, val, train.classes
     if train.classes != val.classes:
         raise DatasetLayoutError(
-            f"train and val folders differ in classes: only in train {sorted(set(train.classes) - set(val.classes))[:5]}, "
+            "train and val folders differ in classes: only in train "
+            f"{sorted(set(train.classes) - set(val.classes))[:5]}, "
             f"only in val {sorted(set(val.classes) - set(train.classes))[:5]}"
         )
     return train, val, train.classes
@@ -88,8 +92,11 @@ def build_datasets(config: DataConfig, seed: int) -> tuple[Dataset, Dataset, lis
 
 def train_transform(size: tuple[int, int], augment: AugmentConfig) -> Callable:
     interpolation = InterpolationMode(augment.interpolation)
-    steps: list = [v2.RandomResizedCrop(size, scale=tuple(augment.random_resized_crop_scale),
-                                        interpolation=interpolation, antialias=True)]
+    steps: list = [
+        v2.RandomResizedCrop(
+            size, scale=tuple(augment.random_resized_crop_scale), interpolation=interpolation, antialias=True
+        )
+    ]
     if augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if augment.rand_augment:
@@ -102,8 +109,9 @@ def train_transform(size: tuple[int, int], augment: AugmentConfig) -> Callable:
 
 def eval_transform(size: int, crop: float = IMAGENET_EVAL_CROP) -> Callable:
     # shorter side to size / crop (ml-cvnets' ImageNet evaluation: 293 for 256), center crop
-    return v2.Compose([v2.Resize(int(round(size / crop)), antialias=True), v2.CenterCrop(size),
-                       v2.ToDtype(torch.float32, scale=True)])
+    return v2.Compose(
+        [v2.Resize(int(round(size / crop)), antialias=True), v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True)]
+    )
 
 
 class EvalDataset(Dataset):
@@ -128,7 +136,7 @@ def collate_train(batch):
     return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), failed
 
 
-def batch_mixer(augment: AugmentConfig, num_classes: int) -> Optional[Callable]:
+def batch_mixer(augment: AugmentConfig, num_classes: int) -> Callable | None:
     """MixUp / CutMix on whole batches (torchvision v2), one of them per batch."""
     mixers = []
     if augment.mixup_alpha > 0:

@@ -21,11 +21,13 @@
   model's 0.01, NMS) scaled back to each image, COCO mAP with pycocotools on the
   annotation file; primary metric ``map50`` (mAP@0.5), also ``map`` (mAP@[.5:.95]).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,8 +38,8 @@ from torchvision.transforms import v2
 
 from ..data.coco import CocoDetection
 from ..data.datasets import DatasetLayoutError
-from ..ops.ssd import match_anchors, ssd_multibox_loss
 from ..model_kind import ModelKind
+from ..ops.ssd import match_anchors, ssd_multibox_loss
 from .config import TrainConfig
 from .tasks import DenseTask, ResizedValidation, ValidationBatches, sum_over_ranks
 
@@ -52,14 +54,21 @@ def _shapes_dataset() -> Path:
     return _prepare_shapes()
 
 
-def open_coco_split(root: str | os.PathLike, split: str) -> Tuple[Path, Path]:
+def open_coco_split(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
     """(images folder, annotation file) of ``split`` ("train" / "val") in a COCO-layout
     folder; the error names every place looked at."""
     root = Path(root)
-    annotation_candidates = [root / "annotations" / f"instances_{split}2017.json",
-                             root / "annotations" / f"instances_{split}.json"]
-    image_candidates = [root / f"{split}2017", root / "images" / f"{split}2017", root / "images" / split,
-                        root / split, root / "JPEGImages"]
+    annotation_candidates = [
+        root / "annotations" / f"instances_{split}2017.json",
+        root / "annotations" / f"instances_{split}.json",
+    ]
+    image_candidates = [
+        root / f"{split}2017",
+        root / "images" / f"{split}2017",
+        root / "images" / split,
+        root / split,
+        root / "JPEGImages",
+    ]
     annotations = next((p for p in annotation_candidates if p.is_file()), None)
     images = next((p for p in image_candidates if p.is_dir()), None)
     if annotations is None or images is None:
@@ -71,7 +80,7 @@ def open_coco_split(root: str | os.PathLike, split: str) -> Tuple[Path, Path]:
     return images, annotations
 
 
-def _image_info(image: Any, target: Dict[str, Any]) -> Tuple[int, Tuple[int, int]]:
+def _image_info(image: Any, target: dict[str, Any]) -> tuple[int, tuple[int, int]]:
     """The validation target: the COCO image id and the image's original (height, width)."""
     size = tuple(target["boxes"].canvas_size) if image is None else tuple(image.shape[-2:])
     return target["image_id"], size
@@ -88,7 +97,7 @@ class DetectionTask(DenseTask):
     model_prefix = "ssdlite_"
     with_background = True
 
-    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+    def build_datasets(self, config: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
         if config.data.dataset == SHAPES:
             root = _shapes_dataset()
             train_split = (root / "JPEGImages", root / "annotations" / "instances_train.json")
@@ -107,15 +116,20 @@ class DetectionTask(DenseTask):
             raise DatasetLayoutError(f"{train_split[1]}: no training image has a box")
         return train_set, val_set, list(train_set.class_names)
 
-    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+    def train_transform(self, size: tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
         augment = config.augment
-        steps: List[nn.Module] = []
+        steps: list[nn.Module] = []
         photometric = getattr(augment, "photometric_distort", 0.0)
         if photometric > 0:
             steps.append(v2.RandomPhotometricDistort(p=photometric))
         if augment.zoom_out > 0:
-            steps.append(v2.RandomZoomOut(fill={tv_tensors.Image: _ZOOM_FILL, "others": 0},
-                                          side_range=(1.0, augment.zoom_out_max), p=augment.zoom_out))
+            steps.append(
+                v2.RandomZoomOut(
+                    fill={tv_tensors.Image: _ZOOM_FILL, "others": 0},
+                    side_range=(1.0, augment.zoom_out_max),
+                    p=augment.zoom_out,
+                )
+            )
         if augment.iou_crop:
             steps.append(v2.RandomIoUCrop())
         if augment.hflip:
@@ -124,7 +138,7 @@ class DetectionTask(DenseTask):
         pipeline = v2.Compose(steps)
         height, width = size
 
-        def transform(image: Any, target: Any) -> Tuple[Any, Any]:
+        def transform(image: Any, target: Any) -> tuple[Any, Any]:
             image, target = pipeline(image, {"boxes": target["boxes"], "labels": target["labels"]})
             scale = torch.tensor([width, height, width, height], dtype=torch.float32)
             boxes = target["boxes"].as_subclass(torch.Tensor).float() / scale
@@ -132,7 +146,7 @@ class DetectionTask(DenseTask):
 
         return transform
 
-    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+    def collate(self, batch: list[tuple[Any, Any]]) -> tuple[torch.Tensor | None, Any, int]:
         kept = [b for b in batch if b[0] is not None]
         if len(kept) == 1:
             # BatchNorm cannot train on one value per channel, which the small maps of a
@@ -152,25 +166,32 @@ class DetectionTask(DenseTask):
         anchors = detector.anchors(images.shape[-2], images.shape[-1]).to(images.device)
         settings = detector.config
         matched = [
-            match_anchors(t["boxes"], t["labels"], anchors, settings.iou_threshold, settings.center_variance,
-                          settings.size_variance)
+            match_anchors(
+                t["boxes"],
+                t["labels"],
+                anchors,
+                settings.iou_threshold,
+                settings.center_variance,
+                settings.size_variance,
+            )
             for t in targets
         ]
         labels = torch.stack([m[0] for m in matched])
         regression_targets = torch.stack([m[1] for m in matched])
         box_regression, class_logits = model(images)
-        return ssd_multibox_loss(box_regression, class_logits, labels, regression_targets,
-                                 label_smoothing=config.label_smoothing).total
+        return ssd_multibox_loss(
+            box_regression, class_logits, labels, regression_targets, label_smoothing=config.label_smoothing
+        ).total
 
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
-    ) -> Tuple[Dict[str, float], int]:
+    ) -> tuple[dict[str, float], int]:
         from ..tasks.detection import coco_map, run_detector, to_coco_results
 
         dataset = _coco_of(loader)
-        results: List[Dict[str, Any]] = []
-        evaluated: List[int] = []
+        results: list[dict[str, Any]] = []
+        evaluated: list[int] = []
         batches = ValidationBatches(model, loader)
         for images, infos in batches:
             detections = run_detector(model, images.to(device), [size for _, size in infos])
@@ -179,12 +200,12 @@ class DetectionTask(DenseTask):
                 results += to_coco_results(d, image_id, dataset.category_ids)
         failed = batches.failed
         if distributed:
-            gathered: List[Any] = [None] * dist.get_world_size()
+            gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, (results, evaluated))
             results = [r for part in gathered for r in part[0]]
             evaluated = [i for part in gathered for i in part[1]]
             failed = int(sum_over_ranks([float(failed)], device)[0])
-        metrics: List[Any] = [None]
+        metrics: list[Any] = [None]
         if not distributed or dist.get_rank() == 0:  # COCOeval once, then shared
             everything = coco_map(dataset.annotation_file, results, evaluated)
             metrics[0] = {"map50": everything["map50"], "map": everything["map"]}
@@ -192,7 +213,7 @@ class DetectionTask(DenseTask):
             dist.broadcast_object_list(metrics, src=0)
         return metrics[0], failed
 
-    def format_metrics(self, metrics: Dict[str, float]) -> str:
+    def format_metrics(self, metrics: dict[str, float]) -> str:
         return f"val mAP@0.5 {metrics['map50']:.4f}, mAP@[.5:.95] {metrics['map']:.4f}"
 
 
@@ -201,4 +222,3 @@ def _coco_of(loader: DataLoader) -> CocoDetection:
     while not isinstance(data, ResizedValidation):
         data = data.dataset  # a rank's Subset
     return data.dataset
-

@@ -16,11 +16,13 @@
   its mask's own size, mIoU from a confusion matrix summed over ranks (primary metric
   ``miou``, a fraction), pixel accuracy.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,11 +34,11 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ..data.segmentation import open_segmentation_dataset
 from ..data.segmentation_palette import IGNORE_INDEX
-from ..tasks.segmentation import ConfusionMatrix
+from ..errors import InvalidInputError
 from ..model_kind import ModelKind
+from ..tasks.segmentation import ConfusionMatrix
 from .config import TrainConfig, TrainingError
 from .tasks import DenseTask, ValidationBatches, sum_over_ranks
-from ..errors import InvalidInputError
 
 AUX_LOSS_WEIGHT = 0.4  # ml-cvnets' segmentation cross_entropy aux_weight
 SHAPES = "shapes"
@@ -65,7 +67,7 @@ def _prepare_shapes() -> Path:
     return root
 
 
-def _mask_target(image: Any, mask: Any) -> Optional[torch.Tensor]:
+def _mask_target(image: Any, mask: Any) -> torch.Tensor | None:
     """The validation target: the int64 mask at its own size."""
     return None if image is None else mask.as_subclass(torch.Tensor).long()
 
@@ -109,7 +111,7 @@ class SegmentationTask(DenseTask):
     model_prefix = "deeplabv3_"
     with_background = False
 
-    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+    def build_datasets(self, config: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
         root = _prepare_shapes() if config.data.dataset == SHAPES else Path(config.data.dataset)
         train = open_segmentation_dataset(root, "train")
         val = open_segmentation_dataset(root, "val", layout=train.layout)
@@ -120,11 +122,15 @@ class SegmentationTask(DenseTask):
     def resize_interpolation(self, config: TrainConfig) -> str:
         return config.augment.interpolation  # the training crops' resize
 
-    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+    def train_transform(self, size: tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
         augment = config.augment
         steps: list = [
-            v2.RandomResizedCrop(size, scale=tuple(augment.random_resized_crop_scale),
-                                 interpolation=InterpolationMode(augment.interpolation), antialias=True)
+            v2.RandomResizedCrop(
+                size,
+                scale=tuple(augment.random_resized_crop_scale),
+                interpolation=InterpolationMode(augment.interpolation),
+                antialias=True,
+            )
         ]
         if augment.hflip:
             steps.append(v2.RandomHorizontalFlip())
@@ -134,13 +140,13 @@ class SegmentationTask(DenseTask):
         steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
         pipeline = v2.Compose(steps)
 
-        def transform(image: Any, mask: Any) -> Tuple[Any, Any]:
+        def transform(image: Any, mask: Any) -> tuple[Any, Any]:
             image, mask = pipeline(tv_tensors.Image(image), tv_tensors.Mask(mask))
             return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
         return transform
 
-    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+    def collate(self, batch: list[tuple[Any, Any]]) -> tuple[torch.Tensor | None, Any, int]:
         kept = [(image, mask) for image, mask in batch if image is not None]
         failed = len(batch) - len(kept)
         if not kept:
@@ -153,7 +159,7 @@ class SegmentationTask(DenseTask):
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
-    ) -> Tuple[Dict[str, float], int]:
+    ) -> tuple[dict[str, float], int]:
         matrix = ConfusionMatrix(int(model.num_classes), device=device)
         batches = ValidationBatches(model, loader)
         for images, masks in batches:
@@ -163,8 +169,9 @@ class SegmentationTask(DenseTask):
             logits = model(images)
             for row, mask in enumerate(masks):
                 mask = mask.to(device)
-                resized = F.interpolate(logits[row : row + 1].float(), size=list(mask.shape), mode="bilinear",
-                                        align_corners=False)
+                resized = F.interpolate(
+                    logits[row : row + 1].float(), size=list(mask.shape), mode="bilinear", align_corners=False
+                )
                 matrix.update(resized[0].argmax(0), mask)
         failed = batches.failed
         if distributed:
@@ -172,9 +179,14 @@ class SegmentationTask(DenseTask):
             failed = int(sum_over_ranks([float(failed)], device)[0])
         scores = matrix.compute()
         if scores.pixels == 0:
-            raise TrainingError(f"no validation pixel to score: {failed} image(s) failed to decode, or every mask is 255")
-        return {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, "mean_accuracy": scores.mean_accuracy}, failed
+            raise TrainingError(
+                f"no validation pixel to score: {failed} image(s) failed to decode, or every mask is 255"
+            )
+        return {
+            "miou": scores.miou,
+            "pixel_accuracy": scores.pixel_accuracy,
+            "mean_accuracy": scores.mean_accuracy,
+        }, failed
 
-    def format_metrics(self, metrics: Dict[str, float]) -> str:
+    def format_metrics(self, metrics: dict[str, float]) -> str:
         return f"val mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}"
-

@@ -4,15 +4,18 @@ The built-in tasks are named by where they live (``module:class``) and imported 
 first used, so that the configuration can check a task name without importing the tasks
 (which import the configuration). ``register_task`` adds a task of one's own.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, List, Union
+from collections.abc import Callable
+from typing import Any
+
 from ..errors import InvalidInputError
 
 TaskFactory = Callable[[], Any]
 
-TASKS: Dict[str, Union[str, TaskFactory]] = {
+TASKS: dict[str, str | TaskFactory] = {
     "classification": "mobilevt.training.tasks:ClassificationTask",
     "segmentation": "mobilevt.training.segmentation:SegmentationTask",
     "detection": "mobilevt.training.detection:DetectionTask",
@@ -24,7 +27,7 @@ def register_task(name: str, factory: TaskFactory) -> None:
     TASKS[name] = factory
 
 
-def task_names() -> List[str]:
+def task_names() -> list[str]:
     return sorted(TASKS)
 
 

@@ -12,9 +12,11 @@ Dataset items are ``(image, target)``: ``image`` a uint8 ``[3, H, W]`` tensor (a
 (the loop counts and skips it), ``target`` whatever the task uses (a class index, a
 ``tv_tensors.Mask``, a dict with ``tv_tensors.BoundingBoxes`` and labels).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -22,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..model_kind import ModelKind
 from ..errors import InvalidInputError
+from ..model_kind import ModelKind
 from .config import IMAGENET_EVAL_CROP, TrainConfig, TrainingError
 from .data import EvalDataset, collate_train
 
@@ -42,24 +44,24 @@ class TrainingTask:
     primary_metric: str = ""
     metric_scale: str = ""
 
-    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+    def build_datasets(self, config: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
         """Train and validation datasets of ``(image, target)`` items, and the class names."""
         raise NotImplementedError
 
-    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+    def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
         """The model to train, made with ``mobilevt.create_model`` (so it has
         ``model_name``), with whatever metadata ``save_weights`` should store
         (``class_names``, ``preprocess``)."""
         raise NotImplementedError
 
-    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+    def train_transform(self, size: tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
         """The augmentation of one training resolution ``(height, width)``: called as
         ``transform(image, target)``, returns the transformed ``(image, target)`` with
         the image a float ``[3, height, width]`` tensor in [0, 1]. torchvision
         transforms v2 do this with ``tv_tensors`` targets."""
         raise NotImplementedError
 
-    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+    def collate(self, batch: list[tuple[Any, Any]]) -> tuple[torch.Tensor | None, Any, int]:
         """``(images [B, 3, H, W] or None, targets, number of undecodable items)``,
         dropping the items whose image is ``None``."""
         raise NotImplementedError
@@ -68,7 +70,7 @@ class TrainingTask:
         """Move a batch's targets to ``device`` (tensors by default)."""
         return targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
 
-    def prepare_batch(self, images: torch.Tensor, targets: Any) -> Tuple[torch.Tensor, Any]:
+    def prepare_batch(self, images: torch.Tensor, targets: Any) -> tuple[torch.Tensor, Any]:
         """A last per-batch step on the device (classification: MixUp / CutMix)."""
         return images, targets
 
@@ -85,13 +87,13 @@ class TrainingTask:
 
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
-    ) -> Tuple[Dict[str, float], int]:
+    ) -> tuple[dict[str, float], int]:
         """Validation metrics (including ``primary_metric``) over the whole validation set
         and the number of undecodable images; with ``distributed`` every rank passes its
         shard and gets the whole set's figures."""
         raise NotImplementedError
 
-    def format_metrics(self, metrics: Dict[str, float]) -> str:
+    def format_metrics(self, metrics: dict[str, float]) -> str:
         """The metrics on the epoch line."""
         unit = self.metric_scale
         return ", ".join(f"val {k} {v:.2f}{unit}" if unit else f"val {k} {v:.4f}" for k, v in metrics.items())
@@ -133,16 +135,19 @@ class DenseTask(TrainingTask):
     model_prefix: str  # the head's name prefix, for the hint when a backbone is named
     with_background: bool  # class 0 is a background class the dataset does not name
 
-    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+    def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
         import mobilevt
+
         from ..weights.entries import PreprocessConfig
 
         entry = mobilevt.get_model_entry(config.model)
         if entry.kind != self.model_kind:
             choices = mobilevt.list_models(kind=self.model_kind)
             hint = self.model_prefix + config.model if self.model_prefix + config.model in choices else choices[0]
-            raise InvalidInputError(f"task {self.name!r} trains {self.model_kind} models ({self.model_prefix}*), "
-                                    f"not {config.model!r} ({entry.kind}); e.g. model: {hint}")
+            raise InvalidInputError(
+                f"task {self.name!r} trains {self.model_kind} models ({self.model_prefix}*), "
+                f"not {config.model!r} ({entry.kind}); e.g. model: {hint}"
+            )
         names = ["background", *class_names] if self.with_background else list(class_names)
         options = dict(config.model_options)
         if config.drop_path_rate:
@@ -162,10 +167,12 @@ class DenseTask(TrainingTask):
     ) -> DataLoader:
         """Batches ``(images or None, targets of the decoded images, undecodable count)`` of
         this rank's shard of :class:`ResizedValidation`."""
-        data = rank_shard(ResizedValidation(val_set, config.sampler.image_size, type(self).validation_target),
-                          rank, world_size)
-        return DataLoader(data, batch_size=config.batch_size, num_workers=config.data.workers,
-                          collate_fn=_collate_decoded)
+        data = rank_shard(
+            ResizedValidation(val_set, config.sampler.image_size, type(self).validation_target), rank, world_size
+        )
+        return DataLoader(
+            data, batch_size=config.batch_size, num_workers=config.data.workers, collate_fn=_collate_decoded
+        )
 
 
 def _collate_decoded(batch):
@@ -174,7 +181,7 @@ def _collate_decoded(batch):
     return images, [b[1] for b in kept], len(batch) - len(kept)
 
 
-def sum_over_ranks(values: List[float], device: torch.device) -> List[float]:
+def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     """All-reduce (sum) a list of numbers over the process group (float64)."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
@@ -191,14 +198,14 @@ class ClassificationTask(TrainingTask):
     metric_scale = "%"
 
     def __init__(self) -> None:
-        self._mixer: Optional[Callable] = None
+        self._mixer: Callable | None = None
 
-    def build_datasets(self, config: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
+    def build_datasets(self, config: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
         from .data import build_datasets
 
         return build_datasets(config.data, config.seed)
 
-    def create_model(self, config: TrainConfig, class_names: List[str]) -> nn.Module:
+    def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
         import mobilevt
 
         from .data import batch_mixer, preprocess_config_for_eval
@@ -212,22 +219,22 @@ class ClassificationTask(TrainingTask):
         self._mixer = batch_mixer(config.augment, len(class_names))
         return model
 
-    def train_transform(self, size: Tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], Tuple[Any, Any]]:
+    def train_transform(self, size: tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
         from .data import train_transform
 
         image_transform = train_transform(size, config.augment)
 
-        def transform(image: Any, target: Any) -> Tuple[Any, Any]:
+        def transform(image: Any, target: Any) -> tuple[Any, Any]:
             return image_transform(image), target
 
         return transform
 
-    def collate(self, batch: List[Tuple[Any, Any]]) -> Tuple[Optional[torch.Tensor], Any, int]:
+    def collate(self, batch: list[tuple[Any, Any]]) -> tuple[torch.Tensor | None, Any, int]:
         from .data import collate_train
 
         return collate_train(batch)
 
-    def prepare_batch(self, images: torch.Tensor, targets: Any) -> Tuple[torch.Tensor, Any]:
+    def prepare_batch(self, images: torch.Tensor, targets: Any) -> tuple[torch.Tensor, Any]:
         if self._mixer is not None:
             return self._mixer(images, targets)
         return images, targets
@@ -238,21 +245,33 @@ class ClassificationTask(TrainingTask):
     def validation_loader(
         self, val_set: Dataset, config: TrainConfig, rank: int = 0, world_size: int = 1
     ) -> DataLoader:
-        return validation_loader(val_set, config.sampler.image_size, config.batch_size, config.data.workers,
-                                 rank, world_size, config.data.eval_crop)
+        return validation_loader(
+            val_set,
+            config.sampler.image_size,
+            config.batch_size,
+            config.data.workers,
+            rank,
+            world_size,
+            config.data.eval_crop,
+        )
 
     def evaluate(
         self, model: nn.Module, loader: DataLoader, device: torch.device, config: TrainConfig, distributed: bool = False
-    ) -> Tuple[Dict[str, float], int]:
+    ) -> tuple[dict[str, float], int]:
         top1, top5, failed = evaluate_classifier(model, loader, device, config.channels_last, distributed)
         return {"top1": top1, "top5": top5}, failed
 
-    def format_metrics(self, metrics: Dict[str, float]) -> str:
+    def format_metrics(self, metrics: dict[str, float]) -> str:
         return f"val top-1 {metrics['top1']:.2f}%"
 
 
 def validation_loader(
-    val_set: Dataset, image_size: int, batch_size: int, workers: int, rank: int = 0, world_size: int = 1,
+    val_set: Dataset,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    rank: int = 0,
+    world_size: int = 1,
     crop: float = IMAGENET_EVAL_CROP,
 ) -> DataLoader:
     """The validation batches of one rank: every ``world_size``-th image from ``rank`` on.

@@ -1,6 +1,7 @@
 """The training loop: AdamW with warmup + cosine by step, label smoothing, EMA, gradient
 clipping and accumulation, mixed precision on CUDA, multi-scale batches, DDP under
 torchrun, atomic checkpoints that resume exactly, and logs a person can read."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,9 +96,16 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         _plot(run.out / "metrics.csv", run.out / "curves.png", run.task.primary_metric, run.task.metric_scale)
     if run.distributed:
         dist.barrier()
-    return TrainResult(run.state["best_metric"], run.state["best_epoch"], str(run.out / BEST),
-                       len(run.state["history"]), run.step, time.perf_counter() - run.start, run.state["history"],
-                       run.task.primary_metric)
+    return TrainResult(
+        run.state["best_metric"],
+        run.state["best_epoch"],
+        str(run.out / BEST),
+        len(run.state["history"]),
+        run.step,
+        time.perf_counter() - run.start,
+        run.state["history"],
+        run.task.primary_metric,
+    )
 
 
 @dataclass
@@ -119,12 +127,12 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
-    amp_dtype: Optional[torch.dtype]  # autocast's dtype on CUDA, None in float32
+    amp_dtype: torch.dtype | None  # autocast's dtype on CUDA, None in float32
     state: dict
     board: Any
     start: float
     step: int = 0
-    saved_step: Optional[int] = None  # the step of this run's newest last.pt
+    saved_step: int | None = None  # the step of this run's newest last.pt
 
     @property
     def distributed(self) -> bool:
@@ -167,9 +175,12 @@ def _start_run(config: TrainConfig, resume: bool, overwrite: bool) -> _Run:
     ema = _make_ema(model, config.ema_decay)
     wrapped: nn.Module = model
     if distributed:
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = MultiScaleBatchSampler(len(train_set), _resolutions(config), seed=config.seed, rank=rank,
-                                     world_size=world_size)
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    sampler = MultiScaleBatchSampler(
+        len(train_set), _resolutions(config), seed=config.seed, rank=rank, world_size=world_size
+    )
     train_data = MultiScaleDataset(
         train_set, functools.partial(task.train_transform, config=config), seed=config.seed, joint=True
     )
@@ -183,16 +194,42 @@ def _start_run(config: TrainConfig, resume: bool, overwrite: bool) -> _Run:
             _truncate_csv(out / "steps.csv", "step", state["step"])
             _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
     board = _tensorboard(out) if rank == 0 else None
-    return _Run(config, task, device, rank, world_size, out, val_set, model, wrapped, ema, sampler, train_data,
-                optimizer, scheduler, scaler, amp_dtype, state, board, time.perf_counter(), state["step"],
-                state["step"] if resume else None)
+    return _Run(
+        config,
+        task,
+        device,
+        rank,
+        world_size,
+        out,
+        val_set,
+        model,
+        wrapped,
+        ema,
+        sampler,
+        train_data,
+        optimizer,
+        scheduler,
+        scaler,
+        amp_dtype,
+        state,
+        board,
+        time.perf_counter(),
+        state["step"],
+        state["step"] if resume else None,
+    )
 
 
 def _resolutions(config: TrainConfig) -> list:
     sampler = config.sampler
     if sampler.name == "multiscale":
-        return multiscale_resolutions((sampler.image_size,) * 2, config.batch_size, (sampler.min_size,) * 2,
-                                      (sampler.max_size,) * 2, sampler.num_scales, sampler.divisor)
+        return multiscale_resolutions(
+            (sampler.image_size,) * 2,
+            config.batch_size,
+            (sampler.min_size,) * 2,
+            (sampler.max_size,) * 2,
+            sampler.num_scales,
+            sampler.divisor,
+        )
     return [Resolution(sampler.image_size, sampler.image_size, config.batch_size)]
 
 
@@ -203,8 +240,9 @@ def _optimizer_and_schedule(model: nn.Module, config: TrainConfig, batches_per_e
     total_steps = math.ceil(batches_per_epoch / optim.accumulation_steps) * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
-                                  fused=True)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas), fused=True
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, optim.warmup_steps, optim.lr, optim.min_lr) / optim.lr
     )
@@ -225,8 +263,12 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochStats:
     run.sampler.set_epoch(epoch)  # keeps a resumed mid-epoch position for the same epoch
     run.train_data.epoch = epoch
     loader = DataLoader(
-        run.train_data, batch_sampler=run.sampler, num_workers=config.data.workers, collate_fn=task.collate,
-        pin_memory=run.device.type == "cuda", generator=torch.Generator().manual_seed(config.seed),
+        run.train_data,
+        batch_sampler=run.sampler,
+        num_workers=config.data.workers,
+        collate_fn=task.collate,
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed),
     )
     run.wrapped.train()
     stats, epoch_start, micro = _EpochStats(), time.perf_counter(), 0
@@ -259,13 +301,27 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochStats:
         _optimizer_step(run)
         rate = stats.images * run.world_size / max(1e-9, time.perf_counter() - epoch_start)
         _log_step(run, epoch, loss, images, rate)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
-                        img_s=f"{rate:.0f}", res=f"{images.shape[-2]}x{images.shape[-1]}", refresh=False)
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}",
+            lr=f"{run.scheduler.get_last_lr()[0]:.2e}",
+            img_s=f"{rate:.0f}",
+            res=f"{images.shape[-2]}x{images.shape[-1]}",
+            refresh=False,
+        )
         if config.save_every_steps and run.step % config.save_every_steps == 0:
             if run.is_main:
-                _save_checkpoint(run.out / CHECKPOINT, config, run.model, run.ema, run.optimizer, run.scheduler,
-                                 run.scaler, run.sampler, {**run.state, "epoch": epoch, "step": run.step},
-                                 steps_done=batches_done)
+                _save_checkpoint(
+                    run.out / CHECKPOINT,
+                    config,
+                    run.model,
+                    run.ema,
+                    run.optimizer,
+                    run.scheduler,
+                    run.scaler,
+                    run.sampler,
+                    {**run.state, "epoch": epoch, "step": run.step},
+                    steps_done=batches_done,
+                )
             run.saved_step = run.step
         if config.max_steps and run.step >= config.max_steps:
             stats.stopped = True  # the partial epoch is evaluated and counts as done
@@ -280,8 +336,11 @@ def _check_finite(run: _Run, loss: torch.Tensor, epoch: int) -> None:
     if run.distributed:  # every rank stops together instead of waiting for a rank that stopped
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if not bool(finite):
-        kept = f"the last good checkpoint is {run.out / CHECKPOINT} (step {run.saved_step})" \
-            if run.saved_step is not None else "no checkpoint was written yet in this run"
+        kept = (
+            f"the last good checkpoint is {run.out / CHECKPOINT} (step {run.saved_step})"
+            if run.saved_step is not None
+            else "no checkpoint was written yet in this run"
+        )
         raise TrainingError(
             f"loss is {loss.item()} at step {run.step} (epoch {epoch}) on rank {run.rank}; {kept}. "
             "Lower optim.lr, raise optim.warmup_steps or set optim.clip_grad_norm"
@@ -312,26 +371,44 @@ def _log_step(run: _Run, epoch: int, loss: torch.Tensor, images: torch.Tensor, r
         run.board.add_scalar("train/lr", lr, run.step)
         run.board.add_scalar("train/images_per_s", rate, run.step)
     if run.is_main:
-        _append_csv(run.out / "steps.csv", {
-            "step": run.step, "epoch": epoch, "loss": step_loss.item(), "lr": lr,
-            "height": images.shape[-2], "width": images.shape[-1], "global_batch": len(images) * run.world_size,
-            "images_per_s": rate,
-        })
+        _append_csv(
+            run.out / "steps.csv",
+            {
+                "step": run.step,
+                "epoch": epoch,
+                "loss": step_loss.item(),
+                "lr": lr,
+                "height": images.shape[-2],
+                "width": images.shape[-1],
+                "global_batch": len(images) * run.world_size,
+                "images_per_s": rate,
+            },
+        )
 
 
 def _end_epoch(run: _Run, epoch: int, stats: _EpochStats, val_loader) -> None:
     """Validate the model and its EMA, keep the best, write the logs and last.pt."""
     task, metric, state = run.task, run.task.primary_metric, run.state
     metrics, val_failed = task.evaluate(run.model, val_loader, run.device, run.config, run.distributed)
-    ema_value = task.evaluate(run.ema.module, val_loader, run.device, run.config, run.distributed)[0][metric] \
-        if run.ema is not None else None
+    ema_value = (
+        task.evaluate(run.ema.module, val_loader, run.device, run.config, run.distributed)[0][metric]
+        if run.ema is not None
+        else None
+    )
     value = metrics[metric]
     train_failed = _sum_over_ranks(stats.failed_images, run.device) if run.distributed else stats.failed_images
-    row = {"epoch": epoch, "step": run.step, "train_loss": stats.loss_sum / max(1, stats.images),
-           "lr": run.scheduler.get_last_lr()[0], **{f"val_{k}": v for k, v in metrics.items()},
-           f"ema_{metric}": ema_value, "images_per_s": stats.images * run.world_size / max(1e-9, stats.seconds),
-           "seconds": time.perf_counter() - run.start, "failed_images": train_failed,
-           "val_failed_images": val_failed}
+    row = {
+        "epoch": epoch,
+        "step": run.step,
+        "train_loss": stats.loss_sum / max(1, stats.images),
+        "lr": run.scheduler.get_last_lr()[0],
+        **{f"val_{k}": v for k, v in metrics.items()},
+        f"ema_{metric}": ema_value,
+        "images_per_s": stats.images * run.world_size / max(1e-9, stats.seconds),
+        "seconds": time.perf_counter() - run.start,
+        "failed_images": train_failed,
+        "val_failed_images": val_failed,
+    }
     state["history"].append(row)
     best_candidate = max(value, ema_value if ema_value is not None else -1.0)
     improved = best_candidate > state["best_metric"]
@@ -343,14 +420,24 @@ def _end_epoch(run: _Run, epoch: int, stats: _EpochStats, val_loader) -> None:
             _export_best(source, run.model, run.out / BEST)
         _append_csv(run.out / "metrics.csv", row)
         _board_epoch(run.board, metrics, ema_value, metric, run.step)
-        _save_checkpoint(run.out / CHECKPOINT, run.config, run.model, run.ema, run.optimizer, run.scheduler,
-                         run.scaler, run.sampler, {**state, "epoch": epoch + 1, "step": run.step}, steps_done=0)
+        _save_checkpoint(
+            run.out / CHECKPOINT,
+            run.config,
+            run.model,
+            run.ema,
+            run.optimizer,
+            run.scheduler,
+            run.scaler,
+            run.sampler,
+            {**state, "epoch": epoch + 1, "step": run.step},
+            steps_done=0,
+        )
         _print_epoch(task, epoch, row, metrics, ema_value, train_failed, val_failed)
     state["epoch"], state["step"] = epoch + 1, run.step
     run.saved_step = run.step  # rank 0 wrote last.pt above
 
 
-def _board_epoch(board, metrics: dict, ema_value: Optional[float], metric: str, step: int) -> None:
+def _board_epoch(board, metrics: dict, ema_value: float | None, metric: str, step: int) -> None:
     if board is None:
         return
     for key, number in metrics.items():
@@ -360,14 +447,25 @@ def _board_epoch(board, metrics: dict, ema_value: Optional[float], metric: str, 
     board.flush()
 
 
-def _print_epoch(task: TrainingTask, epoch: int, row: dict, metrics: dict, ema_value: Optional[float],
-                 train_failed: int, val_failed: int) -> None:
+def _print_epoch(
+    task: TrainingTask,
+    epoch: int,
+    row: dict,
+    metrics: dict,
+    ema_value: float | None,
+    train_failed: int,
+    val_failed: int,
+) -> None:
     unit = task.metric_scale
     ema_text = (f", EMA {ema_value:.2f}{unit}" if unit else f", EMA {ema_value:.4f}") if ema_value is not None else ""
-    skipped = f", skipped undecodable images: {train_failed} train, {val_failed} val" \
-        if train_failed or val_failed else ""
-    print(f"epoch {epoch}: loss {row['train_loss']:.4f}, {task.format_metrics(metrics)}{ema_text}, "
-          f"{row['images_per_s']:.0f} img/s, {row['seconds']:.0f} s{skipped}", flush=True)
+    skipped = (
+        f", skipped undecodable images: {train_failed} train, {val_failed} val" if train_failed or val_failed else ""
+    )
+    print(
+        f"epoch {epoch}: loss {row['train_loss']:.4f}, {task.format_metrics(metrics)}{ema_text}, "
+        f"{row['images_per_s']:.0f} img/s, {row['seconds']:.0f} s{skipped}",
+        flush=True,
+    )
 
 
 def _progress(total: int, epoch: int, enabled: bool):
@@ -396,7 +494,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_ema(model: nn.Module, decay: Optional[float]):
+def _make_ema(model: nn.Module, decay: float | None):
     """EMA of weights and BatchNorm statistics. The decay warms up as
     ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that a short run's EMA is
     not dominated by the random initialisation."""
@@ -464,8 +562,13 @@ def _save_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scale
 
 def _numpy_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _claim_output_folder(out: Path, overwrite: bool, is_main: bool) -> None:
@@ -487,7 +590,7 @@ def _claim_output_folder(out: Path, overwrite: bool, is_main: bool) -> None:
         dist.barrier()  # no rank starts before the old files are gone
 
 
-def checkpoint_position(path: Path) -> Optional[tuple[int, int]]:
+def checkpoint_position(path: Path) -> tuple[int, int] | None:
     """(epoch, step) of a training checkpoint, or None where there is none or it is unreadable
     (it is read while reporting an interruption: that report must not fail)."""
     if not path.is_file():
@@ -523,8 +626,15 @@ def _load_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scale
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     numpy_state = rng["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
     random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
     state = dict(checkpoint["state"])
     if "best_top1" in state:  # written before training became task-generic

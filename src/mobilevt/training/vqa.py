@@ -16,23 +16,24 @@ Steps (``benchmarks/bench_mobivqa.py`` runs them all):
    question, the earliest exit whose head answers correctly (the full model when none
    does), as MobiVQA trains it.
 """
+
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
+from ..errors import InvalidInputError, MissingDependencyError
 from ..fileio import write_text_atomic
 from ..models.mobivqa import MobiVqaVilt
 from .trainer import parameter_groups, warmup_cosine
-from ..errors import InvalidInputError, MissingDependencyError
 
 __all__ = [
     "VqaSplit",
@@ -76,7 +77,9 @@ def _require_easy_vqa():
     try:
         import easy_vqa
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError('easy-VQA training needs the easy-vqa data package: pip install "mobilevt[easyvqa]"') from error
+        raise MissingDependencyError(
+            'easy-VQA training needs the easy-vqa data package: pip install "mobilevt[easyvqa]"'
+        ) from error
     return easy_vqa
 
 
@@ -113,7 +116,7 @@ def _load_images(paths: dict, size: int) -> tuple[torch.Tensor, dict]:
 
 def load_easy_vqa(
     vocab_path: str | Path, image_size: int = 64, max_length: int = 16
-) -> tuple[VqaSplit, VqaSplit, List[str], WordPieceTokenizer]:
+) -> tuple[VqaSplit, VqaSplit, list[str], WordPieceTokenizer]:
     """``(train, test, answers, tokenizer)`` for easy-VQA. The vocabulary is trained on
     the training questions and written to ``vocab_path`` unless it exists already."""
     easy_vqa = _require_easy_vqa()
@@ -151,7 +154,7 @@ def _batches(count: int, batch_size: int, shuffle: bool, seed: int):
         yield torch.tensor(order[start : start + batch_size], dtype=torch.long)
 
 
-def shift_and_flip(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def shift_and_flip(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A copy of ``images`` ``[N, C, H, W]`` with each image flipped left-right with
     probability 1/2 and shifted by a random whole number of pixels in ``[-max_shift,
     max_shift]`` along each axis; the uncovered border takes the image's top-left pixel
@@ -179,10 +182,10 @@ def train_vqa(
     weight_decay: float = 0.01,
     warmup_fraction: float = 0.05,
     seed: int = 0,
-    log: Optional[Callable[[str], None]] = print,
+    log: Callable[[str], None] | None = print,
     augment: bool = False,
     max_shift: int = 8,
-) -> List[float]:
+) -> list[float]:
     """Train the whole model with cross-entropy over the answers (AdamW, linear warmup
     then cosine decay; ``epochs`` may be fractional). Returns the loss per logged step.
 
@@ -197,7 +200,7 @@ def train_vqa(
     optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    losses: List[float] = []
+    losses: list[float] = []
     step = 0
     epoch = 0
     while step < total_steps:
@@ -205,7 +208,9 @@ def train_vqa(
             if step >= total_steps:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, total_steps, max(1, int(warmup_fraction * total_steps)), lr, lr * 0.01)
+                group["lr"] = warmup_cosine(
+                    step, total_steps, max(1, int(warmup_fraction * total_steps)), lr, lr * 0.01
+                )
             input_ids, attention_mask, pixel_values, labels = train.batch(rows)
             if augment:
                 pixel_values = shift_and_flip(pixel_values, max_shift, generator)
@@ -226,12 +231,12 @@ def train_vqa(
 
 def exit_states(
     model: MobiVqaVilt, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor
-) -> tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The encoder states after each exit layer (a list aligned with
     ``model.exit_layers``), the states after ``model.predictor_layer`` and the key
     mask, with all optimisations off (no pruning)."""
     hidden, key_mask = model.embed(input_ids, attention_mask, pixel_values)
-    states: List[torch.Tensor] = []
+    states: list[torch.Tensor] = []
     predictor_states = hidden
     for number in range(1, model.exit_layers[-1] + 1):
         hidden = model.encoder.forward_layers(hidden, key_mask, number - 1, number)
@@ -250,7 +255,7 @@ def train_exit_heads(
     lr: float = 1e-3,
     predictor_epochs: float = 1.0,
     seed: int = 0,
-    log: Optional[Callable[[str], None]] = print,
+    log: Callable[[str], None] | None = print,
 ) -> None:
     """Train the exit heads, then the exit predictor, with the backbone frozen (only
     ``model.exit_heads`` and ``model.exit_predictor`` change). Each head minimises the
@@ -258,7 +263,9 @@ def train_exit_heads(
     answers correctly, or "full model" (the last choice) when none does."""
     if not model.exit_layers:
         raise InvalidInputError("the model has no exit heads: call model.add_early_exits([...]) first")
-    trainable = set(id(p) for p in model.exit_heads.parameters()) | set(id(p) for p in model.exit_predictor.parameters())
+    trainable = set(id(p) for p in model.exit_heads.parameters()) | set(
+        id(p) for p in model.exit_predictor.parameters()
+    )
     frozen = [p for p in model.parameters() if id(p) not in trainable]
     previous = [p.requires_grad for p in frozen]
     for param in frozen:
@@ -284,7 +291,9 @@ def train_exit_heads(
                     with torch.no_grad():
                         states, predictor_states, key_mask = exit_states(model, input_ids, attention_mask, pixel_values)
                     if stage == "exit heads":
-                        loss = sum(F.cross_entropy(head(state), labels) for head, state in zip(model.exit_heads, states))
+                        loss = sum(
+                            F.cross_entropy(head(state), labels) for head, state in zip(model.exit_heads, states)
+                        )
                     else:
                         target = _earliest_correct_exit(model, states, labels)
                         choice_logits = model.exit_predictor[0](predictor_states, key_mask, input_ids.shape[1])
@@ -303,7 +312,7 @@ def train_exit_heads(
 
 
 @torch.no_grad()
-def _earliest_correct_exit(model: MobiVqaVilt, states: List[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+def _earliest_correct_exit(model: MobiVqaVilt, states: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """Per question the index of the first exit head whose top answer is right, else
     ``len(exit_layers)`` (run the full model)."""
     target = torch.full_like(labels, len(model.exit_layers))
@@ -318,8 +327,8 @@ def evaluate_on_split(
     model: nn.Module,
     split: VqaSplit,
     batch_size: int = 256,
-    limit: Optional[int] = None,
-    answer_groups: Optional[Dict[str, Sequence[int]]] = None,
+    limit: int | None = None,
+    answer_groups: dict[str, Sequence[int]] | None = None,
 ) -> dict:
     """Accuracy (top answer) of ``model`` on ``split`` (the first ``limit`` questions),
     and, for a :class:`MobiVqaVilt`, the mean number of layers run. With
@@ -358,7 +367,7 @@ def evaluate_on_split(
     return result
 
 
-def easy_vqa_answer_groups(answers: Sequence[str]) -> Dict[str, List[int]]:
+def easy_vqa_answer_groups(answers: Sequence[str]) -> dict[str, list[int]]:
     """easy-VQA's answers by question kind: ``shape`` (circle, rectangle, triangle),
     ``yes/no`` and ``colour`` (the rest)."""
     shapes, yes_no = {"circle", "rectangle", "triangle"}, {"yes", "no"}

@@ -15,19 +15,21 @@ Layouts:
 The auxiliary head is a training-only branch: its keys are dropped, with a log line, when
 the model has none (transformers does the same).
 """
+
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
+from ..errors import InvalidInputError
 from .entries import Weights
 from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .mobilevit_layouts import source_keys as classifier_source_keys
-from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ ARCH_METADATA = "arch_options"  # save_weights metadata: the options that shape 
 def _not_a_segmenter(state: Mapping) -> str:
     try:
         classifier_layout = MOBILEVIT_CHECKPOINTS.detect_layout(state)
-    except Exception:  # not a classifier either
+    except Exception:  # noqa: BLE001 - not a classifier either
         classifier_layout = None
     if classifier_layout is not None:
         return (
@@ -66,7 +68,9 @@ def deeplabv3_source_keys(layout: str, key: str, arch) -> list[str]:
     if layout == "mobilevt":
         return [key]
     if layout not in ("hf", "cvnets"):
-        raise InvalidInputError(f"unknown DeepLabV3 checkpoint layout {layout!r}; expected one of {', '.join(DEEPLABV3_LAYOUTS)}")
+        raise InvalidInputError(
+            f"unknown DeepLabV3 checkpoint layout {layout!r}; expected one of {', '.join(DEEPLABV3_LAYOUTS)}"
+        )
     if key.startswith("backbone."):
         prefix = "encoder." if layout == "cvnets" else ""
         return [prefix + k for k in classifier_source_keys(layout, key[len("backbone.") :], arch)]
@@ -105,13 +109,16 @@ def deeplabv3_options_from_hf_config(config: Mapping[str, Any]) -> tuple[dict[st
     return options, names_from_id2label(config)
 
 
-def _drop_aux_head(layout: str, state: dict, model: Optional[nn.Module]) -> dict:
+def _drop_aux_head(layout: str, state: dict, model: nn.Module | None) -> dict:
     if model is None or model.aux_head is not None:
         return state
     aux = [k for k in state if k.startswith(_AUX_PREFIXES[layout])]
     if aux:
-        logger.info("%s: dropping the checkpoint's auxiliary head (%d tensors, used in training only)",
-                    getattr(model, "model_name", "DeepLabV3"), len(aux))
+        logger.info(
+            "%s: dropping the checkpoint's auxiliary head (%d tensors, used in training only)",
+            getattr(model, "model_name", "DeepLabV3"),
+            len(aux),
+        )
     return {k: v for k, v in state.items() if not k.startswith(_AUX_PREFIXES[layout])}
 
 
@@ -136,7 +143,7 @@ def _options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(stored).items()}
 
 
-def _voc_names(num_classes: int, weights: Optional[Weights], layout: Optional[str]) -> list[str]:
+def _voc_names(num_classes: int, weights: Weights | None, layout: str | None) -> list[str]:
     # a 21-class head without names: PASCAL VOC's, as every published one
     from ..data.segmentation import VOC_CLASSES
 

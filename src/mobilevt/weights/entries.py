@@ -1,6 +1,7 @@
 """Weights entries: where a checkpoint lives, how its inputs must be prepared, and what
 it scores. Modelled on torchvision's weights API, so that ``create_model(name,
 weights=entry)`` and ``entry.transforms()`` go together."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,10 +6,12 @@ A family (MobileViT classifiers, DeepLabV3, SSDLite, ViLT) describes its layouts
 (:mod:`mobilevt.engine`) does the reading, converting, checking and loading for
 every family the same way.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ def names_from_id2label(config: Mapping[str, Any]) -> list[str]:
     return [labels[i] for i in range(len(labels))] if sorted(labels) == list(range(len(labels))) else []
 
 
-def no_names(num_classes: int, weights: Optional[Weights], layout: Optional[str]) -> list[str]:
+def no_names(num_classes: int, weights: Weights | None, layout: str | None) -> list[str]:
     return []
 
 
@@ -86,7 +88,7 @@ class CheckpointFamily:
     # (layout, state, model) -> state, before conversion: prefixes, training-only heads
     prepare_state: Callable[[str, dict, nn.Module], dict] = lambda layout, state, model: state
     # transformers config.json -> (builder options, class names); None: not read
-    options_from_config: Optional[Callable[[Mapping[str, Any]], tuple[dict, list[str]]]] = None
+    options_from_config: Callable[[Mapping[str, Any]], tuple[dict, list[str]]] | None = None
     # mobilevt file metadata -> builder options (architecture the keys do not show)
     options_from_metadata: Callable[[Mapping[str, str]], dict[str, Any]] = no_options
     # model -> metadata that save_weights writes so that the options can be read back
@@ -94,7 +96,7 @@ class CheckpointFamily:
     # builder options a layout implies (dandelin ViLT's LayerNorm epsilon ...)
     layout_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # (num_classes, weights entry, layout or None) -> class names when the checkpoint has none
-    default_names: Callable[[int, Optional[Weights], Optional[str]], list[str]] = no_names
+    default_names: Callable[[int, Weights | None, str | None], list[str]] = no_names
     # the model attribute that holds the output names
     names_attribute: str = "class_names"
     # Mismatch -> the fix to put first in the message ("" when the engine's guess will do)
@@ -103,10 +105,10 @@ class CheckpointFamily:
     refuse_loading: Callable[[nn.Module, Any], str] = no_note
     # model -> keys that tell variants apart (for "the checkpoint matches X"); default:
     # every key but the head keys
-    identifying_keys: Optional[Callable[[nn.Module], list[str]]] = None
+    identifying_keys: Callable[[nn.Module], list[str]] | None = None
     # (converted state, model) -> the checkpoint's class count; default: the first head
     # key's first dimension
-    classes_in: Optional[Callable[[StateDict, nn.Module], int]] = None
+    classes_in: Callable[[StateDict, nn.Module], int] | None = None
 
     def detect_layout(self, state: StateDict) -> str:
         for layout, signature in self.layouts:

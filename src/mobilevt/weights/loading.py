@@ -1,5 +1,6 @@
 """Reading checkpoints from local files, URLs and the Hugging Face Hub, and writing
 mobilevt's own safetensors format."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,16 @@ import pickle
 import re
 import socket
 import urllib.error
+from collections.abc import Mapping
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlparse
 
 import torch
 
+from ..errors import MissingDependencyError, MobilevtError
 from .entries import PreprocessConfig, Weights
 from .state_dicts import CheckpointMismatchError, unwrap_state_dict
-from ..errors import MissingDependencyError, MobilevtError
 
 HF_PREFIX = "hf-hub:"
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -96,7 +97,7 @@ def hub_file(repo: str, filename: str) -> Path:
     repo_id, _, revision = repo.partition("@")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision or None, local_files_only=True))
-    except Exception:  # not cached (or a cached revision lookup failed): ask the Hub
+    except Exception:  # noqa: BLE001 - not cached (or a cached revision lookup failed): ask the Hub
         pass
     if constants.HF_HUB_OFFLINE:
         raise HubOfflineError(f"HF_HUB_OFFLINE is set and {repo_id}/{filename} is not in the Hub cache")
@@ -104,7 +105,9 @@ def hub_file(repo: str, filename: str) -> Path:
     try:
         socket.create_connection((host, 443), timeout=3).close()
     except OSError as err:
-        raise HubOfflineError(f"cannot reach {host} ({err}), and {repo_id}/{filename} is not in the Hub cache") from None
+        raise HubOfflineError(
+            f"cannot reach {host} ({err}), and {repo_id}/{filename} is not in the Hub cache"
+        ) from None
     return Path(hf_hub_download(repo_id, filename, revision=revision or None))
 
 
@@ -116,10 +119,14 @@ def _download_from_hub(repo: str) -> Path:
     for filename in _HUB_FILES:
         try:
             return hub_file(repo, filename)
-        except Exception as err:  # EntryNotFound, offline, connection, auth ...
+        except Exception as err:  # noqa: BLE001 - EntryNotFound, offline, connection, auth ...
             errors.append(f"{filename}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-            if type(err).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError",
-                                      "HubOfflineError"):
+            if type(err).__name__ in (
+                "RepositoryNotFoundError",
+                "GatedRepoError",
+                "RevisionNotFoundError",
+                "HubOfflineError",
+            ):
                 break
     raise WeightsNotFoundError(
         f"could not get weights for {HF_PREFIX}{repo} from the Hugging Face Hub; tried:\n  "
@@ -305,6 +312,4 @@ def preprocess_from_metadata(metadata: Mapping[str, str]) -> PreprocessConfig | 
     fields = json.loads(raw)
     known = {f.name for f in dataclass_fields(PreprocessConfig)}
     # Ignore fields a newer mobilevt may have written; missing ones take their defaults.
-    return PreprocessConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known}
-    )
+    return PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in known})

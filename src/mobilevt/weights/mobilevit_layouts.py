@@ -12,16 +12,17 @@ Layouts:
 - ``hf``: transformers' ``MobileViT(V2)ForImageClassification`` (``mobilevit.encoder.layer``).
 - ``mmpretrain``: open-mmlab's ImageClassifier (``backbone.layers.2.1.local_rep``, ``head.fc``).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from torch import nn
 
+from ..errors import InvalidInputError
 from .family import CheckpointFamily
 from .state_dicts import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
-from ..errors import InvalidInputError
 
 LAYOUTS = ("mobilevt", "cvnets", "timm", "hf", "mmpretrain")
 
@@ -71,7 +72,9 @@ def _timm_keys(key: str, arch) -> list[str]:
 
 def _cvnets_conv(rest: str) -> str:
     # ConvNormAct {conv, bn} -> ml-cvnets ConvLayer {block.conv, block.norm}
-    return rest.replace("conv.", "block.conv.", 1) if rest.startswith("conv.") else rest.replace("bn.", "block.norm.", 1)
+    return (
+        rest.replace("conv.", "block.conv.", 1) if rest.startswith("conv.") else rest.replace("bn.", "block.norm.", 1)
+    )
 
 
 def _cvnets_keys(key: str, arch) -> list[str]:

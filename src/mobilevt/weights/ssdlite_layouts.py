@@ -10,18 +10,19 @@ Layouts:
   ``loc_cls_layer.block.conv`` for the 1x1 head).
 - ``mobilevt``: :class:`mobilevt.models.ssdlite.SSDLite`'s own keys.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from .entries import Weights
 from .family import CheckpointFamily
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .mobilevit_layouts import source_keys as classifier_source_keys
-from ..errors import InvalidInputError
 
 SSDLITE_LAYOUTS = ("mobilevt", "cvnets")
 
@@ -38,7 +39,7 @@ def _not_a_detector(state: Mapping[str, torch.Tensor]) -> str:
             f" It is a MobileViT classifier checkpoint ({MOBILEVIT_CHECKPOINTS.detect_layout(state)} layout): to "
             "start a detector from it, pass it as backbone_weights=... to create_model."
         )
-    except Exception:  # not a classifier either
+    except Exception:  # noqa: BLE001 - not a classifier either
         pass
     return (
         f"this is not an SSDLite checkpoint (first keys: {sample}). Supported: ml-cvnets SSD detection checkpoints "
@@ -56,7 +57,9 @@ def ssdlite_source_keys(layout: str, key: str, model: nn.Module) -> list[str]:
     if layout == "mobilevt":
         return [key]
     if layout != "cvnets":
-        raise InvalidInputError(f"unknown SSDLite checkpoint layout {layout!r}; expected one of {', '.join(SSDLITE_LAYOUTS)}")
+        raise InvalidInputError(
+            f"unknown SSDLite checkpoint layout {layout!r}; expected one of {', '.join(SSDLITE_LAYOUTS)}"
+        )
     if key.startswith("backbone."):
         return ["encoder." + k for k in classifier_source_keys("cvnets", key[len("backbone.") :], model.backbone.arch)]
     parts = key.split(".")
@@ -100,7 +103,7 @@ def ssdlite_classes_in(converted: Mapping[str, torch.Tensor], model: nn.Module) 
     return int(converted[weight_key].shape[0]) // model.heads[0].num_anchors - 4
 
 
-def _coco_names(num_classes: int, weights: Optional[Weights], layout: Optional[str]) -> list[str]:
+def _coco_names(num_classes: int, weights: Weights | None, layout: str | None) -> list[str]:
     # 81 outputs of a random or ml-cvnets detector: COCO's, as every published one
     from ..data.coco import COCO_CLASSES_WITH_BACKGROUND
 

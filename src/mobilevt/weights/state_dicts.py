@@ -1,10 +1,12 @@
 """State-dict helpers every checkpoint family shares: unwrapping training checkpoints,
 the mismatch error and its message."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
+
 from ..errors import MobilevtError
 
 # Wrappers that training scripts put around a state dict, and key prefixes that
@@ -75,7 +77,11 @@ def format_keys(keys: list[str], limit: int = 8) -> str:
 
 
 def mismatch_lines(
-    model_name: str, layout: str, missing: list[str], unexpected: list[str], mis_shaped: list[str],
+    model_name: str,
+    layout: str,
+    missing: list[str],
+    unexpected: list[str],
+    mis_shaped: list[str],
     fix: str | None = None,
 ) -> list[str]:
     """The lines of a "checkpoint does not fit" message (any family): the fix, when one is

@@ -14,28 +14,42 @@ Layouts:
   MobiVQA exit layers in their metadata, so ``create_model("vilt_b32_vqa", weights=file)``
   rebuilds any ViLT size, with its exits.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
 from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
 from .state_dicts import HF_TRANSFORMER_LAYER_KEYS, CheckpointMismatchError
-from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
 VILT_LAYOUTS = ("mobilevt", "hf", "dandelin")
 # The ViltArch fields a mobilevt file records (tests/models/test_vilt.py holds this to ViltArch).
 VILT_ARCH_FIELDS = (
-    "hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size", "image_size", "in_chans", "vocab_size",
-    "max_text_len", "type_vocab_size", "modality_vocab_size", "qkv_bias", "layer_norm_eps", "text_layer_norm_eps",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "mlp_dim",
+    "patch_size",
+    "image_size",
+    "in_chans",
+    "vocab_size",
+    "max_text_len",
+    "type_vocab_size",
+    "modality_vocab_size",
+    "qkv_bias",
+    "layer_norm_eps",
+    "text_layer_norm_eps",
 )
 # Builder options that add MobiVQA's exit heads (recorded as one metadata entry).
 EXIT_OPTIONS = ("exit_layers", "predictor_layer", "predictor_hidden")
@@ -63,8 +77,10 @@ def _not_vilt(state: Mapping[str, torch.Tensor]) -> str:
     sample = ", ".join(list(state)[:6])
     hint = ""
     try:
-        hint = (f" It is a MobileViT checkpoint ({MOBILEVIT_CHECKPOINTS.detect_layout(state)} layout): create a "
-                "mobilevit model instead.")
+        hint = (
+            f" It is a MobileViT checkpoint ({MOBILEVIT_CHECKPOINTS.detect_layout(state)} layout): create a "
+            "mobilevit model instead."
+        )
     except CheckpointMismatchError:
         pass
     return (
@@ -200,8 +216,6 @@ def _config_note(config: Mapping[str, Any] | None) -> str:
     return ""
 
 
-
-
 def _add_hf_prefix(layout: str, state: dict, model: nn.Module | None) -> dict:
     # a bare ViltModel state dict, without the task model's "vilt." prefix
     if layout != "hf" or any(k.startswith("vilt.") for k in state):
@@ -216,8 +230,11 @@ def _add_hf_prefix(layout: str, state: dict, model: nn.Module | None) -> dict:
 def _exit_options(model: nn.Module) -> dict[str, Any] | None:
     if not model.exit_layers:
         return None
-    return {"exit_layers": list(model.exit_layers), "predictor_layer": int(model.predictor_layer),
-            "predictor_hidden": int(model.exit_predictor[0].fc1.out_features)}
+    return {
+        "exit_layers": list(model.exit_layers),
+        "predictor_layer": int(model.predictor_layer),
+        "predictor_hidden": int(model.exit_predictor[0].fc1.out_features),
+    }
 
 
 def vilt_metadata(model: nn.Module) -> dict[str, str]:
@@ -245,8 +262,10 @@ def vilt_options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
         if exits:
             options.update({name: exits[name] for name in EXIT_OPTIONS})
     except (ValueError, TypeError, KeyError) as err:
-        raise CheckpointMismatchError(f"the file's ViLT metadata is unreadable ({type(err).__name__}: {err}); "
-                                      "re-save the model with mobilevt.save_weights") from err
+        raise CheckpointMismatchError(
+            f"the file's ViLT metadata is unreadable ({type(err).__name__}: {err}); "
+            "re-save the model with mobilevt.save_weights"
+        ) from err
     return options
 
 
@@ -263,51 +282,71 @@ def _differences_from_file(model: nn.Module, checkpoint: Any) -> str:
     if "vilt_arch" not in checkpoint.metadata and _EXITS_KEY not in checkpoint.metadata:
         return ""
     stored = vilt_options_from_metadata(checkpoint.metadata)
-    differ = [f"{k}={v!r} (model {getattr(model.arch, k)!r})" for k, v in stored.items()
-              if k in VILT_ARCH_FIELDS and getattr(model.arch, k) != v]
+    differ = [
+        f"{k}={v!r} (model {getattr(model.arch, k)!r})"
+        for k, v in stored.items()
+        if k in VILT_ARCH_FIELDS and getattr(model.arch, k) != v
+    ]
     ours = _exit_options(model)
     if "exit_layers" in stored and {k: stored[k] for k in EXIT_OPTIONS} != ours:
-        differ.append(f"exit heads after layers {list(stored['exit_layers'])}, predictor after layer "
-                      f"{stored['predictor_layer']} (model: "
-                      + ("none" if ours is None else f"{ours['exit_layers']}, {ours['predictor_layer']}") + ")")
+        differ.append(
+            f"exit heads after layers {list(stored['exit_layers'])}, predictor after layer "
+            f"{stored['predictor_layer']} (model: "
+            + ("none" if ours is None else f"{ours['exit_layers']}, {ours['predictor_layer']}")
+            + ")"
+        )
     if not differ:
         return ""
     name = getattr(model, "model_name", "vilt_b32_vqa")
-    return (f"the checkpoint is a ViLT with {'; '.join(differ)}: create the model from the file instead, "
-            f"mobilevt.create_model({name!r}, weights=path)")
+    return (
+        f"the checkpoint is a ViLT with {'; '.join(differ)}: create the model from the file instead, "
+        f"mobilevt.create_model({name!r}, weights=path)"
+    )
 
 
 def _exits_note(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], model: nn.Module) -> str:
     if _has_exit_keys(state) and _EXITS_KEY not in metadata and not model.exit_layers:
-        return ("the checkpoint has MobiVQA exit heads (exit_heads.*, exit_predictor.*) but its metadata does not "
-                "say after which layers (a file not written by mobilevt.save_weights): create the model, call "
-                "model.add_early_exits(exit_layers, predictor_layer=...) and load the file with "
-                "mobilevt.load_weights(model, path)")
+        return (
+            "the checkpoint has MobiVQA exit heads (exit_heads.*, exit_predictor.*) but its metadata does not "
+            "say after which layers (a file not written by mobilevt.save_weights): create the model, call "
+            "model.add_early_exits(exit_layers, predictor_layer=...) and load the file with "
+            "mobilevt.load_weights(model, path)"
+        )
     if model.exit_layers and not _has_exit_keys(state):
-        return ("the model has MobiVQA exit heads the checkpoint lacks: load the weights first, then call "
-                "add_early_exits (and train the heads)")
+        return (
+            "the model has MobiVQA exit heads the checkpoint lacks: load the weights first, then call "
+            "add_early_exits (and train the heads)"
+        )
     return ""
 
 
 def _size_note(found: Mismatch) -> str:
     if found.mis_shaped:
-        return ("the checkpoint is a ViLT of another size: pass its architecture (hidden_size=, num_layers=, "
-                "num_heads=, mlp_dim=, vocab_size=, max_text_len=, image_size=, patch_size=) to create_model, or "
-                "load its folder with config.json")
+        return (
+            "the checkpoint is a ViLT of another size: pass its architecture (hidden_size=, num_layers=, "
+            "num_heads=, mlp_dim=, vocab_size=, max_text_len=, image_size=, patch_size=) to create_model, or "
+            "load its folder with config.json"
+        )
     keys = list(found.missing) + list(found.unexpected)
     if keys and all(k.startswith(_LAYER_PREFIXES[found.layout]) for k in keys):
         depth = _checkpoint_depth(found.layout, found.state)
-        return (f"the checkpoint has {depth} encoder layers, the model "
-                f"{_checkpoint_depth('mobilevt', found.model.state_dict())}: it is a ViLT of another size; pass its "
-                f"architecture (num_layers={depth}, hidden_size=, num_heads=, mlp_dim= ...) to create_model, or load "
-                "its folder with config.json")
+        return (
+            f"the checkpoint has {depth} encoder layers, the model "
+            f"{_checkpoint_depth('mobilevt', found.model.state_dict())}: it is a ViLT of another size; pass its "
+            f"architecture (num_layers={depth}, hidden_size=, num_heads=, mlp_dim= ...) to create_model, or load "
+            "its folder with config.json"
+        )
     return ""
 
 
 def _explain(found: Mismatch) -> str:
     other = next((what for prefix, what in _OTHER_TASKS if any(k.startswith(prefix) for k in found.unexpected)), None)
-    note = (_differences_from_file(found.model, found.checkpoint) or _config_note(found.checkpoint.config)
-            or _exits_note(found.state, found.checkpoint.metadata, found.model) or _size_note(found))
+    note = (
+        _differences_from_file(found.model, found.checkpoint)
+        or _config_note(found.checkpoint.config)
+        or _exits_note(found.state, found.checkpoint.metadata, found.model)
+        or _size_note(found)
+    )
     return "; ".join(([f"this is {other}, not a VQA checkpoint"] if other else []) + ([note] if note else []))
 
 
@@ -317,14 +356,20 @@ def _refuse_loading(model: nn.Module, checkpoint: Any) -> str:
         logger.warning(
             "%s: dandelin/ViLT checkpoints were trained with LayerNorm eps 1e-6, the model uses %g; its answers will "
             "differ slightly. Create the model with mobilevt.create_model(%r, weights=path) instead.",
-            name, model.arch.layer_norm_eps, name,
+            name,
+            model.arch.layer_norm_eps,
+            name,
         )
     return _differences_from_file(model, checkpoint)
 
 
 def _head_keys(model: nn.Module) -> list[str]:
     # the answer classifiers: the model's and each exit head's last layer
-    return [k for k in model.state_dict() if k.startswith("head.fc2.") or (k.startswith("exit_heads.") and ".head.fc2." in k)]
+    return [
+        k
+        for k in model.state_dict()
+        if k.startswith("head.fc2.") or (k.startswith("exit_heads.") and ".head.fc2." in k)
+    ]
 
 
 VILT_CHECKPOINTS = CheckpointFamily(

@@ -16,5 +16,14 @@ for _module in pkgutil.iter_modules(__path__):
 
 FORMAT_NAMES = tuple(registered_formats())
 
-__all__ = ["FORMAT_NAMES", "Dim", "ExportFormat", "Graph", "Runner", "WriteOptions", "Written", "get_format",
-           "registered_formats"]
+__all__ = [
+    "FORMAT_NAMES",
+    "Dim",
+    "ExportFormat",
+    "Graph",
+    "Runner",
+    "WriteOptions",
+    "Written",
+    "get_format",
+    "registered_formats",
+]

@@ -13,9 +13,10 @@ registered when the class is defined, and the package imports every module in it
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence, Tuple
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from ...weights.entries import PreprocessConfig
 from ..errors import ExportError
 
 # A written file run in its runtime: the graph's inputs positionally, its outputs as a tuple.
-Runner = Callable[..., Tuple[torch.Tensor, ...]]
+Runner = Callable[..., tuple[torch.Tensor, ...]]
 
 
 def _quiet(stage: str) -> None:
@@ -38,8 +39,8 @@ class Dim:
     ``multiple_of`` (``None``: no bound given to the exporter)."""
 
     name: str
-    min: Optional[int] = None
-    max: Optional[int] = None
+    min: int | None = None
+    max: int | None = None
     multiple_of: int = 1
 
 
@@ -52,11 +53,11 @@ class Graph:
     names those axes). An empty mapping is a static input."""
 
     module: nn.Module
-    example: Tuple[torch.Tensor, ...]
-    input_names: Tuple[str, ...]
-    output_names: Tuple[str, ...]
-    dynamic: Tuple[dict[int, Dim], ...] = ()
-    output_dynamic: Tuple[dict[int, Dim], ...] = ()
+    example: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic: tuple[dict[int, Dim], ...] = ()
+    output_dynamic: tuple[dict[int, Dim], ...] = ()
 
     def __post_init__(self) -> None:
         self.dynamic = self.dynamic or tuple({} for _ in self.example)
@@ -66,13 +67,13 @@ class Graph:
     def is_dynamic(self) -> bool:
         return any(self.dynamic)
 
-    def static(self) -> "Graph":
+    def static(self) -> Graph:
         """The same graph with every dimension fixed: at the example's sizes, and batch 1
         where the batch was dynamic."""
         example = tuple(t[:1] if 0 in dims else t for t, dims in zip(self.example, self.dynamic))
         return Graph(self.module, example, self.input_names, self.output_names)
 
-    def torch_export_shapes(self) -> Optional[Tuple[Optional[dict[int, Any]], ...]]:
+    def torch_export_shapes(self) -> tuple[dict[int, Any] | None, ...] | None:
         """``dynamic_shapes`` for ``torch.export`` (one ``torch.export.Dim`` per name)."""
         if not self.is_dynamic:
             return None
@@ -83,8 +84,11 @@ class Graph:
                 step = spec.multiple_of
                 low = None if spec.min is None else spec.min // step
                 high = None if spec.max is None else spec.max // step
-                factor = torch.export.Dim(spec.name, min=low, max=high) if (low, high) != (None, None) else (
-                    torch.export.Dim(spec.name))
+                factor = (
+                    torch.export.Dim(spec.name, min=low, max=high)
+                    if (low, high) != (None, None)
+                    else (torch.export.Dim(spec.name))
+                )
                 dims[spec.name] = factor if step == 1 else step * factor
             return dims[spec.name]
 
@@ -99,13 +103,13 @@ class WriteOptions:
     opset: int = 17
     lite: bool = False
     # one uint8 [H, W, 3] photo in: the evaluation preprocessing goes into the file
-    preprocessing: Optional[PreprocessConfig] = None
-    quantize: Optional[str] = None
-    calibration: Sequence[Tuple[torch.Tensor, ...]] = ()  # input tuples to calibrate int8 on
+    preprocessing: PreprocessConfig | None = None
+    quantize: str | None = None
+    calibration: Sequence[tuple[torch.Tensor, ...]] = ()  # input tuples to calibrate int8 on
     # ExecuTorch: rewrite attention and norms into ops XNNPACK delegates (export/rewrite.py)
     delegate_rewrite: bool = True
     # ExecuTorch: inputs a program with dynamic dims must run, else it is written static
-    probes: Sequence[Tuple[torch.Tensor, ...]] = ()
+    probes: Sequence[tuple[torch.Tensor, ...]] = ()
     precision: str = "float16"  # Core ML compute precision
     stage: Callable[[str], None] = _quiet
 
@@ -118,11 +122,11 @@ class Written:
     run: Runner
     runtime: str
     dynamic: bool  # the file kept the graph's dynamic dims
-    max_batch: Optional[int] = None  # the largest batch it runs, where the format bounds it
+    max_batch: int | None = None  # the largest batch it runs, where the format bounds it
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     # an int8 file: the same graph in fp32 on the same runtime (its runner and file size)
-    fp32: Optional[Tuple[Runner, int]] = None
+    fp32: tuple[Runner, int] | None = None
 
 
 class ExportFormat:
@@ -131,18 +135,18 @@ class ExportFormat:
 
     name: ClassVar[str]
     order: ClassVar[int] = 100  # where it is listed (choices, messages)
-    suffixes: ClassVar[Tuple[str, ...]]
+    suffixes: ClassVar[tuple[str, ...]]
     extra: ClassVar[str]  # the pip extra that brings its tools: mobilevt[<extra>]
-    packages: ClassVar[Tuple[str, ...]]  # the modules it needs, the first missing one is named
-    runtime_packages: ClassVar[Tuple[str, ...]] = ()  # the modules that run a written file
+    packages: ClassVar[tuple[str, ...]]  # the modules it needs, the first missing one is named
+    runtime_packages: ClassVar[tuple[str, ...]] = ()  # the modules that run a written file
     # export_model options it honours beyond the common ones (see core.ExportOptions)
     options: ClassVar[frozenset[str]] = frozenset()
     # the runtime name under which ``mobilevt bench`` times its files (None: not timed)
-    bench_backend: ClassVar[Optional[str]] = None
+    bench_backend: ClassVar[str | None] = None
     bench_label: ClassVar[str] = ""  # its rows' label in the bench report
     # the family's stage line before it runs the file on the check inputs (None: the
     # format's own write stage says it)
-    check_stage: ClassVar[Optional[str]] = None
+    check_stage: ClassVar[str | None] = None
     runs_here: ClassVar[bool] = True
     # the file keeps a scripted module's methods and non-tensor inputs: a whole pipeline
     # (question string and photo in, answers out) goes in as one file
@@ -157,11 +161,11 @@ class ExportFormat:
     def install_hint(self) -> str:
         return f'pip install "mobilevt[{self.extra}]"  ({", ".join(_distributions(self.packages))})'
 
-    def missing(self) -> Optional[str]:
+    def missing(self) -> str | None:
         """The first module this format needs that is not installed, else None."""
         return _first_missing(self.packages)
 
-    def runner_missing(self) -> Optional[str]:
+    def runner_missing(self) -> str | None:
         """The first module that running a written file needs and that is not installed."""
         return _first_missing(self.runtime_packages)
 
@@ -182,7 +186,7 @@ class ExportFormat:
         as torch uses)."""
         raise NotImplementedError
 
-    def preprocessing_difference(self, config: PreprocessConfig, images: list[torch.Tensor]) -> Optional[dict]:
+    def preprocessing_difference(self, config: PreprocessConfig, images: list[torch.Tensor]) -> dict | None:
         """How far the file's own preprocessing is from :class:`ImagePreprocess` on
         ``images``, where the format writes it in its own ops (None: it runs the same code)."""
         return None
@@ -222,7 +226,7 @@ def get_format(name: str) -> ExportFormat:
         raise ExportError(f"unknown export format {name!r}; choose one of {', '.join(registered_formats())}") from None
 
 
-def _first_missing(modules: Sequence[str]) -> Optional[str]:
+def _first_missing(modules: Sequence[str]) -> str | None:
     for module in modules:
         try:
             found = importlib.util.find_spec(module) is not None

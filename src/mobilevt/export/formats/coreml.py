@@ -1,14 +1,15 @@
 """Core ML export through coremltools: a ``torch.export`` program, decomposed to core ATen
 ops, converted to an ML Program package (``.mlpackage``) with an image input. Running it
 needs macOS or iOS, so on other systems only the written spec is checked."""
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -70,15 +71,19 @@ class CoremlFormat(ExportFormat):
 
     def write(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
         if path.suffix != ".mlpackage":
-            raise ExportError(f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {path.name}")
+            raise ExportError(
+                f"a Core ML ML Program is a .mlpackage folder; name the output *.mlpackage, not {path.name}"
+            )
         options.stage("converting to a Core ML ML Program, then validating its spec")
         notes: list[str] = []
         height, width = graph.example[0].shape[-2:]
         with _quiet_coremltools():
-            runtime = _convert(graph.module, path, int(height), int(width), options.preprocessing, options.precision,
-                               notes)
-        return Written(path, _cannot_run, runtime, False, max_batch=1, notes=notes,
-                       details={"precision": options.precision})
+            runtime = _convert(
+                graph.module, path, int(height), int(width), options.preprocessing, options.precision, notes
+            )
+        return Written(
+            path, _cannot_run, runtime, False, max_batch=1, notes=notes, details={"precision": options.precision}
+        )
 
     def runner(self, path: Path, threads: int = 0) -> Runner:
         return _cannot_run
@@ -88,8 +93,7 @@ def _cannot_run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     raise ExportError("a Core ML model runs on macOS or iOS only")
 
 
-def _convert(model: nn.Module, output: Path, height: int, width: int, config, precision: str,
-             notes: list[str]) -> str:
+def _convert(model: nn.Module, output: Path, height: int, width: int, config, precision: str, notes: list[str]) -> str:
     COREML.require()
     import coremltools as ct
 

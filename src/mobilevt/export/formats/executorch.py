@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import torch
 
@@ -43,8 +43,10 @@ class ExecutorchFormat(ExportFormat):
     check_stage = "running the file in the ExecuTorch runtime"
 
     def write(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
-        options.stage("loading ExecuTorch" + (" and rewriting attention and norms for XNNPACK"
-                                               if options.delegate_rewrite else ""))
+        options.stage(
+            "loading ExecuTorch"
+            + (" and rewriting attention and norms for XNNPACK" if options.delegate_rewrite else "")
+        )
         self.require()
         if options.quantize is not None:
             return self._write_int8(graph, path, options)
@@ -59,24 +61,32 @@ class ExecutorchFormat(ExportFormat):
             return written
         options.stage("the dynamic program failed in the runtime: exporting again with the example's shapes")
         written = self._lower(graph.static(), path, options)
-        written.notes.insert(0, "dynamic shapes failed in the ExecuTorch runtime for this model: exported with the "
-                                "example's shapes (" + ", ".join(_shape_text(t) for t in graph.example) + ")")
+        written.notes.insert(
+            0,
+            "dynamic shapes failed in the ExecuTorch runtime for this model: exported with the "
+            "example's shapes (" + ", ".join(_shape_text(t) for t in graph.example) + ")",
+        )
         written.details["dynamic_failure"] = failure
         return written
 
-    def _probe(self, graph: Graph, written: Written, options: WriteOptions) -> Optional[str]:
+    def _probe(self, graph: Graph, written: Written, options: WriteOptions) -> str | None:
         """Why the dynamic program cannot be kept (None: it runs every probe)."""
         probes = list(options.probes)
         batch = graph.dynamic[0].get(0)
         if batch is not None and written.max_batch is not None:
             if batch.max is not None and written.max_batch < batch.max:
-                written.notes.append(f"the ExecuTorch memory planner bounded the batch at {written.max_batch} "
-                                     f"(asked for up to {batch.max})")
+                written.notes.append(
+                    f"the ExecuTorch memory planner bounded the batch at {written.max_batch} "
+                    f"(asked for up to {batch.max})"
+                )
             probes = [_zeros_at_batch(graph.example, size) for size in (1, written.max_batch)] + probes
         batches = f"batch 1 and {written.max_batch}" if batch is not None else ""
         others = f"the {len(options.probes)} check inputs" if options.probes else ""
-        options.stage(f"checking that the program runs at {batches}" if not others else
-                      f"checking that the program runs on {' and '.join(filter(None, [batches, others]))}")
+        options.stage(
+            f"checking that the program runs at {batches}"
+            if not others
+            else f"checking that the program runs on {' and '.join(filter(None, [batches, others]))}"
+        )
         return None if _runs_on(written.run, probes) else "a probe input failed in the runtime"
 
     def runner(self, path: Path, threads: int = 0) -> Runner:
@@ -92,12 +102,15 @@ class ExecutorchFormat(ExportFormat):
         if options.calibration:
             from ..quantize import quantize_pt2e_xnnpack
 
-            options.stage(f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on "
-                          f"{len(options.calibration)} photos")
+            options.stage(
+                f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on {len(options.calibration)} photos"
+            )
             module = quantize_pt2e_xnnpack(module, graph.example[0], [inputs[0] for inputs in options.calibration])
         batch = graph.dynamic[0].get(0)
-        options.stage("capturing the graph with torch.export" + (
-            f" (batch 1 to {batch.max})" if batch is not None else " (batch 1)" if not graph.is_dynamic else ""))
+        options.stage(
+            "capturing the graph with torch.export"
+            + (f" (batch 1 to {batch.max})" if batch is not None else " (batch 1)" if not graph.is_dynamic else "")
+        )
         program = torch.export.export(module, graph.example, dynamic_shapes=graph.torch_export_shapes())
         options.stage("lowering to ExecuTorch's XNNPACK delegate and writing the .pte (the longest stage)")
         outside = outside_delegate(write_xnnpack_program(program, path))
@@ -116,8 +129,10 @@ class ExecutorchFormat(ExportFormat):
     def _write_int8(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
         graph = graph.static()  # PT2E captures one static shape
         written = self._lower(graph, path, options)
-        written.notes = ["int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
-                         "int8 activations), batch 1"]
+        written.notes = [
+            "int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
+            "int8 activations), batch 1"
+        ]
         with tempfile.TemporaryDirectory() as folder:
             fp32_path = Path(folder) / "fp32.pte"
             options.stage("exporting the fp32 program to compare size and speed with")
@@ -191,13 +206,14 @@ def outside_delegate(graph: torch.fx.Graph) -> dict[str, int]:
         target = str(getattr(node.target, "_op", node.target))  # an edge op wraps its ATen op
         value = node.meta.get("val")
         is_tensor_op = isinstance(value, torch.Tensor) or (
-            isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value))
+            isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value)
+        )
         if node.op == "call_function" and is_tensor_op and "getitem" not in target and "call_delegate" not in target:
             counts[target] = counts.get(target, 0) + 1
     return counts
 
 
-def _outside_delegate_note(counts: dict[str, int]) -> Optional[str]:
+def _outside_delegate_note(counts: dict[str, int]) -> str | None:
     if not counts:
         return None
     listed = ", ".join(f"{name} x{count}" for name, count in sorted(counts.items(), key=lambda kv: -kv[1]))
@@ -225,5 +241,11 @@ def _shape_text(tensor: torch.Tensor) -> str:
 
 
 EXECUTORCH = get_format("executorch")
-__all__ = ["EXECUTORCH", "ExportError", "executorch_runner", "outside_delegate", "set_executorch_threads",
-           "write_xnnpack_program"]
+__all__ = [
+    "EXECUTORCH",
+    "ExportError",
+    "executorch_runner",
+    "outside_delegate",
+    "set_executorch_threads",
+    "write_xnnpack_program",
+]

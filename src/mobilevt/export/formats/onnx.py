@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -70,8 +70,13 @@ class OnnxFormat(ExportFormat):
         options.stage(f"exporting preprocessing and model to ONNX (opset {opset}), then running it on the check photos")
         # the dynamo exporter writes opset 18+ natively (static [1, 3, crop_h, crop_w] input)
         program = torch.onnx.export(
-            graph.module, graph.example, dynamo=True, opset_version=opset,
-            input_names=list(graph.input_names), output_names=list(graph.output_names), verbose=False,
+            graph.module,
+            graph.example,
+            dynamo=True,
+            opset_version=opset,
+            input_names=list(graph.input_names),
+            output_names=list(graph.output_names),
+            verbose=False,
         )
         full = prepend_preprocessing(program.model_proto, options.preprocessing, graph.input_names[0])
         onnx.checker.check_model(full)
@@ -92,12 +97,13 @@ class OnnxFormat(ExportFormat):
             written.notes.append(
                 "int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 activations) of "
                 "convolutions, weight matmuls, adds, products and sigmoids; attention matmuls, softmax and norms "
-                "stay fp32")
+                "stay fp32"
+            )
             # the fp32 session holds its model in memory once the folder is gone
             written.fp32 = (fp32.run, file_size(fp32_path))
         return written
 
-    def preprocessing_difference(self, config: PreprocessConfig, images: list[torch.Tensor]) -> Optional[dict]:
+    def preprocessing_difference(self, config: PreprocessConfig, images: list[torch.Tensor]) -> dict | None:
         from ..onnx_preprocessing import preprocessing_difference
 
         return preprocessing_difference(config, images)
@@ -105,22 +111,34 @@ class OnnxFormat(ExportFormat):
 
 def write_onnx_graph(graph: Graph, path: Path, opset: int) -> None:
     """``torch.onnx.export`` of ``graph`` to ``path`` with the exporter that writes ``opset``."""
-    common: dict[str, Any] = {"opset_version": opset, "input_names": list(graph.input_names),
-                              "output_names": list(graph.output_names)}
+    common: dict[str, Any] = {
+        "opset_version": opset,
+        "input_names": list(graph.input_names),
+        "output_names": list(graph.output_names),
+    }
     if opset <= 17:
-        torch.onnx.export(graph.module, graph.example, str(path), dynamo=False,
-                          dynamic_axes=_onnx_axes(graph), **common)
+        torch.onnx.export(
+            graph.module, graph.example, str(path), dynamo=False, dynamic_axes=_onnx_axes(graph), **common
+        )
     else:
-        program = torch.onnx.export(graph.module, graph.example, dynamo=True,
-                                    dynamic_shapes=graph.torch_export_shapes(), verbose=False, **common)
+        program = torch.onnx.export(
+            graph.module,
+            graph.example,
+            dynamo=True,
+            dynamic_shapes=graph.torch_export_shapes(),
+            verbose=False,
+            **common,
+        )
         program.save(str(path))
 
 
-def _onnx_axes(graph: Graph) -> Optional[dict[str, dict[int, str]]]:
+def _onnx_axes(graph: Graph) -> dict[str, dict[int, str]] | None:
     if not graph.is_dynamic:
         return None
-    axes = {name: {axis: dim.name for axis, dim in dims.items()}
-            for name, dims in zip(graph.input_names + graph.output_names, graph.dynamic + graph.output_dynamic)}
+    axes = {
+        name: {axis: dim.name for axis, dim in dims.items()}
+        for name, dims in zip(graph.input_names + graph.output_names, graph.dynamic + graph.output_dynamic)
+    }
     return axes
 
 

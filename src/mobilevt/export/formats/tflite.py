@@ -11,13 +11,14 @@ Batch: 1, static. litert-torch 0.10 cannot lower MobileViT's patch-unfolding res
 symbolic batch size (its ``aten.view`` lowering goes through JAX, which needs concrete
 shapes), and a batch-1 model cannot be resized in the interpreter (the reshapes are fixed).
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -59,10 +60,19 @@ class TfliteFormat(ExportFormat):
             "batch 1 only: litert-torch cannot lower MobileViT's patch reshape with a symbolic batch size; "
             "invoke once per image",
         ]
-        versions = f"litert-torch {litert_torch.__version__}, ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
+        versions = (
+            f"litert-torch {litert_torch.__version__}, ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
+        )
         runtime = f"LiteRT interpreter ({versions}, XNNPACK delegate, {torch.get_num_threads()} threads)"
-        return Written(path, run, runtime, False, max_batch=1, notes=notes,
-                       details={"tflite_ops": op_names, "input_layout": "NCHW"})
+        return Written(
+            path,
+            run,
+            runtime,
+            False,
+            max_batch=1,
+            notes=notes,
+            details={"tflite_ops": op_names, "input_layout": "NCHW"},
+        )
 
     def runner(self, path: Path, threads: int = 0) -> Runner:
         """Run a ``.tflite`` in the LiteRT interpreter (XNNPACK delegate); an NHWC input (a

@@ -8,13 +8,13 @@ the file with it, and such a file fails to load there ("Unknown builtin op"). Ev
 :func:`save_torchscript` writes is read back and refused if its code names an operator
 outside core libtorch.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import zipfile
 from pathlib import Path
-from typing import List, Union
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ _CODE_CALL = re.compile(r"\bops\.(\w+)\.(\w+)\(")
 _BYTECODE_NAME = re.compile(rb"\b([A-Za-z_]\w*)::([A-Za-z_]\w*)")
 
 
-def extension_operators(path: Union[str, os.PathLike]) -> List[str]:
+def extension_operators(path: str | os.PathLike) -> list[str]:
     """The operators outside core libtorch that a saved TorchScript file (``.pt`` or lite
     ``.ptl``) calls, as ``namespace::name``, sorted; empty when libtorch alone can load it."""
     found = set()
@@ -46,7 +46,7 @@ def extension_operators(path: Union[str, os.PathLike]) -> List[str]:
     return sorted(f"{ns}::{op}" for ns, op in found if ns not in CORE_OPERATOR_NAMESPACES)
 
 
-def save_torchscript(module: nn.Module, output: Union[str, os.PathLike], lite: bool = False) -> List[str]:
+def save_torchscript(module: nn.Module, output: str | os.PathLike, lite: bool = False) -> list[str]:
     """Script ``module`` (unless it is scripted already) and write it atomically to
     ``output``: a TorchScript file, or with ``lite`` a lite-interpreter file optimised for
     mobile. Returns notes for the export report.
@@ -55,7 +55,7 @@ def save_torchscript(module: nn.Module, output: Union[str, os.PathLike], lite: b
         ExportError: the code calls operators that core libtorch lacks (nothing is written).
     """
     scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module.eval())
-    notes: List[str] = []
+    notes: list[str] = []
     output = Path(output)
     with atomic_path(output) as tmp:
         if lite:
@@ -97,8 +97,10 @@ class TorchscriptFormat(ExportFormat):
         return "part of torch"
 
     def write(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
-        options.stage("scripting the model and saving the TorchScript file" + (
-            " (optimize_for_mobile, lite interpreter)" if options.lite else ""))
+        options.stage(
+            "scripting the model and saving the TorchScript file"
+            + (" (optimize_for_mobile, lite interpreter)" if options.lite else "")
+        )
         module = graph.module
         if options.preprocessing is not None:
             module = WithPreprocessing(ImagePreprocess(options.preprocessing, channels_last_input=True), module)
