@@ -11,12 +11,11 @@ from .tasks import EvaluationResult, Prediction, evaluate, predict, transforms_f
 from .tasks.detection import DetectionResult, detect, evaluate_detection
 from .tasks.segmentation import Segmentation, evaluate_segmentation, segment
 from .tasks.vqa import VqaPipeline, create_vqa_pipeline, evaluate_vqa, vqa_accuracy
+from .version import __version__ as __version__
 from .weights.entries import PreprocessConfig, Weights
 from .weights.loading import WeightsNotFoundError
 from .weights.mobilevit_layouts import detect_layout
 from .weights.state_dicts import CheckpointMismatchError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointMismatchError",

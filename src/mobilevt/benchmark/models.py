@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..factory import create_model
 from ..model_kind import ModelKind
+from ..registry import get_model_entry, list_models
 
 # transformers' configs for ml-cvnets' v1 variants (its defaults are mobilevit_s); v2 variants
 # differ only by width.
@@ -27,19 +29,18 @@ _KIND = ModelKind.CLASSIFICATION
 def resolve_models(patterns: Sequence[str] | None) -> list[str]:
     """Image classifiers from names or shell patterns (``'mobilevitv2_*'``); every registered
     image classifier when empty."""
-    import mobilevt
 
     if not patterns:
-        return mobilevt.list_models(kind=_KIND)
+        return list_models(kind=_KIND)
     names: list[str] = []
     for pattern in patterns:
         if any(ch in pattern for ch in "*?["):
-            matched = mobilevt.list_models(pattern, kind=_KIND)
+            matched = list_models(pattern, kind=_KIND)
             if not matched:
                 raise InvalidInputError(f"no image classifier matches {pattern!r}; `mobilevt models` lists them")
         else:
             # a weights tag (name.tag) does not matter here: the benchmark uses random weights
-            entry = mobilevt.get_model_entry(pattern)
+            entry = get_model_entry(pattern)
             if entry.kind != _KIND:
                 raise InvalidInputError(f"mobilevt bench times image classifiers; {entry.name} is a {entry.kind} model")
             matched = [entry.name]
@@ -71,9 +72,8 @@ def _well_scaled_random_(model: nn.Module, seed: int) -> nn.Module:
 
 
 def mobilevt_model(name: str, seed: int) -> nn.Module:
-    import mobilevt
 
-    return _well_scaled_random_(mobilevt.create_model(name), seed)
+    return _well_scaled_random_(create_model(name), seed)
 
 
 def fast_path(model: nn.Module) -> nn.Module:

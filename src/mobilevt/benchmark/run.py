@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 
 from ..errors import InvalidInputError
+from ..factory import create_model
+from ..registry import get_model_entry
+from ..version import __version__
 from .floor import measure_matmul_peak
 from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
 from .models import resolve_models
@@ -25,9 +28,8 @@ from .timing import CALLS_PER_TURN, percentile, time_interleaved
 
 
 def _versions() -> dict[str, str]:
-    import mobilevt
 
-    versions = {"mobilevt": mobilevt.__version__, "torch": torch.__version__}
+    versions = {"mobilevt": __version__, "torch": torch.__version__}
     for package in ("onnxruntime", "executorch", "timm", "transformers", "ai_edge_litert"):
         try:
             from importlib.metadata import version
@@ -192,18 +194,16 @@ def _checked_options(
 
 
 def _model_cost(name: str, image_size: int):
-    import mobilevt
 
     from ..profiling import count_macs
 
-    return count_macs(mobilevt.create_model(name).eval(), (image_size, image_size))
+    return count_macs(create_model(name).eval(), (image_size, image_size))
 
 
 def _add_model_facts(name: str, model_rows: list[BenchRow], cost, peak) -> None:
     """MACs, parameters, the classifier's ImageNet top-1 and the floor of every row."""
-    import mobilevt
 
-    entry = mobilevt.get_model_entry(name)
+    entry = get_model_entry(name)
     top1 = entry.default_weights.top1 if entry.default_weights else None  # classifiers' ImageNet top-1
     floor_per_image_ms = 2 * cost.macs / (peak.gflops * 1e9) * 1e3
     for row in model_rows:

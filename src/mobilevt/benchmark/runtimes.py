@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..engine import convert_state_dict
 from ..errors import InvalidInputError
+from ..factory import create_model
 from ..fileio import atomic_path
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
 from .peers import PEER_RUNTIMES, PEER_SUFFIX, export_peer
@@ -160,11 +162,10 @@ def build_backends(
     reference: nn.Module | None = None
     if any(b == "timm" or b in PEER_RUNTIMES for b in backends) and missing_package("timm") is None:
         # mobilevt loads timm's weights: the two are then checked against each other too
-        import mobilevt
 
         reference = timm_model(name, seed)
-        base = mobilevt.create_model(name).eval()
-        base.load_state_dict(mobilevt.convert_state_dict(reference.state_dict(), name))
+        base = create_model(name).eval()
+        base.load_state_dict(convert_state_dict(reference.state_dict(), name))
     else:
         base = mobilevt_model(name, seed)
     fused = fast_path(copy.deepcopy(base))

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..factory import create_model
 from ..model_kind import ModelKind
-from ..registry import ModelName
+from ..registry import ModelName, get_model_entry
 
 
 def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, json_help: str) -> None:
@@ -40,10 +41,9 @@ def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, 
 def dense_task_model(args, command: str, kind: ModelKind, default_model: str) -> nn.Module:
     """The fused model of ``args`` for ``mobilevt segment`` / ``detect``, after checking
     that it is a ``kind`` model and that images or ``--evaluate DATA`` (not both) were given."""
-    import mobilevt
 
     args.model = model_name_from_args(args.model, args.weights, default_model)
-    entry = mobilevt.get_model_entry(args.model)
+    entry = get_model_entry(args.model)
     if entry.kind != kind:
         family = default_model.split("_", 1)[0]
         raise InvalidInputError(f"{args.model} is a {entry.kind} model; mobilevt {command} takes a {family}_* model")
@@ -113,19 +113,18 @@ def create_model_from_args(name: str, weights: str | None) -> nn.Module:
     ``create_model`` takes, or ``none`` for random weights (with ``name.tag``, the tag's
     preprocessing is kept).
     """
-    import mobilevt
 
     base, tag = ModelName.parse(name).base, ModelName.parse(name).tag
-    mobilevt.get_model_entry(base)  # an unknown name fails here, before any warning about weights
+    get_model_entry(base)  # an unknown name fails here, before any warning about weights
     if is_random_weights(weights):
         warn_random_weights(name, "predictions")
-        model = mobilevt.create_model(base)
+        model = create_model(base)
         if tag:
-            model.preprocess = mobilevt.get_model_entry(base).get_weights(tag).preprocess
+            model.preprocess = get_model_entry(base).get_weights(tag).preprocess
         return model.eval()
     if weights is None or (weights.upper() == "DEFAULT" and tag):
-        return mobilevt.create_model(name).eval() if tag else mobilevt.create_model(name, weights="DEFAULT").eval()
-    return mobilevt.create_model(name, weights=weights).eval()
+        return create_model(name).eval() if tag else create_model(name, weights="DEFAULT").eval()
+    return create_model(name, weights=weights).eval()
 
 
 def is_random_weights(weights: str | None) -> bool:

@@ -6,6 +6,7 @@ from mobilevt.export.formats import FORMAT_NAMES
 from mobilevt.export.report import PACKAGED_PHOTOS_SOURCE
 
 from ..errors import InvalidInputError
+from ..registry import get_model_entry
 from .common import create_model_from_args, stage_printer
 
 
@@ -74,13 +75,12 @@ def export_options(args) -> dict:
 
 
 def run_export(args) -> int:
-    import mobilevt
     from mobilevt.export import export_model
     from mobilevt.model_kind import ModelKind
 
     from .vqa import mobivqa_requested, pipeline_for_export
 
-    if mobilevt.get_model_entry(args.model).kind == ModelKind.VQA:
+    if get_model_entry(args.model).kind == ModelKind.VQA:
         model = pipeline_for_export(args)  # ViLT: the pipeline with its tokenizer
     elif mobivqa_requested(args):
         raise InvalidInputError("--prune-layer and the --exit-* options apply to ViLT models (vilt_b32_vqa) only")

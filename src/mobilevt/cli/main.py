@@ -10,7 +10,9 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import MobilevtError
+from ..factory import create_model
 from ..model_kind import ModelKind
+from ..registry import get_model_entry, list_models
 from . import bench, classify, detect, export, segment, train, vqa
 
 
@@ -31,9 +33,8 @@ class _WithExampleText(torch.nn.Module):
 
 
 def _models_table(pattern: str | None, as_json: bool) -> int:
-    import mobilevt
 
-    names = mobilevt.list_models(pattern)
+    names = list_models(pattern)
     if not names:
         print(f"no model matches {pattern!r}", file=sys.stderr)
         return 1
@@ -70,11 +71,10 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
 
 
 def _model_row(name: str) -> dict:
-    import mobilevt
     from mobilevt.profiling import count_macs
 
-    entry = mobilevt.get_model_entry(name)
-    model = mobilevt.create_model(name)
+    entry = get_model_entry(name)
+    model = create_model(name)
     size = entry.default_preprocess.input_size
     resolution = f"{size[0]}x{size[1]}"
     if entry.kind != ModelKind.VQA:  # image in (classifiers, detectors ...)

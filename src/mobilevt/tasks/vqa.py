@@ -24,6 +24,7 @@ from torch import nn
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..data.vilt_preprocess import ViltImagePreprocess
 from ..errors import InvalidInputError
+from ..factory import create_model
 from ..model_kind import ModelKind
 from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
 
@@ -166,17 +167,16 @@ def create_vqa_pipeline(
     """The end-to-end VQA pipeline for ViLT weights.
 
     Args:
-        weights: what ``mobilevt.create_model(model_name, weights=...)`` takes: an Hugging
+        weights: what ``create_model(model_name, weights=...)`` takes: an Hugging
             Face model folder (``config.json``, ``model.safetensors``, ``vocab.txt``), a
             weights file inside such a folder, a Hub id / ``hf-hub:`` id, ``"DEFAULT"``
             (dandelin/vilt-b32-finetuned-vqa) or ``None`` (random weights: needs ``vocab_file``).
         vocab_file: the BERT ``vocab.txt``; default: the one in the weights' folder or Hub
             repository.
     """
-    import mobilevt
 
     vocab_path, lowercase = _find_vocab(weights, vocab_file, model_name)
-    model = mobilevt.create_model(model_name, weights=weights, **model_kwargs).eval()
+    model = create_model(model_name, weights=weights, **model_kwargs).eval()
     tokenizer = create_tokenizer(vocab_path, max_length=model.arch.max_text_len, lowercase=lowercase)
     if len(tokenizer.id_to_token) > model.arch.vocab_size:
         raise InvalidInputError(

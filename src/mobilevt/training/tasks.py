@@ -25,7 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import InvalidInputError
+from ..factory import create_model
 from ..model_kind import ModelKind
+from ..registry import get_model_entry, list_models
 from .config import IMAGENET_EVAL_CROP, TrainConfig, TrainingError
 from .data import EvalDataset, collate_train
 
@@ -49,7 +51,7 @@ class TrainingTask:
         raise NotImplementedError
 
     def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
-        """The model to train, made with ``mobilevt.create_model`` (so it has
+        """The model to train, made with ``create_model`` (so it has
         ``model_name``), with whatever metadata ``save_weights`` should store
         (``class_names``, ``preprocess``)."""
         raise NotImplementedError
@@ -136,13 +138,12 @@ class DenseTask(TrainingTask):
     with_background: bool  # class 0 is a background class the dataset does not name
 
     def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
-        import mobilevt
 
         from ..weights.entries import PreprocessConfig
 
-        entry = mobilevt.get_model_entry(config.model)
+        entry = get_model_entry(config.model)
         if entry.kind != self.model_kind:
-            choices = mobilevt.list_models(kind=self.model_kind)
+            choices = list_models(kind=self.model_kind)
             hint = self.model_prefix + config.model if self.model_prefix + config.model in choices else choices[0]
             raise InvalidInputError(
                 f"task {self.name!r} trains {self.model_kind} models ({self.model_prefix}*), "
@@ -152,7 +153,7 @@ class DenseTask(TrainingTask):
         options = dict(config.model_options)
         if config.drop_path_rate:
             options["drop_path_rate"] = config.drop_path_rate
-        model = mobilevt.create_model(config.model, weights=config.weights, num_classes=len(names), **options)
+        model = create_model(config.model, weights=config.weights, num_classes=len(names), **options)
         model.class_names = names
         size = config.sampler.image_size
         # what validation and the training transforms feed: RGB in [0, 1], the whole image resized
@@ -206,12 +207,11 @@ class ClassificationTask(TrainingTask):
         return build_datasets(config.data, config.seed)
 
     def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
-        import mobilevt
 
         from .data import batch_mixer, preprocess_config_for_eval
 
         # with weights, everything but a head of another class count is loaded (fine-tuning)
-        model = mobilevt.create_model(
+        model = create_model(
             config.model, weights=config.weights, num_classes=len(class_names), drop_path_rate=config.drop_path_rate
         )
         model.class_names = list(class_names)
