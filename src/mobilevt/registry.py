@@ -16,8 +16,10 @@ from .weights.entries import PreprocessConfig, Weights
 from .weights.family import CheckpointFamily
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelEntry:
+    """A registered model: its builder, kind, weights and checkpoint family (keywords only)."""
+
     name: str
     builder: Callable[..., nn.Module]
     family: str

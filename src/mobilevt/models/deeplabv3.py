@@ -19,6 +19,7 @@ Papers: DeepLabV3, arXiv:1706.05587; MobileViT, arXiv:2110.02178; MobileViTv2, a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -240,21 +241,34 @@ CVNETS_V1_SEG_PREPROCESS = PreprocessConfig((512, 512), 512, "bilinear", channel
 
 _CVNETS_SEG_URL = "https://docs-assets.developer.apple.com/ml-research/models/cvnets-v2/segmentation/"
 
-# v1: (HF repo, published params M, PASCAL VOC mIoU) -- MobileViT paper, Table 5
+
+@dataclass(frozen=True)
+class PublishedSegmenter:
+    """Published DeepLabV3 weights on one backbone: where (v1) and the published figures."""
+
+    params_m: float | None  # PASCAL VOC model
+    voc_miou: float | None
+    ade20k_params_m: float | None = None
+    ade20k_miou: float | None = None
+    hf_repo: str = ""  # v1: the Hugging Face conversion of Apple's weights
+    width: float = 1.0  # v2: the backbone's width
+
+
+# v1: MobileViT paper, Table 5 (PASCAL VOC)
 _V1_PUBLISHED = {
-    "mobilevit_xxs": ("apple/deeplabv3-mobilevit-xx-small", 1.9, 73.6),
-    "mobilevit_xs": ("apple/deeplabv3-mobilevit-x-small", 2.9, 77.1),
-    "mobilevit_s": ("apple/deeplabv3-mobilevit-small", 6.4, 79.1),
+    "mobilevit_xxs": PublishedSegmenter(hf_repo="apple/deeplabv3-mobilevit-xx-small", params_m=1.9, voc_miou=73.6),
+    "mobilevit_xs": PublishedSegmenter(hf_repo="apple/deeplabv3-mobilevit-x-small", params_m=2.9, voc_miou=77.1),
+    "mobilevit_s": PublishedSegmenter(hf_repo="apple/deeplabv3-mobilevit-small", params_m=6.4, voc_miou=79.1),
 }
-# v2 (ml-cvnets model zoo): backbone -> (width, VOC params M, VOC mIoU, ADE20K params M, ADE20K mIoU)
+# v2: the ml-cvnets model zoo (PASCAL VOC and ADE20K)
 _V2_PUBLISHED = {
-    "mobilevitv2_050": (0.5, 6.2, 75.07, 6.3, 31.93),
-    "mobilevitv2_075": (0.75, None, None, 9.6, 34.70),
-    "mobilevitv2_100": (1.0, 13.3, 78.94, 13.4, 37.06),
-    "mobilevitv2_125": (1.25, 17.7, 79.68, 17.7, 38.42),
-    "mobilevitv2_150": (1.5, 22.6, 80.30, 22.6, 38.91),
-    "mobilevitv2_175": (1.75, None, None, 28.1, 39.53),
-    "mobilevitv2_200": (2.0, None, None, 34.0, 40.94),
+    "mobilevitv2_050": PublishedSegmenter(6.2, 75.07, 6.3, 31.93, width=0.5),
+    "mobilevitv2_075": PublishedSegmenter(None, None, 9.6, 34.70, width=0.75),
+    "mobilevitv2_100": PublishedSegmenter(13.3, 78.94, 13.4, 37.06, width=1.0),
+    "mobilevitv2_125": PublishedSegmenter(17.7, 79.68, 17.7, 38.42, width=1.25),
+    "mobilevitv2_150": PublishedSegmenter(22.6, 80.30, 22.6, 38.91, width=1.5),
+    "mobilevitv2_175": PublishedSegmenter(None, None, 28.1, 39.53, width=1.75),
+    "mobilevitv2_200": PublishedSegmenter(None, None, 34.0, 40.94, width=2.0),
 }
 # Architecture of weights that differ from their model's defaults (create_model applies them):
 # ml-cvnets' ADE20K recipe: output stride 8, rates (12, 24, 36); 150 classes
@@ -265,7 +279,8 @@ _CVNETS_VOC_OS8_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)), ("
 
 def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], float | None]:
     if backbone in _V1_PUBLISHED:
-        repo, params, miou = _V1_PUBLISHED[backbone]
+        published = _V1_PUBLISHED[backbone]
+        repo, params, miou = published.hf_repo, published.params_m, published.voc_miou
         weights = [
             Weights(
                 name,
@@ -298,7 +313,9 @@ def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], float |
             )
         return tuple(weights), params
     if backbone in _V2_PUBLISHED:
-        width, voc_params, voc_miou, ade_params, ade_miou = _V2_PUBLISHED[backbone]
+        published = _V2_PUBLISHED[backbone]
+        width, voc_params, voc_miou = published.width, published.params_m, published.voc_miou
+        ade_miou = published.ade20k_miou
         text = f"{width:g}" if width not in (1.0, 2.0) else f"{width:.1f}"
         weights = []
         if voc_miou is not None:
@@ -368,11 +385,11 @@ def _register(name: str, backbone: str) -> None:
     )
     register_model(
         ModelEntry(
-            name,
-            partial(build_deeplabv3, backbone),
-            "deeplabv3",
-            preprocess,
-            weights,
+            name=name,
+            builder=partial(build_deeplabv3, backbone),
+            family="deeplabv3",
+            default_preprocess=preprocess,
+            weights=weights,
             published_params_m=params,
             kind=ModelKind.SEGMENTATION,
             checkpoints=DEEPLABV3_CHECKPOINTS,

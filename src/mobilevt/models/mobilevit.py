@@ -393,48 +393,80 @@ _CVNETS_V2_URL = (
 )
 _MMPRETRAIN_URL = "https://download.openmmlab.com/mmclassification/v0/mobilevit/{}.pth"
 
-# name: (cvnets file, HF repo, mmpretrain file, params M, MACs G, top-1 paper, top-1 ml-cvnets zoo, top-1 mmpretrain)
+
+@dataclass(frozen=True)
+class PublishedV1:
+    """Where a MobileViT (v1) variant's weights are published, and the figures published with them."""
+
+    cvnets_file: str
+    hf_repo: str
+    mmpretrain_file: str
+    params_m: float
+    macs_g: float
+    paper_top1: float
+    cvnets_top1: float  # the ml-cvnets model zoo's
+    mmpretrain_top1: float
+
+
+@dataclass(frozen=True)
+class PublishedFigures:
+    """A variant's published size, cost and ImageNet top-1."""
+
+    params_m: float
+    macs_g: float
+    top1: float
+
+
+@dataclass(frozen=True)
+class PublishedWidth:
+    """A MobileViTv2 width and the ml-cvnets zoo's figures for it."""
+
+    width: float
+    params_m: float
+    macs_g: float
+    top1: float
+
+
 _V1_PUBLISHED = {
-    "mobilevit_xxs": (
-        "mobilevit_xxs",
-        "apple/mobilevit-xx-small",
-        "mobilevit-xxsmall_3rdparty_in1k_20221018-77835605",
-        1.3,
-        0.42,
-        69.0,
-        69.0,
-        69.02,
+    "mobilevit_xxs": PublishedV1(
+        cvnets_file="mobilevit_xxs",
+        hf_repo="apple/mobilevit-xx-small",
+        mmpretrain_file="mobilevit-xxsmall_3rdparty_in1k_20221018-77835605",
+        params_m=1.3,
+        macs_g=0.42,
+        paper_top1=69.0,
+        cvnets_top1=69.0,
+        mmpretrain_top1=69.02,
     ),
-    "mobilevit_xs": (
-        "mobilevit_xs",
-        "apple/mobilevit-x-small",
-        "mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7",
-        2.3,
-        1.05,
-        74.8,
-        74.7,
-        74.75,
+    "mobilevit_xs": PublishedV1(
+        cvnets_file="mobilevit_xs",
+        hf_repo="apple/mobilevit-x-small",
+        mmpretrain_file="mobilevit-xsmall_3rdparty_in1k_20221018-be39a6e7",
+        params_m=2.3,
+        macs_g=1.05,
+        paper_top1=74.8,
+        cvnets_top1=74.7,
+        mmpretrain_top1=74.75,
     ),
-    "mobilevit_s": (
-        "mobilevit_s",
-        "apple/mobilevit-small",
-        "mobilevit-small_3rdparty_in1k_20221018-cb4f741c",
-        5.6,
-        2.03,
-        78.4,
-        78.3,
-        78.25,
+    "mobilevit_s": PublishedV1(
+        cvnets_file="mobilevit_s",
+        hf_repo="apple/mobilevit-small",
+        mmpretrain_file="mobilevit-small_3rdparty_in1k_20221018-cb4f741c",
+        params_m=5.6,
+        macs_g=2.03,
+        paper_top1=78.4,
+        cvnets_top1=78.3,
+        mmpretrain_top1=78.25,
     ),
 }
-# name: (width, published params M, MACs G, top-1)
 _V2_PUBLISHED = {
-    "mobilevitv2_050": (0.5, 1.37, 0.466, 70.18),
-    "mobilevitv2_075": (0.75, 2.87, 1.030, 75.56),
-    "mobilevitv2_100": (1.0, 4.90, 1.844, 78.09),
-    "mobilevitv2_125": (1.25, 7.48, 2.856, 79.65),
-    "mobilevitv2_150": (1.5, 10.59, 4.068, 80.38),
-    "mobilevitv2_175": (1.75, 14.25, 5.519, 80.84),
-    "mobilevitv2_200": (2.0, 18.45, 7.215, 81.17),
+    "mobilevitv2_050": PublishedWidth(width=0.5, params_m=1.37, macs_g=0.466, top1=70.18),
+    "mobilevitv2_075": PublishedWidth(width=0.75, params_m=2.87, macs_g=1.030, top1=75.56),
+    "mobilevitv2_100": PublishedWidth(width=1.0, params_m=4.90, macs_g=1.844, top1=78.09),
+    "mobilevitv2_125": PublishedWidth(width=1.25, params_m=7.48, macs_g=2.856, top1=79.65),
+    "mobilevitv2_150": PublishedWidth(width=1.5, params_m=10.59, macs_g=4.068, top1=80.38),
+    "mobilevitv2_175": PublishedWidth(width=1.75, params_m=14.25, macs_g=5.519, top1=80.84),
+    "mobilevitv2_200": PublishedWidth(width=2.0, params_m=18.45, macs_g=7.215, top1=81.17),
 }
 
 
@@ -446,7 +478,10 @@ def _builder(arch: MobileViTArch):
 
 
 def _register_v1(name: str) -> None:
-    cvnets_file, hf_repo, mm_file, params, macs, top1, zoo_top1, mm_top1 = _V1_PUBLISHED[name]
+    published = _V1_PUBLISHED[name]
+    cvnets_file, hf_repo, mm_file = published.cvnets_file, published.hf_repo, published.mmpretrain_file
+    params, macs, top1 = published.params_m, published.macs_g, published.paper_top1
+    zoo_top1, mm_top1 = published.cvnets_top1, published.mmpretrain_top1
     weights = (
         Weights(
             name,
@@ -487,13 +522,13 @@ def _register_v1(name: str) -> None:
     )
     register_model(
         ModelEntry(
-            name,
-            _builder(ARCHS[name]),
-            "mobilevit",
-            CVNETS_V1_PREPROCESS,
-            weights,
-            params,
-            macs,
+            name=name,
+            builder=_builder(ARCHS[name]),
+            family="mobilevit",
+            default_preprocess=CVNETS_V1_PREPROCESS,
+            weights=weights,
+            published_params_m=params,
+            published_macs_g=macs,
             checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(
                 ("cvnets", CVNETS_V1_PREPROCESS),
@@ -506,7 +541,8 @@ def _register_v1(name: str) -> None:
 
 
 def _register_v2(name: str) -> None:
-    width, params, macs, top1 = _V2_PUBLISHED[name]
+    published = _V2_PUBLISHED[name]
+    width, params, macs, top1 = published.width, published.params_m, published.macs_g, published.top1
     width_text = f"{width:g}" if width != 1.0 and width != 2.0 else f"{width:.1f}"
     weights = [
         Weights(
@@ -565,13 +601,13 @@ def _register_v2(name: str) -> None:
         )
     register_model(
         ModelEntry(
-            name,
-            _builder(ARCHS[name]),
-            "mobilevitv2",
-            CVNETS_V2_PREPROCESS,
-            tuple(weights),
-            params,
-            macs,
+            name=name,
+            builder=_builder(ARCHS[name]),
+            family="mobilevitv2",
+            default_preprocess=CVNETS_V2_PREPROCESS,
+            weights=tuple(weights),
+            published_params_m=params,
+            published_macs_g=macs,
             checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(
                 ("cvnets", CVNETS_V2_PREPROCESS),
@@ -585,15 +621,15 @@ def _register_v2(name: str) -> None:
 # micronDLA/MobileViTv3 README (ImageNet-1k tables): params M, "FLOPs" (multiply-adds,
 # as ml-cvnets counts them) G, top-1 of checkpoint_ema_best.pt
 _V3_PUBLISHED = {
-    "mobilevitv3_xxs": (1.2, 0.289, 70.98),
-    "mobilevitv3_xs": (2.5, 0.927, 76.7),
-    "mobilevitv3_s": (5.8, 1.841, 79.3),
-    "mobilevitv3_xxs_l2": (1.1, 0.256, 70.23),
-    "mobilevitv3_xs_l2": (2.3, 0.853, 76.10),
-    "mobilevitv3_s_l2": (5.2, 1.651, 79.06),
-    "mobilevitv3_050": (1.4, 0.481, 72.33),
-    "mobilevitv3_075": (3.0, 1.064, 76.55),
-    "mobilevitv3_100": (5.1, 1.876, 78.64),
+    "mobilevitv3_xxs": PublishedFigures(params_m=1.2, macs_g=0.289, top1=70.98),
+    "mobilevitv3_xs": PublishedFigures(params_m=2.5, macs_g=0.927, top1=76.7),
+    "mobilevitv3_s": PublishedFigures(params_m=5.8, macs_g=1.841, top1=79.3),
+    "mobilevitv3_xxs_l2": PublishedFigures(params_m=1.1, macs_g=0.256, top1=70.23),
+    "mobilevitv3_xs_l2": PublishedFigures(params_m=2.3, macs_g=0.853, top1=76.10),
+    "mobilevitv3_s_l2": PublishedFigures(params_m=5.2, macs_g=1.651, top1=79.06),
+    "mobilevitv3_050": PublishedFigures(params_m=1.4, macs_g=0.481, top1=72.33),
+    "mobilevitv3_075": PublishedFigures(params_m=3.0, macs_g=1.064, top1=76.55),
+    "mobilevitv3_100": PublishedFigures(params_m=5.1, macs_g=1.876, top1=78.64),
 }
 
 
@@ -602,17 +638,18 @@ def _register_v3(name: str) -> None:
     # (micronDLA/MobileViTv3, release v1.0.0; the accuracy is that of
     # checkpoint_ema_best.pt), with no direct file links to register: download the
     # folder and pass weights="FOLDER/checkpoint_ema_best.pt" (ml-cvnets layout).
-    params, macs, top1 = _V3_PUBLISHED[name]
+    published = _V3_PUBLISHED[name]
+    params, macs, top1 = published.params_m, published.macs_g, published.top1
     preprocess = MOBILEVITV3_V1_PREPROCESS if ARCHS[name].builds_on == 1 else MOBILEVITV3_V2_PREPROCESS
     register_model(
         ModelEntry(
-            name,
-            _builder(ARCHS[name]),
-            "mobilevitv3",
-            preprocess,
-            (),
-            params,
-            macs,
+            name=name,
+            builder=_builder(ARCHS[name]),
+            family="mobilevitv3",
+            default_preprocess=preprocess,
+            weights=(),
+            published_params_m=params,
+            published_macs_g=macs,
             checkpoints=MOBILEVIT_CHECKPOINTS,
             preprocess_by_layout=(("cvnets", preprocess),),
             published_top1=top1,

@@ -489,11 +489,11 @@ VILT_B32_VQA_WEIGHTS = Weights(
 
 register_model(
     ModelEntry(
-        "vilt_b32_vqa",
-        build_vilt_b32_vqa,
-        "vilt",
-        VILT_SQUARE_PREPROCESS,
-        (VILT_B32_VQA_WEIGHTS,),
+        name="vilt_b32_vqa",
+        builder=build_vilt_b32_vqa,
+        family="vilt",
+        default_preprocess=VILT_SQUARE_PREPROCESS,
+        weights=(VILT_B32_VQA_WEIGHTS,),
         kind=ModelKind.VQA,
         checkpoints=VILT_CHECKPOINTS,
     )

@@ -333,13 +333,13 @@ def _register(name: str, backbone_name: str) -> None:
         )
     register_model(
         ModelEntry(
-            name,
-            _builder(backbone_name),
-            "ssdlite",
-            preprocess,
-            weights,
-            params,
-            None,
+            name=name,
+            builder=_builder(backbone_name),
+            family="ssdlite",
+            default_preprocess=preprocess,
+            weights=weights,
+            published_params_m=params,
+            published_macs_g=None,
             preprocess_by_layout=(("cvnets", preprocess),),
             kind=ModelKind.DETECTION,
             checkpoints=SSDLITE_CHECKPOINTS,
