@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import InvalidInputError
@@ -401,7 +402,6 @@ def convert_state_dict(
 def save_weights(model: nn.Module, path: str | os.PathLike, preprocess: PreprocessConfig | None = None) -> Path:
     """Write ``model`` as mobilevt safetensors (keys, model name, classes and preprocessing
     in the metadata), atomically: a crash never leaves a half-written file."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":

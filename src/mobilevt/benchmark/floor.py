@@ -16,8 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..export.formats.executorch import executorch_runner, set_executorch_threads, write_xnnpack_program
+from ..export.formats.onnx import onnx_session
+from ..export.quantize import quantize_pt2e_xnnpack
 from .report import KernelPeak, MatmulPeak, TheoreticalPeak
 
 GEMM_SIZE = 1024  # square: large enough for every kernel to reach its peak on a few cores
@@ -83,7 +87,6 @@ def _torch_int_mm(n: int) -> Callable[[], object]:
 
 
 def _onnxruntime_kernels(folder: Path, threads: int):
-    import numpy as np
 
     n = GEMM_SIZE
     rng = np.random.default_rng(0)
@@ -99,8 +102,6 @@ def _onnx_gemm(op: str, a, b, folder: Path, threads: int) -> Callable[[], object
     """onnxruntime running the one-node graph ``op(A, B)``, ``B`` a constant, on ``a``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from ..export.formats.onnx import onnx_session
 
     a_type = TensorProto.UINT8 if a.dtype.name == "uint8" else TensorProto.FLOAT
     out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
@@ -119,13 +120,10 @@ def _onnx_gemm(op: str, a, b, folder: Path, threads: int) -> Callable[[], object
 
 def _xnnpack_kernels(folder: Path, threads: int):
     def build(int8: bool) -> Callable[[], object]:
-        from ..export.formats.executorch import executorch_runner, set_executorch_threads, write_xnnpack_program
 
         linear = torch.nn.Linear(GEMM_SIZE, GEMM_SIZE, bias=False).eval()
         x = torch.rand(GEMM_SIZE, GEMM_SIZE, generator=torch.Generator().manual_seed(0))
         if int8:
-            from ..export.quantize import quantize_pt2e_xnnpack
-
             linear = quantize_pt2e_xnnpack(linear, x, [x])
         path = folder / f"linear{'-int8' if int8 else ''}.pte"
         write_xnnpack_program(torch.export.export(linear, (x,)), path)

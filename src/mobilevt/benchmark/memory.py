@@ -6,6 +6,8 @@ import importlib
 import json
 import os
 import re
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,6 @@ def _reset_peak_rss() -> bool:
 
 
 def _maxrss_kb() -> int:
-    import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
@@ -93,7 +94,6 @@ def memory_helper_main(preload: Sequence[str]) -> None:
     child per request read from stdin, so that each backend is measured in a process of
     its own without paying the imports again. It runs no computation itself: the thread
     pools of torch and the runtimes start in each child."""
-    import signal
 
     for module in preload:
         importlib.import_module(module)

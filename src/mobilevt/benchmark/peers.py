@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..export.formats.executorch import executorch_runner, outside_delegate, write_xnnpack_program
+from ..export.native_logs import RESIZE_ERRORS, native_stderr_without
 from ..fileio import atomic_path
 
 # peer backend -> the runtime that runs its file
@@ -65,7 +67,6 @@ def _onnx(model: nn.Module, size: int, output: Path) -> PeerFile:
 
 
 def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> PeerFile:
-    from ..export.formats.executorch import outside_delegate, write_xnnpack_program
 
     how = "torch.export + XnnpackPartitioner"
     if max_batch > 1:
@@ -91,8 +92,6 @@ def _executorch(model: nn.Module, size: int, max_batch: int, output: Path) -> Pe
 def _largest_batch_that_runs(path: Path, size: int) -> int | None:
     """The batch the runtime planned memory for, if the program runs at 1 and at it (the
     XNNPACK delegate can keep a tensor at the example's batch); else None."""
-    from ..export.formats.executorch import executorch_runner
-    from ..export.native_logs import RESIZE_ERRORS, native_stderr_without
 
     run, program = executorch_runner(path)
     planned = program.metadata("forward").input_tensor_meta(0).sizes()[0]

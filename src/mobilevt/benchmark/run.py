@@ -11,12 +11,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from ..factory import create_model
+from ..profiling import count_macs
 from ..registry import get_model_entry
 from ..version import __version__
 from .floor import measure_matmul_peak
@@ -32,8 +35,6 @@ def _versions() -> dict[str, str]:
     versions = {"mobilevt": __version__, "torch": torch.__version__}
     for package in ("onnxruntime", "executorch", "timm", "transformers", "ai_edge_litert"):
         try:
-            from importlib.metadata import version
-
             versions[package] = version(package.replace("_", "-"))
         except Exception:  # noqa: BLE001 - not installed
             continue
@@ -82,7 +83,6 @@ def run_benchmark(
         warmup: untimed rounds before them.
         measure_memory: peak RSS of each backend, in a process of its own (Linux and macOS).
     """
-    from tqdm.auto import tqdm
 
     names = resolve_models(models)
     backends, batch_sizes, threads, measure_memory, notes = _checked_options(
@@ -194,8 +194,6 @@ def _checked_options(
 
 
 def _model_cost(name: str, image_size: int):
-
-    from ..profiling import count_macs
 
     return count_macs(create_model(name).eval(), (image_size, image_size))
 

@@ -16,6 +16,9 @@ from torch import nn
 
 from ..engine import convert_state_dict
 from ..errors import InvalidInputError
+from ..export.core import export_model
+from ..export.errors import ExportError
+from ..export.formats.executorch import set_executorch_threads
 from ..factory import create_model
 from ..fileio import atomic_path
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
@@ -42,7 +45,6 @@ REQUIRED_MODULES = {
 
 
 def _executorch_threads(threads: int) -> bool:
-    from ..export.formats.executorch import set_executorch_threads
 
     return set_executorch_threads(threads)
 
@@ -155,7 +157,6 @@ def build_backends(
     workdir: Path,
     advance: Callable[[str], None],
 ) -> dict[str, Backend]:
-    from ..export.errors import ExportError
 
     built: dict[str, Backend] = {}
     missing = {b: missing_package(b) for b in backends}
@@ -215,7 +216,6 @@ def _exported_backend(
 ) -> Backend:
     """``model`` exported by mobilevt.export.export_model for ``backend`` (ONNX Runtime,
     ExecuTorch, TFLite, Core ML) into ``workdir``, with what its report says about it."""
-    from ..export.core import export_model
 
     export_format = FILE_BACKENDS[backend]
     path = workdir / f"{name}{export_format.suffixes[0]}"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
+
+from mobilevt.data.images import ImageDecodeError
+from mobilevt.fileio import write_text_atomic
+from mobilevt.weights.loading import recorded_model_name
 
 from ..errors import InvalidInputError
 from ..factory import create_model
@@ -66,7 +73,6 @@ def run_dense_task(args, command: str, kind: ModelKind, default_model: str, appl
 
 def existing_image_inputs(paths: list[str]) -> list:
     """The images under ``paths`` (files and folders); a missing path gets one error line."""
-    import os
 
     from mobilevt.tasks.classification import expand_image_inputs
 
@@ -81,10 +87,6 @@ def report_per_image(args, paths: list[str], items: list, results: list, write_o
     pictures and returns its JSON row and its printed line; a missing path, an image that
     failed or one that cannot be drawn is one error line. With ``--json`` the rows are
     printed as JSON instead of the lines. Returns the exit code: 1 if any image failed."""
-    import json
-    import os
-
-    from mobilevt.data.images import ImageDecodeError
 
     failed, rows = sum(not os.path.exists(p) for p in paths), []
     for item, result in zip(items, results):
@@ -141,9 +143,6 @@ def model_name_from_args(model: str | None, weights: str | None, default: str | 
     ``save_weights`` write it), else ``default``."""
     if model:
         return model
-    from pathlib import Path
-
-    from mobilevt.weights.loading import recorded_model_name
 
     if weights and Path(weights).expanduser().is_file():
         recorded = recorded_model_name(Path(weights).expanduser())
@@ -158,10 +157,6 @@ def report_evaluation(args, report: dict, failed: list, summary: list[str]) -> i
     """``--evaluate``'s end for segment and detect: the JSON report to ``--output``, one
     error line per undecodable image, then the report (``--json``) or the summary lines;
     exit status 1 when an image failed."""
-    import json
-    from pathlib import Path
-
-    from mobilevt.fileio import write_text_atomic
 
     if args.output:
         write_text_atomic(Path(args.output), json.dumps(report, indent=2) + "\n")

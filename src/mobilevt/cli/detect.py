@@ -5,6 +5,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from torchvision.io import write_png
+
+from mobilevt.data.images import load_image
+from mobilevt.fileio import atomic_path
+
 from ..model_kind import ModelKind
 from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
 
@@ -47,10 +52,7 @@ def add_detect_parser(sub) -> None:
 
 
 def _detect(model, args) -> int:
-    from torchvision.io import write_png
 
-    from mobilevt.data.images import load_image
-    from mobilevt.fileio import atomic_path
     from mobilevt.tasks.detection import detect, draw_detections
 
     items = existing_image_inputs(args.inputs)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from mobilevt.export.formats import FORMAT_NAMES
 from mobilevt.export.report import PACKAGED_PHOTOS_SOURCE
+from mobilevt.model_kind import ModelKind
 
 from ..errors import InvalidInputError
 from ..registry import get_model_entry
 from .common import create_model_from_args, stage_printer
+from .vqa import add_mobivqa_arguments, mobivqa_requested, pipeline_for_export
 
 
 def add_export_parser(sub) -> None:
@@ -48,7 +50,6 @@ def add_export_parser(sub) -> None:
     )
     p.add_argument("--calibration", metavar="DIR", help="folder of representative photos to calibrate int8 on")
     p.add_argument("--vocab", help="ViLT: the BERT vocab.txt (default: the one beside the weights)")
-    from .vqa import add_mobivqa_arguments
 
     add_mobivqa_arguments(p)
     p.set_defaults(func=run_export)
@@ -76,9 +77,6 @@ def export_options(args) -> dict:
 
 def run_export(args) -> int:
     from mobilevt.export import export_model
-    from mobilevt.model_kind import ModelKind
-
-    from .vqa import mobivqa_requested, pipeline_for_export
 
     if get_model_entry(args.model).kind == ModelKind.VQA:
         model = pipeline_for_export(args)  # ViLT: the pipeline with its tokenizer

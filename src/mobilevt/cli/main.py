@@ -8,6 +8,9 @@ import sys
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
+
+from mobilevt.profiling import count_macs
 
 from ..errors import MobilevtError
 from ..factory import create_model
@@ -39,8 +42,6 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
         print(f"no model matches {pattern!r}", file=sys.stderr)
         return 1
     if as_json:  # one document at the end: a progress bar meanwhile (on a terminal)
-        from tqdm.auto import tqdm
-
         print(
             json.dumps(
                 [_model_row(name) for name in tqdm(names, desc="profiling", unit="model", disable=None, leave=False)],
@@ -71,7 +72,6 @@ def _models_table(pattern: str | None, as_json: bool) -> int:
 
 
 def _model_row(name: str) -> dict:
-    from mobilevt.profiling import count_macs
 
     entry = get_model_entry(name)
     model = create_model(name)

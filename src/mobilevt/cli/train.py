@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from pathlib import Path
 
 
 def add_train_parser(sub) -> None:
@@ -53,7 +54,6 @@ def run_train(args) -> int:
 
 def _interrupted(config, args) -> str:
     """One line for Ctrl-C: where the last checkpoint is and the command that resumes."""
-    from pathlib import Path
 
     from mobilevt.training.trainer import CHECKPOINT, checkpoint_position
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 
+import torch
+
+from mobilevt.data.images import load_image
+
 from ..errors import InvalidInputError
 from ..registry import ModelName
+from .common import is_random_weights, warn_random_weights
 
 
 def add_vqa_parser(sub) -> None:
@@ -93,9 +98,7 @@ def apply_mobivqa_arguments(model, args) -> None:
 
 
 def run_vqa(args) -> int:
-    import torch
 
-    from mobilevt.data.images import load_image
     from mobilevt.tasks.vqa import load_vqa_pipeline
 
     if args.topk < 1:
@@ -137,8 +140,6 @@ def _pipeline_from_args(args, name: str):
     """The VQA pipeline of ``--weights`` (``none``: random weights, which need ``--vocab``)."""
     from mobilevt.tasks.vqa import create_vqa_pipeline
 
-    from .common import is_random_weights, warn_random_weights
-
     weights = args.weights
     if is_random_weights(weights):
         warn_random_weights(name, "answers")
@@ -150,7 +151,6 @@ def _pipeline_from_args(args, name: str):
 
 
 def _apply_to_pipeline(pipeline, args) -> None:
-    import torch
 
     try:
         apply_mobivqa_arguments(pipeline.model, args)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -216,7 +217,6 @@ class ImagePreprocess(nn.Module):
 
     @torch.jit.unused
     def _python_image_to_tensor(self, image: Any) -> torch.Tensor:
-        import numpy as np
         from PIL import Image
 
         from .images import pil_to_tensor

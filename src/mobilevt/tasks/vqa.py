@@ -26,6 +26,9 @@ from ..data.vilt_preprocess import ViltImagePreprocess
 from ..errors import InvalidInputError
 from ..factory import create_model
 from ..model_kind import ModelKind
+from ..registry import get_model_entry
+from ..weights.entries import Weights
+from ..weights.loading import HF_PREFIX, WeightsNotFoundError, hub_file
 from .vqa_metric import VqaEvaluation, evaluate_vqa, normalize_answer, vqa_accuracy
 
 __all__ = [
@@ -188,9 +191,6 @@ def create_vqa_pipeline(
 
 def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: str) -> tuple[Path, bool]:
     """``vocab.txt`` for ``weights`` and whether it is lowercased (``tokenizer_config.json``)."""
-    from ..registry import get_model_entry
-    from ..weights.entries import Weights
-    from ..weights.loading import HF_PREFIX
 
     if vocab_file is not None:
         path = Path(vocab_file)
@@ -236,7 +236,6 @@ def _lowercase(folder: Path) -> bool:
 
 
 def _download_vocab(repo: str) -> tuple[Path, bool]:
-    from ..weights.loading import WeightsNotFoundError, hub_file
 
     repo_id = repo.partition("@")[0]
     try:

@@ -13,6 +13,7 @@ from torchvision.transforms import InterpolationMode, v2
 from ..data.datasets import DatasetLayoutError, image_folder
 from ..data.images import ImageDecodeError, load_image
 from ..errors import MissingDependencyError
+from ..weights.entries import PreprocessConfig
 from .config import IMAGENET_EVAL_CROP, AugmentConfig, DataConfig, TrainConfig
 
 
@@ -149,7 +150,6 @@ def batch_mixer(augment: AugmentConfig, num_classes: int) -> Callable | None:
 
 
 def preprocess_config_for_eval(config: TrainConfig):
-    from ..weights.entries import PreprocessConfig
 
     size = config.sampler.image_size
     return PreprocessConfig((size, size), int(round(size / config.data.eval_crop)), "bilinear")

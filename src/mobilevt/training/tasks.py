@@ -23,13 +23,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
 
 from ..errors import InvalidInputError
 from ..factory import create_model
 from ..model_kind import ModelKind
 from ..registry import get_model_entry, list_models
+from ..weights.entries import PreprocessConfig
 from .config import IMAGENET_EVAL_CROP, TrainConfig, TrainingError
-from .data import EvalDataset, collate_train
+from .data import EvalDataset, batch_mixer, build_datasets, collate_train, preprocess_config_for_eval, train_transform
 
 
 class TrainingTask:
@@ -112,7 +114,6 @@ class ResizedValidation(Dataset):
     decoded gives ``(None, target_of(None, target))`` and is counted, not used."""
 
     def __init__(self, dataset: Dataset, size: int, target_of: Callable[[Any, Any], Any]):
-        from torchvision.transforms import v2
 
         self.dataset, self.target_of = dataset, target_of
         self.resize = v2.Resize((size, size), antialias=True)
@@ -138,8 +139,6 @@ class DenseTask(TrainingTask):
     with_background: bool  # class 0 is a background class the dataset does not name
 
     def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
-
-        from ..weights.entries import PreprocessConfig
 
         entry = get_model_entry(config.model)
         if entry.kind != self.model_kind:
@@ -202,13 +201,10 @@ class ClassificationTask(TrainingTask):
         self._mixer: Callable | None = None
 
     def build_datasets(self, config: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
-        from .data import build_datasets
 
         return build_datasets(config.data, config.seed)
 
     def create_model(self, config: TrainConfig, class_names: list[str]) -> nn.Module:
-
-        from .data import batch_mixer, preprocess_config_for_eval
 
         # with weights, everything but a head of another class count is loaded (fine-tuning)
         model = create_model(
@@ -220,7 +216,6 @@ class ClassificationTask(TrainingTask):
         return model
 
     def train_transform(self, size: tuple[int, int], config: TrainConfig) -> Callable[[Any, Any], tuple[Any, Any]]:
-        from .data import train_transform
 
         image_transform = train_transform(size, config.augment)
 
@@ -230,7 +225,6 @@ class ClassificationTask(TrainingTask):
         return transform
 
     def collate(self, batch: list[tuple[Any, Any]]) -> tuple[torch.Tensor | None, Any, int]:
-        from .data import collate_train
 
         return collate_train(batch)
 

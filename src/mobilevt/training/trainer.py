@@ -23,9 +23,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
+from ..engine import save_weights
 from ..fileio import atomic_path
 from .config import TrainConfig, TrainingError
 from .task_registry import get_task
@@ -469,7 +472,6 @@ def _print_epoch(
 
 
 def _progress(total: int, epoch: int, enabled: bool):
-    from tqdm.auto import tqdm
 
     # disable=None: no bar when stderr is not a terminal (logs stay readable)
     return tqdm(total=total, desc=f"epoch {epoch}", unit="step", disable=None if enabled else True, leave=False)
@@ -500,7 +502,6 @@ def _make_ema(model: nn.Module, decay: float | None):
     not dominated by the random initialisation."""
     if decay is None:
         return None
-    from torch.optim.swa_utils import AveragedModel
 
     def average(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
         # one call per dtype group: a foreach lerp instead of two temporaries per tensor
@@ -523,7 +524,6 @@ def _sum_over_ranks(values, device: torch.device):
 
 
 def _export_best(source: nn.Module, model: nn.Module, path: Path) -> None:
-    from ..engine import save_weights
 
     # the EMA copy lacks the attributes create_model set; give them over
     for name in ("model_name", "num_classes", "preprocess", "class_names"):

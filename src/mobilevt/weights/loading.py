@@ -3,6 +3,7 @@ mobilevt's own safetensors format."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..errors import MissingDependencyError, MobilevtError
 from .entries import PreprocessConfig, Weights
@@ -160,7 +162,6 @@ def _download_url(url: str, sha256: str | None) -> Path:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
-    import hashlib
 
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -249,8 +250,6 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     metadata: dict[str, str] = {}
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt") as fh:
                 metadata = fh.metadata() or {}
@@ -287,7 +286,6 @@ def recorded_model_name(path: Path) -> str | None:
     """The model name a mobilevt ``.safetensors`` file records in its metadata, if any."""
     if path.suffix != ".safetensors":
         return None
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:

@@ -20,11 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.fx.traceback import NodeSource
 
 from ...fileio import atomic_path
 from ..errors import ExportError
 from ..native_logs import RESIZE_ERRORS, load_executorch_method, native_stderr_without
+from ..quantize import quantize_pt2e_xnnpack
 from ..report import file_size
+from ..rewrite import delegate_friendly
 from .base import ExportFormat, Graph, Runner, WriteOptions, Written, get_format
 
 RUNTIME = "ExecuTorch runtime (XNNPACK delegate)"
@@ -96,12 +99,9 @@ class ExecutorchFormat(ExportFormat):
         return run
 
     def _lower(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
-        from ..rewrite import delegate_friendly
 
         module = delegate_friendly(graph.module) if options.delegate_rewrite else graph.module
         if options.calibration:
-            from ..quantize import quantize_pt2e_xnnpack
-
             options.stage(
                 f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on {len(options.calibration)} photos"
             )
@@ -162,7 +162,6 @@ def _provenance_shared_not_copied() -> Iterator[None]:
     copying the node's whole provenance chain, which grows by one level per pass: over the
     hundreds of passes of an XNNPACK lowering that is a fifth of its time. The records are
     never changed once made, so the chains can share them; the lowered program is the same."""
-    from torch.fx.traceback import NodeSource
 
     saved = NodeSource.__dict__.get("__deepcopy__")
     NodeSource.__deepcopy__ = lambda self, memo: self  # type: ignore[attr-defined]

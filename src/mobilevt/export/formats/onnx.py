@@ -20,6 +20,8 @@ import torch
 from ...fileio import atomic_path
 from ...weights.entries import PreprocessConfig
 from ..errors import ExportError
+from ..onnx_preprocessing import prepend_preprocessing, preprocessing_difference
+from ..quantize import quantize_onnx_static
 from ..report import file_size
 from .base import ExportFormat, Graph, Runner, WriteOptions, Written, get_format
 
@@ -63,7 +65,6 @@ class OnnxFormat(ExportFormat):
         return run
 
     def _write_with_preprocessing(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
-        from ..onnx_preprocessing import prepend_preprocessing
 
         onnx = require_onnx()
         opset = max(options.opset, 18)  # the antialiased Resize needs opset 18
@@ -85,7 +86,6 @@ class OnnxFormat(ExportFormat):
         return Written(path, self.runner(path), runtime_name(), False, details={"opset": opset})
 
     def _write_int8(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
-        from ..quantize import quantize_onnx_static
 
         with tempfile.TemporaryDirectory() as folder:
             fp32_path = Path(folder) / "fp32.onnx"
@@ -104,7 +104,6 @@ class OnnxFormat(ExportFormat):
         return written
 
     def preprocessing_difference(self, config: PreprocessConfig, images: list[torch.Tensor]) -> dict | None:
-        from ..onnx_preprocessing import preprocessing_difference
 
         return preprocessing_difference(config, images)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.jit.mobile import _load_for_lite_interpreter
+from torch.utils.mobile_optimizer import optimize_for_mobile
 
 from ...data.preprocess import ImagePreprocess
 from ...fileio import atomic_path
@@ -59,8 +61,6 @@ def save_torchscript(module: nn.Module, output: str | os.PathLike, lite: bool = 
     output = Path(output)
     with atomic_path(output) as tmp:
         if lite:
-            from torch.utils.mobile_optimizer import optimize_for_mobile
-
             try:
                 scripted = optimize_for_mobile(scripted)
             except RuntimeError as exc:
@@ -112,8 +112,6 @@ class TorchscriptFormat(ExportFormat):
         with zipfile.ZipFile(path) as archive:  # the lite format carries the mobile bytecode
             lite = any(name.endswith("/bytecode.pkl") for name in archive.namelist())
         if lite:
-            from torch.jit.mobile import _load_for_lite_interpreter
-
             loaded = _load_for_lite_interpreter(str(path))
         else:
             loaded = torch.jit.load(str(path))
