@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+
+from ..errors import InvalidInputError
+from ..model_kind import ModelKind
+from ..registry import get_model_entry
+from .common import stage_printer
+from .vqa import add_mobivqa_arguments, mobivqa_requested
 
 
 def _csv(text: str) -> list[str]:
@@ -11,24 +18,33 @@ def _csv(text: str) -> list[str]:
 
 def add_bench_parser(sub) -> None:
     from mobilevt.benchmark import BACKENDS
+    from mobilevt.benchmark.vilt import VQA_BACKENDS
 
     p = sub.add_parser(
         "bench",
-        help="latency of variants x backends (eager, fused, TorchScript, ONNX Runtime, ExecuTorch, TFLite) vs timm",
+        help="latency of variants x backends (eager, fused, TorchScript, ONNX Runtime, ExecuTorch, TFLite) vs timm; "
+        "ViLT (vilt_b32_vqa) vs transformers, with MobiVQA settings",
         description=(
             "Times every backend of each (model, batch) interleaved, one call each per round, with random weights "
             "(latency does not depend on them; nothing is downloaded). Writes bench.md, bench.json and bench.png "
-            "(latency vs published top-1) to --output-dir."
+            "(latency vs published top-1) to --output-dir. `mobilevt bench vilt_b32_vqa` times ViLT at 384x384 + 40 "
+            "tokens against transformers eager instead, full and with the MobiVQA flags given, and writes "
+            "vilt-bench.md and vilt-bench.json."
         ),
     )
     p.add_argument(
         "models", nargs="*", help="names or shell patterns, e.g. mobilevit_xxs 'mobilevitv2_*' (default: every variant)"
     )
     p.add_argument(
-        "--backends", type=_csv, default=list(BACKENDS), help=f"comma-separated (default: all): {','.join(BACKENDS)}"
+        "--backends",
+        type=_csv,
+        default=None,
+        help=f"comma-separated (default: all): {','.join(BACKENDS)}; ViLT: {','.join(VQA_BACKENDS)}",
     )
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="B")
-    p.add_argument("--image-size", type=int, default=256, help="square input size (default 256)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B", help="default: 1 8 (ViLT: 1)")
+    p.add_argument("--image-size", type=int, default=None, help="square input size (default 256; ViLT 384)")
+    p.add_argument("--text-length", type=int, default=40, help="ViLT: question tokens (default 40, ViLT's padding)")
+    p.add_argument("--hf-config", help="ViLT: JSON of ViltConfig fields replacing ViLT-B/32's (a small model)")
     p.add_argument(
         "--threads",
         type=int,
@@ -40,17 +56,22 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--output-dir", default="bench-results", help="folder for bench.md/json/png (default bench-results)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_mobivqa_arguments(p)
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:
-    from mobilevt.benchmark import run_benchmark, write_report
+    from mobilevt.benchmark import BACKENDS, run_benchmark, write_report
 
+    if any(_is_vqa(name) for name in args.models):
+        return run_vilt_bench(args)
+    if mobivqa_requested(args) or args.hf_config:
+        raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
     report = run_benchmark(
         args.models,
-        backends=args.backends,
-        batch_sizes=args.batch_sizes,
-        image_size=args.image_size,
+        backends=args.backends or list(BACKENDS),
+        batch_sizes=args.batch_sizes or [1, 8],
+        image_size=args.image_size or 256,
         threads=args.threads,
         runs=args.runs,
         warmup=args.warmup,
@@ -58,6 +79,38 @@ def run_bench(args) -> int:
         progress=not args.no_progress,
     )
     written = write_report(report, args.output_dir)
+    print(report.to_markdown())
+    print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
+    return 0
+
+
+def _is_vqa(name: str) -> bool:
+    return not any(c in name for c in "*?[") and get_model_entry(name).kind == ModelKind.VQA
+
+
+def run_vilt_bench(args) -> int:
+    """``mobilevt bench vilt_b32_vqa``: ViLT against transformers, full and in the MobiVQA setting."""
+    from mobilevt.benchmark.vilt import VQA_BACKENDS, MobiVqaSetting, run_vilt_benchmark, write_vilt_report
+
+    if len(args.models) != 1:
+        raise InvalidInputError("bench ViLT on its own: mobilevt bench vilt_b32_vqa")
+    if args.batch_sizes not in (None, [1]):
+        raise InvalidInputError("the ViLT bench runs batch 1 (one question about one photo)")
+    if args.exit_threshold is not None or args.exit_predictor:
+        raise InvalidInputError("the ViLT bench times fixed settings: --prune-layer N and --exit-layer N")
+    size = args.image_size or 384
+    report = run_vilt_benchmark(
+        image_size=(size, size),
+        text_length=args.text_length,
+        backends=args.backends or list(VQA_BACKENDS),
+        mobivqa=MobiVqaSetting(args.prune_layer, args.keep_ratio, args.exit_layer),
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        hf_overrides=json.loads(args.hf_config) if args.hf_config else None,
+        progress=(lambda stage: None) if args.no_progress else stage_printer(args.models[0]),
+    )
+    written = write_vilt_report(report, args.output_dir)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
     return 0

@@ -20,6 +20,8 @@ from re import Pattern
 import torch
 
 CPU_PROBE = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
+# the runtime's note each time its thread pool is resized (mobilevt says how many threads it uses)
+THREADPOOL_RESET = re.compile(r"^\[threadpool\.cpp:\d+\] Resetting threadpool")
 # the runtime's complaints about an input batch beyond the planned one
 RESIZE_ERRORS = re.compile(r"^\[(tensor_impl|method|XNNExecutor)\.cpp:\d+\] .*(resize|set_inputs|CALL_DELEGATE)")
 # LiteRT's converter and interpreter: absl's start-up notice, TensorFlow's note that oneDNN is

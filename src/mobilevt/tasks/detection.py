@@ -32,7 +32,7 @@ from ..data.images import ImageDecodeError, load_image
 from ..data.preprocess import DetectionPreprocess  # noqa: F401  (re-exported)
 from ..errors import InvalidInputError, MissingDependencyError
 from ..fileio import write_text_atomic
-from ..model_kind import ModelKind
+from ..model_kind import ModelKind, kind_of
 from ..ops.ssd import Detections
 from .classification import _source_name, expand_image_inputs, resolve_device
 from .model_io import class_names_for, transforms_for
@@ -154,7 +154,7 @@ def detect(
     """
     if on_error not in ("raise", "report"):
         raise InvalidInputError(f"on_error must be 'raise' or 'report', not {on_error!r}")
-    if not hasattr(model, "postprocess"):
+    if kind_of(model) != ModelKind.DETECTION:
         raise InvalidInputError(
             f"{type(model).__name__} is not a detector: create an 'ssdlite_*' model "
             "(mobilevt.list_models(kind='object-detection'))"
