@@ -195,7 +195,8 @@ def test_p90_matches_numpy():
         (["bench", "mobilevit_xxxl"], "unknown model 'mobilevit_xxxl'"),
         (["bench", "resnet*"], "no image classifier matches 'resnet*'"),
         (["bench", "mobilevit_xxs", "--batch-sizes", "0"], "batch sizes must be positive"),
-        (["bench", "vilt_b32_vqa"], "mobilevt bench times image classifiers"),
+        (["bench", "deeplabv3_mobilevit_xxs"], "mobilevt bench times image classifiers"),
+        (["bench", "vilt_b32_vqa", "mobilevit_xxs"], "bench ViLT on its own"),
     ],
 )
 def test_bad_options_give_one_line_errors(argv, message, capsys, tmp_path):
@@ -273,3 +274,26 @@ def test_the_floor_is_the_fastest_fp32_gemm_of_the_runtimes_measured():
     } == set(names)
     assert peak.gflops == max(k.gops for k in peak.kernels if k.dtype == "fp32")
     assert all(k.gops > 0 for k in peak.kernels)
+
+
+def test_int8_backends_time_the_quantized_file_beside_the_fp32_one(tmp_path):
+    """`--backends onnxruntime,onnxruntime_int8`: the int8 row is the file export_model quantizes
+    (smaller logits agreement, never a warning: it differs by design), labelled as int8."""
+    report = run_benchmark(
+        ["mobilevit_xxs"],
+        backends=["eager", "onnxruntime", "onnxruntime_int8"],
+        batch_sizes=[1],
+        image_size=64,
+        runs=2,
+        warmup=0,
+        threads=1,
+        measure_memory=False,
+        progress=False,
+    )
+    eager, fp32, int8 = report.rows
+    assert int8.status == "ok" and int8.median_ms > 0, int8.note
+    assert "speed only" in int8.note and "warning" not in int8.note
+    assert BACKEND_LABELS["onnxruntime_int8"] == "ONNX Runtime int8"
+    assert fp32.max_abs_diff <= 1e-4 < int8.max_abs_diff  # the int8 file really is quantized
+    markdown = report.to_markdown()
+    assert "| mobilevit_xxs | ONNX Runtime int8 |" in markdown

@@ -27,11 +27,16 @@ BACKENDS = (
     "timm_tflite",
     "transformers",
 )
+# opt-in (--backends): the int8 file of each format that quantizes, calibrated on the bench's
+# random photos (speed only: the accuracy cost is measured on a trained model, docs/performance.md)
+INT8_BACKENDS = {f"{backend}_int8": f for backend, f in FILE_BACKENDS.items() if "quantize" in f.options}
+KNOWN_BACKENDS = (*BACKENDS, *INT8_BACKENDS)
 BACKEND_LABELS = {
     "eager": "mobilevt eager",
     "fused": "mobilevt fused + channels_last",
     "scripted": "mobilevt TorchScript",
     **{backend: f.bench_label for backend, f in FILE_BACKENDS.items()},
+    **{backend: f"{f.bench_label} int8" for backend, f in INT8_BACKENDS.items()},
     "timm": "timm eager",
     "timm_onnxruntime": "timm -> ONNX Runtime (peer)",
     "timm_executorch": "timm -> ExecuTorch (XNNPACK, peer)",

@@ -23,7 +23,7 @@ from ..factory import create_model
 from ..fileio import atomic_path
 from .models import fast_path, mobilevt_model, timm_model, transformers_model
 from .peers import PEER_RUNTIMES, PEER_SUFFIX, export_peer
-from .report import FILE_BACKENDS
+from .report import FILE_BACKENDS, INT8_BACKENDS
 
 Run = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,7 +61,7 @@ def torch_runner(model: nn.Module) -> Callable[[int], Run]:
 
 
 def file_runner(backend: str, path: Path, threads: int) -> Callable[[int], Run]:
-    backend = PEER_RUNTIMES.get(backend, backend)  # a peer's file runs in the same runtime as mobilevt's
+    backend = runtime_of(backend)
     if backend == "scripted":
         return _scripted_runner(path)
     if backend not in FILE_BACKENDS:
@@ -84,10 +84,15 @@ class Backend:
     artifact: Path | None = None  # the file a memory child loads
 
 
+def runtime_of(backend: str) -> str:
+    """The runtime that runs a backend's file: a peer's or an int8 file runs where mobilevt's does."""
+    return PEER_RUNTIMES.get(backend, backend.removesuffix("_int8"))
+
+
 def missing_package(backend: str) -> str | None:
     """``missing: <module> (<pip command>)`` when a package the backend needs is absent."""
     # (a missing converter, litert-torch, is reported by export_model with its pip command)
-    runtime = FILE_BACKENDS.get(PEER_RUNTIMES.get(backend, backend))
+    runtime = FILE_BACKENDS.get(runtime_of(backend))
     if runtime is not None and runtime.runner_missing() is not None:
         return f"missing: {runtime.runner_missing()} ({_INSTALL.get(backend, runtime.install_hint)})"
     for module in REQUIRED_MODULES.get(backend, ()):
@@ -217,12 +222,14 @@ def _exported_backend(
     """``model`` exported by mobilevt.export.export_model for ``backend`` (ONNX Runtime,
     ExecuTorch, TFLite, Core ML) into ``workdir``, with what its report says about it."""
 
-    export_format = FILE_BACKENDS[backend]
-    path = workdir / f"{name}{export_format.suffixes[0]}"
+    export_format = INT8_BACKENDS.get(backend) or FILE_BACKENDS[backend]
+    path = workdir / f"{name}{'_int8' if backend in INT8_BACKENDS else ''}{export_format.suffixes[0]}"
     # a batch-1-only run gets a static program (ExecuTorch needs max > min for a dynamic one)
-    batch_options = {"dynamic_batch": False} if max_batch == 1 else {}
+    batch_options: dict = {"dynamic_batch": False} if max_batch == 1 else {}
     if "max_batch" in export_format.options:
         batch_options["max_batch"] = max_batch
+    if backend in INT8_BACKENDS:  # calibrated on the random check photos: speed only
+        batch_options |= {"quantize": "int8", "calibration": check_dir}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / exporter chatter
         report = export_model(
@@ -235,8 +242,8 @@ def _exported_backend(
             latency_runs=0,
             **batch_options,
         )
-    notes = [report.runtime]
-    if backend == "executorch" and not _executorch_threads(threads):
+    notes = [report.runtime] + (["int8 calibrated on random photos: speed only"] if backend in INT8_BACKENDS else [])
+    if runtime_of(backend) == "executorch" and not _executorch_threads(threads):
         notes.append("its thread pool could not be resized: default thread count")
     static = not report.dynamic_batch
     if static and max_batch > 1:

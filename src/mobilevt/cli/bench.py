@@ -18,6 +18,7 @@ def _csv(text: str) -> list[str]:
 
 def add_bench_parser(sub) -> None:
     from mobilevt.benchmark import BACKENDS
+    from mobilevt.benchmark.report import INT8_BACKENDS
     from mobilevt.benchmark.vilt import VQA_BACKENDS
 
     p = sub.add_parser(
@@ -39,7 +40,8 @@ def add_bench_parser(sub) -> None:
         "--backends",
         type=_csv,
         default=None,
-        help=f"comma-separated (default: all): {','.join(BACKENDS)}; ViLT: {','.join(VQA_BACKENDS)}",
+        help=f"comma-separated (default: all): {','.join(BACKENDS)}; on request: {','.join(INT8_BACKENDS)} "
+        f"(int8 files, calibrated on random photos: speed only); ViLT: {','.join(VQA_BACKENDS)}",
     )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B", help="default: 1 8 (ViLT: 1)")
     p.add_argument("--image-size", type=int, default=None, help="square input size (default 256; ViLT 384)")
