@@ -4,7 +4,7 @@ easy-VQA (``pip install easy-vqa``) ships 4,000 training and 1,000 test 64x64 im
 coloured shape each, ~38.6k / ~9.7k questions about them and 13 one-word answers: a data
 set on which a small ViLT learns to answer well in minutes on a CPU.
 
-Steps (``benchmarks/bench_mobivqa.py`` runs them all):
+Steps (``studies/bench_mobivqa.py`` runs them all):
 
 1. :func:`load_easy_vqa`: images as normalised tensors, questions tokenized with
    mobilevt's :class:`~mobilevt.data.tokenizer.WordPieceTokenizer` over a WordPiece
