@@ -1,7 +1,7 @@
 """Where evaluation time goes on this machine: decoding, preprocessing, the model, and
 the end-to-end ``mobilevt.evaluate`` throughput on the 1000 ImageNet sample photos.
 
-    python benchmarks/bench_evaluate.py [--models mobilevit_xxs mobilevit_s] [--images 1000]
+    python studies/bench_evaluate.py [--models mobilevit_xxs mobilevit_s] [--images 1000]
 
 Preprocessing is compared with timm's PIL pipeline (``create_transform``) measured in the
 same run; all numbers are per image, medians of the run. Random weights (speed does not

@@ -11,7 +11,7 @@ images, then exports fp32 and int8 files for ONNX Runtime and ExecuTorch with
   depend on the task),
 * top-1 agreement of int8 with fp32 and the validation accuracy of both.
 
-    python benchmarks/bench_int8.py [--weights runs/digits/best.safetensors] [--output-dir runs/int8]
+    python studies/bench_int8.py [--weights runs/digits/best.safetensors] [--output-dir runs/int8]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ to ``--out``. The trained weights (safetensors), the vocabulary and the config l
 ``--run-dir`` (git-ignored ``runs/``); delete it (or pass ``--retrain``) to train again,
 or pass ``--continue-epochs`` to train the saved model further.
 
-    python benchmarks/bench_mobivqa.py --run-dir runs/mobivqa --out bench-results/mobivqa
+    python studies/bench_mobivqa.py --run-dir runs/mobivqa --out bench-results/mobivqa
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ published COCO mAP.
 Other tasks add a ``<task>_rows(args) -> list[dict]`` function to ``TASK_ROWS`` with the
 same columns.
 
-    python benchmarks/bench_tasks.py [--tasks segmentation] [--models deeplabv3_mobilevit_xxs ...]
+    python studies/bench_tasks.py [--tasks segmentation] [--models deeplabv3_mobilevit_xxs ...]
         [--size 512] [--threads 2] [--runs 10] [--json out.json]
 """
 

@@ -1,7 +1,7 @@
 """Tokenizer latency: mobilevt WordPieceTokenizer (eager, TorchScript) vs transformers'
 slow BertTokenizerLegacy and fast BertTokenizer(Fast), same run, interleaved, medians.
 
-    python benchmarks/bench_tokenizer.py VOCAB.txt [--threads 1] [--runs 2000]
+    python studies/bench_tokenizer.py VOCAB.txt [--threads 1] [--runs 2000]
 
 A missing VOCAB.txt is first built like tests/data/test_tokenizer.py's 30522-entry
 bert-base-uncased-layout vocabulary (run from the repository root).
