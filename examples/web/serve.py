@@ -1,16 +1,24 @@
 """Serves this folder on http://127.0.0.1:8000 for the example page: ONNX Runtime Web from
 node_modules (run `npm ci` here first), the model and labels you copy next to index.html
-(model.onnx, labels.txt). Usage: python serve.py [PORT]."""
+(model.onnx, labels.txt). Usage: python serve.py [PORT].
+
+It serves its own files only: a path that resolves outside this folder or ONNX Runtime
+Web's (``..``, ``%2e%2e``, an absolute path, a symlink) is a 404, and a request for another
+host name than 127.0.0.1 or localhost is refused (a web page could reach the server through
+DNS rebinding otherwise)."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import posixpath
 import sys
+import urllib.parse
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
+ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -22,11 +30,37 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         ".wasm": "application/wasm",
     }
 
+    def send_head(self):
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host not in ALLOWED_HOSTS:
+            self.send_error(403, "this server answers requests for 127.0.0.1 and localhost only")
+            return None
+        if self._resolve(self.path) is None:
+            self.send_error(404, "File not found")
+            return None
+        return super().send_head()
+
     def translate_path(self, path: str) -> str:
-        # /ort/... is ONNX Runtime Web's dist folder: nothing to copy or link
-        if path.startswith("/ort/"):
-            return str(ORT_DIST / path[len("/ort/") :].split("?")[0])
-        return super().translate_path(path)
+        resolved = self._resolve(path)
+        # never reached with None (send_head answers 404 first): a name that cannot exist
+        return resolved if resolved is not None else str(Path(self.directory) / "\0")
+
+    def _resolve(self, path: str) -> str | None:
+        """The file ``path`` names, symlinks resolved, if it lies inside the page's folder or
+        ONNX Runtime Web's (/ort/...); else None."""
+        clean = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
+        if clean.startswith("/ort/"):  # ONNX Runtime Web's dist folder: nothing to copy or link
+            root, inside = ORT_DIST, clean[len("/ort/") :]
+        else:
+            root, inside = Path(self.directory), clean
+        parts = [p for p in posixpath.normpath("/" + inside).split("/") if p not in ("", ".", "..")]
+        try:
+            target = root.joinpath(*parts).resolve()
+        except (OSError, ValueError):  # a NUL byte, a symlink loop
+            return None
+        if not target.is_relative_to(root.resolve()):
+            return None
+        return str(target) + ("/" if clean.endswith("/") and target.is_dir() else "")
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's signature; quiet: the page shows what happens
         pass
