@@ -18,6 +18,11 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..layers.attention import LinearSelfAttention, MultiHeadSelfAttention
+from ..layers.vit import MaskedSelfAttention
+
+# added to the scores of masked keys: exp() of it is exactly 0 in float32, as -inf would be,
+# without the NaN of a row that masks every key (never the case in ViLT: [CLS] is a key)
+_MASKED_SCORE = -1e30
 
 
 class ExplicitAttention(nn.Module):
@@ -67,6 +72,52 @@ class ExplicitLinearAttention(nn.Module):
         key = key.permute(0, 2, 1, 3).reshape(batch * pixels, self.dim, patches)
         context = torch.bmm(key, scores).reshape(batch, pixels, self.dim, 1).permute(0, 2, 1, 3)
         return self.proj(torch.relu(value) * context)
+
+
+class ExplicitMaskedAttention(nn.Module):
+    """ViLT's masked self-attention as two ``bmm``, an added mask and a softmax: the boolean
+    mask of ``scaled_dot_product_attention`` decomposes into ``_safe_softmax`` (``where``,
+    ``any``, ``logical_not`` ...), which XNNPACK does not take. The 1/sqrt(head_dim) scale is
+    folded into the query rows of the qkv projection."""
+
+    def __init__(self, attention: MaskedSelfAttention) -> None:
+        super().__init__()
+        self.num_heads = attention.num_heads
+        self.head_dim = attention.head_dim
+        dim = attention.qkv.in_features
+        self.qkv = copy.deepcopy(attention.qkv)
+        with torch.no_grad():
+            self.qkv.weight[:dim] *= attention.scale
+            if self.qkv.bias is not None:
+                self.qkv.bias[:dim] *= attention.scale
+        self.proj = attention.proj
+
+    def _attend(
+        self, x: torch.Tensor, num_queries: int, attn_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, tokens, dim = x.shape
+        rows = batch * self.num_heads
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(3 * rows, tokens, self.head_dim)
+        q, k, v = qkv[:rows, :num_queries], qkv[rows : 2 * rows], qkv[2 * rows :]
+        scores = torch.bmm(q, k.transpose(1, 2)).reshape(batch, self.num_heads, num_queries, tokens)
+        if attn_mask is not None:  # [batch, 1, 1, tokens], True for the keys to attend to
+            scores = scores + (1.0 - attn_mask.to(scores.dtype)) * _MASKED_SCORE
+        weights = scores.softmax(dim=-1)
+        out = torch.bmm(weights.reshape(rows, num_queries, tokens), v)
+        out = out.reshape(batch, self.num_heads, num_queries, self.head_dim).transpose(1, 2)
+        return self.proj(out.reshape(batch, num_queries, dim)), weights
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._attend(x, x.shape[1], attn_mask)[0]
+
+    def forward_queries(self, x: torch.Tensor, num_queries: int, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._attend(x, num_queries, attn_mask)[0]
+
+    def forward_with_weights(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._attend(x, x.shape[1], attn_mask)
 
 
 class ExplicitLayerNorm(nn.Module):
@@ -128,6 +179,8 @@ def _swap(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, MultiHeadSelfAttention):
             setattr(module, name, ExplicitAttention(child))
+        elif isinstance(child, MaskedSelfAttention):
+            setattr(module, name, ExplicitMaskedAttention(child))
         elif isinstance(child, LinearSelfAttention):
             setattr(module, name, ExplicitLinearAttention(child))
         elif isinstance(child, nn.LayerNorm):

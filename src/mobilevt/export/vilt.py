@@ -340,8 +340,9 @@ def export_vilt_executorch(
     export_format.require()
     notes = [] if notes is None else notes
     example = examples[0]
-    # the attention and norm rewrites are MobileViT's: ViLT's layers are exported as written
-    options = WriteOptions(delegate_rewrite=False, probes=list(examples), stage=stage)
+    # attention with an added mask instead of SDPA's boolean one, and LayerNorm as matrix
+    # products (export/rewrite.py): XNNPACK then runs every layer whole
+    options = WriteOptions(probes=list(examples), stage=stage)
     written = export_format.write(_graph(model.eval(), example, batch=False), Path(output), options)
     failure = written.details.pop("dynamic_failure", None)
     written.details.pop("outside_delegate", None)
