@@ -24,7 +24,7 @@ from torch.fx.traceback import NodeSource
 
 from ...fileio import atomic_path
 from ..errors import ExportError
-from ..native_logs import RESIZE_ERRORS, THREADPOOL_RESET, load_executorch_method, native_stderr_without
+from ..native_logs import CPU_PROBE, RESIZE_ERRORS, THREADPOOL_RESET, load_executorch_method, native_stderr_without
 from ..quantize import quantize_pt2e_xnnpack
 from ..report import file_size
 from ..rewrite import delegate_friendly
@@ -190,7 +190,7 @@ def set_executorch_threads(threads: int) -> bool:
     try:
         from executorch.extension.pybindings import portable_lib
 
-        with native_stderr_without(THREADPOOL_RESET):
+        with native_stderr_without(THREADPOOL_RESET, CPU_PROBE):  # the pool probes the CPU as it starts
             portable_lib._unsafe_reset_threadpool(threads)  # experimental API of ExecuTorch 1.x
         return portable_lib._threadpool_get_thread_count() == threads
     except (ImportError, AttributeError, RuntimeError):
