@@ -45,7 +45,8 @@ def test_builds_runs_at_an_odd_size_and_scripts(name):
         expected = _flat(model(*inputs))
         assert all(torch.isfinite(t).all() for t in expected), name
         scripted = torch.jit.script(model)
-        actual = _flat(scripted(*inputs))
+        with torch.jit.optimized_execution(False):  # the first call of a scripted module compiles no fused graph
+            actual = _flat(scripted(*inputs))
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         assert a.shape == e.shape and max_abs(a, e) <= 1e-5, name
