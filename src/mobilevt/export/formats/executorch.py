@@ -23,7 +23,6 @@ import torch
 from torch.fx.traceback import NodeSource
 
 from ...fileio import atomic_path
-from ..errors import ExportError
 from ..native_logs import CPU_PROBE, RESIZE_ERRORS, THREADPOOL_RESET, load_executorch_method, native_stderr_without
 from ..quantize import quantize_pt2e_xnnpack
 from ..report import file_size
@@ -241,11 +240,3 @@ def _shape_text(tensor: torch.Tensor) -> str:
 
 
 EXECUTORCH = get_format("executorch")
-__all__ = [
-    "EXECUTORCH",
-    "ExportError",
-    "executorch_runner",
-    "outside_delegate",
-    "set_executorch_threads",
-    "write_xnnpack_program",
-]
