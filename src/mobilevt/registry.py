@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,14 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
+def _registered() -> dict[str, ModelEntry]:
+    """The registry, after the model families have registered themselves (importing
+    ``mobilevt.models`` does; it imports this module, so it is loaded here on first use)."""
+    if "mobilevt.models" not in sys.modules:
+        importlib.import_module("mobilevt.models")
+    return _REGISTRY
+
+
 @dataclass(frozen=True)
 class ModelName:
     """A model name as users write it, timm-style: ``"mobilevit_s"`` or with a weights tag,
@@ -90,7 +100,7 @@ class UnknownModelError(MobilevtError, KeyError, ValueError):
 def get_model_entry(name: str) -> ModelEntry:
     base = ModelName.parse(name).base
     try:
-        return _REGISTRY[base]
+        return _registered()[base]
     except KeyError:
         close = difflib.get_close_matches(base, list(_REGISTRY), n=4, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -105,7 +115,7 @@ def list_models(pattern: str | None = None, kind: ModelKind | str | None = None)
     optionally filtered by a shell-style pattern (``"mobilevitv2_*"``) and by kind
     (``ModelKind.CLASSIFICATION`` or its name ``"image-classification"``,
     ``"semantic-segmentation"``, ``"object-detection"``, ``"visual-question-answering"``)."""
-    names = list(_REGISTRY)
+    names = list(_registered())
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     if kind is not None:

@@ -60,7 +60,7 @@ def test_models_cli_table(capsys):
 def test_models_table_prints_each_row_as_soon_as_it_is_profiled(capsys, monkeypatch):
     """Profiling every model takes tens of seconds: the header and each row are printed as
     they come, not all at the end."""
-    from mobilevt.cli import main as cli_main
+    from mobilevt.cli import models as cli_main
 
     printed_before = []
     profile = cli_main._model_row

@@ -209,7 +209,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path):
         torch.load(out / "last.pt", weights_only=True)["state"]["step"],
     )
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted; last checkpoint {out / 'last.pt'} (epoch {epoch}, step {step}); "), last
+    assert last.startswith(f"interrupted; last good checkpoint {out / 'last.pt'} (epoch {epoch}, step {step}); "), last
     command = shlex.split(last.split("resume with: ", 1)[1])
     assert command == ["mobilevt", "train", "--config", "digits", *overrides, "--resume"]
 

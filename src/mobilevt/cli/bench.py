@@ -2,60 +2,62 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ..errors import InvalidInputError
 from ..model_kind import ModelKind
 from ..registry import get_model_entry
 from .common import stage_printer
+from .values import comma_list, folder_target, json_object, non_negative_int, positive_int
 from .vqa import add_mobivqa_arguments, mobivqa_requested
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def add_bench_parser(sub) -> None:
+def configure_bench_parser(p) -> None:
     from mobilevt.benchmark import BACKENDS
     from mobilevt.benchmark.report import INT8_BACKENDS
     from mobilevt.benchmark.vilt import VQA_BACKENDS
 
-    p = sub.add_parser(
-        "bench",
-        help="latency of variants x backends (eager, fused, TorchScript, ONNX Runtime, ExecuTorch, TFLite) vs timm; "
-        "ViLT (vilt_b32_vqa) vs transformers, with MobiVQA settings",
-        description=(
-            "Times every backend of each (model, batch) interleaved, one call each per round, with random weights "
-            "(latency does not depend on them; nothing is downloaded). Writes bench.md, bench.json and bench.png "
-            "(latency vs published top-1) to --output-dir. `mobilevt bench vilt_b32_vqa` times ViLT at 384x384 + 40 "
-            "tokens against transformers eager instead, full and with the MobiVQA flags given, and writes "
-            "vilt-bench.md and vilt-bench.json."
-        ),
+    p.description = (
+        "Times every backend of each (model, batch) interleaved, one call each per round, with random weights "
+        "(latency does not depend on them; nothing is downloaded). Writes bench.md, bench.json and bench.png "
+        "(latency vs published top-1) to --output-dir. `mobilevt bench vilt_b32_vqa` times ViLT at 384x384 + 40 "
+        "tokens against transformers eager instead, full and with the MobiVQA flags given, and writes "
+        "vilt-bench.md and vilt-bench.json."
     )
     p.add_argument(
         "models", nargs="*", help="names or shell patterns, e.g. mobilevit_xxs 'mobilevitv2_*' (default: every variant)"
     )
     p.add_argument(
         "--backends",
-        type=_csv,
+        type=comma_list,
         default=None,
         help=f"comma-separated (default: all): {','.join(BACKENDS)}; on request: {','.join(INT8_BACKENDS)} "
         f"(int8 files, calibrated on random photos: speed only); ViLT: {','.join(VQA_BACKENDS)}",
     )
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B", help="default: 1 8 (ViLT: 1)")
-    p.add_argument("--image-size", type=int, default=None, help="square input size (default 256; ViLT 384)")
-    p.add_argument("--text-length", type=int, default=40, help="ViLT: question tokens (default 40, ViLT's padding)")
-    p.add_argument("--hf-config", help="ViLT: JSON of ViltConfig fields replacing ViLT-B/32's (a small model)")
+    p.add_argument(
+        "--batch-sizes", type=positive_int, nargs="+", default=None, metavar="B", help="default: 1 8 (ViLT: 1)"
+    )
+    p.add_argument("--image-size", type=positive_int, default=None, help="square input size (default 256; ViLT 384)")
+    p.add_argument(
+        "--text-length", type=positive_int, default=40, help="ViLT: question tokens (default 40, ViLT's padding)"
+    )
+    p.add_argument(
+        "--hf-config", type=json_object, help="ViLT: JSON of ViltConfig fields replacing ViLT-B/32's (a small model)"
+    )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="threads of torch, onnxruntime, ExecuTorch, TFLite (default: the cores available)",
     )
-    p.add_argument("--runs", type=int, default=20, help="timed rounds per (model, batch) (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    p.add_argument("--output-dir", default="bench-results", help="folder for bench.md/json/png (default bench-results)")
+    p.add_argument("--runs", type=positive_int, default=20, help="timed rounds per (model, batch) (default 20)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed rounds first (default 3)")
+    p.add_argument(
+        "--output-dir",
+        type=folder_target,
+        default="bench-results",
+        help="folder for bench.md/json/png (default bench-results)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_mobivqa_arguments(p)
@@ -109,7 +111,7 @@ def run_vilt_bench(args) -> int:
         threads=args.threads,
         runs=args.runs,
         warmup=args.warmup,
-        hf_overrides=json.loads(args.hf_config) if args.hf_config else None,
+        hf_overrides=args.hf_config,
         progress=(lambda stage: None) if args.no_progress else stage_printer(args.models[0]),
     )
     written = write_vilt_report(report, args.output_dir)

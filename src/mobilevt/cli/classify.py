@@ -10,45 +10,50 @@ import sys
 import torch
 
 from .common import create_model_from_args, model_name_from_args
+from .values import device, existing_file, existing_path, non_negative_int, positive_int, writable_target
 
 
-def add_predict_parser(sub) -> None:
-    p = sub.add_parser("predict", help="top-k ImageNet classes of images or folders of images")
+def configure_predict_parser(p) -> None:
     p.add_argument(
         "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders (searched recursively)"
     )
     _add_model_args(p)
-    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="decoding processes")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--workers", type=non_negative_int, default=min(2, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--device", type=device, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run_predict)
 
 
-def add_evaluate_parser(sub) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="top-1/top-5 on an ImageFolder tree or the flat ILSVRC validation folder",
-        description="Evaluate a classifier. Distributed: torchrun --nproc_per_node N -m mobilevt evaluate ...",
-    )
+def configure_evaluate_parser(p) -> None:
+    p.description = "Evaluate a classifier. Distributed: torchrun --nproc_per_node N -m mobilevt evaluate ..."
     _add_model_args(p)
-    p.add_argument("--data", required=True, help="ImageFolder root (wnid, index or named folders) or ILSVRC val folder")
-    p.add_argument("--labels", help="ground truth of a flat ILSVRC val folder (LOC_val_solution.csv format)")
-    p.add_argument("--real-labels", help="ImageNet-ReaL real.json, to report ReaL top-1 as well")
+    p.add_argument(
+        "--data",
+        type=existing_path,
+        required=True,
+        help="ImageFolder root (wnid, index or named folders) or ILSVRC val folder",
+    )
+    p.add_argument(
+        "--labels", type=existing_file, help="ground truth of a flat ILSVRC val folder (LOC_val_solution.csv format)"
+    )
+    p.add_argument("--real-labels", type=existing_file, help="ImageNet-ReaL real.json, to report ReaL top-1 as well")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=32,
         help="images per batch (default 32; on CPU larger batches are no faster per image)",
     )
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(4, CPUs))")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+    p.add_argument("--workers", type=non_negative_int, default=None, help="DataLoader workers (default min(4, CPUs))")
+    p.add_argument("--device", type=device, default="auto", help="auto (CUDA if available), cpu, cuda ...")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast) on CUDA")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--output", "-o", help="write the results as JSON to this file")
-    p.add_argument("--per-class-csv", help="write per-class accuracy to this CSV file")
-    p.add_argument("--predictions-csv", help="write every image's target and top-5 classes to this CSV file")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", "-o", type=writable_target, help="write the results as JSON to this file")
+    p.add_argument("--per-class-csv", type=writable_target, help="write per-class accuracy to this CSV file")
+    p.add_argument(
+        "--predictions-csv", type=writable_target, help="write every image's target and top-5 classes to this CSV file"
+    )
     p.add_argument("--distributed", action="store_true", help="force distributed mode (automatic under torchrun)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -82,6 +87,12 @@ def run_predict(args) -> int:
     from mobilevt.tasks.classification import expand_image_inputs, predict
 
     model = _create(args)
+    if args.topk > model.num_classes:
+        print(
+            f"note: --topk {args.topk} is more than the model's {model.num_classes} classes: printing all of them",
+            file=sys.stderr,
+        )
+        args.topk = model.num_classes
     missing = [p for p in args.inputs if not os.path.exists(p)]
     items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
     predictions = predict(

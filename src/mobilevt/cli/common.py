@@ -19,6 +19,7 @@ from ..errors import InvalidInputError
 from ..factory import create_model
 from ..model_kind import ModelKind
 from ..registry import ModelName, get_model_entry
+from .values import device, folder_target, positive_int, writable_target
 
 
 def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, json_help: str) -> None:
@@ -36,13 +37,15 @@ def add_dense_task_arguments(p, family: str, default_model: str, out_help: str, 
         help="weights tag, file, folder, URL or hf-hub:<repo> (default: "
         "the model's published weights; 'none' for random)",
     )
-    p.add_argument("--out", default=".", help=f"folder for {out_help} (default: the current folder)")
+    p.add_argument(
+        "--out", type=folder_target, default=".", help=f"folder for {out_help} (default: the current folder)"
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--split", default="val", help="--evaluate: the dataset split (default val)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--output", "-o", help="--evaluate: write the scores as JSON to this file")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda ...")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
+    p.add_argument("--output", "-o", type=writable_target, help="--evaluate: write the scores as JSON to this file")
+    p.add_argument("--device", type=device, default="auto", help="auto (CUDA if available), cpu, cuda ...")
 
 
 def dense_task_model(args, command: str, kind: ModelKind, default_model: str) -> nn.Module:

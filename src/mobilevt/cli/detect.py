@@ -12,33 +12,35 @@ from mobilevt.fileio import atomic_path
 
 from ..model_kind import ModelKind
 from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
+from .values import existing_dir, existing_file, probability, writable_target
 
 
-def add_detect_parser(sub) -> None:
-    p = sub.add_parser(
-        "detect",
-        help="object detection: <stem>_detections.png per image, or COCO mAP with --evaluate",
-        description="Detect objects with an ssdlite_* model and write each image with its boxes and labels drawn "
+def configure_detect_parser(p) -> None:
+    p.description = (
+        "Detect objects with an ssdlite_* model and write each image with its boxes and labels drawn "
         "(<stem>_detections.png); or, with --evaluate, compute COCO mAP (pycocotools) on an images folder and "
-        "its COCO-format annotation file.",
+        "its COCO-format annotation file."
     )
     add_dense_task_arguments(
         p, "ssdlite", "ssdlite_mobilevit_s", "the drawn PNGs", "print JSON (per image: its boxes; or the scores)"
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=None,
         help="lowest score of a box to keep (default 0.3; --evaluate uses the model's 0.01 unless given)",
     )
     p.add_argument(
         "--evaluate",
+        type=existing_dir,
         metavar="DATA",
         help="report COCO mAP on DATA: an images folder with --annotations, or a COCO-layout folder "
         "(annotations/instances_<split>2017.json + <split>2017/)",
     )
-    p.add_argument("--annotations", help="--evaluate: the COCO instances JSON of the images folder")
-    p.add_argument("--results", help="--evaluate: write the detections in COCO results format to this file")
+    p.add_argument("--annotations", type=existing_file, help="--evaluate: the COCO instances JSON of the images folder")
+    p.add_argument(
+        "--results", type=writable_target, help="--evaluate: write the detections in COCO results format to this file"
+    )
     p.set_defaults(
         func=functools.partial(
             run_dense_task,

@@ -9,14 +9,11 @@ from mobilevt.model_kind import ModelKind
 from ..errors import InvalidInputError
 from ..registry import get_model_entry
 from .common import create_model_from_args, stage_printer
+from .values import ONNX_OPSET, existing_dir, existing_file, positive_int, writable_target
 from .vqa import add_mobivqa_arguments, mobivqa_requested, pipeline_for_export
 
 
-def add_export_parser(sub) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export a model to a deployment format, verified against eager on real photos and timed",
-    )
+def configure_export_parser(p) -> None:
     p.add_argument("model", help="model name, e.g. mobilevit_xxs or mobilevit_s.timm_in1k")
     p.add_argument("--weights", default="DEFAULT", help="weights tag, file, URL or hf-hub:<repo>; 'none' = random")
     p.add_argument("--format", required=True, choices=FORMAT_NAMES)
@@ -24,9 +21,12 @@ def add_export_parser(sub) -> None:
         "-o",
         "--output",
         required=True,
+        type=writable_target,
         help="output file (.pt/.ptl torchscript, .onnx, .pte executorch, .mlpackage coreml, .tflite LiteRT)",
     )
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the weights')")
+    p.add_argument(
+        "--image-size", type=positive_int, nargs=2, metavar=("H", "W"), help="input size (default: the weights')"
+    )
     p.add_argument(
         "--static-batch", action="store_true", help="fix the batch size to 1 (ONNX; tflite is always batch 1)"
     )
@@ -37,10 +37,12 @@ def add_export_parser(sub) -> None:
         help="the exported model takes a uint8 HxWx3 RGB image of any size (torchscript, onnx at opset 18+)",
     )
     p.add_argument("--lite", action="store_true", help="torchscript: optimize_for_mobile + lite-interpreter .ptl")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 18+ uses the dynamo exporter)")
-    p.add_argument("--check-images", help="folder of photos to verify the export on (default: packaged photos)")
+    p.add_argument("--opset", type=ONNX_OPSET, default=17, help="ONNX opset (default 17; 18+ uses the dynamo exporter)")
+    p.add_argument(
+        "--check-images", type=existing_dir, help="folder of photos to verify the export on (default: packaged photos)"
+    )
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (default: folded into convs)")
-    p.add_argument("--max-batch", type=int, default=32, help="executorch: largest batch the program accepts")
+    p.add_argument("--max-batch", type=positive_int, default=32, help="executorch: largest batch the program accepts")
     p.add_argument("--coreml-precision", choices=("float16", "float32"), default="float16")
     p.add_argument(
         "--quantize",
@@ -48,8 +50,10 @@ def add_export_parser(sub) -> None:
         help="post-training static int8 quantization (onnx, executorch; executorch is where int8 runs "
         "faster than fp32); needs --calibration",
     )
-    p.add_argument("--calibration", metavar="DIR", help="folder of representative photos to calibrate int8 on")
-    p.add_argument("--vocab", help="ViLT: the BERT vocab.txt (default: the one beside the weights)")
+    p.add_argument(
+        "--calibration", type=existing_dir, metavar="DIR", help="folder of representative photos to calibrate int8 on"
+    )
+    p.add_argument("--vocab", type=existing_file, help="ViLT: the BERT vocab.txt (default: the one beside the weights)")
 
     add_mobivqa_arguments(p)
     p.set_defaults(func=run_export)

@@ -1,128 +1,102 @@
-"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``, ``train``, ``bench``, ``vqa``."""
+"""``mobilevt`` command line: ``models``, ``predict``, ``evaluate``, ``export``, ``train``, ``bench``, ``vqa``,
+``segment``, ``detect``.
+
+Only the command that runs is imported: ``mobilevt --help``, ``--version`` and a mistyped command
+answer without loading torch."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import re
 import sys
 from collections.abc import Sequence
-
-import torch
-from tqdm.auto import tqdm
-
-from mobilevt.profiling import count_macs
+from dataclasses import dataclass
 
 from ..errors import MobilevtError
-from ..factory import create_model
-from ..model_kind import ModelKind
-from ..registry import get_model_entry, list_models
-from . import bench, classify, detect, export, segment, train, vqa
+from ..version import __version__
 
 
-class _WithExampleText(torch.nn.Module):
-    """A model taking ``input_ids, attention_mask, pixel_values, pixel_mask`` (ViLT) as
-    the one-input module ``count_macs`` runs: the image comes from the counter, the rest
-    from ``model.example_inputs``."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        input_ids, attention_mask, _, pixel_mask = self.model.example_inputs(
-            pixel_values.shape[0], tuple(pixel_values.shape[-2:])
-        )
-        return self.model(input_ids, attention_mask, pixel_values, pixel_mask)
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str  # mobilevt.cli.<module>, imported only when the command runs
+    configure: str  # its function that adds the arguments to the subparser
+    help: str
 
 
-def _models_table(pattern: str | None, as_json: bool) -> int:
-
-    names = list_models(pattern)
-    if not names:
-        print(f"no model matches {pattern!r}", file=sys.stderr)
-        return 1
-    if as_json:  # one document at the end: a progress bar meanwhile (on a terminal)
-        print(
-            json.dumps(
-                [_model_row(name) for name in tqdm(names, desc="profiling", unit="model", disable=None, leave=False)],
-                indent=2,
-            )
-        )
-        return 0
-    # the table is printed row by row as each model is profiled (58 take ~30 s)
-    print(
-        "MACs = multiply-accumulates of one image at the input size: convolutions, linear layers and "
-        "attention matmuls counted; element-wise ops not."
-    )
-    print(
-        "| model | params (M) | MACs (G) | published MACs (G) | input | published accuracy | weights |\n"
-        "|---|---:|---:|---:|---|---:|---|",
-        flush=True,
-    )
-    for name in names:
-        r = _model_row(name)
-        score = f"{r['score']:.2f} {r['metric']} ({r['dataset']})" if r["score"] is not None else "-"
-        published_macs = r["published_macs_g"] if r["published_macs_g"] is not None else "-"
-        print(
-            f"| {r['model']} | {r['params_m']:.2f} | {r['macs_g']:.3f} | {published_macs} | {r['resolution']} "
-            f"| {score} | {', '.join(r['weights'])} |",
-            flush=True,
-        )
-    return 0
+COMMANDS = (
+    Command("models", "models", "configure_models_parser", "table of every model: params, MACs, accuracy, weights"),
+    Command("predict", "classify", "configure_predict_parser", "top-k ImageNet classes of images or folders"),
+    Command("evaluate", "classify", "configure_evaluate_parser", "top-1/top-5 on an ImageFolder tree or ILSVRC val"),
+    Command(
+        "export",
+        "export",
+        "configure_export_parser",
+        "export a model to a deployment format, verified against eager on real photos and timed",
+    ),
+    Command("train", "train", "configure_train_parser", "train or fine-tune from a YAML recipe (built-in: digits ...)"),
+    Command(
+        "bench",
+        "bench",
+        "configure_bench_parser",
+        "latency of variants x backends vs timm; ViLT (vilt_b32_vqa) vs transformers, with MobiVQA settings",
+    ),
+    Command("vqa", "vqa", "configure_vqa_parser", "answer a question about an image (ViLT)"),
+    Command("segment", "segment", "configure_segment_parser", "semantic segmentation masks and overlays, or mIoU"),
+    Command("detect", "detect", "configure_detect_parser", "object detection drawn on images, or COCO mAP"),
+)
 
 
-def _model_row(name: str) -> dict:
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line on stderr (what is wrong, and where the help is), exit status 2."""
 
-    entry = get_model_entry(name)
-    model = create_model(name)
-    size = entry.default_preprocess.input_size
-    resolution = f"{size[0]}x{size[1]}"
-    if entry.kind != ModelKind.VQA:  # image in (classifiers, detectors ...)
-        cost = count_macs(model, size)
-    else:  # a model that also reads text (ViLT): profiled with its own full-length example question
-        cost = count_macs(_WithExampleText(model), size)
-        resolution += f" + {model.example_inputs()[0].shape[1]} tokens"
-    weights = entry.default_weights
-    score = weights.score if weights is not None else entry.published_top1
-    return {
-        "model": name,
-        "params_m": round(cost.params / 1e6, 3),
-        "macs_g": round(cost.macs / 1e9, 3),
-        "published_macs_g": entry.published_macs_g,
-        "resolution": resolution,
-        "score": score,
-        "top1": score if entry.kind == ModelKind.CLASSIFICATION else None,  # the field before "score"
-        "metric": weights.metric if weights is not None else "top-1 %",
-        "dataset": weights.dataset if weights is not None else "ImageNet-1k",
-        "weights": [w.tag for w in entry.weights],
-    }
+    def error(self, message: str):
+        message = " ".join(message.split())  # one line, whatever the value held
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mobilevt", description="MobileViT models for mobile and edge devices")
-    sub = parser.add_subparsers(dest="command", required=True)
-    models = sub.add_parser("models", help="table of every model: params, MACs, published accuracy, weights")
-    models.add_argument("pattern", nargs="?", default=None, help="shell pattern, e.g. 'mobilevitv2_*'")
-    models.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
-    models.set_defaults(func=lambda args: _models_table(args.pattern, args.json))
-    classify.add_predict_parser(sub)
-    classify.add_evaluate_parser(sub)
-    export.add_export_parser(sub)
-    train.add_train_parser(sub)
-    bench.add_bench_parser(sub)
-    vqa.add_vqa_parser(sub)
-    segment.add_segment_parser(sub)
-    detect.add_detect_parser(sub)
+# mobilevt's messages name the Python keywords (``weights=PATH``); on the command line the
+# user typed flags (``--weights PATH``)
+CLI_FLAGS = {
+    "weights": "--weights",
+    "vocab_file": "--vocab",
+    "check_images": "--check-images",
+    "calibration": "--calibration",
+    "image_size": "--image-size",
+    "max_batch": "--max-batch",
+}
+_KEYWORD = re.compile(r"\b(" + "|".join(CLI_FLAGS) + r")=(\S*)")
+
+
+def in_cli_words(message: str) -> str:
+    """``message`` with each ``keyword=VALUE`` of the Python API as the command line's ``--flag VALUE``."""
+    return _KEYWORD.sub(lambda m: f"{CLI_FLAGS[m[1]]} {m[2]}".rstrip(), message)
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the arguments of ``commands`` (default: every command); the other
+    commands are listed with their help only."""
+    parser = OneLineParser(prog="mobilevt", description="MobileViT models for mobile and edge devices")
+    parser.add_argument("--version", action="version", version=f"mobilevt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        if commands is None or command.name in commands:
+            module = importlib.import_module(f"mobilevt.cli.{command.module}")
+            getattr(module, command.configure)(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    requested = [word for word in argv[:1] if word in {c.name for c in COMMANDS}]
+    args = build_parser(requested).parse_args(argv)
     try:
         return args.func(args)
     except MobilevtError as exc:
         # A wrong name, path, file or option: one line saying what and how to fix it.
-        message = str(exc).strip().replace("\n", " ")
+        message = " ".join(in_cli_words(str(exc)).split())
         print(f"error: {message}", file=sys.stderr)
         return 1
 

@@ -6,15 +6,14 @@ import functools
 
 from ..model_kind import ModelKind
 from .common import add_dense_task_arguments, existing_image_inputs, report_evaluation, report_per_image, run_dense_task
+from .values import existing_dir
 
 
-def add_segment_parser(sub) -> None:
-    p = sub.add_parser(
-        "segment",
-        help="semantic segmentation: <stem>_mask.png and <stem>_overlay.png per image, or mIoU with --evaluate DIR",
-        description="Segment images with a deeplabv3_* model, writing a palette PNG of class indices "
+def configure_segment_parser(p) -> None:
+    p.description = (
+        "Segment images with a deeplabv3_* model, writing a palette PNG of class indices "
         "(<stem>_mask.png, VOC colours) and the image with the classes blended in (<stem>_overlay.png); or, "
-        "with --evaluate, the mean IoU on a PASCAL VOC- or ADE20K-layout folder.",
+        "with --evaluate, the mean IoU on a PASCAL VOC- or ADE20K-layout folder."
     )
     add_dense_task_arguments(
         p,
@@ -23,7 +22,12 @@ def add_segment_parser(sub) -> None:
         "the mask and overlay PNGs",
         "print JSON (per image: class pixel fractions; or the scores)",
     )
-    p.add_argument("--evaluate", metavar="DATA", help="report mIoU on this dataset folder instead of segmenting images")
+    p.add_argument(
+        "--evaluate",
+        type=existing_dir,
+        metavar="DATA",
+        help="report mIoU on this dataset folder instead of segmenting images",
+    )
     p.add_argument("--layout", choices=("voc", "ade20k"), help="dataset layout (default: detected)")
     p.set_defaults(
         func=functools.partial(

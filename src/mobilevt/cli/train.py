@@ -7,15 +7,16 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..fileio import DiskFullError
+from .values import key_value
 
-def add_train_parser(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train or fine-tune from a YAML recipe (built-in: digits, mobilevit_imagenet, ...)",
-        description="Multi-GPU / multi-node: torchrun --nproc_per_node N -m mobilevt train --config ...",
-    )
+
+def configure_train_parser(p) -> None:
+    p.description = "Multi-GPU / multi-node: torchrun --nproc_per_node N -m mobilevt train --config ..."
     p.add_argument("--config", default="digits", help="YAML file or built-in recipe name (default: digits)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. epochs=5 optim.lr=1e-3 data.workers=4")
+    p.add_argument(
+        "overrides", nargs="*", type=key_value, metavar="KEY=VALUE", help="e.g. epochs=5 optim.lr=1e-3 data.workers=4"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
     mode.add_argument(
@@ -34,8 +35,13 @@ def run_train(args) -> int:
         result = train(config, resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
         if int(os.environ.get("RANK", "0")) == 0:
-            print(_interrupted(config, args), file=sys.stderr)
+            print(_resume_hint(config, args, "interrupted"), file=sys.stderr)
         return 130
+    except DiskFullError as exc:  # what was saved before is whole (atomic writes): say where
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {exc}", file=sys.stderr)
+            print(_resume_hint(config, args, "stopped"), file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     best = (
@@ -52,8 +58,9 @@ def run_train(args) -> int:
     return 0
 
 
-def _interrupted(config, args) -> str:
-    """One line for Ctrl-C: where the last checkpoint is and the command that resumes."""
+def _resume_hint(config, args, what: str) -> str:
+    """One line for a run that stopped early (Ctrl-C, a full disk): the last good
+    checkpoint and the command that resumes from it."""
 
     from mobilevt.training.trainer import CHECKPOINT, checkpoint_position
 
@@ -61,6 +68,6 @@ def _interrupted(config, args) -> str:
     position = checkpoint_position(path)
     if position is None:
         command = shlex.join(["mobilevt", "train", "--config", args.config, *args.overrides, "--overwrite"])
-        return f"interrupted before the first checkpoint, nothing to resume; start again with: {command}"
+        return f"{what} before the first checkpoint, nothing to resume; start again with: {command}"
     command = shlex.join(["mobilevt", "train", "--config", args.config, *args.overrides, "--resume"])
-    return f"interrupted; last checkpoint {path} (epoch {position[0]}, step {position[1]}); resume with: {command}"
+    return f"{what}; last good checkpoint {path} (epoch {position[0]}, step {position[1]}); resume with: {command}"

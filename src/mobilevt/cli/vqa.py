@@ -11,16 +11,15 @@ from mobilevt.data.images import load_image
 from ..errors import InvalidInputError
 from ..registry import ModelName
 from .common import is_random_weights, warn_random_weights
+from .values import existing_file, fraction, non_negative_int, positive_int, probability
 
 
-def add_vqa_parser(sub) -> None:
-    p = sub.add_parser(
-        "vqa",
-        help="answer a question about an image (ViLT, visual question answering)",
-        description="Top-k answers with their scores (sigmoid of ViLT's logits: each estimates that answer's VQA "
-        "accuracy; they do not sum to 1).",
+def configure_vqa_parser(p) -> None:
+    p.description = (
+        "Top-k answers with their scores (sigmoid of ViLT's logits: each estimates that answer's VQA "
+        "accuracy; they do not sum to 1)."
     )
-    p.add_argument("image", help="image file (JPEG, PNG, WebP ...)")
+    p.add_argument("image", type=existing_file, help="image file (JPEG, PNG, WebP ...)")
     p.add_argument("question", help="the question, in quotes")
     p.add_argument(
         "--weights",
@@ -28,13 +27,14 @@ def add_vqa_parser(sub) -> None:
         help="Hugging Face ViLT VQA model folder (config.json, model.safetensors, vocab.txt), Hub id or "
         "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa); 'none' = random weights (needs --vocab)",
     )
-    p.add_argument("--vocab", help="the BERT vocab.txt (default: the one beside the weights)")
+    p.add_argument("--vocab", type=existing_file, help="the BERT vocab.txt (default: the one beside the weights)")
     p.add_argument(
         "--pipeline",
+        type=existing_file,
         metavar="FILE",
         help="a TorchScript pipeline from `mobilevt export vilt_b32_vqa --format torchscript` (instead of --weights)",
     )
-    p.add_argument("--topk", type=int, default=5, help="answers to print (default 5)")
+    p.add_argument("--topk", type=positive_int, default=5, help="answers to print (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_mobivqa_arguments(p)
     p.set_defaults(func=run_vqa)
@@ -47,14 +47,14 @@ def add_mobivqa_arguments(p) -> None:
     group = p.add_argument_group("MobiVQA (ViLT): image-token pruning and early exit")
     group.add_argument(
         "--prune-layer",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="keep only the image tokens the question attends to most after layer N (0 = off)",
     )
     group.add_argument(
         "--keep-ratio",
-        type=float,
+        type=fraction,
         default=0.5,
         metavar="R",
         help="with --prune-layer: the fraction of image patches kept (default 0.5)",
@@ -62,14 +62,14 @@ def add_mobivqa_arguments(p) -> None:
     exits = group.add_mutually_exclusive_group()
     exits.add_argument(
         "--exit-layer",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="answer with the exit head after layer N (a fixed early exit)",
     )
     exits.add_argument(
         "--exit-threshold",
-        type=float,
+        type=probability,
         metavar="T",
         help="each question stops at its first exit head whose top answer scores >= T",
     )
@@ -101,8 +101,6 @@ def run_vqa(args) -> int:
 
     from mobilevt.tasks.vqa import load_vqa_pipeline
 
-    if args.topk < 1:
-        raise InvalidInputError(f"--topk must be at least 1, got {args.topk}")
     image = load_image(args.image)  # uint8 [3, H, W]; a clear ImageDecodeError if unreadable
     try:
         pipeline = load_vqa_pipeline(args.pipeline) if args.pipeline else _pipeline_from_args(args, "vilt_b32_vqa")

@@ -200,7 +200,7 @@ def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: 
         return path, _lowercase(path.parent)
     if weights is None:
         raise InvalidInputError(
-            "random ViLT weights (--weights none) come without a vocabulary: pass vocab_file= (--vocab FILE), the "
+            "random ViLT weights (--weights none) come without a vocabulary: pass vocab_file=FILE, the "
             "vocab.txt of bert-base-uncased or of any Hugging Face ViLT model folder (30,522 tokens)"
         )
     if isinstance(weights, str) and "." not in weights and weights != "DEFAULT":
@@ -218,7 +218,7 @@ def _find_vocab(weights: Any, vocab_file: str | os.PathLike | None, model_name: 
         if not path.is_file():
             raise FileNotFoundError(
                 f"no vocab.txt in {folder}: the question tokenizer needs the model's BERT vocabulary; copy the "
-                "vocab.txt of the Hugging Face model folder there or pass vocab_file= (--vocab FILE)"
+                "vocab.txt of the Hugging Face model folder there or pass vocab_file=FILE"
             )
         return path, _lowercase(folder)
     repo = source[len(HF_PREFIX) :] if source.startswith(HF_PREFIX) else source
@@ -246,6 +246,6 @@ def _download_vocab(repo: str) -> tuple[Path, bool]:
             f"could not get vocab.txt of {repo_id} from the Hugging Face Hub ({type(err).__name__}: {reason}); "
             f"if this machine is offline, download config.json, model.safetensors and vocab.txt from "
             f"https://huggingface.co/{repo_id} on a connected machine into one "
-            "folder and pass that folder as weights, or pass vocab_file= (--vocab FILE)"
+            "folder and pass that folder as weights, or pass vocab_file=FILE"
         ) from err
     return path, _lowercase(path.parent)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data.sampler import MultiScaleBatchSampler, MultiScaleDataset, Resolution, multiscale_resolutions
 from ..engine import save_weights
-from ..fileio import atomic_path
+from ..fileio import atomic_path, disk_full_as_error
 from .config import TrainConfig, TrainingError
 from .task_registry import get_task
 from .tasks import TrainingTask
@@ -660,7 +660,7 @@ def _truncate_csv(path: Path, column: str, last: int) -> None:
 
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
-    with open(path, "a", newline="") as handle:
+    with disk_full_as_error(path), open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
         if new:
             writer.writeheader()

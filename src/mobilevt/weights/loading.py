@@ -134,7 +134,7 @@ def _download_from_hub(repo: str) -> Path:
         f"could not get weights for {HF_PREFIX}{repo} from the Hugging Face Hub; tried:\n  "
         + "\n  ".join(errors)
         + f"\nIf this machine is offline, download {_HUB_FILES[0]} (or {_HUB_FILES[1]}) of {repo_id} elsewhere "
-        f"and pass its local path as weights=..., or fill the Hub cache at {HF_HUB_CACHE} "
+        f"and pass its local path as weights=PATH, or fill the Hub cache at {HF_HUB_CACHE} "
         "(`huggingface-cli download` on a connected machine, then copy the folder)."
     )
 
@@ -156,7 +156,7 @@ def _download_url(url: str, sha256: str | None) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"could not download {url}: {err}\nIf this machine is offline, download the file elsewhere and "
-            f"put it at {target} (or pass its local path as weights=...)."
+            f"put it at {target} (or pass its local path as weights=PATH)."
         ) from err
     return target
 
@@ -239,7 +239,7 @@ def _hub_config(repo: str) -> dict | None:
             f"could not get config.json of {repo_id} from the Hugging Face Hub ({type(err).__name__}: {reason}). "
             f"If this machine is offline, download config.json and model.safetensors (or pytorch_model.bin) from "
             f"https://huggingface.co/{repo_id} on a connected machine into one folder and pass that folder as "
-            f"weights=..., or fill the Hub cache at {HF_HUB_CACHE} (`hf download {repo_id}` on a connected machine, "
+            f"weights=FOLDER, or fill the Hub cache at {HF_HUB_CACHE} (`hf download {repo_id}` on a connected machine, "
             "then copy it)."
         ) from err
     return _config_beside(Path(path))  # a corrupt download gets the same one-line error

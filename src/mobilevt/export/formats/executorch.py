@@ -150,8 +150,9 @@ def write_xnnpack_program(program: torch.export.ExportedProgram, output: str | o
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         graph = edge.exported_program().graph
         lowered = edge.to_executorch()
-    with atomic_path(output) as tmp:
-        tmp.write_bytes(lowered.buffer)
+    buffer = lowered.buffer
+    with atomic_path(output, needed=len(buffer)) as tmp:
+        tmp.write_bytes(buffer)
     return graph
 
 

@@ -50,7 +50,7 @@ class TfliteFormat(ExportFormat):
             # model_content() reports its own stage: inside the quiet block too
             flatbuffer = litert_torch.convert(graph.module.eval(), graph.example).model_content()
         op_names = check_builtin_ops(flatbuffer)  # before writing: no file that cannot run
-        with atomic_path(path) as tmp:
+        with atomic_path(path, needed=len(flatbuffer)) as tmp:
             tmp.write_bytes(flatbuffer)
         run = self.runner(path)
         shape = "x".join(str(s) for s in graph.example[0].shape)
