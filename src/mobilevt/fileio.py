@@ -23,6 +23,9 @@ _NEARLY_FULL_BYTES = 1 << 20
 class DiskFullError(MobilevtError, OSError):
     """A write failed because the file system is full (or the user's quota is spent)."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]"
+        return str(self.strerror)
+
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"

@@ -170,6 +170,8 @@ def _start_run(config: TrainConfig, resume: bool, overwrite: bool) -> _Run:
         out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
+    if rank == 0:  # the data and the model take seconds to build: say so first
+        print(f"{config.task}: loading {config.data.dataset} and building {config.model} ...", flush=True)
     train_set, val_set, classes = task.build_datasets(config)
     model = task.create_model(config, list(classes))
     model.to(device)
@@ -196,6 +198,8 @@ def _start_run(config: TrainConfig, resume: bool, overwrite: bool) -> _Run:
             print(f"resuming {out / CHECKPOINT}: epoch {state['epoch']}, step {state['step']}", flush=True)
             _truncate_csv(out / "steps.csv", "step", state["step"])
             _truncate_csv(out / "metrics.csv", "epoch", state["epoch"] - 1)
+    if rank == 0:
+        print(_plan(config, len(train_set), len(val_set), sampler, device, world_size, out), flush=True)
     board = _tensorboard(out) if rank == 0 else None
     return _Run(
         config,
@@ -219,6 +223,16 @@ def _start_run(config: TrainConfig, resume: bool, overwrite: bool) -> _Run:
         time.perf_counter(),
         state["step"],
         state["step"] if resume else None,
+    )
+
+
+def _plan(config: TrainConfig, train_images: int, val_images: int, sampler, device, world_size: int, out) -> str:
+    """One line before the first epoch: the data, the model, the sampler's shapes, where it goes."""
+    shapes = ", ".join(f"{r.height}x{r.width}:{r.batch_size}" for r in _resolutions(config))
+    return (
+        f"training {config.model} on {train_images} images ({val_images} for validation), {config.epochs} epochs "
+        f"of {len(sampler)} batches on {device} x{world_size}; {config.sampler.name} sampler, size:batch {shapes}; "
+        f"writing {out}"
     )
 
 
