@@ -186,7 +186,7 @@ def test_export_on_default_photos_says_they_prove_little(tmp_path, photo_dir, ca
     assert main([*common, "-o", str(tmp_path / "a.pt")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert (
-        lines[-1].startswith("note: checked on the 2 sample photos of scikit-learn only")
+        lines[-1].startswith("note: checked on the 6 check photos shipped with mobilevt only")
         and "--check-images" in lines[-1]
     )
     assert main([*common, "-o", str(tmp_path / "b.pt"), "--check-images", str(photo_dir)]) == 0

@@ -3,6 +3,7 @@ photos, agreement with the eager model and the timing."""
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import statistics
 import time
@@ -68,7 +69,7 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".report.json")
 
 
-PACKAGED_PHOTOS_SOURCE = "sample photos of scikit-learn"
+PACKAGED_PHOTOS_SOURCE = "check photos shipped with mobilevt"
 
 
 def check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
@@ -77,23 +78,16 @@ def check_inputs(folder, limit: int) -> tuple[list[torch.Tensor], str]:
         if not paths:
             raise ExportError(f"{folder}: no images to check the export on")
         return [load_image(p) for p in paths], str(folder)
-    photos = packaged_photos()
-    if photos:
-        return photos[:limit], PACKAGED_PHOTOS_SOURCE
-    raise ExportError(
-        "no photos to check the export on: pass check_images / --check-images DIR, or pip install scikit-learn"
-    )
+    return packaged_photos()[:limit], PACKAGED_PHOTOS_SOURCE
 
 
 def packaged_photos() -> list[torch.Tensor]:
-    """scikit-learn's two sample photos (part of mobilevt[train]): the same check photos on
-    every machine, whichever other packages are installed."""
-    try:
-        from sklearn.datasets import load_sample_images
-    except ImportError:
-        return []
-    # scikit-learn hands out read-only arrays: torch.tensor copies (from_numpy would warn)
-    return [torch.tensor(array).permute(2, 0, 1) for array in load_sample_images().images]
+    """The six photos shipped in the package (public-domain and CC0 samples of scikit-image,
+    at most 384 px; ``data/check_photos/LICENSE.md``): every export can be checked on real
+    photos with its own extra installed and nothing else."""
+    folder = importlib.resources.files("mobilevt.data") / "check_photos"
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".jpg"))
+    return [load_image((folder / name).read_bytes()) for name in names]
 
 
 def topk_agreement(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
