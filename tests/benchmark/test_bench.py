@@ -194,7 +194,6 @@ def test_p90_matches_numpy():
         (["bench", "mobilevit_xxs", "--backends", "eager,tensorrt"], "unknown backend(s) tensorrt"),
         (["bench", "mobilevit_xxxl"], "unknown model 'mobilevit_xxxl'"),
         (["bench", "resnet*"], "no image classifier matches 'resnet*'"),
-        (["bench", "mobilevit_xxs", "--batch-sizes", "0"], "batch sizes must be positive"),
         (["bench", "deeplabv3_mobilevit_xxs"], "mobilevt bench times image classifiers"),
         (["bench", "vilt_b32_vqa", "mobilevit_xxs"], "bench ViLT on its own"),
     ],
@@ -297,3 +296,38 @@ def test_int8_backends_time_the_quantized_file_beside_the_fp32_one(tmp_path):
     assert fp32.max_abs_diff <= 1e-4 < int8.max_abs_diff  # the int8 file really is quantized
     markdown = report.to_markdown()
     assert "| mobilevit_xxs | ONNX Runtime int8 |" in markdown
+
+
+def test_the_terminal_gets_the_summary_and_the_runtimes_noise_goes_to_the_log(tmp_path, capfd, monkeypatch):
+    """C++ log lines (fd 2) and third-party warnings land in bench.log; the terminal gets the
+    summary and where the full report is; an earlier report is kept unless --overwrite."""
+    import os
+    import warnings
+
+    import mobilevt.benchmark as benchmark
+
+    real = benchmark.run_benchmark
+
+    def noisy(*args, **kwargs):
+        os.write(2, b"[cpuinfo_utils.cpp:87] Failed to open midr file\n")
+        warnings.warn("a third-party deprecation", DeprecationWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "run_benchmark", noisy)
+    argv = ["bench", "mobilevit_xxs", "--backends", "eager", "--batch-sizes", "1", "--runs", "2", "--warmup", "0"]
+    argv += ["--threads", "1", "--no-memory", "--no-progress", "--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "midr" not in out + err and "third-party" not in out + err
+    log = (tmp_path / "bench.log").read_text()
+    assert "[cpuinfo_utils.cpp:87] Failed to open midr file" in log and "a third-party deprecation" in log
+    assert "## Summary (batch 1)" in out and "## Batch 1" not in out  # the full tables stay in bench.md
+    assert f"full report: {tmp_path / 'bench.md'}" in out and "## Batch 1" in (tmp_path / "bench.md").read_text()
+    assert "(met)" not in out and "(missed)" not in out
+
+    before = (tmp_path / "bench.md").read_text()
+    assert main(argv) == 1
+    err = capfd.readouterr().err.strip()
+    assert err.startswith("error: ") and "--overwrite" in err and "\n" not in err
+    assert (tmp_path / "bench.md").read_text() == before
+    assert main([*argv, "--overwrite"]) == 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..model_kind import ModelKind
 from ..registry import get_model_entry
-from .common import stage_printer
+from .common import native_output_to, stage_printer
 from .values import comma_list, folder_target, json_object, non_negative_int, positive_int
 from .vqa import add_mobivqa_arguments, mobivqa_requested
 
@@ -58,6 +58,9 @@ def configure_bench_parser(p) -> None:
         default="bench-results",
         help="folder for bench.md/json/png (default bench-results)",
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier report in --output-dir (default: refuse)"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_mobivqa_arguments(p)
@@ -71,20 +74,25 @@ def run_bench(args) -> int:
         return run_vilt_bench(args)
     if mobivqa_requested(args) or args.hf_config:
         raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
-    report = run_benchmark(
-        args.models,
-        backends=args.backends or list(BACKENDS),
-        batch_sizes=args.batch_sizes or [1, 8],
-        image_size=args.image_size or 256,
-        threads=args.threads,
-        runs=args.runs,
-        warmup=args.warmup,
-        measure_memory=not args.no_memory,
-        progress=not args.no_progress,
+    out = claim_output_dir(args.output_dir, "bench", args.overwrite)
+    with native_output_to(out / "bench.log"):
+        report = run_benchmark(
+            args.models,
+            backends=args.backends or list(BACKENDS),
+            batch_sizes=args.batch_sizes or [1, 8],
+            image_size=args.image_size or 256,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            measure_memory=not args.no_memory,
+            progress=not args.no_progress,
+        )
+        written = write_report(report, out)
+    print(report.summary_markdown())
+    print(
+        f"full report: {written['markdown']} (also {', '.join(str(p) for k, p in written.items() if k != 'markdown')}"
+        f"); runtime logs: {out / 'bench.log'}"
     )
-    written = write_report(report, args.output_dir)
-    print(report.to_markdown())
-    print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
     return 0
 
 
@@ -103,18 +111,33 @@ def run_vilt_bench(args) -> int:
     if args.exit_threshold is not None or args.exit_predictor:
         raise InvalidInputError("the ViLT bench times fixed settings: --prune-layer N and --exit-layer N")
     size = args.image_size or 384
-    report = run_vilt_benchmark(
-        image_size=(size, size),
-        text_length=args.text_length,
-        backends=args.backends or list(VQA_BACKENDS),
-        mobivqa=MobiVqaSetting(args.prune_layer, args.keep_ratio, args.exit_layer),
-        threads=args.threads,
-        runs=args.runs,
-        warmup=args.warmup,
-        hf_overrides=args.hf_config,
-        progress=(lambda stage: None) if args.no_progress else stage_printer(args.models[0]),
-    )
-    written = write_vilt_report(report, args.output_dir)
+    out = claim_output_dir(args.output_dir, "vilt-bench", args.overwrite)
+    with native_output_to(out / "vilt-bench.log"):
+        report = run_vilt_benchmark(
+            image_size=(size, size),
+            text_length=args.text_length,
+            backends=args.backends or list(VQA_BACKENDS),
+            mobivqa=MobiVqaSetting(args.prune_layer, args.keep_ratio, args.exit_layer),
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            hf_overrides=args.hf_config,
+            progress=(lambda stage: None) if args.no_progress else stage_printer(args.models[0]),
+        )
+        written = write_vilt_report(report, out)
     print(report.to_markdown())
-    print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
+    print(f"full report: {written['markdown']} (also {written['json']}); runtime logs: {out / 'vilt-bench.log'}")
     return 0
+
+
+def claim_output_dir(folder: str, stem: str, overwrite: bool) -> Path:
+    """The report folder, refused when it holds an earlier ``stem`` report and ``overwrite`` is off."""
+    out = Path(folder)
+    earlier = [out / f"{stem}.{suffix}" for suffix in ("md", "json") if (out / f"{stem}.{suffix}").exists()]
+    if earlier and not overwrite:
+        raise InvalidInputError(
+            f"{earlier[0]} holds an earlier report: pass --overwrite to replace it, or --output-dir DIR"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.log").unlink(missing_ok=True)
+    return out
