@@ -83,10 +83,20 @@ _PYTREE_FILTER = _DropEnumRegistration()
 
 @contextlib.contextmanager
 def expected_warnings_silenced() -> Iterator[None]:
-    """Exports trigger warnings that are expected and explained, none a user can act on:
-    tracing treats shape checks as constants (the export fixes the shapes it checks), and
-    torch marks the TorchScript API deprecated (the TorchScript export is the format asked
-    for). Other warnings still show."""
+    """Exports trigger warnings that are expected and explained, none a user can act on
+    (this is the one place that says why each path stays). Other warnings still show.
+
+    - ``TracerWarning``: tracing treats the MobileViT blocks' shape checks as constants; the
+      export fixes the shapes it checks, and every file is compared with eager on them.
+    - TorchScript's ``torch.jit.*`` deprecation: TorchScript is the format asked for, and what
+      a libtorch C++ app and the VQA pipeline (tokenizer inside) load.
+    - the lite interpreter's deprecation: ``.ptl`` is what PyTorch Android and iOS apps load.
+    - the TorchScript-based ONNX exporter's deprecation: at opset 17 it writes the files with
+      a dynamic batch that onnxruntime and ONNX Runtime Web run, the same bytes release after
+      release; the dynamo exporter writes opset 18 and up (``--opset 18``), and runtimes that
+      predate opset 18 cannot load its files.
+    - ExecuTorch's ``ExperimentalWarning`` (a ``DeprecationWarning``) for the pybindings runtime
+      that checks and times each ``.pte``."""
     pytree_log = logging.getLogger("torch.utils._pytree")
     pytree_log.addFilter(_PYTREE_FILTER)
     try:
@@ -95,6 +105,9 @@ def expected_warnings_silenced() -> Iterator[None]:
         with warnings.catch_warnings(), native_stderr_without(CPU_PROBE):
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"Lite Interpreter is deprecated")
+            warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message=r"This API is experimental", category=DeprecationWarning)
             yield
     finally:
         pytree_log.removeFilter(_PYTREE_FILTER)

@@ -14,6 +14,7 @@ the scores do not sum to 1 (transformers' examples read them the same way).
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,9 @@ def load_vqa_pipeline(path: str | os.PathLike) -> torch.jit.ScriptModule:
             f"VQA pipeline file not found: {path}; write one with `mobilevt export vilt_b32_vqa "
             "--format torchscript -o FILE.pt`"
         )
-    return torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():  # TorchScript is the pipeline's file format: its deprecation is noise here
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 # ---------------------------------------------------------------------------------------
