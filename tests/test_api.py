@@ -340,3 +340,20 @@ def test_default_weights_resolve_through_torch_hub_cache(tmp_path, monkeypatch):
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         assert max_abs(model(x), reference(x)) <= 1e-4
+
+
+def test_weights_strings_the_command_line_passes_through(monkeypatch):
+    """``--weights`` goes to ``create_model`` unchanged: ``none`` is random init (keeping a
+    tag's preprocessing), ``DEFAULT`` with a tag is the tag's weights, not the default."""
+    from mobilevt import engine
+
+    random = mobilevt.create_model("mobilevit_xxs.timm_in1k", weights="none")
+    assert random.pretrained_weights is None
+    timm_preprocess = mobilevt.get_model_entry("mobilevit_xxs").get_weights("timm_in1k").preprocess
+    assert random.preprocess == timm_preprocess and random.preprocess.interpolation == "bicubic"
+
+    asked = []
+    monkeypatch.setattr(engine, "create", lambda entry, weights, **kwargs: asked.append(weights))
+    mobilevt.create_model("mobilevit_xxs.timm_in1k", weights="DEFAULT")
+    mobilevt.create_model("mobilevit_xxs", weights="DEFAULT")
+    assert [w.tag for w in asked] == ["timm_in1k", "cvnets_in1k"]

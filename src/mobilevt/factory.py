@@ -25,9 +25,12 @@ def create_model(
     Args:
         name: a registered name (``mobilevt.list_models()``), optionally with a weights
             tag as in timm: ``"mobilevit_s.cvnets_in1k"``.
-        weights: ``None`` (random init), ``"DEFAULT"``, a weights tag of the model
-            (``"timm_in1k"``), a ``Weights`` entry, a local file (.safetensors, .pt,
-            .pth, .bin) or model folder, an http(s) URL, or ``"hf-hub:<org>/<repo>"``.
+        weights: ``None`` (random init, or the tag's weights when ``name`` has a tag),
+            ``"none"`` (random init, keeping a tag's preprocessing: what the command line's
+            ``--weights none`` passes), ``"DEFAULT"`` (the published weights, or the tag's),
+            a weights tag of the model (``"timm_in1k"``), a ``Weights`` entry, a local file
+            (.safetensors, .pt, .pth, .bin) or model folder, an http(s) URL, or
+            ``"hf-hub:<org>/<repo>"``.
         num_classes: outputs (classes, or a VQA model's answers). Default: the
             checkpoint's, else the family's (1000 ImageNet classes, 21 PASCAL VOC, 81 COCO
             with background, 3129 VQAv2 answers). When it differs from the checkpoint's,
@@ -50,10 +53,20 @@ def create_model(
             f"not {type(weights).__name__} {weights!r} (for the published weights use weights='DEFAULT')"
         )
     tag = ModelName.parse(name).tag
-    if weights is None and tag is not None:
+    if is_random_weights(weights):
+        model = engine.create(entry, None, num_classes=num_classes, **kwargs)
+        if tag is not None:  # random weights, evaluated as the tagged weights would be
+            model.preprocess = entry.get_weights(tag).preprocess
+        return model
+    if tag is not None and (weights is None or (isinstance(weights, str) and weights.upper() == "DEFAULT")):
         weights = tag
     weights_entry = _find_entry(entry, weights)
     return engine.create(entry, weights_entry or weights, num_classes=num_classes, **kwargs)
+
+
+def is_random_weights(weights: object) -> bool:
+    """``"none"`` (or ``"random"``): random initialisation, as ``weights=None``."""
+    return isinstance(weights, str) and weights.lower() in ("none", "random")
 
 
 def _find_entry(entry, weights) -> Weights | None:

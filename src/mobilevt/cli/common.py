@@ -18,9 +18,9 @@ from mobilevt.fileio import write_text_atomic
 from mobilevt.weights.loading import recorded_model_name
 
 from ..errors import InvalidInputError
-from ..factory import create_model
+from ..factory import create_model, is_random_weights
 from ..model_kind import ModelKind
-from ..registry import ModelName, get_model_entry
+from ..registry import get_model_entry
 from .values import device, folder_target, positive_int, writable_target
 
 
@@ -114,29 +114,12 @@ def report_per_image(args, paths: list[str], items: list, results: list, write_o
 
 
 def create_model_from_args(name: str, weights: str | None) -> nn.Module:
-    """``--model``/``--weights`` to a model in eval mode.
-
-    ``weights``: ``DEFAULT`` (the published weights, or the tag in ``name.tag``), any source
-    ``create_model`` takes, or ``none`` for random weights (with ``name.tag``, the tag's
-    preprocessing is kept).
-    """
-
-    base, tag = ModelName.parse(name).base, ModelName.parse(name).tag
-    get_model_entry(base)  # an unknown name fails here, before any warning about weights
+    """``--model``/``--weights`` to a model in eval mode: ``--weights`` is passed to
+    ``create_model`` as it is (``DEFAULT``, a tag, a file, a URL, ``hf-hub:``, ``none``)."""
     if is_random_weights(weights):
+        get_model_entry(name)  # an unknown name fails here, before the warning
         warn_random_weights(name, "predictions")
-        model = create_model(base)
-        if tag:
-            model.preprocess = get_model_entry(base).get_weights(tag).preprocess
-        return model.eval()
-    if weights is None or (weights.upper() == "DEFAULT" and tag):
-        return create_model(name).eval() if tag else create_model(name, weights="DEFAULT").eval()
     return create_model(name, weights=weights).eval()
-
-
-def is_random_weights(weights: str | None) -> bool:
-    """``--weights none`` (or ``random``): build the model with random weights."""
-    return weights is not None and weights.lower() in ("none", "random")
 
 
 def warn_random_weights(name: str, outputs: str) -> None:

@@ -9,8 +9,9 @@ import torch
 from mobilevt.data.images import load_image
 
 from ..errors import InvalidInputError
+from ..factory import is_random_weights
 from ..registry import ModelName
-from .common import is_random_weights, warn_random_weights
+from .common import warn_random_weights
 from .values import existing_file, fraction, non_negative_int, positive_int, probability
 
 
