@@ -79,8 +79,7 @@ def export_vqa_pipeline(
         )
     if not questions:
         raise ExportError("export_vqa_pipeline needs at least one check question")
-    if "max_batch" in export_format.options:  # ExecuTorch: no torch.cond inside the delegate
-        _refuse_data_dependent_exit(pipeline.model)
+    _refuse_data_dependent_exit(pipeline.model, export_format)  # before any work
     options.stage("reading the check photos and running the eager pipeline on them")
     pipeline = copy.deepcopy(pipeline).eval()
     photos, source = check_inputs(options.check_images, options.max_check_images or MAX_CHECK_IMAGES)
@@ -156,9 +155,9 @@ def _write_model_file(
     pipeline, output: Path, export_format: ExportFormat, pairs, options: ExportOptions, notes: list[str], details: dict
 ):
     """The ViLT network alone (ONNX or ExecuTorch), its tokenizer and answers beside it."""
-    pad_text = "max_batch" in export_format.options  # ExecuTorch takes questions padded to max_text_len
+    pad_text = export_format.plans_fixed_shapes  # questions padded to max_text_len
     model_inputs = [_model_inputs(pipeline, image, question, pad_text) for image, question in pairs]
-    if export_format.name == "onnx":
+    if not export_format.plans_fixed_shapes:
         run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], options.opset, notes=notes)
         details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
         dynamic = True
@@ -309,8 +308,8 @@ def vilt_executorch_runner(path: str | Path) -> Callable[[tuple[torch.Tensor, ..
     return lambda inputs: run(*inputs)[0]
 
 
-def _refuse_data_dependent_exit(model) -> None:
-    if has_data_dependent_exit(model):
+def _refuse_data_dependent_exit(model, export_format: ExportFormat) -> None:
+    if has_data_dependent_exit(model) and not export_format.runs_data_dependent_branches:
         mode = ExitMode(int(model.exit_mode)).label
         raise ExportError(
             f"ExecuTorch cannot export the {mode} early exit: it decides from the data whether to run the next "
@@ -335,8 +334,8 @@ def export_vilt_executorch(
 
     Returns a runner of the written file, the runtime's name and whether the image size is
     dynamic."""
-    _refuse_data_dependent_exit(model)
     export_format = get_format(format_name)
+    _refuse_data_dependent_exit(model, export_format)
     export_format.require()
     notes = [] if notes is None else notes
     example = examples[0]

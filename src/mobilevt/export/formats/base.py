@@ -147,10 +147,16 @@ class ExportFormat:
     # the family's stage line before it runs the file on the check inputs (None: the
     # format's own write stage says it)
     check_stage: ClassVar[str | None] = None
-    runs_here: ClassVar[bool] = True
+    runs_here: ClassVar[bool] = True  # False: the file cannot run on this system (Core ML off macOS)
     # the file keeps a scripted module's methods and non-tensor inputs: a whole pipeline
     # (question string and photo in, answers out) goes in as one file
-    keeps_scripted_methods: ClassVar[bool] = False  # False: the file cannot run on this system (Core ML off macOS)
+    keeps_scripted_methods: ClassVar[bool] = False
+    # the runtime plans its memory for fixed shapes (ExecuTorch): a family exports batch 1,
+    # pads variable-length inputs (a question) to their longest and probes the other sizes
+    plans_fixed_shapes: ClassVar[bool] = False
+    # data-dependent branches (torch.cond: MobiVQA's confidence and predictor exits) run in
+    # the file and skip the work not taken (ONNX If)
+    runs_data_dependent_branches: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -34,6 +34,7 @@ RUNTIME = "ExecuTorch runtime (XNNPACK delegate)"
 
 class ExecutorchFormat(ExportFormat):
     name = "executorch"
+    plans_fixed_shapes = True
     order = 2
     suffixes = (".pte",)
     extra = "executorch"

@@ -28,6 +28,7 @@ from .base import ExportFormat, Graph, Runner, WriteOptions, Written, get_format
 
 class OnnxFormat(ExportFormat):
     name = "onnx"
+    runs_data_dependent_branches = True
     order = 1
     suffixes = (".onnx",)
     extra = "onnx"

@@ -84,6 +84,7 @@ def save_torchscript(module: nn.Module, output: str | os.PathLike, lite: bool = 
 
 class TorchscriptFormat(ExportFormat):
     name = "torchscript"
+    runs_data_dependent_branches = True
     order = 0
     suffixes = (".pt", ".ptl")
     extra = ""  # torch itself
