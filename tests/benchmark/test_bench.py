@@ -194,7 +194,8 @@ def test_p90_matches_numpy():
         (["bench", "mobilevit_xxs", "--backends", "eager,tensorrt"], "unknown backend(s) tensorrt"),
         (["bench", "mobilevit_xxxl"], "unknown model 'mobilevit_xxxl'"),
         (["bench", "resnet*"], "no image classifier matches 'resnet*'"),
-        (["bench", "deeplabv3_mobilevit_xxs"], "mobilevt bench times image classifiers"),
+        (["bench", "deeplabv3_mobilevit_xxs", "--backends", "onnxruntime"], "--backends and --batch-sizes apply to"),
+        (["bench", "deeplabv3_mobilevit_xxs", "mobilevit_xxs"], "bench the task models (deeplabv3_*, ssdlite_*) alone"),
         (["bench", "vilt_b32_vqa", "mobilevit_xxs"], "bench ViLT on its own"),
     ],
 )

@@ -48,7 +48,7 @@ def resolve_models(patterns: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _well_scaled_random_(model: nn.Module, seed: int) -> nn.Module:
+def well_scaled_random_(model: nn.Module, seed: int) -> nn.Module:
     """Random weights whose activations stay in a normal float range: default
     initialisations of some references (transformers' MobileViT) decay activations to
     denormals, which CPUs process many times slower."""
@@ -73,7 +73,7 @@ def _well_scaled_random_(model: nn.Module, seed: int) -> nn.Module:
 
 def mobilevt_model(name: str, seed: int) -> nn.Module:
 
-    return _well_scaled_random_(create_model(name), seed)
+    return well_scaled_random_(create_model(name), seed)
 
 
 def fast_path(model: nn.Module) -> nn.Module:
@@ -83,7 +83,7 @@ def fast_path(model: nn.Module) -> nn.Module:
 def timm_model(name: str, seed: int) -> nn.Module:
     import timm
 
-    return _well_scaled_random_(timm.create_model(name), seed)
+    return well_scaled_random_(timm.create_model(name), seed)
 
 
 class _TransformersLogits(nn.Module):
@@ -100,13 +100,24 @@ class _TransformersLogits(nn.Module):
 def transformers_model(name: str, seed: int) -> nn.Module:
     import transformers
 
+    config = transformers_backbone_config(name, num_labels=1000)
+    if config is None:
+        raise InvalidInputError(f"transformers has no counterpart of {name}")
     if name in _TRANSFORMERS_V1:
-        config = transformers.MobileViTConfig(num_labels=1000, **_TRANSFORMERS_V1[name])
         model = transformers.MobileViTForImageClassification(config)
     else:
-        match = re.fullmatch(r"mobilevitv2_(\d{3})", name)
-        if match is None:
-            raise InvalidInputError(f"transformers has no counterpart of {name}")
-        config = transformers.MobileViTV2Config(num_labels=1000, width_multiplier=int(match.group(1)) / 100)
         model = transformers.MobileViTV2ForImageClassification(config)
-    return _TransformersLogits(_well_scaled_random_(model, seed)).eval()
+    return _TransformersLogits(well_scaled_random_(model, seed)).eval()
+
+
+def transformers_backbone_config(backbone: str, **fields) -> object | None:
+    """transformers' ``MobileViTConfig`` / ``MobileViTV2Config`` of a mobilevt backbone name
+    (``mobilevit_xxs``, ``mobilevitv2_050`` ...), or None when transformers has none (v3)."""
+    import transformers
+
+    if backbone in _TRANSFORMERS_V1:
+        return transformers.MobileViTConfig(**_TRANSFORMERS_V1[backbone], **fields)
+    match = re.fullmatch(r"mobilevitv2_(\d{3})", backbone)
+    if match is None:
+        return None
+    return transformers.MobileViTV2Config(width_multiplier=int(match.group(1)) / 100, **fields)

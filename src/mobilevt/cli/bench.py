@@ -22,7 +22,9 @@ def configure_bench_parser(p) -> None:
         "(latency does not depend on them; nothing is downloaded). Writes bench.md, bench.json and bench.png "
         "(latency vs published top-1) to --output-dir. `mobilevt bench vilt_b32_vqa` times ViLT at 384x384 + 40 "
         "tokens against transformers eager instead, full and with the MobiVQA flags given, and writes "
-        "vilt-bench.md and vilt-bench.json."
+        "vilt-bench.md and vilt-bench.json. `mobilevt bench deeplabv3_mobilevit_s ssdlite_mobilevit_s` times the "
+        "task models, eager and fused, against transformers' DeepLabV3 (same weights, 512x512) and torchvision's "
+        "SSDLite network (320x320), and writes tasks-bench.md and tasks-bench.json."
     )
     p.add_argument(
         "models", nargs="*", help="names or shell patterns, e.g. mobilevit_xxs 'mobilevitv2_*' (default: every variant)"
@@ -70,8 +72,11 @@ def configure_bench_parser(p) -> None:
 def run_bench(args) -> int:
     from mobilevt.benchmark import BACKENDS, run_benchmark, write_report
 
-    if any(_is_vqa(name) for name in args.models):
+    kinds = {_kind(name) for name in args.models}
+    if ModelKind.VQA in kinds:
         return run_vilt_bench(args)
+    if kinds & {ModelKind.SEGMENTATION, ModelKind.DETECTION}:
+        return run_task_bench(args)
     if mobivqa_requested(args) or args.hf_config:
         raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
     out = claim_output_dir(args.output_dir, "bench", args.overwrite)
@@ -96,8 +101,37 @@ def run_bench(args) -> int:
     return 0
 
 
-def _is_vqa(name: str) -> bool:
-    return not any(c in name for c in "*?[") and get_model_entry(name).kind == ModelKind.VQA
+def _kind(name: str) -> ModelKind | None:
+    """The kind of a model name (None for a pattern: patterns select classifiers)."""
+    return None if any(c in name for c in "*?[") else get_model_entry(name).kind
+
+
+def run_task_bench(args) -> int:
+    """``mobilevt bench deeplabv3_* ssdlite_*``: segmenters against transformers, detectors
+    against torchvision's SSDLite, eager and fused."""
+    from mobilevt.benchmark.tasks import run_task_benchmark, write_task_report
+
+    if args.backends is not None or args.batch_sizes not in (None, [1]):
+        raise InvalidInputError(
+            "the task-model bench times mobilevt eager and fused against the reference at batch 1: "
+            "--backends and --batch-sizes apply to classifiers"
+        )
+    if mobivqa_requested(args) or args.hf_config:
+        raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
+    out = claim_output_dir(args.output_dir, "tasks-bench", args.overwrite)
+    with native_output_to(out / "tasks-bench.log"):
+        report = run_task_benchmark(
+            args.models,
+            image_size=args.image_size,
+            threads=args.threads,
+            runs=args.runs,
+            warmup=args.warmup,
+            progress=(lambda stage: None) if args.no_progress else stage_printer("bench"),
+        )
+        written = write_task_report(report, out)
+    print(report.to_markdown())
+    print(f"full report: {written['markdown']} (also {written['json']}); runtime logs: {out / 'tasks-bench.log'}")
+    return 0
 
 
 def run_vilt_bench(args) -> int:
