@@ -194,7 +194,7 @@ def run_task_benchmark(
         kind = get_model_entry(name).kind
         if kind not in TASK_KINDS:
             raise InvalidInputError(
-                f"{name} is a {kind} model: bench task models (deeplabv3_*, ssdlite_*) on their own"
+                f"{name} is a {kind} model: bench the task models (deeplabv3_*, ssdlite_*) alone"
             )
     threads = threads or len(os.sched_getaffinity(0))
     previous = torch.get_num_threads()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidInputError
 from ..model_kind import ModelKind
@@ -79,9 +81,10 @@ def run_bench(args) -> int:
         return run_task_bench(args)
     if mobivqa_requested(args) or args.hf_config:
         raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
-    out = claim_output_dir(args.output_dir, "bench", args.overwrite)
-    with native_output_to(out / "bench.log"):
-        report = run_benchmark(
+    return _run_and_report(
+        args,
+        "bench",
+        lambda: run_benchmark(
             args.models,
             backends=args.backends or list(BACKENDS),
             batch_sizes=args.batch_sizes or [1, 8],
@@ -91,13 +94,23 @@ def run_bench(args) -> int:
             warmup=args.warmup,
             measure_memory=not args.no_memory,
             progress=not args.no_progress,
-        )
-        written = write_report(report, out)
-    print(report.summary_markdown())
-    print(
-        f"full report: {written['markdown']} (also {', '.join(str(p) for k, p in written.items() if k != 'markdown')}"
-        f"); runtime logs: {out / 'bench.log'}"
+        ),
+        write_report,
+        lambda report: report.summary_markdown(),
     )
+
+
+def _run_and_report(args, stem: str, run: Callable[[], Any], write: Callable[[Any, Path], dict], shown) -> int:
+    """Run a bench with the runtimes' output in ``<stem>.log``, write its report into
+    ``--output-dir`` (refusing an earlier one without ``--overwrite``), print ``shown(report)``
+    and where the files are."""
+    out = claim_output_dir(args.output_dir, stem, args.overwrite)
+    with native_output_to(out / f"{stem}.log"):
+        report = run()
+        written = write(report, out)
+    print(shown(report))
+    others = ", ".join(str(path) for kind, path in written.items() if kind != "markdown")
+    print(f"full report: {written['markdown']} (also {others}); runtime logs: {out / f'{stem}.log'}")
     return 0
 
 
@@ -118,20 +131,20 @@ def run_task_bench(args) -> int:
         )
     if mobivqa_requested(args) or args.hf_config:
         raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
-    out = claim_output_dir(args.output_dir, "tasks-bench", args.overwrite)
-    with native_output_to(out / "tasks-bench.log"):
-        report = run_task_benchmark(
+    return _run_and_report(
+        args,
+        "tasks-bench",
+        lambda: run_task_benchmark(
             args.models,
             image_size=args.image_size,
             threads=args.threads,
             runs=args.runs,
             warmup=args.warmup,
             progress=(lambda stage: None) if args.no_progress else stage_printer("bench"),
-        )
-        written = write_task_report(report, out)
-    print(report.to_markdown())
-    print(f"full report: {written['markdown']} (also {written['json']}); runtime logs: {out / 'tasks-bench.log'}")
-    return 0
+        ),
+        write_task_report,
+        lambda report: report.to_markdown(),
+    )
 
 
 def run_vilt_bench(args) -> int:
@@ -145,9 +158,10 @@ def run_vilt_bench(args) -> int:
     if args.exit_threshold is not None or args.exit_predictor:
         raise InvalidInputError("the ViLT bench times fixed settings: --prune-layer N and --exit-layer N")
     size = args.image_size or 384
-    out = claim_output_dir(args.output_dir, "vilt-bench", args.overwrite)
-    with native_output_to(out / "vilt-bench.log"):
-        report = run_vilt_benchmark(
+    return _run_and_report(
+        args,
+        "vilt-bench",
+        lambda: run_vilt_benchmark(
             image_size=(size, size),
             text_length=args.text_length,
             backends=args.backends or list(VQA_BACKENDS),
@@ -157,11 +171,10 @@ def run_vilt_bench(args) -> int:
             warmup=args.warmup,
             hf_overrides=args.hf_config,
             progress=(lambda stage: None) if args.no_progress else stage_printer(args.models[0]),
-        )
-        written = write_vilt_report(report, out)
-    print(report.to_markdown())
-    print(f"full report: {written['markdown']} (also {written['json']}); runtime logs: {out / 'vilt-bench.log'}")
-    return 0
+        ),
+        write_vilt_report,
+        lambda report: report.to_markdown(),
+    )
 
 
 def claim_output_dir(folder: str, stem: str, overwrite: bool) -> Path:
