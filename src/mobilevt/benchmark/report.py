@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..export.formats import registered_formats
 from ..fileio import atomic_path, write_text_atomic
+from .profile import BackendProfile
 
 # mobilevt's exported files, one backend per format that runs here, named by its runtime
 FILE_BACKENDS = {
@@ -139,6 +140,7 @@ class BenchReport:
     meta: BenchMeta
     rows: list[BenchRow]
     notes: list[str] = field(default_factory=list)
+    profiles: list[BackendProfile] = field(default_factory=list)  # with --profile
 
     def row(self, model: str, batch: int, backend: str) -> BenchRow | None:
         for row in self.rows:
@@ -186,6 +188,7 @@ class BenchReport:
             "rows": [asdict(r) for r in self.rows],
             "summary": self.summary(),
             "notes": self.notes,
+            "profiles": [p.to_dict() for p in self.profiles],
         }
         return json.dumps(payload, indent=2)
 
@@ -194,6 +197,7 @@ class BenchReport:
         for batch in self.meta.batch_sizes:
             lines += self._markdown_batch(batch)
         lines += self._markdown_summary()
+        lines += self._markdown_profiles()
         if self.notes:
             lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
@@ -278,6 +282,14 @@ class BenchReport:
             )
         return lines
 
+    def _markdown_profiles(self) -> list[str]:
+        lines = []
+        for model in dict.fromkeys(p.model for p in self.profiles):
+            batch = next(p.batch for p in self.profiles if p.model == model)
+            lines += ["", f"## Where the time goes: {model}, batch {batch}"]
+            lines += [line for p in self.profiles if p.model == model for line in p.to_markdown()]
+        return lines
+
     def summary_markdown(self) -> str:
         """What ``mobilevt bench`` prints: the run's conditions in one line and the summary table."""
         m = self.meta
@@ -285,7 +297,8 @@ class BenchReport:
             f"mobilevt bench: fp32, {m.image_size}x{m.image_size}, {m.threads} threads, "
             f"{len(m.models)} model(s), medians of interleaved rounds"
         )
-        return "\n".join([head, *self._markdown_summary()]) + "\n"
+        profiles = [f"- {p.model}: {p.summary_line()}" for p in self.profiles]
+        return "\n".join([head, *self._markdown_summary(), *(["", "Profiles:", *profiles] if profiles else [])]) + "\n"
 
 
 def _markdown_peaks(peak: MatmulPeak) -> list[str]:

@@ -25,6 +25,7 @@ from ..version import __version__
 from .floor import measure_matmul_peak
 from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
 from .models import resolve_models
+from .profile import BackendProfile, profile_backends
 from .report import (
     BACKEND_LABELS,
     BACKENDS,
@@ -81,6 +82,7 @@ def run_benchmark(
     measure_memory: bool = True,
     progress: bool = True,
     seed: int = 0,
+    profile: bool = False,
 ) -> BenchReport:
     """Time every (model, batch, backend) interleaved and return the report.
 
@@ -92,6 +94,8 @@ def run_benchmark(
         runs: timed rounds per (model, batch), one call of each backend per round.
         warmup: untimed rounds before them.
         measure_memory: peak RSS of each backend, in a process of its own (Linux and macOS).
+        profile: also each backend's time by operator, at the first batch size, from its
+            runtime's own profiler (``benchmark.profile``).
     """
 
     names = resolve_models(models)
@@ -112,6 +116,7 @@ def run_benchmark(
         bar.update(1)
 
     rows: list[BenchRow] = []
+    profiles: list[BackendProfile] = []
     helpers: list[MemoryHelper] = []  # one, made when the first model's memory is measured
     try:
         peak = measure_matmul_peak(threads, runtimes=_runtimes_of(backends))
@@ -125,6 +130,9 @@ def run_benchmark(
                     for row in _bench_batch(name, batch, built, image_size, runs, warmup, seed, advance)
                 ]
                 _add_model_facts(name, model_rows, cost, peak)
+                if profile:
+                    advance(f"{name}: profiling each backend")
+                    profiles += profile_backends(name, built, batch_sizes[0], image_size, threads, runs, seed)
                 if measure_memory:
                     helpers = helpers or [_memory_helper(backends)]
                     _add_memory(
@@ -163,7 +171,7 @@ def run_benchmark(
             "input for all"
         ),
     )
-    return BenchReport(meta, rows, notes)
+    return BenchReport(meta, rows, notes, profiles)
 
 
 def _runtimes_of(backends: Sequence[str]) -> list[str]:

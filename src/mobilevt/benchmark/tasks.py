@@ -193,9 +193,7 @@ def run_task_benchmark(
     for name in names:
         kind = get_model_entry(name).kind
         if kind not in TASK_KINDS:
-            raise InvalidInputError(
-                f"{name} is a {kind} model: bench the task models (deeplabv3_*, ssdlite_*) alone"
-            )
+            raise InvalidInputError(f"{name} is a {kind} model: bench the task models (deeplabv3_*, ssdlite_*) alone")
     threads = threads or len(os.sched_getaffinity(0))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -66,6 +66,12 @@ def configure_bench_parser(p) -> None:
         "--overwrite", action="store_true", help="replace an earlier report in --output-dir (default: refuse)"
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (faster)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also each backend's time by operator (torch.profiler, onnxruntime's profiler, ExecuTorch's ETDump): "
+        "the top operators and kernel vs glue time, at the first batch size",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_mobivqa_arguments(p)
     p.set_defaults(func=run_bench)
@@ -94,6 +100,7 @@ def run_bench(args) -> int:
             warmup=args.warmup,
             measure_memory=not args.no_memory,
             progress=not args.no_progress,
+            profile=args.profile,
         ),
         write_report,
         lambda report: report.summary_markdown(),
