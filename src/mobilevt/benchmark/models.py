@@ -86,8 +86,8 @@ def timm_model(name: str, seed: int) -> nn.Module:
     return well_scaled_random_(timm.create_model(name), seed)
 
 
-class _TransformersLogits(nn.Module):
-    """transformers' classifier as images in, logits out (it returns an output object)."""
+class TransformersLogits(nn.Module):
+    """A transformers vision model as images in, logits out (it returns an output object)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -107,7 +107,7 @@ def transformers_model(name: str, seed: int) -> nn.Module:
         model = transformers.MobileViTForImageClassification(config)
     else:
         model = transformers.MobileViTV2ForImageClassification(config)
-    return _TransformersLogits(well_scaled_random_(model, seed)).eval()
+    return TransformersLogits(well_scaled_random_(model, seed)).eval()
 
 
 def transformers_backbone_config(backbone: str, **fields) -> object | None:

@@ -36,7 +36,7 @@ from ..model_kind import ModelKind
 from ..models.ssdlite import published_map
 from ..profiling import count_macs
 from ..registry import get_model_entry
-from .models import transformers_backbone_config, well_scaled_random_
+from .models import TransformersLogits, transformers_backbone_config, well_scaled_random_
 from .timing import time_interleaved
 
 TASK_KINDS = (ModelKind.SEGMENTATION, ModelKind.DETECTION)
@@ -94,15 +94,6 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-class _TransformersSegmenterLogits(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=x).logits
-
-
 def _transformers_segmenter(name: str, ours: nn.Module, seed: int) -> nn.Module | None:
     """transformers' DeepLabV3 of ``name`` with ``ours``'s head settings, or None (no
     transformers, or no counterpart: MobileViTv3)."""
@@ -125,7 +116,7 @@ def _transformers_segmenter(name: str, ours: nn.Module, seed: int) -> nn.Module 
         if backbone.startswith("mobilevitv2_")
         else transformers.MobileViTForSemanticSegmentation
     )
-    return _TransformersSegmenterLogits(well_scaled_random_(model_class(config), seed)).eval()
+    return TransformersLogits(well_scaled_random_(model_class(config), seed)).eval()
 
 
 def _torchvision_ssdlite() -> Callable[[torch.Tensor], object]:

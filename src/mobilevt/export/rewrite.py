@@ -25,6 +25,17 @@ from ..layers.vit import MaskedSelfAttention
 _MASKED_SCORE = -1e30
 
 
+def _query_rows_scaled(qkv: nn.Linear, scale: float) -> nn.Linear:
+    """A copy of a fused qkv projection with the attention's scale folded into its query rows."""
+    scaled = copy.deepcopy(qkv)
+    dim = qkv.in_features
+    with torch.no_grad():
+        scaled.weight[:dim] *= scale
+        if scaled.bias is not None:
+            scaled.bias[:dim] *= scale
+    return scaled
+
+
 class ExplicitAttention(nn.Module):
     """Multi-head self-attention as two ``bmm`` and a softmax. The 1/sqrt(head_dim) scale
     is folded into the query rows of the qkv projection."""
@@ -33,11 +44,7 @@ class ExplicitAttention(nn.Module):
         super().__init__()
         self.num_heads = attention.num_heads
         self.head_dim = attention.head_dim
-        dim = attention.qkv.in_features
-        self.qkv = copy.deepcopy(attention.qkv)
-        with torch.no_grad():
-            self.qkv.weight[:dim] *= self.head_dim**-0.5
-            self.qkv.bias[:dim] *= self.head_dim**-0.5
+        self.qkv = _query_rows_scaled(attention.qkv, self.head_dim**-0.5)
         self.proj = attention.proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,12 +91,7 @@ class ExplicitMaskedAttention(nn.Module):
         super().__init__()
         self.num_heads = attention.num_heads
         self.head_dim = attention.head_dim
-        dim = attention.qkv.in_features
-        self.qkv = copy.deepcopy(attention.qkv)
-        with torch.no_grad():
-            self.qkv.weight[:dim] *= attention.scale
-            if self.qkv.bias is not None:
-                self.qkv.bias[:dim] *= attention.scale
+        self.qkv = _query_rows_scaled(attention.qkv, attention.scale)
         self.proj = attention.proj
 
     def _attend(
