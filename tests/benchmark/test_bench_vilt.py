@@ -92,3 +92,30 @@ def test_bench_vilt_runs_the_executorch_program(tmp_path, capsys):
     pytest.importorskip("executorch")
     rows = _run(tmp_path, capsys, "--backends", "executorch")
     assert [(r["setting"], r["runtime"]) for r in rows] == [("full", "transformers"), ("full", "executorch")]
+
+
+def test_grid_times_each_setting_beside_the_full_model_with_its_flop_prediction(tmp_path, capsys):
+    """--grid on the 4-layer model: pruning after layer 2 keeping 0.75/0.5/0.25 (an exit after
+    layer 4 or later is no exit there), each setting exported, checked against eager and timed
+    beside the full model; the expected time is the FLOP share of the full model's."""
+    flags = ["--grid", "--backends", "eager"]
+    common = ["bench", "vilt_b32_vqa", "--runs", "2", "--warmup", "0", "--threads", "1", "--image-size", "128"]
+    common += ["--text-length", "12", "--hf-config", json.dumps(SMALL_HF), "--output-dir", str(tmp_path)]
+    assert main([*common, "--no-progress", *flags]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "vilt-bench.json").read_text())
+    grid = report["grid"]
+    assert [(g["setting_name"]) for g in grid] == [
+        f"MobiVQA: keep {r} of the image tokens after layer 2" for r in ("0.75", "0.5", "0.25")
+    ]
+    full_ms = {r["runtime"]: r["median_ms"] for r in report["rows"] if r["setting"] == "full"}
+    shares = [g["flop_share"] for g in grid]
+    assert 1.0 > shares[0] > shares[1] > shares[2] > 0.5  # fewer tokens kept, fewer FLOPs; layers 1-2 whole
+    for row in grid:
+        assert row["runtime"] == "eager" and row["max_abs_diff_vs_eager"] == 0.0
+        assert row["measured_share"] > 0 and row["median_ms"] > 0 and row["ratio_to_transformers"] is None
+        # the cost model: the setting's FLOP share of the full model's time measured beside it
+        pair_full_ms = row["median_ms"] / row["measured_share"]
+        assert row["expected_ms"] == pytest.approx(row["flop_share"] * pair_full_ms, rel=0.02, abs=0.02)
+        assert f"| {row['setting_name']} | {row['gflops']:.1f} | {row['flop_share']:.2f} |" in printed
+    assert full_ms["eager"] > 0 and "MobiVQA grid on mobilevt eager" in printed

@@ -80,6 +80,21 @@ class MobiVqaSetting:
         model.set_early_exit(layer=self.exit_layer)
 
 
+def mobivqa_grid(
+    prune_layers: Sequence[int] = (2, 4),
+    keep_ratios: Sequence[float] = (0.75, 0.5, 0.25),
+    exit_layers: Sequence[int] = (4, 6, 8, 12),
+    depth: int = 12,
+) -> list[MobiVqaSetting]:
+    """Every (prune after k keeping r, exit after m) setting; an exit after the last layer
+    is no exit, and the exits alone (no pruning) come too."""
+    exits = list(dict.fromkeys(0 if m >= depth else m for m in exit_layers))
+    prunes = [k for k in prune_layers if k < depth]
+    grid = [MobiVqaSetting(k, r, m) for k in prunes for r in keep_ratios for m in exits if m == 0 or m > k]
+    grid += [MobiVqaSetting(0, 0.5, m) for m in exits if m]
+    return grid
+
+
 @dataclass
 class ViltRow:
     size: str
@@ -95,6 +110,7 @@ class ViltRow:
     floor_share: float | None  # floor ms / median ms: 1.0 would run at the fastest GEMM's rate
     flop_share: float  # the setting's FLOPs / the full model's
     measured_share: float | None  # the setting's median / the full model's on the same runtime
+    expected_ms: float | None = None  # the cost model: FLOP share x the full model's ms on the same runtime
     export_s: float | None = None
     status: str = "ok"  # ok / missing / failed
     note: str = ""
@@ -110,6 +126,7 @@ class ViltBenchReport:
     fastest_gemm: str
     versions: dict[str, str] = field(default_factory=dict)
     hf_config: dict[str, Any] | None = None
+    grid: list[ViltRow] = field(default_factory=list)  # --grid: each setting timed beside the full model
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +152,32 @@ class ViltBenchReport:
                 f"| {row.median_ms:.1f} | {_num(row.ratio_to_transformers, 3)} | {_percent(row.floor_share)} "
                 f"| {row.flop_share:.2f} | {_num(row.measured_share, 2)} | {_num(row.max_abs_diff_vs_eager, 2, 'e')} |"
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self._grid_markdown()) + "\n"
+
+    def _grid_markdown(self) -> list[str]:
+        if not self.grid:
+            return []
+        lines = [
+            "",
+            f"MobiVQA grid on {self.grid[0].runtime_name}: each setting timed interleaved with the full model "
+            "(measured share = its median / the full model's in that pairing); expected = FLOP share x the full "
+            "model's time; within 15%: |measured share / FLOP share - 1| <= 0.15",
+            "",
+            "| setting | GFLOP | FLOP share | expected (ms) | measured (ms) | measured share | within 15% "
+            "| max-abs diff vs eager |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for row in self.grid:
+            if row.status != "ok":
+                lines.append(f"| {row.setting_name} | {row.gflops:.1f} | {row.flop_share:.2f} | | {row.status} | | | |")
+                continue
+            within = abs(row.measured_share / row.flop_share - 1) <= 0.15
+            lines.append(
+                f"| {row.setting_name} | {row.gflops:.1f} | {row.flop_share:.2f} | {_num(row.expected_ms, 1)} "
+                f"| {row.median_ms:.1f} | {row.measured_share:.2f} | {'yes' if within else 'no'} "
+                f"| {_num(row.max_abs_diff_vs_eager, 2, 'e')} |"
+            )
+        return lines
 
 
 def _num(value: float | None, digits: int, kind: str = "f") -> str:
@@ -191,9 +233,12 @@ def run_vilt_benchmark(
     workdir: str | Path | None = None,
     hf_overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda stage: None,
+    grid: Sequence[MobiVqaSetting] = (),
 ) -> ViltBenchReport:
     """Time transformers eager and each of ``backends`` at one input size, full and (when
-    ``mobivqa`` is on) in the MobiVQA setting; one row per (setting, runtime)."""
+    ``mobivqa`` is on) in the MobiVQA setting; one row per (setting, runtime). ``grid``: more
+    settings, each timed on the first backend interleaved with that backend's full model
+    (one pair at a time, so that a full-size model's files are not all in memory at once)."""
     unknown = [b for b in backends if b not in VQA_BACKENDS]
     if unknown:
         raise InvalidInputError(f"ViLT benches {', '.join(VQA_BACKENDS)}, not {', '.join(unknown)}")
@@ -203,8 +248,9 @@ def run_vilt_benchmark(
     try:
         progress("building transformers' ViLT and mobilevt's with the same weights")
         reference, ours = build_models(hf_overrides)
-        if mobivqa.exit_layer:  # a head at the exit layer; off, it changes nothing
-            ours.add_early_exits([mobivqa.exit_layer], predictor_layer=1)
+        exits = sorted({s.exit_layer for s in (mobivqa, *grid) if s.exit_layer})
+        if exits:  # heads at the exit layers; off, they change nothing
+            ours.add_early_exits(exits, predictor_layer=1)
         inputs = _inputs(reference.config.vocab_size, image_size, text_length)
         progress("measuring the fastest fp32 GEMM (the floor's divisor)")
         peak = measure_matmul_peak(threads, [b for b in ("onnxruntime", "executorch") if b in backends])
@@ -220,11 +266,35 @@ def run_vilt_benchmark(
             progress(f"timing {len(candidates)} candidates, {runs} interleaved rounds")
             with torch.inference_mode():
                 medians, diffs = _measure(ours, candidates, inputs, runs, warmup, settings)
+            full = next((c for c in candidates if c.setting == "full" and c.runtime == backends[0]), None)
+            if grid and (full is None or full.run is None):
+                raise InvalidInputError(f"the grid runs on {backends[0]}, which could not be built: {full.note}")
+            grid_rows = []
+            for index, setting in enumerate(grid):
+                progress(f"grid {index + 1}/{len(grid)}: {setting.describe()}")
+                grid_rows.append(_grid_row(ours, scripted, full, setting, inputs, Path(folder), threads, runs, warmup))
     finally:
         torch.set_num_threads(previous_threads)
     rows = _rows(candidates, medians, diffs, costs, peak.gflops, settings, image_size, text_length)
+    for row in grid_rows:
+        row.size, row.text_tokens = rows[0].size, text_length
+        row.floor_share = None if row.median_ms is None else round(row.gflops / peak.gflops * 1e3 / row.median_ms, 3)
     fastest = max((k for k in peak.kernels if k.dtype == "fp32"), key=lambda k: k.gops).name
-    return ViltBenchReport(rows, threads, runs, warmup, peak.gflops, fastest, _versions(), hf_overrides)
+    return ViltBenchReport(rows, threads, runs, warmup, peak.gflops, fastest, _versions(), hf_overrides, grid_rows)
+
+
+def _grid_row(ours, scripted, full: _Candidate, setting: MobiVqaSetting, inputs: Inputs, folder, threads, runs, warmup):
+    """One grid setting on ``full``'s runtime, timed interleaved with ``full``."""
+    settings = {"full": MobiVqaSetting(), "grid": setting}
+    costs = {name: _setting_gflops(ours, s, inputs) for name, s in settings.items()}
+    candidate = _candidate(ours, scripted, inputs, full.runtime, "grid", setting, folder, threads)
+    with torch.inference_mode():
+        medians, diffs = _measure(ours, [full, candidate], inputs, runs, warmup, settings)
+    (row,) = _rows([full, candidate], medians, diffs, costs, 1.0, settings, (0, 0), 0)[1:]
+    row.ratio_to_transformers = None  # not timed beside transformers
+    for leftover in folder.glob("vilt_grid.*"):
+        leftover.unlink()
+    return row
 
 
 def _inputs(vocab_size: int, image_size: tuple[int, int], text_length: int) -> Inputs:
@@ -335,6 +405,7 @@ def _rows(candidates, medians, diffs, costs, gemm_gflops: float, settings, image
                 floor_share=None if median is None else round(floor_ms / median, 3),
                 flop_share=round(cost / costs["full"], 3),
                 measured_share=None if median is None or not own_full else round(median / own_full, 3),
+                expected_ms=None if not own_full else round(own_full * cost / costs["full"], 2),
                 export_s=candidate.export_s,
                 status=candidate.status,
                 note=candidate.note,

@@ -67,6 +67,13 @@ def configure_bench_parser(p) -> None:
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes (faster)")
     p.add_argument(
+        "--grid",
+        action="store_true",
+        help="ViLT: also the MobiVQA grid (prune after layer 2 or 4 keeping 0.75/0.5/0.25 of the image tokens, "
+        "exit after layer 4/6/8/12), each setting timed beside the full model on the first --backends runtime "
+        "(default onnxruntime)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="also each backend's time by operator (torch.profiler, onnxruntime's profiler, ExecuTorch's ETDump): "
@@ -85,8 +92,10 @@ def run_bench(args) -> int:
         return run_vilt_bench(args)
     if kinds & {ModelKind.SEGMENTATION, ModelKind.DETECTION}:
         return run_task_bench(args)
-    if mobivqa_requested(args) or args.hf_config:
-        raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
+    if mobivqa_requested(args) or args.hf_config or args.grid:
+        raise InvalidInputError(
+            "--prune-layer, the --exit-* options, --grid and --hf-config apply to vilt_b32_vqa only"
+        )
     return _run_and_report(
         args,
         "bench",
@@ -136,8 +145,12 @@ def run_task_bench(args) -> int:
             "the task-model bench times mobilevt eager and fused against the reference at batch 1: "
             "--backends and --batch-sizes apply to classifiers"
         )
-    if mobivqa_requested(args) or args.hf_config:
-        raise InvalidInputError("--prune-layer, the --exit-* options and --hf-config apply to vilt_b32_vqa only")
+    if mobivqa_requested(args) or args.hf_config or args.grid:
+        raise InvalidInputError(
+            "--prune-layer, the --exit-* options, --grid and --hf-config apply to vilt_b32_vqa only"
+        )
+    if args.profile:
+        raise InvalidInputError("--profile applies to the classifier bench")
     return _run_and_report(
         args,
         "tasks-bench",
@@ -156,7 +169,13 @@ def run_task_bench(args) -> int:
 
 def run_vilt_bench(args) -> int:
     """``mobilevt bench vilt_b32_vqa``: ViLT against transformers, full and in the MobiVQA setting."""
-    from mobilevt.benchmark.vilt import VQA_BACKENDS, MobiVqaSetting, run_vilt_benchmark, write_vilt_report
+    from mobilevt.benchmark.vilt import (
+        VQA_BACKENDS,
+        MobiVqaSetting,
+        mobivqa_grid,
+        run_vilt_benchmark,
+        write_vilt_report,
+    )
 
     if len(args.models) != 1:
         raise InvalidInputError("bench ViLT on its own: mobilevt bench vilt_b32_vqa")
@@ -164,15 +183,20 @@ def run_vilt_bench(args) -> int:
         raise InvalidInputError("the ViLT bench runs batch 1 (one question about one photo)")
     if args.exit_threshold is not None or args.exit_predictor:
         raise InvalidInputError("the ViLT bench times fixed settings: --prune-layer N and --exit-layer N")
+    if args.profile:
+        raise InvalidInputError("--profile applies to the classifier bench (the ViLT bench: not yet)")
     size = args.image_size or 384
+    depth = (args.hf_config or {}).get("num_hidden_layers", 12)
+    backends = args.backends or (["onnxruntime"] if args.grid else list(VQA_BACKENDS))
     return _run_and_report(
         args,
         "vilt-bench",
         lambda: run_vilt_benchmark(
             image_size=(size, size),
             text_length=args.text_length,
-            backends=args.backends or list(VQA_BACKENDS),
+            backends=backends,
             mobivqa=MobiVqaSetting(args.prune_layer, args.keep_ratio, args.exit_layer),
+            grid=mobivqa_grid(depth=depth) if args.grid else (),
             threads=args.threads,
             runs=args.runs,
             warmup=args.warmup,
