@@ -119,3 +119,20 @@ def test_grid_times_each_setting_beside_the_full_model_with_its_flop_prediction(
         assert row["expected_ms"] == pytest.approx(row["flop_share"] * pair_full_ms, rel=0.02, abs=0.02)
         assert f"| {row['setting_name']} | {row['gflops']:.1f} | {row['flop_share']:.2f} |" in printed
     assert full_ms["eager"] > 0 and "MobiVQA grid on mobilevt eager" in printed
+
+
+def test_int8_onnx_file_is_timed_beside_the_fp32_one(tmp_path, capsys):
+    """onnxruntime_int8: the same export with its linears dynamically quantized (onnxruntime's
+    quantize_dynamic), in the same rounds; its logits stay close to eager's."""
+    pytest.importorskip("onnxruntime")
+    common = ["bench", "vilt_b32_vqa", "--runs", "2", "--warmup", "0", "--threads", "1", "--image-size", "128"]
+    common += ["--text-length", "12", "--hf-config", json.dumps(SMALL_HF), "--output-dir", str(tmp_path)]
+    assert main([*common, "--no-progress", "--backends", "onnxruntime,onnxruntime_int8"]) == 0
+    rows = json.loads((tmp_path / "vilt-bench.json").read_text())["rows"]
+    fp32, int8 = rows[1], rows[2]
+    assert (fp32["runtime"], int8["runtime"]) == ("onnxruntime", "onnxruntime_int8")
+    assert int8["status"] == "ok" and int8["median_ms"] > 0
+    assert fp32["max_abs_diff_vs_eager"] <= PARITY_ATOL
+    # int8 differs by design, but stays near: random-weight logits here are of order 1
+    assert 1e-6 < int8["max_abs_diff_vs_eager"] < 0.5, int8
+    assert "ONNX Runtime, dynamic int8 linears" in capsys.readouterr().out

@@ -37,17 +37,20 @@ from ..engine import convert_state_dict
 from ..errors import InvalidInputError, MissingDependencyError
 from ..export.formats import get_format
 from ..export.formats.executorch import set_executorch_threads
-from ..export.vilt import export_vilt_executorch, export_vilt_onnx
+from ..export.quantize import quantize_onnx_dynamic
+from ..export.vilt import export_vilt_executorch, export_vilt_onnx, vilt_onnx_runner
 from ..factory import create_model
 from ..fileio import write_text_atomic
 from ..weights.vilt_layouts import vilt_options_from_hf_config
 from .floor import measure_matmul_peak
 
 VQA_BACKENDS = ("eager", "scripted", "onnxruntime", "executorch")
+VQA_INT8_BACKENDS = ("onnxruntime_int8",)  # on request: --backends onnxruntime,onnxruntime_int8
 RUNTIME_NAMES = {
     "eager": "mobilevt eager",
     "scripted": "mobilevt TorchScript",
     "onnxruntime": "ONNX Runtime (CPU EP)",
+    "onnxruntime_int8": "ONNX Runtime, dynamic int8 linears",
     "executorch": "ExecuTorch (XNNPACK)",
     "transformers": "transformers eager",
 }
@@ -239,9 +242,10 @@ def run_vilt_benchmark(
     ``mobivqa`` is on) in the MobiVQA setting; one row per (setting, runtime). ``grid``: more
     settings, each timed on the first backend interleaved with that backend's full model
     (one pair at a time, so that a full-size model's files are not all in memory at once)."""
-    unknown = [b for b in backends if b not in VQA_BACKENDS]
+    unknown = [b for b in backends if b not in VQA_BACKENDS + VQA_INT8_BACKENDS]
     if unknown:
-        raise InvalidInputError(f"ViLT benches {', '.join(VQA_BACKENDS)}, not {', '.join(unknown)}")
+        known = ", ".join(VQA_BACKENDS + VQA_INT8_BACKENDS)
+        raise InvalidInputError(f"ViLT benches {known}, not {', '.join(unknown)}")
     threads = threads or torch.get_num_threads()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -328,7 +332,7 @@ def _candidate(
     if backend in ("eager", "scripted"):
         model = ours if backend == "eager" else scripted
         return _Candidate(name, backend, lambda: _switched(model, setting, inputs))
-    missing = get_format("onnx" if backend == "onnxruntime" else backend).missing()
+    missing = get_format("onnx" if backend.startswith("onnxruntime") else backend).missing()
     if missing is not None:
         return _Candidate(name, backend, None, status="missing", note=f"missing: {missing}")
     start = time.perf_counter()
@@ -336,6 +340,12 @@ def _candidate(
     try:
         if backend == "onnxruntime":
             run_file, _ = export_vilt_onnx(ours, folder / f"vilt_{name}.onnx", inputs, threads=threads)
+        elif backend == "onnxruntime_int8":
+            fp32 = folder / f"vilt_{name}.fp32-for-int8.onnx"
+            export_vilt_onnx(ours, fp32, inputs, threads=threads)
+            quantize_onnx_dynamic(fp32, folder / f"vilt_{name}.int8.onnx")
+            fp32.unlink()
+            run_file = vilt_onnx_runner(folder / f"vilt_{name}.int8.onnx", threads)
         else:
             set_executorch_threads(threads)
             run_file, _, _ = export_vilt_executorch(ours, folder / f"vilt_{name}.pte", [inputs])

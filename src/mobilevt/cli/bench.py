@@ -17,7 +17,7 @@ from .vqa import add_mobivqa_arguments, mobivqa_requested
 def configure_bench_parser(p) -> None:
     from mobilevt.benchmark import BACKENDS
     from mobilevt.benchmark.report import INT8_BACKENDS
-    from mobilevt.benchmark.vilt import VQA_BACKENDS
+    from mobilevt.benchmark.vilt import VQA_BACKENDS, VQA_INT8_BACKENDS
 
     p.description = (
         "Times every backend of each (model, batch) interleaved, one call each per round, with random weights "
@@ -36,7 +36,8 @@ def configure_bench_parser(p) -> None:
         type=comma_list,
         default=None,
         help=f"comma-separated (default: all): {','.join(BACKENDS)}; on request: {','.join(INT8_BACKENDS)} "
-        f"(int8 files, calibrated on random photos: speed only); ViLT: {','.join(VQA_BACKENDS)}",
+        f"(int8 files, calibrated on random photos: speed only); ViLT: {','.join(VQA_BACKENDS)}, on request "
+        f"{','.join(VQA_INT8_BACKENDS)}",
     )
     p.add_argument(
         "--batch-sizes", type=positive_int, nargs="+", default=None, metavar="B", help="default: 1 8 (ViLT: 1)"
