@@ -302,6 +302,7 @@ def test_int8_backends_time_the_quantized_file_beside_the_fp32_one(tmp_path):
 def test_the_terminal_gets_the_summary_and_the_runtimes_noise_goes_to_the_log(tmp_path, capfd, monkeypatch):
     """C++ log lines (fd 2) and third-party warnings land in bench.log; the terminal gets the
     summary and where the full report is; an earlier report is kept unless --overwrite."""
+    import logging
     import os
     import warnings
 
@@ -312,6 +313,10 @@ def test_the_terminal_gets_the_summary_and_the_runtimes_noise_goes_to_the_log(tm
     def noisy(*args, **kwargs):
         os.write(2, b"[cpuinfo_utils.cpp:87] Failed to open midr file\n")
         warnings.warn("a third-party deprecation", DeprecationWarning, stacklevel=1)
+        # a library's logging with a handler made now (torch's W1205 ... lines come this way)
+        library_log = logging.getLogger("a.library")
+        library_log.addHandler(logging.StreamHandler())
+        library_log.warning("W1205 a library's log line")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(benchmark, "run_benchmark", noisy)
@@ -322,6 +327,7 @@ def test_the_terminal_gets_the_summary_and_the_runtimes_noise_goes_to_the_log(tm
     assert "midr" not in out + err and "third-party" not in out + err
     log = (tmp_path / "bench.log").read_text()
     assert "[cpuinfo_utils.cpp:87] Failed to open midr file" in log and "a third-party deprecation" in log
+    assert "W1205 a library's log line" in log and "W1205" not in out + err
     assert "## Summary (batch 1)" in out and "## Batch 1" not in out  # the full tables stay in bench.md
     assert f"full report: {tmp_path / 'bench.md'}" in out and "## Batch 1" in (tmp_path / "bench.md").read_text()
     assert "(met)" not in out and "(missed)" not in out

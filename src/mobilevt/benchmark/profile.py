@@ -15,6 +15,7 @@ import json
 import re
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,6 +164,9 @@ def profile_onnxruntime(backend: str, path: Path, x: torch.Tensor, runs: int, th
         events = json.loads(Path(session.end_profiling()).read_text())
     node_events = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     per_run = len(node_events) // (runs + 1)
+    model_runs = [e["dur"] / 1e3 for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    if len(model_runs) > runs:  # the session's own time per run, without Python's feed and fetch
+        wall_ms = sum(model_runs[-runs:]) / runs
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for event in node_events[per_run:]:  # the timed runs only
         total = totals[event["args"]["op_name"]]
@@ -182,29 +186,33 @@ def profile_executorch(backend: str, path: Path, x: torch.Tensor, runs: int):
     program = _load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
     with tempfile.TemporaryDirectory() as folder:
         etdump = Path(folder) / "run.etdp"
-        start = time.perf_counter()
+        program.forward([x])  # the first call (allocations, caches): left out below
         for _ in range(runs):
             program.forward([x])
-        wall_ms = 1e3 * (time.perf_counter() - start) / runs
         program.write_etdump_result_to_file(str(etdump), str(Path(folder) / "debug.bin"))
-        inspector = Inspector(etdump_path=str(etdump))
+        with warnings.catch_warnings():  # "Output Buffer not found": no tensors were asked for
+            warnings.simplefilter("ignore", UserWarning)
+            inspector = Inspector(etdump_path=str(etdump))
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     outside: set[str] = set()
-    executed_runs = runs
+    wall_ms = 0.0
     for block in inspector.event_blocks:
         if block.name != "Execute":
             continue
         for event in block.events:
-            if event.perf_data is None or event.name in ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"):
-                if event.name == "Method::execute" and event.perf_data is not None:
-                    executed_runs = len(event.perf_data.raw)
+            if event.perf_data is None:
+                continue
+            timed = event.perf_data.raw[-runs:]  # one entry per call of the method
+            if event.name == "Method::execute":  # the runtime's own time for the whole call
+                wall_ms = sum(timed) / len(timed)
+            if event.name in ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"):
                 continue
             name = re.sub(r" #\d+$", "", event.name)
             if not event.is_delegated_op:
                 outside.add(name)
-            total = totals[name]
-            total[0] += len(event.perf_data.raw)
-            total[1] += sum(event.perf_data.raw)
+            totals[name][0] += len(timed)
+            totals[name][1] += sum(timed)
+    executed_runs = runs
     operators = _ranked(totals, executed_runs, wall_ms, lambda n: n in outside or bool(_XNNPACK_GLUE.match(n)))
     note = f"outside the delegate: {', '.join(sorted(outside))}" if outside else "every operator in the delegate"
     return BackendProfile(backend, "ExecuTorch ETDump", executed_runs, wall_ms, operators, note)

@@ -7,7 +7,6 @@ import os
 import platform
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..console import terminal
 from ..errors import InvalidInputError
 from ..factory import create_model
 from ..profiling import count_macs
@@ -108,7 +108,7 @@ def run_benchmark(
     torch.set_num_threads(threads)
     steps_per_model = len(backends) * (2 if measure_memory else 1) + len(batch_sizes) * (warmup + runs)
     bar = tqdm(
-        total=steps_per_model * len(names), unit="step", disable=not progress, file=sys.stderr, desc="mobilevt bench"
+        total=steps_per_model * len(names), unit="step", disable=not progress, file=terminal(), desc="mobilevt bench"
     )
 
     def advance(text: str) -> None:

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..console import native_output_to
 from ..errors import InvalidInputError
 from ..model_kind import ModelKind
 from ..registry import get_model_entry
-from .common import native_output_to, stage_printer
+from .common import stage_printer
 from .values import comma_list, folder_target, json_object, non_negative_int, positive_int
 from .vqa import add_mobivqa_arguments, mobivqa_requested
 

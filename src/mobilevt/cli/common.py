@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
+from mobilevt.console import terminal
 from mobilevt.data.images import ImageDecodeError
 from mobilevt.fileio import write_text_atomic
 from mobilevt.weights.loading import recorded_model_name
@@ -160,34 +159,6 @@ def stage_printer(model: str) -> Callable[[str], None]:
     start = time.perf_counter()
 
     def show(stage: str) -> None:
-        print(f"{model}: [{time.perf_counter() - start:5.1f} s] {stage} ...", file=sys.stderr, flush=True)
+        print(f"{model}: [{time.perf_counter() - start:5.1f} s] {stage} ...", file=terminal(), flush=True)
 
     return show
-
-
-@contextlib.contextmanager
-def native_output_to(log_path: Path) -> Iterator[None]:
-    """Keep what the native runtimes and third-party libraries print (ExecuTorch's C++ log
-    lines, torch's ``W1205 ...`` logging, Python warnings) off the terminal, in ``log_path``;
-    mobilevt's own progress bar and lines stay on the terminal."""
-    sys.stderr.flush()
-    terminal_fd = os.dup(2)
-    terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
-    with open(log_path, "a", buffering=1) as log:
-        os.dup2(log.fileno(), 2)  # C and C++ writers, and handlers that hold the old sys.stderr
-        saved_stderr, saved_showwarning = sys.stderr, warnings.showwarning
-        sys.stderr = terminal
-
-        def to_log(message, category, filename, lineno, file=None, line=None):
-            log.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-        warnings.showwarning = to_log
-        try:
-            yield
-        finally:
-            terminal.flush()
-            sys.stderr, warnings.showwarning = saved_stderr, saved_showwarning
-            os.dup2(terminal_fd, 2)
-            terminal.close()
-            if log.tell() == 0 and log_path.stat().st_size == 0:  # nothing printed: no empty file
-                log_path.unlink()
