@@ -453,3 +453,46 @@ def test_export_refuses_formats_and_options_that_do_not_apply(hf_folder, tmp_pat
 
     with pytest.raises(ExportError, match="needs its question tokenizer"):
         export_model(model, tmp_path / "x.pt", "torchscript")
+
+
+def test_int8_onnx_export_quantizes_the_linears_and_refuses_the_rest(hf_folder, check_folder, tmp_path, capsys):
+    """--quantize int8 (ViLT: dynamic int8 linears in ONNX): smaller than the fp32 file, its
+    linears int8, checked against eager on the check photos with their questions, and its speed
+    against fp32 measured."""
+    pytest.importorskip("onnxruntime", reason='the onnx export needs it: pip install "mobilevt[onnx]"')
+    output = tmp_path / "vqa_int8.onnx"
+    args = ["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", "onnx", "-o", str(output)]
+    assert main([*args, "--check-images", str(check_folder), "--quantize", "int8"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "vqa_int8.onnx.report.json").read_text())
+    quantization = report["details"]["quantization"]
+    # this small model's weights are mostly embeddings, which stay fp32 (ViLT-B/32's are mostly linears)
+    assert quantization["size_ratio"] > 1.0 and quantization["int8_latency_ms"] > 0
+    import onnx
+
+    op_types = {node.op_type for node in onnx.load(str(output)).graph.node}
+    assert "DynamicQuantizeLinear" in op_types and op_types & {"MatMulInteger", "DynamicQuantizeMatMul"}, op_types
+    # random weights leave near-ties between answers, which int8's error flips: the agreement is
+    # reported (the accuracy cost belongs to a trained model), the error bounded
+    assert 0.0 <= report["top1_agreement"] <= 1.0 and 0 < report["max_abs_diff"] < 0.5, report
+    assert "int8 vs fp32 on onnxruntime" in out and sorted(p.name for p in tmp_path.iterdir()) == [
+        "vqa_int8.answers.txt",
+        "vqa_int8.onnx",
+        "vqa_int8.onnx.report.json",
+        "vqa_int8.tokenizer.pt",
+        "vqa_int8.vocab.txt",
+    ]
+    # ExecuTorch and a calibration folder are refused in one line, before any work
+    for extra, message in (
+        (["--format", "executorch", "-o", str(tmp_path / "x.pte")], "use --format onnx"),
+        (["--calibration", str(check_folder)], "takes no --calibration"),
+    ):
+        assert (
+            main(
+                [*args[:-4], *extra, "--quantize", "int8"]
+                if "executorch" in extra
+                else [*args, "--quantize", "int8", *extra]
+            )
+            == 1
+        )
+        assert message in capsys.readouterr().err

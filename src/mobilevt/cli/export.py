@@ -107,16 +107,7 @@ def print_export_result(report) -> None:
     if "mobivqa" in report.details:
         print_vqa_export_result(report)
         return
-    quantization = report.details.get("quantization")
-    if quantization and quantization.get("speedup_vs_fp32"):
-        print(
-            f"int8 vs fp32 on {report.runtime}: {quantization['size_ratio']:.2f}x smaller, "
-            f"{quantization['int8_latency_ms']:.1f} vs {quantization['fp32_latency_ms']:.1f} ms "
-            f"({quantization['speedup_vs_fp32']:.2f}x)"
-        )
-        advice = int8_advice(report.format, quantization["speedup_vs_fp32"])
-        if advice:
-            print(advice)
+    _print_int8_gain(report)
     if report.top1_agreement is None:
         print(f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); " + "; ".join(report.notes))
         return
@@ -133,10 +124,24 @@ def print_export_result(report) -> None:
         )
 
 
+def _print_int8_gain(report) -> None:
+    quantization = report.details.get("quantization")
+    if quantization and quantization.get("speedup_vs_fp32"):
+        print(
+            f"int8 vs fp32 on {report.runtime}: {quantization['size_ratio']:.2f}x smaller, "
+            f"{quantization['int8_latency_ms']:.1f} vs {quantization['fp32_latency_ms']:.1f} ms "
+            f"({quantization['speedup_vs_fp32']:.2f}x)"
+        )
+        advice = int8_advice(report.format, quantization["speedup_vs_fp32"])
+        if advice:
+            print(advice)
+
+
 def print_vqa_export_result(report) -> None:
     side_files = [
         report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript") if k in report.details
     ]
+    _print_int8_gain(report)
     settings = report.details.get("mobivqa") or {}
     switched = [f"{name.replace('_', ' ')} {value}" for name, value in settings.items() if value]
     print(
