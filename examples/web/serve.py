@@ -1,6 +1,7 @@
 """Serves this folder on http://127.0.0.1:8000 for the example page: ONNX Runtime Web from
 node_modules (run `npm ci` here first), the model and labels you copy next to index.html
-(model.onnx, labels.txt). Usage: python serve.py [PORT].
+(model.onnx, labels.txt). Usage: python serve.py [PORT]. It sends the cross-origin isolation
+headers (COOP/COEP) under which WebAssembly runs on several threads.
 
 It serves its own files only: a path that resolves outside this folder or ONNX Runtime
 Web's (``..``, ``%2e%2e``, an absolute path, a symlink) is a 404, and a request for another
@@ -29,6 +30,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         ".js": "text/javascript",
         ".wasm": "application/wasm",
     }
+
+    def end_headers(self) -> None:
+        # cross-origin isolation: SharedArrayBuffer for WebAssembly threads (ONNX Runtime Web
+        # runs on one thread without it); every file here is same-origin, so nothing breaks
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        super().end_headers()
 
     def send_head(self):
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()

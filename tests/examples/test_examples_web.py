@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow  # a browser and an ONNX export
 WEB = Path(__file__).resolve().parents[2] / "examples" / "web"
 # WebAssembly kernels against onnxruntime's native CPU kernels: different summation orders
 TOLERANCE = 1e-4
+PAGE_FILES = ("index.html", "app.js", "worker.js")
 
 
 def _serve_module():
@@ -69,7 +70,7 @@ def test_page_classifies_a_picked_photo_as_python_onnxruntime_does(browser, tmp_
     export_model(model, tmp_path / "model.onnx", "onnx", include_preprocessing=True, latency_runs=0)
     names = imagenet_classes().names
     (tmp_path / "labels.txt").write_text("".join(name + "\n" for name in names))
-    for page_file in ("index.html", "app.js"):
+    for page_file in PAGE_FILES:
         shutil.copy(WEB / page_file, tmp_path / page_file)
     server = _serve_module().make_server(tmp_path, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -93,5 +94,69 @@ def test_page_classifies_a_picked_photo_as_python_onnxruntime_does(browser, tmp_
             assert (torch.tensor(shown["logits"]) - expected).abs().max() <= TOLERANCE
             assert shown["top5"] == expected.topk(5).indices.tolist()
             assert shown["names"] == [names[k] for k in shown["top5"]] and shown["latency_ms"] > 0
+            assert shown["first_result_ms"] > 0 and shown["decodeMs"] >= 0 and shown["modelMs"] > 0
+            # cross-origin isolated by serve.py: WebAssembly on the cores there are (up to 4)
+            assert shown["threads"] == min(4, browser.execute_script("return navigator.hardwareConcurrency"))
+    finally:
+        server.shutdown()
+
+
+def _page(tmp_path, with_model: bool = True):
+    """The page's files (and, with_model, a small random-weights export) served from tmp_path."""
+    if with_model:
+        model = randomize_(mobilevt.create_model("mobilevit_xxs"), seed=3)
+        export_model(model, tmp_path / "model.onnx", "onnx", include_preprocessing=True, latency_runs=0)
+    for page_file in PAGE_FILES:
+        shutil.copy(WEB / page_file, tmp_path / page_file)
+    server = _serve_module().make_server(tmp_path, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_page_at_phone_size_is_readable_and_says_what_to_run(browser, tmp_path):
+    """390x844 at 3x (a phone): laid out at the screen's width (viewport tag), text of 14 px
+    or more, tap targets of 44 px or more. A missing model, labels file or runtime each get a
+    message naming the command; a photo picked while loading is run once the model is ready;
+    flat probabilities (random weights) get a note. A screenshot is kept as an artifact."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True}
+    )
+    server = _page(tmp_path, with_model=False)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        browser.get(f"{base}/index.html")
+        _wait_for(browser, "return document.getElementById('status').textContent.startsWith('error')")
+        assert (
+            "mobilevt export mobilevit_xxs --format onnx --include-preprocessing"
+            in browser.find_element("id", "status").text
+        )
+        assert browser.execute_script("return document.documentElement.clientWidth") == 390
+        sizes = browser.execute_script(
+            "return [...document.querySelectorAll('p, td, th, label, button, span')]"
+            ".map((e) => parseFloat(getComputedStyle(e).fontSize))"
+        )
+        assert min(sizes) >= 14, sizes
+        for target in ("label[for=photo]", "#time"):
+            box = browser.execute_script(f"return document.querySelector('{target}').getBoundingClientRect().toJSON()")
+            assert box["height"] >= 44 and box["width"] >= 44, (target, box)
+
+        # the model now exported; a photo picked before it has loaded is queued, then run
+        export_model(
+            randomize_(mobilevt.create_model("mobilevit_xxs"), seed=3),
+            tmp_path / "model.onnx",
+            "onnx",
+            include_preprocessing=True,
+            latency_runs=0,
+        )
+        photo = tmp_path / "photo.png"
+        Image.open(real_photos(1)[0]).convert("RGB").save(photo)
+        browser.get(f"{base}/index.html")
+        browser.find_element("id", "photo").send_keys(str(photo))
+        _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
+        note = browser.find_element("id", "note").text
+        assert "No labels.txt" in note and "random weights" in note, note
+        artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        browser.save_screenshot(str(artifacts / "web-classifier-390x844.png"))
     finally:
         server.shutdown()
