@@ -1,5 +1,5 @@
-// The classifier's inference, off the page's main thread: decodes the picked photo and runs
-// the exported ONNX file (uint8 [H, W, 3] pixels in, logits out) with ONNX Runtime Web's
+// The pages' inference, off the main thread: decodes the picked photo and runs the exported
+// ONNX file (uint8 [H, W, 3] pixels in, logits out: a classifier's or a segmenter's) with ONNX Runtime Web's
 // WebAssembly build (ort.wasm.min.js: the smallest build that has the CPU backend; the
 // WebGPU-capable ort.min.js pulls a 29.5 MB .wasm instead of 14.8 MB). With cross-origin
 // isolation (serve.py sends the headers) WebAssembly runs on several threads.
@@ -54,15 +54,16 @@ async function rgbPixels(file) {
 
 let feeds = null;  // the last photo's input: the timing runs repeat it
 
-async function classify(file) {
+// the model's first output for one photo, with its dims, and how long decoding and the model took
+async function run(file) {
   const started = performance.now();
   const { rgb, height, width } = await rgbPixels(file);
   const decodeMs = performance.now() - started;
   feeds = { [session.inputNames[0]]: new ort.Tensor("uint8", rgb, [height, width, 3]) };
   const start = performance.now();
-  const output = await session.run(feeds);
+  const output = (await session.run(feeds))[session.outputNames[0]];
   const modelMs = performance.now() - start;
-  return { logits: Array.from(output[session.outputNames[0]].data), height, width, decodeMs, modelMs };
+  return { output: Array.from(output.data), dims: output.dims, height, width, decodeMs, modelMs };
 }
 
 async function time(runs) {
@@ -76,7 +77,7 @@ async function time(runs) {
   return { medianMs: times[Math.floor(times.length / 2)], runs };
 }
 
-const handlers = { load: (message) => load(message.url), classify: (m) => classify(m.file), time: (m) => time(m.runs) };
+const handlers = { load: (message) => load(message.url), run: (m) => run(m.file), time: (m) => time(m.runs) };
 
 self.onmessage = async ({ data }) => {
   try {

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # a browser and an ONNX export
 WEB = Path(__file__).resolve().parents[2] / "examples" / "web"
 # WebAssembly kernels against onnxruntime's native CPU kernels: different summation orders
 TOLERANCE = 1e-4
-PAGE_FILES = ("index.html", "app.js", "worker.js")
+PAGE_FILES = ("index.html", "app.js", "segment.html", "segment.js", "page.js", "page.css", "worker.js")
 
 
 def _serve_module():
@@ -158,5 +158,50 @@ def test_page_at_phone_size_is_readable_and_says_what_to_run(browser, tmp_path):
         artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
         browser.save_screenshot(str(artifacts / "web-classifier-390x844.png"))
+    finally:
+        server.shutdown()
+
+
+def test_segmentation_page_colours_the_mask_python_onnxruntime_gives(browser, tmp_path):
+    """segment.html with a DeepLabV3 export (preprocessing included): for two real photos the
+    logits equal Python's onnxruntime on the same pixels within 1e-4, the argmax mask is the
+    same pixel for pixel, and the legend lists the classes found with their shares. Screenshots
+    at a phone's size are kept as artifacts."""
+    import onnxruntime as ort
+
+    model = randomize_(mobilevt.create_model("deeplabv3_mobilevit_xxs"), seed=5)
+    export_model(model, tmp_path / "segment.onnx", "onnx", include_preprocessing=True, latency_runs=0)
+    (tmp_path / "segment-labels.txt").write_text("".join(name + "\n" for name in model.class_names))
+    server = _page(tmp_path, with_model=False)
+    session = ort.InferenceSession(str(tmp_path / "segment.onnx"), providers=["CPUExecutionProvider"])
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+    )
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/segment.html")
+        _wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
+        for i, photo in enumerate(real_photos(2)):
+            png = tmp_path / f"photo{i}.png"  # lossless: the browser and PIL see the same pixels
+            Image.open(photo).convert("RGB").save(png)
+            browser.execute_script("document.getElementById('result').dataset.done = ''")
+            browser.find_element("id", "photo").send_keys(str(png))
+            _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
+            shown = json.loads(browser.find_element("id", "result").get_attribute("textContent"))
+            pixels = np.asarray(Image.open(png))
+            (expected,) = session.run(None, {session.get_inputs()[0].name: pixels})
+            expected = torch.from_numpy(expected)
+            logits = torch.tensor(shown["logits"]).reshape(shown["dims"])
+            assert shown["dims"] == list(expected.shape) and (logits - expected).abs().max() <= TOLERANCE
+            mask = expected.argmax(1).reshape(-1)
+            assert torch.equal(logits.argmax(1).reshape(-1), mask)
+            counts = torch.bincount(mask, minlength=expected.shape[1])
+            found = {c["index"]: c for c in shown["classes"]}
+            assert set(found) == set(torch.nonzero(counts).reshape(-1).tolist())
+            for index, entry in found.items():
+                assert entry["name"] == model.class_names[index]
+                assert entry["share"] == pytest.approx(counts[index].item() / mask.numel())
+            browser.save_screenshot(str(artifacts / f"web-segmentation-390x844-{i}.png"))
     finally:
         server.shutdown()

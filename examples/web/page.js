@@ -1,0 +1,110 @@
+// What the example pages share: the worker (worker.js) that decodes photos and runs the
+// model, the photo picker and drop zone, a pick made while the model loads queued, the timing
+// button, and the machine-readable result the tests read. Page parameters: ?model=FILE.onnx,
+// &labels=FILE (one name per line), &runs=N (time N runs after each result; default: only on
+// the button).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const status = (text) => { $("status").textContent = text; };
+const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
+const TIMING_RUNS = 10;
+
+// one request at a time to the worker, answered in order
+function workerClient() {
+  const worker = new Worker("worker.js");
+  let nextId = 0;
+  const pending = new Map();
+  worker.onmessage = ({ data }) => {
+    const { resolve, reject } = pending.get(data.id);
+    pending.delete(data.id);
+    data.ok ? resolve(data.value) : reject(new Error(data.error));
+  };
+  worker.onerror = (event) => {
+    status("error: the worker did not start (" + (event.message || "worker.js") + "): serve the page with " +
+      "`python examples/web/serve.py`");
+  };
+  return (type, fields = {}) => {
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ id, type, ...fields });
+    });
+  };
+}
+
+async function loadLabels(url) {
+  const response = await fetch(url);
+  if (!response.ok) return null;
+  return (await response.text()).split("\n").filter((line) => line.length > 0);
+}
+
+// the machine-readable result (used by the tests)
+function publish(result, waitingForTiming) {
+  $("result").textContent = JSON.stringify(result);
+  $("result").dataset.done = waitingForTiming ? "" : "true";
+}
+
+// Wires the page: ``show(result, labels)`` draws one model output (``result.output``, its
+// ``dims``, the photo's ``height`` and ``width``, the decode and model times) and returns
+// the fields it adds to the published result.
+function startPage({ defaultModel, defaultLabels, show }) {
+  const params = new URLSearchParams(window.location.search);
+  const modelUrl = new URL(params.get("model") || defaultModel, window.location.href).href;
+  const labelsUrl = params.get("labels") || defaultLabels;
+  const autoRuns = Number(params.get("runs") || 0);
+  const ask = workerClient();
+  const state = { ready: false, queued: null, labels: null, threads: 1, last: null };
+
+  async function timeRuns(runs) {
+    $("time").disabled = true;
+    status(`timing ${runs} runs ...`);
+    const { medianMs } = await ask("time", { runs });
+    status(`model ${medianMs.toFixed(1)} ms (median of ${runs} runs, WebAssembly, ${plural(state.threads, "thread")})`);
+    state.last = { ...state.last, latency_ms: medianMs, timed_runs: runs };
+    publish(state.last, false);
+    $("time").disabled = false;
+  }
+
+  async function pick(file) {
+    if (!state.ready) {  // picked while the model loads: run it once it is ready
+      state.queued = file;
+      status("photo queued: the model is still loading ...");
+      return;
+    }
+    const picked = performance.now();
+    $("preview").src = URL.createObjectURL(file);
+    status("running ...");
+    try {
+      const result = await ask("run", { file });
+      const drawn = await show(result, state.labels);
+      const shownMs = performance.now() - picked;
+      status(`decode ${result.decodeMs.toFixed(0)} ms, model ${result.modelMs.toFixed(1)} ms (first run; ` +
+        `${plural(state.threads, "thread")}); shown ${shownMs.toFixed(0)} ms after the pick`);
+      const { output, ...timings } = result;
+      state.last = { ...timings, ...drawn, first_result_ms: shownMs, threads: state.threads, latency_ms: null };
+      publish(state.last, autoRuns > 0);
+      $("time").disabled = false;
+      if (autoRuns > 0) await timeRuns(autoRuns);
+    } catch (error) {
+      status("error: " + error.message);
+    }
+  }
+
+  const fromFiles = (files) => { if (files && files[0]) pick(files[0]); };
+  $("model-name").textContent = modelUrl.split("/").pop();
+  $("photo").addEventListener("change", (event) => {
+    fromFiles(event.target.files);
+    event.target.value = "";  // so that picking the same photo again runs it again
+  });
+  $("drop").addEventListener("dragover", (event) => event.preventDefault());
+  $("drop").addEventListener("drop", (event) => { event.preventDefault(); fromFiles(event.dataTransfer.files); });
+  $("time").addEventListener("click", () => timeRuns(TIMING_RUNS).catch((error) => status("error: " + error.message)));
+  Promise.all([ask("load", { url: modelUrl }), loadLabels(labelsUrl)])
+    .then(([info, labels]) => {
+      Object.assign(state, { labels, threads: info.threads, ready: true });
+      status(`ready (${plural(info.threads, "thread")}): pick a photo`);
+      if (state.queued) pick(state.queued);
+    })
+    .catch((error) => status("error: " + error.message));
+}
