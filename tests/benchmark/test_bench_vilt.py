@@ -79,7 +79,10 @@ def test_bench_vilt_refuses_what_it_cannot_time(tmp_path, capsys):
     for flags, message in [
         (["--batch-sizes", "8"], "batch 1"),
         (["--exit-threshold", "0.9"], "fixed settings"),
-        (["--backends", "tflite"], "ViLT benches eager, scripted, onnxruntime, executorch, not tflite"),
+        (
+            ["--backends", "tflite"],
+            "ViLT benches eager, scripted, lite, onnxruntime, executorch, onnxruntime_int8, not tflite",
+        ),
     ]:
         assert main([*common, *flags]) == 1
         assert message in capsys.readouterr().err
@@ -136,3 +139,17 @@ def test_int8_onnx_file_is_timed_beside_the_fp32_one(tmp_path, capsys):
     # int8 differs by design, but stays near: random-weight logits here are of order 1
     assert 1e-6 < int8["max_abs_diff_vs_eager"] < 0.5, int8
     assert "ONNX Runtime, dynamic int8 linears" in capsys.readouterr().out
+
+
+def test_lite_interpreter_file_is_timed_with_the_setting_saved_in_it(tmp_path, capsys):
+    """lite: the .ptl an Android app loads (optimize_for_mobile, lite interpreter), full and with
+    the MobiVQA setting saved into the file, equal to eager."""
+    flags = ["--backends", "lite", "--prune-layer", "1", "--exit-layer", "3"]
+    rows = _run(tmp_path, capsys, *flags)
+    assert [(r["setting"], r["runtime"]) for r in rows] == [
+        ("full", "transformers"),
+        ("full", "lite"),
+        ("mobivqa", "lite"),
+    ]
+    assert rows[1]["runtime_name"] == "lite interpreter (.ptl)" and rows[1]["export_s"] is not None
+    assert 0.3 < rows[2]["flop_share"] < 0.99 and rows[2]["measured_share"] > 0

@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.jit.mobile import _load_for_lite_interpreter
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine import convert_state_dict
 from ..errors import InvalidInputError, MissingDependencyError
 from ..export.formats import get_format
 from ..export.formats.executorch import set_executorch_threads
+from ..export.formats.torchscript import save_torchscript
 from ..export.quantize import quantize_onnx_dynamic
 from ..export.vilt import export_vilt_executorch, export_vilt_onnx, vilt_onnx_runner
 from ..factory import create_model
@@ -44,11 +46,12 @@ from ..fileio import write_text_atomic
 from ..weights.vilt_layouts import vilt_options_from_hf_config
 from .floor import measure_matmul_peak
 
-VQA_BACKENDS = ("eager", "scripted", "onnxruntime", "executorch")
+VQA_BACKENDS = ("eager", "scripted", "lite", "onnxruntime", "executorch")
 VQA_INT8_BACKENDS = ("onnxruntime_int8",)  # on request: --backends onnxruntime,onnxruntime_int8
 RUNTIME_NAMES = {
     "eager": "mobilevt eager",
     "scripted": "mobilevt TorchScript",
+    "lite": "lite interpreter (.ptl)",
     "onnxruntime": "ONNX Runtime (CPU EP)",
     "onnxruntime_int8": "ONNX Runtime, dynamic int8 linears",
     "executorch": "ExecuTorch (XNNPACK)",
@@ -332,6 +335,16 @@ def _candidate(
     if backend in ("eager", "scripted"):
         model = ours if backend == "eager" else scripted
         return _Candidate(name, backend, lambda: _switched(model, setting, inputs))
+    if backend == "lite":  # what an Android app loads: the setting saved into the file
+        start = time.perf_counter()
+        setting.apply(ours)
+        try:
+            path = folder / f"vilt_{name}.ptl"
+            save_torchscript(ours, path, lite=True)
+        finally:
+            MobiVqaSetting().apply(ours)
+        lite = _load_for_lite_interpreter(str(path))
+        return _Candidate(name, backend, lambda: lite(*inputs), round(time.perf_counter() - start, 1))
     missing = get_format("onnx" if backend.startswith("onnxruntime") else backend).missing()
     if missing is not None:
         return _Candidate(name, backend, None, status="missing", note=f"missing: {missing}")
