@@ -10,9 +10,13 @@
 //   mobilevt_run vqa MODEL.pt IMAGE.ppm QUESTION [--topk K] [--runs N]
 //       the VQA pipeline: image and question in, answers with their scores out
 //
+// --threads N sets libtorch's intra-op threads (default: libtorch's own choice, the number of
+// physical cores, which is 1 on a 2-vCPU machine whose vCPUs are one core's two hyperthreads).
+//
 // Images are binary PPM (P6, 8 bit): any image library or `convert x.jpg x.ppm` writes it.
 // Tensors (INPUT.bin, PREFIX.<i>.bin) are raw: one text line "float32 d0 d1 ...", then the
 // values, little-endian, row-major.
+#include <ATen/Parallel.h>
 #include <torch/csrc/jit/mobile/import.h>
 #include <torch/script.h>
 
@@ -196,6 +200,7 @@ int main(int argc, char** argv) {
   }
   try {
     c10::InferenceMode inference_mode;  // no autograd bookkeeping, as torch.inference_mode() in Python
+    if (auto threads = option(args, "--threads", ""); !threads.empty()) at::set_num_threads(std::stoi(threads));
     auto model = load_model(args[2]);
     if (args[1] == "classify") return classify(model, args);
     if (args[1] == "tensor") return tensor(model, args);

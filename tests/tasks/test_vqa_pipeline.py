@@ -236,7 +236,9 @@ def test_cpp_example_answers_like_python(pipeline, cpp_runner, tmp_path):
     ppm = write_ppm(image, tmp_path / "photo.ppm")
     for question in [QUESTIONS[0], "¿De qué color es el gato? 猫は何色？", ""]:
         run = subprocess.run(
-            [str(cpp_runner), "vqa", str(path), str(ppm), question, "--topk", "4"], capture_output=True, text=True
+            [str(cpp_runner), "vqa", str(path), str(ppm), question, "--topk", "4", "--threads", "1"],
+            capture_output=True,
+            text=True,
         )
         assert run.returncode == 0, run.stderr[-2000:]
         printed = [line.split("\t") for line in run.stdout.splitlines()]
