@@ -338,34 +338,3 @@ def test_the_terminal_gets_the_summary_and_the_runtimes_noise_goes_to_the_log(tm
     assert err.startswith("error: ") and "--overwrite" in err and "\n" not in err
     assert (tmp_path / "bench.md").read_text() == before
     assert main([*argv, "--overwrite"]) == 0
-
-
-def test_profile_names_each_backends_time_by_operator(tmp_path, capsys):
-    """--profile: for eager (torch.profiler), ONNX Runtime (its profiler) and ExecuTorch (ETDump),
-    the operators that take the time, kernels against glue, and how much of the wall time they
-    name. The convolutions are the kernels that dominate a MobileViT on every runtime."""
-    pytest.importorskip("executorch")
-    argv = ["bench", "mobilevit_xxs", "--backends", "eager,onnxruntime,executorch", "--batch-sizes", "1"]
-    argv += ["--image-size", "128", "--runs", "3", "--warmup", "1", "--threads", "1", "--no-memory", "--no-progress"]
-    assert main([*argv, "--profile", "--output-dir", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
-    profiles = {p["backend"]: p for p in json.loads((tmp_path / "bench.json").read_text())["profiles"]}
-    assert set(profiles) == {"eager", "onnxruntime", "executorch"}
-    assert [profiles[b]["source"] for b in ("eager", "onnxruntime", "executorch")] == [
-        "torch.profiler",
-        "onnxruntime profiler",
-        "ExecuTorch ETDump",
-    ]
-    convolution = {"eager": "conv", "onnxruntime": "Conv", "executorch": "Convolution"}
-    for backend, profile in profiles.items():
-        operators = profile["operators"]
-        assert operators and profile["wall_ms"] > 0, profile
-        assert profile["named_ms"] == pytest.approx(sum(op["ms"] for op in operators))
-        assert profile["glue_ms"] == pytest.approx(sum(op["ms"] for op in operators if op["glue"]))
-        # the operators account for most of the time (margin: profiler overhead on a tiny model)
-        assert 0.5 <= profile["named_share"] <= 1.2, (backend, profile["named_share"])
-        assert [op["ms"] for op in operators] == sorted((op["ms"] for op in operators), reverse=True)
-        top = [op["name"] for op in operators[:4]]
-        assert any(convolution[backend] in name for name in top), (backend, top)
-        assert f"- mobilevit_xxs: {backend} (" in printed
-    assert "## Where the time goes: mobilevit_xxs, batch 1" in (tmp_path / "bench.md").read_text()

@@ -194,7 +194,9 @@ def test_export_on_default_photos_says_they_prove_little(tmp_path, photo_dir, ca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+# one architecture (the suite's time): v2's attention rewrite is lowered whole in
+# tests/export/test_quantize.py, and v2 scripts and runs in tests/models/test_every_model.py
+@pytest.mark.parametrize("name", ["mobilevit_xxs"])
 def test_executorch_export_runs_with_dynamic_batch(name, tmp_path, photo_dir, pte_runner):
     """`mobilevt export --format executorch` as a user runs it: the file agrees with eager,
     its report names what XNNPACK does not run, and the terminal shows the status line and

@@ -167,8 +167,10 @@ REFUSALS = [
         "vqa_pipeline",
         "torchscript",
         {"quantize": "int8", "calibration": "photos"},
-        "ViLT VQA exports take no --quantize",
+        "--quantize is available for onnx and executorch exports, not torchscript",
     ),
+    ("vqa_pipeline", "executorch", {"quantize": "int8"}, "ViLT's int8 export writes ONNX"),
+    ("vqa_pipeline", "onnx", {"quantize": "int8", "calibration": "photos"}, "it takes no --calibration"),
 ]
 
 

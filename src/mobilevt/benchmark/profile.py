@@ -216,27 +216,3 @@ def profile_executorch(backend: str, path: Path, x: torch.Tensor, runs: int):
     operators = _ranked(totals, executed_runs, wall_ms, lambda n: n in outside or bool(_XNNPACK_GLUE.match(n)))
     note = f"outside the delegate: {', '.join(sorted(outside))}" if outside else "every operator in the delegate"
     return BackendProfile(backend, "ExecuTorch ETDump", executed_runs, wall_ms, operators, note)
-
-
-def profile_backends(model: str, built: dict, batch: int, size: int, threads: int, runs: int, seed: int) -> list:
-    """The profile of every backend of ``built`` that ran (``runtimes.Backend``), at ``batch``;
-    a backend whose runtime has no per-operator profiler here gets a note instead."""
-    from .runtimes import runtime_of
-
-    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + batch))
-    profiles = []
-    for backend, state in built.items():
-        if state.status != "ok" or (state.max_batch is not None and batch > state.max_batch):
-            continue
-        runtime = runtime_of(backend)
-        if runtime == "onnxruntime":
-            found = profile_onnxruntime(backend, state.artifact, x, runs, threads)
-        elif runtime == "executorch":
-            found = profile_executorch(backend, state.artifact, x, runs)
-        elif runtime in ("eager", "fused", "timm", "transformers", "scripted"):
-            found = profile_torch(backend, state.runner_for(batch), x, runs)
-        else:
-            found = BackendProfile(backend, "none", 0, 0.0, note=f"no per-operator profiler for {runtime} here")
-        found.model, found.batch = model, batch
-        profiles.append(found)
-    return profiles

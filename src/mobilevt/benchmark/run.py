@@ -25,7 +25,7 @@ from ..version import __version__
 from .floor import measure_matmul_peak
 from .memory import MEMORY_RUNS, MemoryHelper, measure_backend_memory
 from .models import resolve_models
-from .profile import BackendProfile, profile_backends
+from .profile import BackendProfile, profile_executorch, profile_onnxruntime, profile_torch
 from .report import (
     BACKEND_LABELS,
     BACKENDS,
@@ -37,7 +37,7 @@ from .report import (
     BenchReport,
     BenchRow,
 )
-from .runtimes import Backend, Run, build_backends, missing_package, one_line
+from .runtimes import Backend, Run, build_backends, missing_package, one_line, runtime_of
 from .timing import CALLS_PER_TURN, percentile, time_interleaved
 
 
@@ -355,3 +355,25 @@ def _add_ratios(rows: dict[str, BenchRow]) -> None:
             row.ratio_to_timm = row.median_ms / reference.median_ms
         if best_peer is not None:
             row.ratio_to_best_peer = row.median_ms / best_peer.median_ms
+
+
+def profile_backends(model: str, built: dict, batch: int, size: int, threads: int, runs: int, seed: int) -> list:
+    """The profile of every backend of ``built`` that ran (``runtimes.Backend``), at ``batch``;
+    a backend whose runtime has no per-operator profiler here gets a note instead."""
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + batch))
+    profiles = []
+    for backend, state in built.items():
+        if state.status != "ok" or (state.max_batch is not None and batch > state.max_batch):
+            continue
+        runtime = runtime_of(backend)
+        if runtime == "onnxruntime":
+            found = profile_onnxruntime(backend, state.artifact, x, runs, threads)
+        elif runtime == "executorch":
+            found = profile_executorch(backend, state.artifact, x, runs)
+        elif runtime in ("eager", "fused", "timm", "transformers", "scripted"):
+            found = profile_torch(backend, state.runner_for(batch), x, runs)
+        else:
+            found = BackendProfile(backend, "none", 0, 0.0, note=f"no per-operator profiler for {runtime} here")
+        found.model, found.batch = model, batch
+        profiles.append(found)
+    return profiles
