@@ -45,6 +45,21 @@ function publish(result, waitingForTiming) {
   $("result").dataset.done = waitingForTiming ? "" : "true";
 }
 
+// the controls both pages show: the model's name, the picker and drop zone, the timing
+// button, the status line and a line for notes
+function addControls() {
+  $("controls").innerHTML = `
+    <p>Model: <code id="model-name"></code></p>
+    <div id="drop">
+      <label class="button" for="photo">Pick a photo</label>
+      <input type="file" id="photo" accept="image/*">
+      <button class="button" id="time" type="button" disabled>Time ${TIMING_RUNS} runs</button>
+      <span>or drop one here</span>
+    </div>
+    <p id="status">loading the model ...</p>
+    <p id="note"></p>`;
+}
+
 // Wires the page: ``show(result, labels)`` draws one model output (``result.output``, its
 // ``dims``, the photo's ``height`` and ``width``, the decode and model times) and returns
 // the fields it adds to the published result.
@@ -92,6 +107,7 @@ function startPage({ defaultModel, defaultLabels, show }) {
   }
 
   const fromFiles = (files) => { if (files && files[0]) pick(files[0]); };
+  addControls();
   $("model-name").textContent = modelUrl.split("/").pop();
   $("photo").addEventListener("change", (event) => {
     fromFiles(event.target.files);

@@ -62,6 +62,27 @@ def _wait_for(driver, script: str, seconds: float = 120):
     return WebDriverWait(driver, seconds).until(lambda d: d.execute_script(script))
 
 
+def _pngs(folder: Path, count: int) -> list[Path]:
+    """Real photos as PNG: lossless, so the browser and PIL see the same pixels."""
+    pngs = []
+    for i, photo in enumerate(real_photos(count)):
+        pngs.append(folder / f"photo{i}.png")
+        Image.open(photo).convert("RGB").save(pngs[-1])
+    return pngs
+
+
+def _pick(browser, png: Path, session):
+    """Picks ``png`` in the page's file input as a user does; the page's published result,
+    the photo's pixels and Python onnxruntime's output on them."""
+    browser.execute_script("document.getElementById('result').dataset.done = ''")
+    browser.find_element("id", "photo").send_keys(str(png))
+    _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
+    shown = json.loads(browser.find_element("id", "result").get_attribute("textContent"))
+    pixels = np.asarray(Image.open(png))
+    (expected,) = session.run(None, {session.get_inputs()[0].name: pixels})
+    return shown, pixels, expected
+
+
 def test_page_classifies_a_picked_photo_as_python_onnxruntime_does(browser, tmp_path):
     import onnxruntime as ort
 
@@ -78,17 +99,9 @@ def test_page_classifies_a_picked_photo_as_python_onnxruntime_does(browser, tmp_
     try:
         browser.get(f"http://127.0.0.1:{server.server_address[1]}/index.html?runs=3")
         _wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
-        pngs = []
-        for i, photo in enumerate(real_photos(2)):
-            pngs.append(tmp_path / f"photo{i}.png")  # lossless: the browser and PIL see the same pixels
-            Image.open(photo).convert("RGB").save(pngs[-1])
+        pngs = _pngs(tmp_path, 2)
         for png in pngs + pngs[-1:]:  # the same photo picked twice in a row runs twice
-            browser.execute_script("document.getElementById('result').dataset.done = ''")
-            browser.find_element("id", "photo").send_keys(str(png))
-            _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
-            shown = json.loads(browser.find_element("id", "result").get_attribute("textContent"))
-            pixels = np.asarray(Image.open(png))
-            (expected,) = session.run(None, {session.get_inputs()[0].name: pixels})
+            shown, pixels, expected = _pick(browser, png, session)
             expected = torch.from_numpy(expected).reshape(-1)
             assert (shown["height"], shown["width"]) == pixels.shape[:2]
             assert (torch.tensor(shown["logits"]) - expected).abs().max() <= TOLERANCE
@@ -182,15 +195,8 @@ def test_segmentation_page_colours_the_mask_python_onnxruntime_gives(browser, tm
     try:
         browser.get(f"http://127.0.0.1:{server.server_address[1]}/segment.html")
         _wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
-        for i, photo in enumerate(real_photos(2)):
-            png = tmp_path / f"photo{i}.png"  # lossless: the browser and PIL see the same pixels
-            Image.open(photo).convert("RGB").save(png)
-            browser.execute_script("document.getElementById('result').dataset.done = ''")
-            browser.find_element("id", "photo").send_keys(str(png))
-            _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
-            shown = json.loads(browser.find_element("id", "result").get_attribute("textContent"))
-            pixels = np.asarray(Image.open(png))
-            (expected,) = session.run(None, {session.get_inputs()[0].name: pixels})
+        for i, png in enumerate(_pngs(tmp_path, 2)):
+            shown, pixels, expected = _pick(browser, png, session)
             expected = torch.from_numpy(expected)
             logits = torch.tensor(shown["logits"]).reshape(shown["dims"])
             assert shown["dims"] == list(expected.shape) and (logits - expected).abs().max() <= TOLERANCE
