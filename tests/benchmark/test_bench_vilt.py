@@ -153,3 +153,21 @@ def test_lite_interpreter_file_is_timed_with_the_setting_saved_in_it(tmp_path, c
     ]
     assert rows[1]["runtime_name"] == "lite interpreter (.ptl)" and rows[1]["export_s"] is not None
     assert 0.3 < rows[2]["flop_share"] < 0.99 and rows[2]["measured_share"] > 0
+
+
+def test_profile_names_where_each_runtimes_time_goes(tmp_path, capsys):
+    """--profile on the ViLT bench: eager through torch.profiler and the ONNX file through
+    onnxruntime's profiler, each with the model's four inputs, in the report."""
+    pytest.importorskip("onnxruntime")
+    rows = _run(tmp_path, capsys, "--backends", "eager,onnxruntime", "--profile")
+    assert len(rows) == 3
+    profiles = json.loads((tmp_path / "vilt-bench.json").read_text())["profiles"]
+    assert [(p["backend"], p["source"]) for p in profiles] == [
+        ("eager (full)", "torch.profiler"),
+        ("onnxruntime (full)", "onnxruntime profiler"),
+    ]
+    for profile in profiles:
+        assert profile["operators"] and 0.3 <= profile["named_share"] <= 1.3, profile
+    onnx_ops = {op["name"] for op in profiles[1]["operators"]}
+    assert onnx_ops & {"MatMul", "Gemm", "FusedMatMul"} and "Softmax" in onnx_ops, onnx_ops
+    assert "Where the time goes:" in (tmp_path / "vilt-bench.md").read_text()

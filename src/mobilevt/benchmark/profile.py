@@ -24,6 +24,12 @@ from pathlib import Path
 import torch
 
 TOP_OPERATORS = 8
+Inputs = tuple[torch.Tensor, ...]  # a model of several inputs (ViLT: ids, mask, pixels, pixel mask)
+
+
+def _as_tuple(x: torch.Tensor | Inputs) -> Inputs:
+    return (x,) if isinstance(x, torch.Tensor) else tuple(x)
+
 
 _TORCH_GLUE = re.compile(
     r"copy|clone|contiguous|permute|transpose|reshape|view|_to_copy|aten::to$|cat$|stack|expand|slice|select|"
@@ -126,16 +132,17 @@ def _ranked(totals: dict[str, list[float]], runs: int, wall_ms: float, is_glue: 
     return sorted(operators, key=lambda op: op.ms, reverse=True)
 
 
-def profile_torch(backend: str, module: Callable[[torch.Tensor], object], x: torch.Tensor, runs: int):
+def profile_torch(backend: str, module: Callable[..., object], x: torch.Tensor | Inputs, runs: int):
     """Self CPU time of each operator (``torch.profiler``) of an eager or TorchScript module."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.inference_mode():
-        module(x)
+        inputs = _as_tuple(x)
+        module(*inputs)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             for _ in range(runs):
-                module(x)
+                module(*inputs)
             wall_ms = 1e3 * (time.perf_counter() - start) / runs
     totals: dict[str, list[float]] = {}
     for event in prof.key_averages():
@@ -145,7 +152,7 @@ def profile_torch(backend: str, module: Callable[[torch.Tensor], object], x: tor
     return BackendProfile(backend, "torch.profiler", runs, wall_ms, operators)
 
 
-def profile_onnxruntime(backend: str, path: Path, x: torch.Tensor, runs: int, threads: int):
+def profile_onnxruntime(backend: str, path: Path, x: torch.Tensor | Inputs, runs: int, threads: int):
     """Each node's kernel time by operator type (onnxruntime's ``enable_profiling``)."""
     import onnxruntime as ort
 
@@ -155,7 +162,7 @@ def profile_onnxruntime(backend: str, path: Path, x: torch.Tensor, runs: int, th
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = str(Path(folder) / "ort")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x.numpy()}
+        feed = {arg.name: value.numpy() for arg, value in zip(session.get_inputs(), _as_tuple(x))}
         session.run(None, feed)  # the first run (allocations) is profiled too: left out below
         start = time.perf_counter()
         for _ in range(runs):
@@ -176,7 +183,7 @@ def profile_onnxruntime(backend: str, path: Path, x: torch.Tensor, runs: int, th
     return BackendProfile(backend, "onnxruntime profiler", runs, wall_ms, operators)
 
 
-def profile_executorch(backend: str, path: Path, x: torch.Tensor, runs: int):
+def profile_executorch(backend: str, path: Path, x: torch.Tensor | Inputs, runs: int):
     """Each operator's time from ExecuTorch's ETDump: XNNPACK's operators inside the delegate
     and the operators left outside it (glue, whatever they compute)."""
     from executorch.devtools import Inspector
@@ -186,9 +193,10 @@ def profile_executorch(backend: str, path: Path, x: torch.Tensor, runs: int):
     program = _load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
     with tempfile.TemporaryDirectory() as folder:
         etdump = Path(folder) / "run.etdp"
-        program.forward([x])  # the first call (allocations, caches): left out below
+        inputs = list(_as_tuple(x))
+        program.forward(inputs)  # the first call (allocations, caches): left out below
         for _ in range(runs):
-            program.forward([x])
+            program.forward(inputs)
         program.write_etdump_result_to_file(str(etdump), str(Path(folder) / "debug.bin"))
         with warnings.catch_warnings():  # "Output Buffer not found": no tensors were asked for
             warnings.simplefilter("ignore", UserWarning)

@@ -45,6 +45,7 @@ from ..factory import create_model
 from ..fileio import write_text_atomic
 from ..weights.vilt_layouts import vilt_options_from_hf_config
 from .floor import measure_matmul_peak
+from .profile import BackendProfile, profile_executorch, profile_onnxruntime, profile_torch
 
 VQA_BACKENDS = ("eager", "scripted", "lite", "onnxruntime", "executorch")
 VQA_INT8_BACKENDS = ("onnxruntime_int8",)  # on request: --backends onnxruntime,onnxruntime_int8
@@ -133,9 +134,12 @@ class ViltBenchReport:
     versions: dict[str, str] = field(default_factory=dict)
     hf_config: dict[str, Any] | None = None
     grid: list[ViltRow] = field(default_factory=list)  # --grid: each setting timed beside the full model
+    profiles: list[BackendProfile] = field(default_factory=list)  # --profile: time by operator
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        payload = asdict(self)
+        payload["profiles"] = [p.to_dict() for p in self.profiles]
+        return payload
 
     def to_markdown(self) -> str:
         lines = [
@@ -158,7 +162,11 @@ class ViltBenchReport:
                 f"| {row.median_ms:.1f} | {_num(row.ratio_to_transformers, 3)} | {_percent(row.floor_share)} "
                 f"| {row.flop_share:.2f} | {_num(row.measured_share, 2)} | {_num(row.max_abs_diff_vs_eager, 2, 'e')} |"
             )
-        return "\n".join(lines + self._grid_markdown()) + "\n"
+        profiles = [line for p in self.profiles for line in p.to_markdown()]
+        return (
+            "\n".join(lines + self._grid_markdown() + (["", "Where the time goes:", *profiles] if profiles else []))
+            + "\n"
+        )
 
     def _grid_markdown(self) -> list[str]:
         if not self.grid:
@@ -202,6 +210,7 @@ class _Candidate:
     export_s: float | None = None
     status: str = "ok"
     note: str = ""
+    artifact: Path | None = None  # the file a runtime runs (profiled with --profile)
 
 
 def build_models(hf_overrides: dict[str, Any] | None = None, num_answers: int = 3129):
@@ -240,6 +249,7 @@ def run_vilt_benchmark(
     hf_overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda stage: None,
     grid: Sequence[MobiVqaSetting] = (),
+    profile: bool = False,
 ) -> ViltBenchReport:
     """Time transformers eager and each of ``backends`` at one input size, full and (when
     ``mobivqa`` is on) in the MobiVQA setting; one row per (setting, runtime). ``grid``: more
@@ -273,6 +283,7 @@ def run_vilt_benchmark(
             progress(f"timing {len(candidates)} candidates, {runs} interleaved rounds")
             with torch.inference_mode():
                 medians, diffs = _measure(ours, candidates, inputs, runs, warmup, settings)
+            profiles = _profiles(ours, candidates, settings, inputs, runs, threads) if profile else []
             full = next((c for c in candidates if c.setting == "full" and c.runtime == backends[0]), None)
             if grid and (full is None or full.run is None):
                 raise InvalidInputError(f"the grid runs on {backends[0]}, which could not be built: {full.note}")
@@ -287,7 +298,9 @@ def run_vilt_benchmark(
         row.size, row.text_tokens = rows[0].size, text_length
         row.floor_share = None if row.median_ms is None else round(row.gflops / peak.gflops * 1e3 / row.median_ms, 3)
     fastest = max((k for k in peak.kernels if k.dtype == "fp32"), key=lambda k: k.gops).name
-    return ViltBenchReport(rows, threads, runs, warmup, peak.gflops, fastest, _versions(), hf_overrides, grid_rows)
+    return ViltBenchReport(
+        rows, threads, runs, warmup, peak.gflops, fastest, _versions(), hf_overrides, grid_rows, profiles
+    )
 
 
 def _grid_row(ours, scripted, full: _Candidate, setting: MobiVqaSetting, inputs: Inputs, folder, threads, runs, warmup):
@@ -352,21 +365,44 @@ def _candidate(
     setting.apply(ours)
     try:
         if backend == "onnxruntime":
-            run_file, _ = export_vilt_onnx(ours, folder / f"vilt_{name}.onnx", inputs, threads=threads)
+            path = folder / f"vilt_{name}.onnx"
+            run_file, _ = export_vilt_onnx(ours, path, inputs, threads=threads)
         elif backend == "onnxruntime_int8":
-            fp32 = folder / f"vilt_{name}.fp32-for-int8.onnx"
+            fp32, path = folder / f"vilt_{name}.fp32-for-int8.onnx", folder / f"vilt_{name}.int8.onnx"
             export_vilt_onnx(ours, fp32, inputs, threads=threads)
-            quantize_onnx_dynamic(fp32, folder / f"vilt_{name}.int8.onnx")
+            quantize_onnx_dynamic(fp32, path)
             fp32.unlink()
-            run_file = vilt_onnx_runner(folder / f"vilt_{name}.int8.onnx", threads)
+            run_file = vilt_onnx_runner(path, threads)
         else:
             set_executorch_threads(threads)
-            run_file, _, _ = export_vilt_executorch(ours, folder / f"vilt_{name}.pte", [inputs])
+            path = folder / f"vilt_{name}.pte"
+            run_file, _, _ = export_vilt_executorch(ours, path, [inputs])
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot take the model is a row, not a crash
         return _Candidate(name, backend, None, status="failed", note=f"{type(exc).__name__}: {str(exc)[:200]}")
     finally:
         MobiVqaSetting().apply(ours)
-    return _Candidate(name, backend, lambda: run_file(inputs), round(time.perf_counter() - start, 1))
+    seconds = round(time.perf_counter() - start, 1)
+    return _Candidate(name, backend, lambda: run_file(inputs), seconds, artifact=path)
+
+
+def _profiles(ours, candidates: Sequence[_Candidate], settings, inputs: Inputs, runs: int, threads: int) -> list:
+    """Each candidate's time by operator (``benchmark.profile``): eager through torch.profiler,
+    the ONNX and ExecuTorch files through their runtimes' profilers."""
+    profiles = []
+    for candidate in candidates:
+        if candidate.run is None or candidate.runtime not in ("eager", "onnxruntime", "onnxruntime_int8", "executorch"):
+            continue
+        label = f"{candidate.runtime} ({candidate.setting})"
+        if candidate.runtime == "eager":
+            setting = settings[candidate.setting]
+            found = profile_torch(label, lambda *args, s=setting: _switched(ours, s, args), inputs, runs)
+        elif candidate.runtime == "executorch":
+            found = profile_executorch(label, candidate.artifact, inputs, runs)
+        else:
+            found = profile_onnxruntime(label, candidate.artifact, inputs, runs, threads)
+        found.model = "vilt_b32_vqa"
+        profiles.append(found)
+    return profiles
 
 
 def _switched(model, setting: MobiVqaSetting, inputs: Inputs) -> torch.Tensor:

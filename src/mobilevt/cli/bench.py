@@ -185,8 +185,6 @@ def run_vilt_bench(args) -> int:
         raise InvalidInputError("the ViLT bench runs batch 1 (one question about one photo)")
     if args.exit_threshold is not None or args.exit_predictor:
         raise InvalidInputError("the ViLT bench times fixed settings: --prune-layer N and --exit-layer N")
-    if args.profile:
-        raise InvalidInputError("--profile applies to the classifier bench (the ViLT bench: not yet)")
     size = args.image_size or 384
     depth = (args.hf_config or {}).get("num_hidden_layers", 12)
     backends = args.backends or (["onnxruntime"] if args.grid else list(VQA_BACKENDS))
@@ -199,6 +197,7 @@ def run_vilt_bench(args) -> int:
             backends=backends,
             mobivqa=MobiVqaSetting(args.prune_layer, args.keep_ratio, args.exit_layer),
             grid=mobivqa_grid(depth=depth) if args.grid else (),
+            profile=args.profile,
             threads=args.threads,
             runs=args.runs,
             warmup=args.warmup,
