@@ -10,7 +10,7 @@ const status = (text) => { $("status").textContent = text; };
 const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 const TIMING_RUNS = 10;
 
-// one request at a time to the worker, answered in order
+// requests to the worker, which answers them one at a time in order
 function workerClient() {
   const worker = new Worker("worker.js");
   let nextId = 0;
@@ -33,10 +33,15 @@ function workerClient() {
   };
 }
 
+// the names file is optional: without it (or unreachable) the pages show indices
 async function loadLabels(url) {
-  const response = await fetch(url);
-  if (!response.ok) return null;
-  return (await response.text()).split("\n").filter((line) => line.length > 0);
+  try {
+    const response = await fetch(url);
+    if (!response.ok) return null;
+    return (await response.text()).split(/\r?\n/).filter((line) => line.length > 0);
+  } catch {
+    return null;
+  }
 }
 
 // the machine-readable result (used by the tests)
@@ -69,7 +74,7 @@ function startPage({ defaultModel, defaultLabels, show }) {
   const labelsUrl = params.get("labels") || defaultLabels;
   const autoRuns = Number(params.get("runs") || 0);
   const ask = workerClient();
-  const state = { ready: false, queued: null, labels: null, threads: 1, last: null };
+  const state = { ready: false, queued: null, labels: null, threads: 1, last: null, picks: 0 };
 
   async function timeRuns(runs) {
     $("time").disabled = true;
@@ -88,10 +93,13 @@ function startPage({ defaultModel, defaultLabels, show }) {
       return;
     }
     const picked = performance.now();
+    const pick = ++state.picks;
+    if ($("preview").src) URL.revokeObjectURL($("preview").src);
     $("preview").src = URL.createObjectURL(file);
     status("running ...");
     try {
       const result = await ask("run", { file });
+      if (pick !== state.picks) return;  // another photo was picked meanwhile: its result follows
       const drawn = await show(result, state.labels);
       const shownMs = performance.now() - picked;
       status(`decode ${result.decodeMs.toFixed(0)} ms, model ${result.modelMs.toFixed(1)} ms (first run; ` +

@@ -42,14 +42,15 @@ async function rgbPixels(file) {
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0);
-  const rgba = context.getImageData(0, 0, bitmap.width, bitmap.height).data;
-  const rgb = new Uint8Array(bitmap.width * bitmap.height * 3);
+  bitmap.close();
+  const rgba = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  const rgb = new Uint8Array(canvas.width * canvas.height * 3);
   for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
     rgb[j] = rgba[i];
     rgb[j + 1] = rgba[i + 1];
     rgb[j + 2] = rgba[i + 2];
   }
-  return { rgb, height: bitmap.height, width: bitmap.width };
+  return { rgb, height: canvas.height, width: canvas.width };
 }
 
 let feeds = null;  // the last photo's input: the timing runs repeat it
@@ -79,10 +80,14 @@ async function time(runs) {
 
 const handlers = { load: (message) => load(message.url), run: (m) => run(m.file), time: (m) => time(m.runs) };
 
-self.onmessage = async ({ data }) => {
-  try {
-    self.postMessage({ id: data.id, ok: true, value: await handlers[data.type](data) });
-  } catch (error) {
-    self.postMessage({ id: data.id, ok: false, error: error.message || String(error) });
-  }
+// one request at a time, in the order they came: a timing run and a new photo never interleave
+let queue = Promise.resolve();
+self.onmessage = ({ data }) => {
+  queue = queue.then(async () => {
+    try {
+      self.postMessage({ id: data.id, ok: true, value: await handlers[data.type](data) });
+    } catch (error) {
+      self.postMessage({ id: data.id, ok: false, error: error.message || String(error) });
+    }
+  });
 };

@@ -8,6 +8,7 @@ stage lines write to :func:`terminal`, the stderr the command started with."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import warnings
@@ -23,13 +24,22 @@ def terminal() -> TextIO:
     return _terminal if _terminal is not None else sys.stderr
 
 
+def _terminal_fd() -> int:
+    """The terminal's descriptor: nested, the saved one, not the outer block's log; fd 2 when
+    stderr has none (a test's captured stream)."""
+    try:
+        return terminal().fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return 2
+
+
 @contextlib.contextmanager
 def native_output_to(log_path: Path) -> Iterator[None]:
     """Send what native runtimes and third-party libraries print to ``log_path`` for the
     block; an empty log is removed afterwards."""
     global _terminal
     sys.stderr.flush()
-    terminal_fd = os.dup(2)
+    terminal_fd = os.dup(_terminal_fd())
     saved_terminal, saved_stderr, saved_showwarning = _terminal, sys.stderr, warnings.showwarning
     try:
         with (
@@ -49,6 +59,7 @@ def native_output_to(log_path: Path) -> Iterator[None]:
                 warnings.showwarning = saved_showwarning
                 sys.stderr, _terminal = saved_stderr, saved_terminal
                 log.flush()
+                saved_stderr.flush()  # what handlers holding it wrote goes to the log, not the terminal
                 os.dup2(term.fileno(), 2)
     finally:
         if log_path.is_file() and log_path.stat().st_size == 0:  # nothing printed: no empty file left

@@ -99,7 +99,7 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
     try:
         yield Path(tmp)
         # mkstemp makes 0600 files (and writers may recreate the file): usual permissions
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as exc:
         full = _is_disk_full(exc, path.parent)  # judged before the partial file is removed
@@ -120,21 +120,28 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     target = staging / path.name
+    old = staging / ".previous"
     try:
         with disk_full_as_error(path):
             yield target
             if path.exists():
-                old = staging / ".previous"
                 os.replace(path, old)
             os.replace(target, path)
+    except BaseException:
+        if old.exists() and not path.exists():  # the earlier output back in place
+            os.replace(old, path)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # once, at import: setting it briefly again would race other threads
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,8 +62,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def _registered() -> dict[str, ModelEntry]:
     """The registry, after the model families have registered themselves (importing
     ``mobilevt.models`` does; it imports this module, so it is loaded here on first use)."""
-    if "mobilevt.models" not in sys.modules:
-        importlib.import_module("mobilevt.models")
+    importlib.import_module("mobilevt.models")  # waits for an import under way in another thread
     return _REGISTRY
 
 

@@ -34,7 +34,7 @@ def _as_tuple(x: torch.Tensor | Inputs) -> Inputs:
 _TORCH_GLUE = re.compile(
     r"copy|clone|contiguous|permute|transpose|reshape|view|_to_copy|aten::to$|cat$|stack|expand|slice|select|"
     r"unfold|col2im|im2col|pad|empty|as_strided|squeeze|flatten|split|chunk|index|gather|quantize|dequantize|"
-    r"fill_|zero_|detach|alias|resize_|_unsafe_view|t$|numpy_T",
+    r"fill_|zero_|detach|alias|resize_|_unsafe_view|aten::t$|numpy_T",
     re.IGNORECASE,
 )
 _ONNX_GLUE = re.compile(

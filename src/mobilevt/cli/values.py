@@ -79,7 +79,7 @@ def existing_file(text: str) -> str:
     if not os.path.isfile(os.path.expanduser(text)):
         what = "a folder, not a file" if os.path.isdir(os.path.expanduser(text)) else "no such file"
         raise argparse.ArgumentTypeError(f"{text!r}: {what}")
-    return text
+    return os.path.expanduser(text)
 
 
 def existing_dir(text: str) -> str:
@@ -87,14 +87,14 @@ def existing_dir(text: str) -> str:
     if not os.path.isdir(os.path.expanduser(text)):
         what = "a file, not a folder" if os.path.isfile(os.path.expanduser(text)) else "no such folder"
         raise argparse.ArgumentTypeError(f"{text!r}: {what}")
-    return text
+    return os.path.expanduser(text)
 
 
 def existing_path(text: str) -> str:
     """A file or folder that exists (a dataset given either way)."""
     if not os.path.exists(os.path.expanduser(text)):
         raise argparse.ArgumentTypeError(f"{text!r}: no such file or folder")
-    return text
+    return os.path.expanduser(text)
 
 
 def writable_target(text: str) -> str:
@@ -104,7 +104,7 @@ def writable_target(text: str) -> str:
     # a Core ML .mlpackage is a folder that an export replaces whole
     if os.path.isdir(os.path.expanduser(text)) and not text.rstrip("/").endswith(".mlpackage"):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder: give a file name")
-    return text
+    return os.path.expanduser(text)
 
 
 def folder_target(text: str) -> str:
@@ -113,7 +113,7 @@ def folder_target(text: str) -> str:
         raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
     if os.path.isfile(os.path.expanduser(text)):
         raise argparse.ArgumentTypeError(f"{text!r} is a file: give a folder")
-    return text
+    return os.path.expanduser(text)
 
 
 def comma_list(text: str) -> list[str]:

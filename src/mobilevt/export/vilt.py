@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fileio import write_text_atomic
+from ..fileio import disk_full_as_error, write_text_atomic
 from ..models.mobivqa import ExitMode
 from ..tasks.vqa import VqaPipeline
 from .errors import ExportError
@@ -203,7 +203,7 @@ def _refuse_unsupported_int8(options: ExportOptions, export_format: ExportFormat
             "ViLT's int8 export writes ONNX (dynamic int8 linears, which onnxruntime runs 2.6x faster than fp32): "
             "use --format onnx, or export ExecuTorch in fp32"
         )
-    if options.calibration is not None:
+    if options.calibration is not None or "max_calibration_images" in options.changed():
         raise ExportError(
             "ViLT's int8 is dynamic (each activation quantized from its own range): it takes no --calibration"
         )
@@ -212,6 +212,8 @@ def _refuse_unsupported_int8(options: ExportOptions, export_format: ExportFormat
 def _write_int8_onnx(model, output: Path, example, opset: int, notes: list[str], details: dict):
     """The ONNX file with its linears dynamically quantized, and what int8 buys against the
     fp32 file (size and latency, measured here)."""
+    with disk_full_as_error(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent) as folder:
         fp32 = Path(folder) / "fp32.onnx"
         run_fp32, runtime = export_vilt_onnx(model, fp32, example, opset, notes=notes)
