@@ -49,7 +49,8 @@ from ..models.mobivqa import ExitMode
 from ..tasks.vqa import VqaPipeline
 from .errors import ExportError
 from .family import ExportOptions, FamilyAdapter
-from .formats import Dim, ExportFormat, Graph, WriteOptions, get_format
+from .formats import Dim, ExportFormat, Graph, WriteOptions, Written, get_format
+from .image import compare_with_fp32
 from .quantize import quantize_onnx_dynamic
 from .report import ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
 
@@ -161,7 +162,7 @@ def _write_model_file(
     pad_text = export_format.plans_fixed_shapes  # questions padded to max_text_len
     model_inputs = [_model_inputs(pipeline, image, question, pad_text) for image, question in pairs]
     if not export_format.plans_fixed_shapes and options.quantize:
-        run, runtime = _write_int8_onnx(pipeline.model, output, model_inputs[0], options.opset, notes, details)
+        run, runtime = _write_int8_onnx(pipeline.model, output, model_inputs[0], options, notes, details)
         details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
         dynamic = True
     elif not export_format.plans_fixed_shapes:
@@ -209,27 +210,21 @@ def _refuse_unsupported_int8(options: ExportOptions, export_format: ExportFormat
         )
 
 
-def _write_int8_onnx(model, output: Path, example, opset: int, notes: list[str], details: dict):
+def _write_int8_onnx(model, output: Path, example, options: ExportOptions, notes: list[str], details: dict):
     """The ONNX file with its linears dynamically quantized, and what int8 buys against the
-    fp32 file (size and latency, measured here)."""
+    fp32 file (size, and latency timed interleaved: the classifiers' comparison)."""
     with disk_full_as_error(output):
         output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent) as folder:
         fp32 = Path(folder) / "fp32.onnx"
-        run_fp32, runtime = export_vilt_onnx(model, fp32, example, opset, notes=notes)
+        run_fp32, runtime = export_vilt_onnx(model, fp32, example, options.opset, notes=notes)
         quantize_onnx_dynamic(fp32, output)
-        run = vilt_onnx_runner(output)
-        fp32_ms, int8_ms = median_ms(lambda: run_fp32(example), 5), median_ms(lambda: run(example), 5)
+        written = Written(output, vilt_onnx_runner(output), runtime, True, fp32=(run_fp32, file_size(fp32)))
         details["quantization"] = {
             "method": "dynamic int8 (onnxruntime quantize_dynamic): per-channel int8 weights of the linears, "
-            "activations quantized per call",
-            "fp32_bytes": fp32.stat().st_size,
-            "size_ratio": fp32.stat().st_size / output.stat().st_size,
-            "fp32_latency_ms": fp32_ms,
-            "int8_latency_ms": int8_ms,
-            "speedup_vs_fp32": fp32_ms / int8_ms,
-        }
-    return run, runtime
+            "activations quantized per call"
+        } | compare_with_fp32(written, example, options.latency_runs)
+    return written.run, runtime
 
 
 def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> tuple[torch.Tensor, ...]:
