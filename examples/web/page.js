@@ -11,8 +11,8 @@ const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 const TIMING_RUNS = 10;
 
 // requests to the worker, which answers them one at a time in order
-function workerClient() {
-  const worker = new Worker("worker.js");
+function workerClient(script = "worker.js") {
+  const worker = new Worker(script);
   let nextId = 0;
   const pending = new Map();
   worker.onmessage = ({ data }) => {
@@ -21,7 +21,7 @@ function workerClient() {
     data.ok ? resolve(data.value) : reject(new Error(data.error));
   };
   worker.onerror = (event) => {
-    status("error: the worker did not start (" + (event.message || "worker.js") + "): serve the page with " +
+    status("error: the worker did not start (" + (event.message || script) + "): serve the page with " +
       "`python examples/web/serve.py`");
   };
   return (type, fields = {}) => {

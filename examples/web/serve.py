@@ -1,12 +1,13 @@
-"""Serves this folder on http://127.0.0.1:8000 for the example page: ONNX Runtime Web from
-node_modules (run `npm ci` here first), the model and labels you copy next to index.html
-(model.onnx, labels.txt). Usage: python serve.py [PORT]. It sends the cross-origin isolation
-headers (COOP/COEP) under which WebAssembly runs on several threads.
+"""Serves this folder on http://127.0.0.1:8000 for the example pages (index.html,
+segment.html, vqa.html): ONNX Runtime Web and the tokenizers from node_modules (run `npm ci`
+here first), and the models and their side files you export next to the pages. Usage:
+python serve.py [PORT]. It sends the cross-origin isolation headers (COOP/COEP) under which
+WebAssembly runs on several threads.
 
-It serves its own files only: a path that resolves outside this folder or ONNX Runtime
-Web's (``..``, ``%2e%2e``, an absolute path, a symlink) is a 404, and a request for another
-host name than 127.0.0.1 or localhost is refused (a web page could reach the server through
-DNS rebinding otherwise)."""
+It serves its own files only: a path that resolves outside this folder or the libraries'
+(``..``, ``%2e%2e``, an absolute path, a symlink) is a 404, and a request for another host
+name than 127.0.0.1 or localhost is refused (a web page could reach the server through DNS
+rebinding otherwise)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
+# the libraries the pages load, served from node_modules: nothing to copy or link
+LIBRARIES = {"/ort/": ORT_DIST, "/tokenizers/": HERE / "node_modules" / "@huggingface" / "tokenizers" / "dist"}
 ALLOWED_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -56,12 +59,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def _resolve(self, path: str) -> str | None:
         """The file ``path`` names, symlinks resolved, if it lies inside the page's folder or
-        ONNX Runtime Web's (/ort/...); else None."""
+        a library's (/ort/..., /tokenizers/...); else None."""
         clean = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0], errors="surrogatepass")
-        if clean.startswith("/ort/"):  # ONNX Runtime Web's dist folder: nothing to copy or link
-            root, inside = ORT_DIST, clean[len("/ort/") :]
-        else:
-            root, inside = Path(self.directory), clean
+        root, inside = Path(self.directory), clean
+        for prefix, library in LIBRARIES.items():
+            if clean.startswith(prefix):
+                root, inside = library, clean[len(prefix) :]
         parts = [p for p in posixpath.normpath("/" + inside).split("/") if p not in ("", ".", "..")]
         try:
             target = root.joinpath(*parts).resolve()
@@ -84,5 +87,6 @@ def make_server(folder: Path, port: int = 8000) -> http.server.ThreadingHTTPServ
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
-    print(f"http://127.0.0.1:{port}/index.html")
+    for page in ("index.html", "segment.html", "vqa.html"):
+        print(f"http://127.0.0.1:{port}/{page}")
     make_server(HERE, port).serve_forever()

@@ -8,10 +8,7 @@ Needs Chromium and its driver (`apt-get install chromium chromium-driver`), sele
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 import torch
 from conftest import randomize_, real_photos
 from PIL import Image
+from web_page import chromium, page_url, phone_size, pngs, screenshot, serve, wait_for
 
 import mobilevt
 from mobilevt.data.imagenet import imagenet_classes
@@ -26,49 +24,13 @@ from mobilevt.export import export_model
 
 pytestmark = pytest.mark.slow  # a browser and an ONNX export
 
-WEB = Path(__file__).resolve().parents[2] / "examples" / "web"
 # WebAssembly kernels against onnxruntime's native CPU kernels: different summation orders
 TOLERANCE = 1e-4
-PAGE_FILES = ("index.html", "app.js", "segment.html", "segment.js", "page.js", "page.css", "worker.js")
-
-
-def _serve_module():
-    spec = importlib.util.spec_from_file_location("mobilevt_web_serve", WEB / "serve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        pytest.skip("Chromium is not installed: apt-get install chromium chromium-driver")
-    if not (WEB / "node_modules" / "onnxruntime-web" / "dist" / "ort.min.js").is_file():
-        pytest.skip("ONNX Runtime Web is not installed: npm ci --prefix examples/web")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
-    yield driver
-    driver.quit()
-
-
-def _wait_for(driver, script: str, seconds: float = 120):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, seconds).until(lambda d: d.execute_script(script))
-
-
-def _pngs(folder: Path, count: int) -> list[Path]:
-    """Real photos as PNG: lossless, so the browser and PIL see the same pixels."""
-    pngs = []
-    for i, photo in enumerate(real_photos(count)):
-        pngs.append(folder / f"photo{i}.png")
-        Image.open(photo).convert("RGB").save(pngs[-1])
-    return pngs
+    yield from chromium()
 
 
 def _pick(browser, png: Path, session):
@@ -76,7 +38,7 @@ def _pick(browser, png: Path, session):
     the photo's pixels and Python onnxruntime's output on them."""
     browser.execute_script("document.getElementById('result').dataset.done = ''")
     browser.find_element("id", "photo").send_keys(str(png))
-    _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
+    wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
     shown = json.loads(browser.find_element("id", "result").get_attribute("textContent"))
     pixels = np.asarray(Image.open(png))
     (expected,) = session.run(None, {session.get_inputs()[0].name: pixels})
@@ -91,16 +53,13 @@ def test_page_classifies_a_picked_photo_as_python_onnxruntime_does(browser, tmp_
     export_model(model, tmp_path / "model.onnx", "onnx", include_preprocessing=True, latency_runs=0)
     names = imagenet_classes().names
     (tmp_path / "labels.txt").write_text("".join(name + "\n" for name in names))
-    for page_file in PAGE_FILES:
-        shutil.copy(WEB / page_file, tmp_path / page_file)
-    server = _serve_module().make_server(tmp_path, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(tmp_path)
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     try:
-        browser.get(f"http://127.0.0.1:{server.server_address[1]}/index.html?runs=3")
-        _wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
-        pngs = _pngs(tmp_path, 2)
-        for png in pngs + pngs[-1:]:  # the same photo picked twice in a row runs twice
+        browser.get(page_url(server, "index.html?runs=3"))
+        wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
+        photos = pngs(tmp_path, 2)
+        for png in photos + photos[-1:]:  # the same photo picked twice in a row runs twice
             shown, pixels, expected = _pick(browser, png, session)
             expected = torch.from_numpy(expected).reshape(-1)
             assert (shown["height"], shown["width"]) == pixels.shape[:2]
@@ -119,11 +78,7 @@ def _page(tmp_path, with_model: bool = True):
     if with_model:
         model = randomize_(mobilevt.create_model("mobilevit_xxs"), seed=3)
         export_model(model, tmp_path / "model.onnx", "onnx", include_preprocessing=True, latency_runs=0)
-    for page_file in PAGE_FILES:
-        shutil.copy(WEB / page_file, tmp_path / page_file)
-    server = _serve_module().make_server(tmp_path, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve(tmp_path)
 
 
 def test_page_at_phone_size_is_readable_and_says_what_to_run(browser, tmp_path):
@@ -131,14 +86,11 @@ def test_page_at_phone_size_is_readable_and_says_what_to_run(browser, tmp_path):
     or more, tap targets of 44 px or more. A missing model, labels file or runtime each get a
     message naming the command; a photo picked while loading is run once the model is ready;
     flat probabilities (random weights) get a note. A screenshot is kept as an artifact."""
-    browser.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True}
-    )
+    phone_size(browser)
     server = _page(tmp_path, with_model=False)
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        browser.get(f"{base}/index.html")
-        _wait_for(browser, "return document.getElementById('status').textContent.startsWith('error')")
+        browser.get(page_url(server, "index.html"))
+        wait_for(browser, "return document.getElementById('status').textContent.startsWith('error')")
         assert (
             "mobilevt export mobilevit_xxs --format onnx --include-preprocessing"
             in browser.find_element("id", "status").text
@@ -163,14 +115,12 @@ def test_page_at_phone_size_is_readable_and_says_what_to_run(browser, tmp_path):
         )
         photo = tmp_path / "photo.png"
         Image.open(real_photos(1)[0]).convert("RGB").save(photo)
-        browser.get(f"{base}/index.html")
+        browser.get(page_url(server, "index.html"))
         browser.find_element("id", "photo").send_keys(str(photo))
-        _wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
+        wait_for(browser, "return document.getElementById('result').dataset.done === 'true'")
         note = browser.find_element("id", "note").text
         assert "No labels.txt" in note and "random weights" in note, note
-        artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
-        artifacts.mkdir(exist_ok=True)
-        browser.save_screenshot(str(artifacts / "web-classifier-390x844.png"))
+        screenshot(browser, "web-classifier-390x844.png")
     finally:
         server.shutdown()
 
@@ -187,15 +137,11 @@ def test_segmentation_page_colours_the_mask_python_onnxruntime_gives(browser, tm
     (tmp_path / "segment-labels.txt").write_text("".join(name + "\n" for name in model.class_names))
     server = _page(tmp_path, with_model=False)
     session = ort.InferenceSession(str(tmp_path / "segment.onnx"), providers=["CPUExecutionProvider"])
-    browser.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
-    )
-    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
+    phone_size(browser, scale=2)
     try:
-        browser.get(f"http://127.0.0.1:{server.server_address[1]}/segment.html")
-        _wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
-        for i, png in enumerate(_pngs(tmp_path, 2)):
+        browser.get(page_url(server, "segment.html"))
+        wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
+        for i, png in enumerate(pngs(tmp_path, 2)):
             shown, pixels, expected = _pick(browser, png, session)
             expected = torch.from_numpy(expected)
             logits = torch.tensor(shown["logits"]).reshape(shown["dims"])
@@ -208,6 +154,6 @@ def test_segmentation_page_colours_the_mask_python_onnxruntime_gives(browser, tm
             for index, entry in found.items():
                 assert entry["name"] == model.class_names[index]
                 assert entry["share"] == pytest.approx(counts[index].item() / mask.numel())
-            browser.save_screenshot(str(artifacts / f"web-segmentation-390x844-{i}.png"))
+            screenshot(browser, f"web-segmentation-390x844-{i}.png")
     finally:
         server.shutdown()

@@ -1,5 +1,5 @@
 """The example page's server serves its own files only: a path that resolves outside the
-page's folder or ONNX Runtime Web's folder is a 404, whatever its spelling (``..``,
+page's folder or a library's (ONNX Runtime Web's, the tokenizers') is a 404, whatever its spelling (``..``,
 ``%2e%2e``, an absolute path after ``/ort/``, a symlink), and a request whose ``Host`` is
 not the loopback name is refused (DNS rebinding). Raw requests, as an attacker sends them."""
 
@@ -23,7 +23,11 @@ def server(tmp_path, monkeypatch):
     dist = tmp_path / "ort-dist"
     dist.mkdir()
     (dist / "ort.min.js").write_text("// ort")
+    tokenizers = tmp_path / "tokenizers-dist"
+    tokenizers.mkdir()
+    (tokenizers / "tokenizers.min.mjs").write_text("// tokenizers")
     monkeypatch.setattr(serve, "ORT_DIST", dist)
+    monkeypatch.setattr(serve, "LIBRARIES", {"/ort/": dist, "/tokenizers/": tokenizers})
     page = tmp_path / "page"
     page.mkdir()
     (page / "index.html").write_text("<p>page</p>")
@@ -51,6 +55,7 @@ def _get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
 def test_its_own_files_are_served(server):
     assert _get(server, "/index.html") == (200, b"<p>page</p>")
     assert _get(server, "/ort/ort.min.js") == (200, b"// ort")
+    assert _get(server, "/tokenizers/tokenizers.min.mjs") == (200, b"// tokenizers")
     assert _get(server, "/index.html", host="localhost")[0] == 200
 
 
@@ -67,6 +72,8 @@ def test_its_own_files_are_served(server):
         "/link.txt",
         "/ort/link.js",
         "/ort/%00/secret.txt",
+        "/tokenizers/../../secret.txt",
+        "/tokenizers/%2e%2e/%2e%2e/secret.txt",
     ],
 )
 def test_a_path_outside_its_folders_is_not_found(server, path):

@@ -56,7 +56,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 
-__all__ = ["WordPieceTokenizer", "create_tokenizer", "load_vocab"]
+__all__ = ["WordPieceTokenizer", "create_tokenizer", "load_vocab", "tokenizer_json"]
 
 REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 # Special tokens that a text may contain literally and that are then kept whole
@@ -708,3 +708,89 @@ def create_tokenizer(vocab_file: str | os.PathLike, max_length: int = 40, lowerc
     (a ``vocab.txt``, or a folder holding one). ``max_length=40`` is ViLT's text length;
     ``lowercase=True`` matches uncased BERT vocabularies (``bert-base-uncased``, ViLT)."""
     return WordPieceTokenizer.from_vocab_file(vocab_file, max_length=max_length, lowercase=lowercase)
+
+
+def tokenizer_json(tokenizer: WordPieceTokenizer) -> tuple[dict, dict]:
+    """``tokenizer`` as the Hugging Face ``tokenizer.json`` and ``tokenizer_config.json``
+    (BERT normaliser and pre-tokeniser, WordPiece model, ``[CLS] ... [SEP]`` template), the
+    files that the JavaScript tokenizers of ``@huggingface/transformers`` load in a web page.
+
+    Those tokenizers do not truncate by themselves: an app encodes without special tokens,
+    keeps the first ``model_max_length - 2`` ids and adds ``[CLS]`` and ``[SEP]``, as
+    :meth:`WordPieceTokenizer.encode` does (``examples/web/vilt.js``)."""
+    present = [token for token in SPECIAL_TOKENS if token in tokenizer.vocab]
+    added = [
+        {
+            "id": tokenizer.vocab[token],
+            "content": token,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for token in present
+    ]
+
+    def special(token: str) -> dict:
+        return {"SpecialToken": {"id": token, "type_id": 0}}
+
+    template = {
+        "type": "TemplateProcessing",
+        "single": [special("[CLS]"), {"Sequence": {"id": "A", "type_id": 0}}, special("[SEP]")],
+        "pair": [
+            special("[CLS]"),
+            {"Sequence": {"id": "A", "type_id": 0}},
+            special("[SEP]"),
+            {"Sequence": {"id": "B", "type_id": 1}},
+            {"SpecialToken": {"id": "[SEP]", "type_id": 1}},
+        ],
+        "special_tokens": {
+            token: {"id": token, "ids": [tokenizer.vocab[token]], "tokens": [token]} for token in ("[CLS]", "[SEP]")
+        },
+    }
+    document = {
+        "version": "1.0",
+        "truncation": {
+            "direction": "Right",
+            "max_length": tokenizer.max_length,
+            "strategy": "LongestFirst",
+            "stride": 0,
+        },
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": {
+            "type": "BertNormalizer",
+            "clean_text": True,
+            "handle_chinese_chars": True,
+            "strip_accents": None,  # follows lowercase, as in BERT
+            "lowercase": tokenizer.lowercase,
+        },
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": template,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+        "model": {
+            "type": "WordPiece",
+            "unk_token": "[UNK]",
+            "continuing_subword_prefix": "##",
+            "max_input_chars_per_word": tokenizer.max_input_chars_per_word,
+            "vocab": dict(tokenizer.vocab),
+        },
+    }
+    config = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": tokenizer.lowercase,
+        "model_max_length": tokenizer.max_length,
+        "clean_up_tokenization_spaces": True,
+        **{name: token for name, token in _CONFIG_TOKEN_NAMES.items() if token in tokenizer.vocab},
+    }
+    return document, config
+
+
+_CONFIG_TOKEN_NAMES = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}

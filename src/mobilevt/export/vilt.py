@@ -8,7 +8,9 @@
   question length (ONNX; ExecuTorch takes questions padded to ``max_text_len``). Written
   beside it: ``<name>.vocab.txt`` (the BERT vocabulary, for a WordPiece tokenizer in the
   app; :class:`mobilevt.data.tokenizer.WordPieceTokenizer` is the reference
-  implementation, and ``<name>.tokenizer.pt`` is that tokenizer as TorchScript) and
+  implementation, ``<name>.tokenizer.pt`` is that tokenizer as TorchScript, and
+  ``<name>.tokenizer.json`` / ``<name>.tokenizer_config.json`` are it for Hugging Face's
+  JavaScript tokenizers, which the web page ``examples/web/vqa.html`` loads) and
   ``<name>.answers.txt`` (the answer of each logit, one per line).
 
 Each export is run in its runtime on real photos with questions and compared with the
@@ -36,6 +38,7 @@ return a runner of the written file (the benchmark uses them too).
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.tokenizer import tokenizer_json
 from ..fileio import disk_full_as_error, write_text_atomic
 from ..models.mobivqa import ExitMode
 from ..tasks.vqa import VqaPipeline
@@ -236,18 +240,26 @@ def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) 
 
 
 def _write_side_files(pipeline, output: Path) -> dict[str, str]:
-    """The vocabulary, the TorchScript tokenizer and the answer names beside ``output``."""
+    """The vocabulary, the tokenizer (TorchScript, and Hugging Face's ``tokenizer.json`` for
+    JavaScript) and the answer names beside ``output``."""
     stem = output.with_suffix("")
     vocab = stem.with_name(stem.name + ".vocab.txt")
     answers = stem.with_name(stem.name + ".answers.txt")
     tokenizer = stem.with_name(stem.name + ".tokenizer.pt")
+    hf_tokenizer = stem.with_name(stem.name + ".tokenizer.json")
+    hf_config = stem.with_name(stem.name + ".tokenizer_config.json")
     write_text_atomic(vocab, "".join(token + "\n" for token in pipeline.tokenizer.id_to_token))
+    document, config = tokenizer_json(pipeline.tokenizer)
+    write_text_atomic(hf_tokenizer, json.dumps(document, ensure_ascii=False) + "\n")
+    write_text_atomic(hf_config, json.dumps(config, indent=2) + "\n")
     write_text_atomic(answers, "".join(answer.replace("\n", " ") + "\n" for answer in pipeline.answers))
     pipeline.tokenizer.save_torchscript(tokenizer)
     return {
         "vocab_file": str(vocab),
         "answers_file": str(answers),
         "tokenizer_torchscript": str(tokenizer),
+        "tokenizer_json": str(hf_tokenizer),  # for @huggingface/tokenizers in web pages
+        "tokenizer_config": str(hf_config),
         "tokenizer": f"BERT WordPiece, lowercase={pipeline.tokenizer.lowercase}, "
         f"max_length={pipeline.tokenizer.max_length} ([CLS] ... [SEP], [PAD] = "
         f"{pipeline.tokenizer.pad_token_id})",

@@ -1,0 +1,81 @@
+// The VQA page's work, off the main thread: decodes the photo, pre-processes it and tokenizes
+// the question (vilt.js), and runs the ViLT ONNX file (input_ids, attention_mask, pixel_values,
+// pixel_mask -> logits) in ONNX Runtime Web, timing each stage.
+"use strict";
+
+importScripts("worker-base.js", "vilt.js");
+
+const EXPORT_COMMAND =
+  "export one next to vqa.html: `mobilevt export vilt_b32_vqa --format onnx -o examples/web/vqa.onnx` " +
+  "(see the README for the vocabulary it needs)";
+
+let tokenizer = null;
+let maxLength = 40;
+const sessions = new Map();  // model file URL -> its session
+let last = null;  // the last question's session and inputs: the timing runs repeat them
+
+async function fetchJson(url) {
+  await requireFile(url, EXPORT_COMMAND + " writes it beside the model");
+  return (await fetch(url)).json();
+}
+
+// the runtime, the tokenizer files and the first model file's session (the full model; a
+// MobiVQA variant beside it is loaded when first asked)
+async function load({ models, tokenizerUrl, configUrl }) {
+  loadRuntime();
+  let tokenizers;
+  try {
+    tokenizers = await import(new URL("tokenizers/tokenizers.min.mjs", self.location.href).href);
+  } catch (error) {
+    throw new Error("the tokenizer library did not load from tokenizers/: run `npm ci --prefix examples/web` " +
+      "and serve the page with `python examples/web/serve.py`");
+  }
+  const [document, config] = await Promise.all([fetchJson(tokenizerUrl), fetchJson(configUrl)]);
+  tokenizer = new tokenizers.Tokenizer(document, config);
+  maxLength = config.model_max_length;
+  await sessionFor(models[0]);  // the others when first asked: a ViLT-B/32 file is 470 MB
+  return { threads, isolated: self.crossOriginIsolated, maxLength };
+}
+
+async function sessionFor(url) {
+  if (!sessions.has(url)) {
+    await requireFile(url, EXPORT_COMMAND);
+    sessions.set(url, await ort.InferenceSession.create(url, { executionProviders: ["wasm"] }));
+  }
+  return sessions.get(url);
+}
+
+const since = (start) => performance.now() - start;
+
+// the logits for one photo and question with the model file `model`, the inputs' sizes and
+// the time of each stage
+async function ask({ file, question, model }) {
+  const session = await sessionFor(model);
+  let start = performance.now();
+  const { rgb, height, width } = await rgbPixels(file);
+  const decodeMs = since(start);
+  start = performance.now();
+  const pixels = viltPixelValues(rgb, height, width);
+  const preprocessMs = since(start);
+  start = performance.now();
+  const ids = encodeQuestion(tokenizer, question, maxLength);
+  const tokenizeMs = since(start);
+  const text = [1, ids.length];
+  const feeds = {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), text),
+    attention_mask: new ort.Tensor("int64", new BigInt64Array(ids.length).fill(1n), text),
+    pixel_values: new ort.Tensor("float32", pixels.values, [1, 3, pixels.height, pixels.width]),
+    pixel_mask: new ort.Tensor("int64", new BigInt64Array(pixels.height * pixels.width).fill(1n),
+      [1, pixels.height, pixels.width]),
+  };
+  start = performance.now();
+  const output = (await session.run(feeds))[session.outputNames[0]];
+  const modelMs = since(start);
+  last = { session, feeds };
+  return {
+    logits: Array.from(output.data), ids, height, width, pixelHeight: pixels.height, pixelWidth: pixels.width,
+    decodeMs, preprocessMs, tokenizeMs, modelMs,
+  };
+}
+
+serveRequests({ load, ask, time: (m) => medianRun(last.session, last.feeds, m.runs) });
