@@ -40,12 +40,29 @@ async function load({ models, tokenizerUrl, configUrl }) {
 async function sessionFor(url) {
   if (!sessions.has(url)) {
     await requireFile(url, EXPORT_COMMAND);
-    sessions.set(url, await ort.InferenceSession.create(url, { executionProviders: ["wasm"] }));
+    const session = await ort.InferenceSession.create(url, { executionProviders: ["wasm"] });
+    // one run while the page says "loading": the first run sets up the kernels and memory
+    // (about twice a later run's time), which the first answer would otherwise wait for
+    const side = VILT_SHORTER_SIDE;
+    await session.run(modelInputs(encodeQuestion(tokenizer, "", maxLength),
+      { values: new Float32Array(3 * side * side), height: side, width: side }));
+    sessions.set(url, session);
   }
   return sessions.get(url);
 }
 
 const since = (start) => performance.now() - start;
+
+// the four inputs of the ViLT file for one question's ids and one photo's pixel values
+function modelInputs(ids, { values, height, width }) {
+  const text = [1, ids.length];
+  return {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), text),
+    attention_mask: new ort.Tensor("int64", new BigInt64Array(ids.length).fill(1n), text),
+    pixel_values: new ort.Tensor("float32", values, [1, 3, height, width]),
+    pixel_mask: new ort.Tensor("int64", new BigInt64Array(height * width).fill(1n), [1, height, width]),
+  };
+}
 
 // the logits for one photo and question with the model file `model`, the inputs' sizes and
 // the time of each stage
@@ -60,14 +77,7 @@ async function ask({ file, question, model }) {
   start = performance.now();
   const ids = encodeQuestion(tokenizer, question, maxLength);
   const tokenizeMs = since(start);
-  const text = [1, ids.length];
-  const feeds = {
-    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), text),
-    attention_mask: new ort.Tensor("int64", new BigInt64Array(ids.length).fill(1n), text),
-    pixel_values: new ort.Tensor("float32", pixels.values, [1, 3, pixels.height, pixels.width]),
-    pixel_mask: new ort.Tensor("int64", new BigInt64Array(pixels.height * pixels.width).fill(1n),
-      [1, pixels.height, pixels.width]),
-  };
+  const feeds = modelInputs(ids, pixels);
   start = performance.now();
   const output = (await session.run(feeds))[session.outputNames[0]];
   const modelMs = since(start);

@@ -21,9 +21,14 @@ async function describe(url) {
   try {
     const response = await fetch(url + ".report.json");
     if (!response.ok) return null;
-    const { token_pruning: pruning, early_exit: exit } = (await response.json()).details.mobivqa;
+    const { details } = await response.json();
+    const { token_pruning: pruning, early_exit: exit } = details.mobivqa;
     const short = [];
     const long = [];
+    if (details.quantization) {
+      short.push("int8");
+      long.push("int8 linears (dynamic quantization)");
+    }
     if (pruning) {
       short.push(`${percent(pruning.keep_ratio)} tokens`);
       long.push(`keeps ${percent(pruning.keep_ratio)} of the image tokens after layer ${pruning.after_layer}`);
@@ -37,7 +42,8 @@ async function describe(url) {
       long.push(`exits early ${how}`);
     }
     if (short.length === 0) return { label: "full model", sentence: "The full model." };
-    return { label: "MobiVQA: " + short.join(", "), sentence: "MobiVQA: " + long.join(" and ") + "." };
+    const mobivqa = pruning || exit ? "MobiVQA" : "full model";
+    return { label: `${mobivqa}: ${short.join(", ")}`, sentence: `${mobivqa}: ${long.join(" and ")}.` };
   } catch {
     return null;
   }

@@ -401,6 +401,13 @@ def test_export_onnx_with_dynamic_image_size_and_vocab(pipeline, hf_folder, chec
     assert (tmp_path / "vqa.answers.txt").read_text().splitlines() == ANSWERS
     tokenizer = torch.jit.load(str(tmp_path / "vqa.tokenizer.pt"))
     assert tokenizer.encode(QUESTIONS[2]) == pipeline.tokenizer.encode(QUESTIONS[2])
+    # Hugging Face's tokenizer.json (what web pages load) gives the same ids in the reference
+    # Rust tokenizers, its truncation included
+    from tokenizers import Tokenizer
+
+    hugging_face = Tokenizer.from_file(str(tmp_path / "vqa.tokenizer.json"))
+    for text in (*QUESTIONS, "how many " * 50, ""):
+        assert hugging_face.encode(text).ids == pipeline.tokenizer.encode(text), text
     # a size and a question length outside the check set
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     image = torch.randint(0, 256, (300, 900, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -457,7 +464,7 @@ def test_export_refuses_formats_and_options_that_do_not_apply(hf_folder, tmp_pat
         export_model(model, tmp_path / "x.pt", "torchscript")
 
 
-def test_int8_onnx_export_quantizes_the_linears_and_refuses_the_rest(hf_folder, check_folder, tmp_path, capsys):
+def test_int8_onnx_export_quantizes_the_linears_and_refuses_the_rest(hf_folder, check_folder, tmp_path, capsys, caplog):
     """--quantize int8 (ViLT: dynamic int8 linears in ONNX): smaller than the fp32 file, its
     linears int8, checked against eager on the check photos with their questions, and its speed
     against fp32 measured."""
@@ -466,6 +473,8 @@ def test_int8_onnx_export_quantizes_the_linears_and_refuses_the_rest(hf_folder, 
     args = ["export", "vilt_b32_vqa", "--weights", str(hf_folder), "--format", "onnx", "-o", str(output)]
     assert main([*args, "--check-images", str(check_folder), "--quantize", "int8"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
+    # the quantizer's advice to run its pre-pass (a root-logger warning) is not for the user
+    assert not [r for r in caplog.records if "pre-processing before quantization" in r.getMessage()]
     report = json.loads((tmp_path / "vqa_int8.onnx.report.json").read_text())
     quantization = report["details"]["quantization"]
     # this small model's weights are mostly embeddings, which stay fp32 (ViLT-B/32's are mostly linears)
@@ -481,7 +490,9 @@ def test_int8_onnx_export_quantizes_the_linears_and_refuses_the_rest(hf_folder, 
         "vqa_int8.answers.txt",
         "vqa_int8.onnx",
         "vqa_int8.onnx.report.json",
+        "vqa_int8.tokenizer.json",
         "vqa_int8.tokenizer.pt",
+        "vqa_int8.tokenizer_config.json",
         "vqa_int8.vocab.txt",
     ]
     # ExecuTorch and a calibration folder are refused in one line, before any work

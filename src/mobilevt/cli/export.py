@@ -139,7 +139,9 @@ def _print_int8_gain(report) -> None:
 
 def print_vqa_export_result(report) -> None:
     side_files = [
-        report.details[k] for k in ("vocab_file", "answers_file", "tokenizer_torchscript") if k in report.details
+        report.details[k]
+        for k in ("vocab_file", "answers_file", "tokenizer_torchscript", "tokenizer_json", "tokenizer_config")
+        if k in report.details
     ]
     _print_int8_gain(report)
     settings = report.details.get("mobivqa") or {}

@@ -15,6 +15,7 @@ Two runtimes, each with its own toolchain:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,16 +97,33 @@ def quantize_onnx_dynamic(fp32_path: Path, output: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with atomic_path(output) as tmp:
-        quantize_dynamic(
-            str(fp32_path),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            extra_options={"MatMulConstBOnly": True},  # the weights; attention's two products stay fp32
-        )
-        onnx.checker.check_model(str(tmp))
+    root = logging.getLogger()
+    root.addFilter(_PRE_PROCESSING_ADVICE)
+    try:
+        with atomic_path(output) as tmp:
+            quantize_dynamic(
+                str(fp32_path),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                extra_options={"MatMulConstBOnly": True},  # the weights; attention's two products stay fp32
+            )
+            onnx.checker.check_model(str(tmp))
+    finally:
+        root.removeFilter(_PRE_PROCESSING_ADVICE)
+
+
+class _DropPreProcessingAdvice(logging.Filter):
+    """The quantizer advises its shape-inference pre-pass on every call (a root-logger
+    warning): dynamic quantization of the linears needs no shapes, and onnxruntime optimises
+    the graph when it loads the file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "consider to run pre-processing before quantization" not in record.getMessage()
+
+
+_PRE_PROCESSING_ADVICE = _DropPreProcessingAdvice()
 
 
 def _compact_names(model):
