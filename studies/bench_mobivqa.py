@@ -1,20 +1,26 @@
 """MobiVQA optimisations on a ViLT trained on easy-VQA: accuracy vs batch-1 latency.
 
 Trains (or loads from ``--run-dir``) a small ViLT on easy-VQA (``pip install easy-vqa``),
-then its exit heads and exit predictor with the backbone frozen, and measures for each
-setting (full model, confidence exit at several thresholds, exit predictor, fixed exits,
-question-guided image-token pruning at several keep ratios, combinations):
+then its exit heads and exit predictor with the backbone frozen, on the training questions
+of 90% of the training images; the predictor learns the earliest exit whose answer equals
+the full model's, and its risk is calibrated on the questions of the other 10% (never on the
+test split). Then it measures for each setting (full model, confidence exit at several
+thresholds, the calibrated exit predictor, fixed exits, question-guided image-token pruning
+at several keep ratios, dynamic int8 linears, combinations):
 
 - accuracy and mean number of layers run on the easy-VQA test questions (batched:
   per-question results equal batch-1 results for every mode);
 - batch-1 latency: the median over ``--latency-questions`` test questions, every setting
   run on each question in turn (interleaved, the first one rotating), reported also as a
-  ratio to the full model measured in the same run.
+  ratio to the full model measured in the same run;
+- the oracle exits (every question stopping at its earliest exit that gives the full
+  model's answer, or its earliest correct one): what a perfect predictor would reach.
 
-Writes ``mobivqa.md`` (table), ``mobivqa.json`` and ``mobivqa.png`` (accuracy vs latency)
-to ``--out``. The trained weights (safetensors), the vocabulary and the config live in
-``--run-dir`` (git-ignored ``runs/``); delete it (or pass ``--retrain``) to train again,
-or pass ``--continue-epochs`` to train the saved model further.
+Writes ``mobivqa.md`` (table), ``mobivqa.json`` and ``mobivqa.png`` (accuracy vs latency,
+points numbered and named in a legend) to ``--out``. The trained weights (safetensors), the
+vocabulary and the config live in ``--run-dir`` (git-ignored ``runs/``); delete it (or pass
+``--retrain``) to train again, pass ``--continue-epochs`` to train the saved model further
+(resumable steps), or ``--retrain-exits`` to train its exit heads and predictor again.
 
     python studies/bench_mobivqa.py --run-dir runs/mobivqa --out bench-results/mobivqa
 """
@@ -22,6 +28,7 @@ or pass ``--continue-epochs`` to train the saved model further.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -31,7 +38,16 @@ import torch
 
 from mobilevt.fileio import atomic_path, write_text_atomic
 from mobilevt.models.mobivqa import MobiVqaVilt, build_vilt_b32_vqa
-from mobilevt.training.vqa import easy_vqa_answer_groups, evaluate_on_split, load_easy_vqa, train_exit_heads, train_vqa
+from mobilevt.training.vqa import (
+    calibrate_exit_predictor,
+    easy_vqa_answer_groups,
+    evaluate_on_split,
+    exit_oracle,
+    hold_out,
+    load_easy_vqa,
+    train_exit_heads,
+    train_vqa,
+)
 
 
 def build_model(config: dict, answers: list[str]) -> MobiVqaVilt:
@@ -49,8 +65,12 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         config = json.loads(config_path.read_text())
         model = build_model(config, answers)
         model.load_state_dict(load_file(str(weights_path)))
+        model.predictor_risk = config.get("calibration", {}).get("risk", 0.5)
         print(f"loaded {weights_path}")
         if args.continue_epochs <= 0:
+            if args.retrain_exits:
+                _train_exits(model, train, args, config)
+                _save(model, config, weights_path, config_path)
             return model.eval(), config
         # train the loaded model further (a new warmup + cosine cycle), then its exits again
         start = time.perf_counter()
@@ -66,9 +86,7 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         config.setdefault("continued", []).append(
             {"epochs": args.continue_epochs, "seconds": round(time.perf_counter() - start, 1)}
         )
-        start = time.perf_counter()
-        train_exit_heads(model, train, epochs=args.exit_epochs, predictor_epochs=args.exit_epochs)
-        config["exit_train_seconds"] = round(time.perf_counter() - start, 1)
+        _train_exits(model, train, args, config)
         _save(model, config, weights_path, config_path)
         return model.eval(), config
     layers = args.layers
@@ -85,20 +103,31 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         ),
         "exit_layers": list(range(1, layers)),
         "predictor_layer": 1,
+        "augment": args.augment,
     }
     torch.manual_seed(0)
     model = build_vilt_b32_vqa(num_answers=len(answers), answers=answers, **config["arch"])
     start = time.perf_counter()
     train_vqa(model, train, epochs=args.epochs, batch_size=64, lr=args.lr, augment=args.augment)
-    config["augment"] = args.augment
     config["train_seconds"] = round(time.perf_counter() - start, 1)
     model.add_early_exits(config["exit_layers"], predictor_layer=config["predictor_layer"])
-    start = time.perf_counter()
-    train_exit_heads(model, train, epochs=args.exit_epochs, predictor_epochs=args.exit_epochs)
-    config["exit_train_seconds"] = round(time.perf_counter() - start, 1)
+    _train_exits(model, train, args, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     _save(model, config, weights_path, config_path)
     return model.eval(), config
+
+
+def _train_exits(model: MobiVqaVilt, train, args, config: dict) -> None:
+    """The exit heads and the predictor on the questions of 90% of the training images, the
+    predictor's risk calibrated on the other 10% (``--calibration-fraction``)."""
+    rest, held = hold_out(train, args.calibration_fraction)
+    start = time.perf_counter()
+    train_exit_heads(model, rest, epochs=args.exit_epochs, predictor_epochs=args.predictor_epochs)
+    config["exit_train_seconds"] = round(time.perf_counter() - start, 1)
+    config["exit_epochs"], config["predictor_epochs"] = args.exit_epochs, args.predictor_epochs
+    config["calibration"] = calibrate_exit_predictor(model, held, min_agreement=args.min_agreement)
+    config["calibration"] |= {"held_out_questions": len(held), "min_agreement": args.min_agreement}
+    print(f"exit predictor calibrated on {len(held)} held-out questions: {config['calibration']}")
 
 
 def _save(model: MobiVqaVilt, config: dict, weights_path: Path, config_path: Path) -> None:
@@ -109,19 +138,22 @@ def _save(model: MobiVqaVilt, config: dict, weights_path: Path, config_path: Pat
     write_text_atomic(config_path, json.dumps(config, indent=2))
 
 
-def settings(num_layers: int, exit_layers: list[int]) -> list[tuple[str, dict, tuple[int, float]]]:
+def settings(model: MobiVqaVilt, prune_layer: int) -> list[tuple[str, dict, tuple[int, float]]]:
     """(name, set_early_exit kwargs, (pruning layer, keep ratio))."""
     rows = [("full model", {}, (0, 1.0))]
     for threshold in (0.6, 0.8, 0.9, 0.99):
         rows.append((f"confidence exit >= {threshold}", {"threshold": threshold}, (0, 1.0)))
-    rows.append(("exit predictor", {"predictor": True}, (0, 1.0)))
-    for layer in exit_layers:
+    rows.append((f"exit predictor (risk {model.predictor_risk:.3g})", {"predictor": True}, (0, 1.0)))
+    for layer in model.exit_layers:
         rows.append((f"fixed exit after layer {layer}", {"layer": layer}, (0, 1.0)))
     for ratio in (0.75, 0.5, 0.25):
-        rows.append((f"prune after layer 1, keep {ratio}", {}, (1, ratio)))
-    rows.append(("prune 0.5 + confidence >= 0.99", {"threshold": 0.99}, (1, 0.5)))
-    rows.append(("prune 0.5 + exit predictor", {"predictor": True}, (1, 0.5)))
+        rows.append((f"prune after layer {prune_layer}, keep {ratio}", {}, (prune_layer, ratio)))
+    rows.append(("prune 0.5 + confidence >= 0.9", {"threshold": 0.9}, (prune_layer, 0.5)))
+    rows.append(("prune 0.5 + exit predictor", {"predictor": True}, (prune_layer, 0.5)))
     return rows
+
+
+INT8_SETTINGS = ("full model", "exit predictor", "prune after layer", "prune 0.5 + exit predictor")
 
 
 def configure(model: MobiVqaVilt, exit_kwargs: dict, pruning: tuple[int, float]) -> None:
@@ -129,12 +161,21 @@ def configure(model: MobiVqaVilt, exit_kwargs: dict, pruning: tuple[int, float])
     model.set_token_pruning(*pruning)
 
 
-def main() -> None:
+def dynamic_int8(model: MobiVqaVilt) -> MobiVqaVilt:
+    """A copy with every linear layer in dynamic int8 (int8 weights per channel, activations
+    quantized per call): the usual int8 of BERT-sized transformers."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", default="runs/mobivqa")
     parser.add_argument("--out", default="bench-results/mobivqa")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--continue-epochs", type=float, default=0.0, help="train a loaded model this much further")
+    parser.add_argument("--retrain-exits", action="store_true", help="train a loaded model's exits again")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
@@ -142,7 +183,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--vocab-size", type=int, default=200)
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--exit-epochs", type=float, default=0.3)
+    parser.add_argument("--exit-epochs", type=float, default=0.3, help="epochs of the exit heads")
+    parser.add_argument("--predictor-epochs", type=float, default=2.0, help="epochs of the exit predictor")
+    parser.add_argument("--calibration-fraction", type=float, default=0.1, help="training images held out")
+    parser.add_argument("--min-agreement", type=float, default=0.99, help="the predictor's bar on held-out questions")
+    parser.add_argument("--prune-layer", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
         "--augment",
@@ -152,42 +197,65 @@ def main() -> None:
     )
     parser.add_argument("--eval-limit", type=int, default=None, help="accuracy on the first N test questions")
     parser.add_argument("--latency-questions", type=int, default=200)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _evaluate(models: dict[str, MobiVqaVilt], model: MobiVqaVilt, test, answers, args) -> list[dict]:
+    """Accuracy and mean layers of every setting (fp32, and int8 for some) on the test split."""
+    rows = []
+    groups = easy_vqa_answer_groups(answers)
+    for precision in models:
+        for name, exit_kwargs, pruning in settings(model, args.prune_layer):
+            if precision == "int8" and not name.startswith(INT8_SETTINGS):
+                continue
+            configure(models[precision], exit_kwargs, pruning)
+            result = evaluate_on_split(models[precision], test, limit=args.eval_limit, answer_groups=groups)
+            setting = name if precision == "fp32" else f"int8: {name}"
+            rows.append({"setting": setting, "precision": precision, "exit": exit_kwargs, "pruning": list(pruning)})
+            rows[-1] |= result
+            print(
+                f"{setting}: accuracy {result['accuracy']:.4f} ({result['by_group']}), "
+                f"layers {result['mean_layers']:.2f}"
+            )
+    return rows
+
+
+def _time(models: dict[str, MobiVqaVilt], rows: list[dict], test, count: int) -> None:
+    """Batch-1 latency of every row: each question runs every setting in turn (the first
+    rotating), three warm-up passes; medians, and ratios to the full model."""
+    times: list[list[float]] = [[] for _ in rows]
+    for index in range(count + 3):
+        input_ids, attention_mask, pixel_values, _ = test.batch(torch.tensor([index % count]))
+        shift = index % len(rows)
+        for i in list(range(shift, len(rows))) + list(range(shift)):
+            model = models[rows[i]["precision"]]
+            configure(model, rows[i]["exit"], tuple(rows[i]["pruning"]))
+            start = time.perf_counter()
+            model(input_ids, attention_mask, pixel_values)
+            if index >= 3:
+                times[i].append(time.perf_counter() - start)
+    full_ms = statistics.median(times[0]) * 1e3
+    for row, values in zip(rows, times):
+        row["latency_ms"] = round(statistics.median(values) * 1e3, 3)
+        row["latency_ratio"] = round(row["latency_ms"] / full_ms, 3)
+
+
+def main() -> None:
+    args = _arguments()
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, test, answers, _ = load_easy_vqa(run_dir / "vocab.txt", image_size=args.image_size)
     print(f"easy-VQA: {len(train)} training and {len(test)} test questions, {len(answers)} answers")
     model, config = train_or_load(args, train, answers)
-    rows = []
+    models = {"fp32": model, "int8": dynamic_int8(model)}
     with torch.inference_mode():
-        for name, exit_kwargs, pruning in settings(model.num_layers, model.exit_layers):
-            configure(model, exit_kwargs, pruning)
-            result = evaluate_on_split(
-                model, test, limit=args.eval_limit, answer_groups=easy_vqa_answer_groups(answers)
-            )
-            rows.append({"setting": name, "exit": exit_kwargs, "pruning": list(pruning), **result})
-            print(
-                f"{name}: accuracy {result['accuracy']:.4f} (by answer kind {result['by_group']}), "
-                f"mean layers {result['mean_layers']:.2f}"
-            )
-        # batch-1 latency, interleaved over settings on each question
-        times: list[list[float]] = [[] for _ in rows]
+        rows = _evaluate(models, model, test, answers, args)
+        model.set_early_exit()
+        model.set_token_pruning(0)
+        oracle = exit_oracle(model, test if args.eval_limit is None else test.subset(torch.arange(args.eval_limit)))
         count = min(args.latency_questions, len(test))
-        for index in range(count + 3):
-            question = index % count
-            input_ids, attention_mask, pixel_values, _ = test.batch(torch.tensor([question]))
-            shift = index % len(rows)
-            for i in list(range(shift, len(rows))) + list(range(shift)):
-                configure(model, rows[i]["exit"], tuple(rows[i]["pruning"]))
-                start = time.perf_counter()
-                model(input_ids, attention_mask, pixel_values)
-                if index >= 3:  # the first three passes warm up
-                    times[i].append(time.perf_counter() - start)
-    full_ms = statistics.median(times[0]) * 1e3
-    for row, values in zip(rows, times):
-        row["latency_ms"] = round(statistics.median(values) * 1e3, 3)
-        row["latency_ratio"] = round(row["latency_ms"] / full_ms, 3)
+        _time(models, rows, test, count)
     report = {
         "torch": torch.__version__,
         "threads": args.threads,
@@ -195,13 +263,27 @@ def main() -> None:
         "test_questions": rows[0]["questions"],
         "latency_questions": count,
         "rows": rows,
+        "oracle": oracle,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    table = _table(report, model)
+    print(table)
+    write_text_atomic(out / "mobivqa.md", table)
+    write_text_atomic(out / "mobivqa.json", json.dumps(report, indent=2))
+    _plot(rows, out / "mobivqa.png")
+
+
+def _table(report: dict, model: MobiVqaVilt) -> str:
+    config, rows, oracle = report["model"], report["rows"], report["oracle"]
+    calibration = config.get("calibration", {})
     lines = [
         f"ViLT on easy-VQA ({config['arch']}), exits after layers {config['exit_layers']}, predictor after layer "
-        f"{config['predictor_layer']}; accuracy on {rows[0]['questions']} test questions, batch-1 latency median over "
-        f"{count} questions (interleaved), torch {torch.__version__}, {args.threads} threads",
+        f"{config['predictor_layer']} (risk {model.predictor_risk:.3g}, calibrated on "
+        f"{calibration.get('held_out_questions', '?')} held-out training questions for "
+        f"{calibration.get('min_agreement', '?')} agreement with the full model); accuracy on "
+        f"{report['test_questions']} test questions, batch-1 latency median over {report['latency_questions']} "
+        f"questions (interleaved), torch {report['torch']}, {report['threads']} threads",
         "",
         "| setting | accuracy | colour / shape / yes-no questions | mean layers | latency (ms) | latency / full |",
         "|---|---:|---:|---:|---:|---:|",
@@ -212,33 +294,64 @@ def main() -> None:
             f"| {row['setting']} | {row['accuracy'] * 100:.2f}% | {by_group} | {row['mean_layers']:.2f} "
             f"| {row['latency_ms']:.2f} | {row['latency_ratio']:.2f} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    write_text_atomic(out / "mobivqa.md", table)
-    write_text_atomic(out / "mobivqa.json", json.dumps(report, indent=2))
-    _plot(rows, out / "mobivqa.png")
+    lines += [
+        "",
+        "Oracle exits on the same test questions (no predictor could do better):",
+        "",
+        "| every question stops at | accuracy | mean layers |",
+        "|---|---:|---:|",
+        f"| its earliest exit that gives the full model's answer | {oracle['agreeing']['accuracy'] * 100:.2f}% "
+        f"| {oracle['agreeing']['mean_layers']:.2f} |",
+        f"| its earliest correct exit | {oracle['correct']['accuracy'] * 100:.2f}% "
+        f"| {oracle['correct']['mean_layers']:.2f} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _place_numbers(axes, points: list[tuple[float, float]], size: float = 14.0) -> None:
+    """Each point's number beside it, at the first of a ring of offsets (in pixels) whose
+    label box overlaps no label placed before, joined to its point by a thin line."""
+    offsets = [
+        (r * dx, r * dy)
+        for r in (12, 26, 40, 54)
+        for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1))
+    ]
+    placed: list[tuple[float, float]] = []
+    for number, (x, y) in enumerate(points, start=1):
+        px, py = axes.transData.transform((x, y))
+        choice = offsets[-1]
+        for dx, dy in offsets:
+            if all(abs(px + dx - qx) >= size or abs(py + dy - qy) >= size for qx, qy in placed):
+                choice = (dx, dy)
+                break
+        placed.append((px + choice[0], py + choice[1]))
+        axes.annotate(
+            str(number), (x, y), xytext=choice, textcoords="offset pixels", fontsize=7, ha="center", va="center",
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"},
+        )  # fmt: skip
 
 
 def _plot(rows: list[dict], path: Path) -> None:
+    """Accuracy against latency, each point numbered and named in a legend beside the axes
+    (names written next to close points would overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, (axes, legend) = plt.subplots(1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [3, 2]})
     for row in rows:
-        axes.scatter(row["latency_ratio"], row["accuracy"] * 100)
-        axes.annotate(
-            row["setting"],
-            (row["latency_ratio"], row["accuracy"] * 100),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
+        marker = "s" if row["precision"] == "int8" else "o"
+        axes.scatter(row["latency_ratio"], row["accuracy"] * 100, marker=marker, s=40, alpha=0.6)
+    figure.canvas.draw()  # fixes the data-to-pixel transform the labels are placed with
+    _place_numbers(axes, [(row["latency_ratio"], row["accuracy"] * 100) for row in rows])
     axes.set_xlabel("batch-1 latency / full model (median, interleaved)")
     axes.set_ylabel("easy-VQA test accuracy (%)")
-    axes.set_title("MobiVQA early exit and token pruning on a small ViLT")
+    axes.set_title("MobiVQA exits, token pruning and int8 (squares) on a small ViLT")
     axes.grid(True, alpha=0.3)
+    legend.axis("off")
+    names = [f"{number:>2}  {row['setting']}" for number, row in enumerate(rows, start=1)]
+    legend.text(0.0, 1.0, "\n".join(names), va="top", family="monospace", fontsize=8, transform=legend.transAxes)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120, format="png")

@@ -294,6 +294,7 @@ def mobivqa_settings(model) -> dict[str, Any]:
         exit_setting = {
             "mode": mode.label,
             "predictor_layer": int(model.predictor_layer),
+            "risk": float(model.predictor_risk),
             "exit_layers": list(model.exit_layers),
         }
     elif mode == ExitMode.FIXED:

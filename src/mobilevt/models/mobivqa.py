@@ -87,6 +87,23 @@ class ExitPredictor(nn.Module):
         return self.fc2(self.act(self.fc1(torch.cat([text_mean, image_mean], dim=1))))
 
 
+def later_choices_probability(probabilities: torch.Tensor) -> torch.Tensor:
+    """``[batch, choices]``: for each choice of the exit predictor the summed probability
+    of the choices after it (0 for the last), summed from the end so that it is exactly 0
+    where those are 0."""
+    from_end = probabilities.flip(dims=[1]).cumsum(dim=1).flip(dims=[1])
+    return torch.cat([from_end[:, 1:], torch.zeros_like(from_end[:, :1])], dim=1)
+
+
+def first_exit_within_risk(later: torch.Tensor, risk: float) -> torch.Tensor:
+    """``[batch]``: the first choice whose later-choices probability (``later``, from
+    :func:`later_choices_probability`) is below ``risk``; the last choice (the full model)
+    when none is."""
+    within = later[:, :-1] < risk
+    always = torch.ones_like(within[:, :1])
+    return torch.cat([within, always], dim=1).to(torch.long).argmax(dim=1)  # argmax: the first maximum
+
+
 def text_to_image_attention(attention: torch.Tensor, key_mask: torch.Tensor, num_text: int) -> torch.Tensor:
     """``[batch, image_tokens]``: the attention probabilities ``[batch, heads, N, N]`` from
     the valid text tokens (queries ``< num_text``) to each image token (keys
@@ -159,6 +176,9 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         self.exit_heads = nn.ModuleList()
         self.exit_predictor = nn.ModuleList()
         self.predictor_layer: int = 0
+        # the exit predictor's decision: exit where the predicted chance that a deeper exit is
+        # needed is below it (calibrated on held-out questions by calibrate_exit_predictor)
+        self.predictor_risk: float = 0.5
         self.exit_mode: int = ExitMode.OFF.value  # an ExitMode value (an int for TorchScript)
         self.exit_threshold: float = 1.0
         self.exit_softmax: bool = True
@@ -344,10 +364,14 @@ class MobiVqaVilt(ViltForQuestionAnswering):
         return stops
 
     def _predicted_exit_layers(self, hidden: torch.Tensor, key_mask: torch.Tensor, num_text: int) -> torch.Tensor:
-        """The exit layer the predictor picks for each image ``[batch]``."""
+        """The exit layer the predictor picks for each image ``[batch]``: the first exit at
+        which the predicted probability that a deeper one is needed (the later choices'
+        probabilities summed) is below ``predictor_risk``, else the full model. A lower
+        risk runs deeper and agrees more with the full model; 0 never exits early."""
         choice = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
         for predictor in self.exit_predictor:  # one, when exits were added
-            choice = predictor(hidden, key_mask, num_text).argmax(dim=1)
+            probabilities = predictor(hidden, key_mask, num_text).softmax(dim=1)
+            choice = first_exit_within_risk(later_choices_probability(probabilities), self.predictor_risk)
         table = torch.tensor(self.exit_layers + [len(self.encoder.layers)], dtype=torch.long, device=hidden.device)
         return table[choice]
 
@@ -444,17 +468,18 @@ def build_vilt_b32_vqa(
     exit_layers: Sequence[int] = (),
     predictor_layer: int = 2,
     predictor_hidden: int = 128,
+    predictor_risk: float = 0.5,
     **arch_fields,
 ) -> ViltForQuestionAnswering:
     """ViLT-B/32 with the VQAv2 head; ``arch_fields`` override :class:`ViltArch` fields
     (``hidden_size=``, ``num_layers=`` ...). ``exit_layers`` adds MobiVQA's exit heads
-    (:meth:`MobiVqaVilt.add_early_exits`)."""
+    (:meth:`MobiVqaVilt.add_early_exits`), whose predictor decides with ``predictor_risk``."""
     unknown = sorted(set(arch_fields) - ARCH_FIELDS)
     if unknown:
         raise InvalidInputError(
             f"unknown ViLT option(s) {', '.join(unknown)}; architecture fields are {', '.join(sorted(ARCH_FIELDS))}, "
             "other options num_answers, answers, drop_rate, attn_drop_rate, exit_layers, predictor_layer, "
-            "predictor_hidden"
+            "predictor_hidden, predictor_risk"
         )
     model = MobiVqaVilt(
         ViltArch(**arch_fields),
@@ -465,6 +490,7 @@ def build_vilt_b32_vqa(
     )
     if exit_layers:
         model.add_early_exits(exit_layers, predictor_layer, predictor_hidden)
+        model.predictor_risk = float(predictor_risk)
     return model
 
 

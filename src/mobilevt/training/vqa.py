@@ -32,7 +32,7 @@ from torch import nn
 from ..data.tokenizer import WordPieceTokenizer, create_tokenizer
 from ..errors import InvalidInputError, MissingDependencyError
 from ..fileio import write_text_atomic
-from ..models.mobivqa import MobiVqaVilt
+from ..models.mobivqa import MobiVqaVilt, first_exit_within_risk, later_choices_probability
 from .trainer import parameter_groups, warmup_cosine
 
 __all__ = [
@@ -41,6 +41,11 @@ __all__ = [
     "build_wordpiece_vocab",
     "train_vqa",
     "train_exit_heads",
+    "calibrate_exit_predictor",
+    "earliest_agreeing_exit",
+    "exit_oracle",
+    "full_model_answers",
+    "hold_out",
     "evaluate_on_split",
     "exit_states",
     "shift_and_flip",
@@ -64,6 +69,12 @@ class VqaSplit:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def subset(self, rows: torch.Tensor) -> VqaSplit:
+        """The questions ``rows`` (the images are shared, not copied)."""
+        return VqaSplit(
+            self.images, self.image_index[rows], self.input_ids[rows], self.attention_mask[rows], self.labels[rows]
+        )
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask, pixel_values, labels)`` of questions ``rows``,
@@ -259,8 +270,11 @@ def train_exit_heads(
 ) -> None:
     """Train the exit heads, then the exit predictor, with the backbone frozen (only
     ``model.exit_heads`` and ``model.exit_predictor`` change). Each head minimises the
-    cross-entropy of its answers; the predictor's target is the earliest exit whose head
-    answers correctly, or "full model" (the last choice) when none does."""
+    cross-entropy of its answers; the predictor's target is the earliest exit whose answer
+    equals the full model's (:func:`earliest_agreeing_exit`), or "full model" (the last
+    choice) when none does: it learns where stopping costs nothing, whatever the label.
+    Calibrate its decision afterwards on held-out questions
+    (:func:`calibrate_exit_predictor`)."""
     if not model.exit_layers:
         raise InvalidInputError("the model has no exit heads: call model.add_early_exits([...]) first")
     trainable = set(id(p) for p in model.exit_heads.parameters()) | set(
@@ -295,7 +309,9 @@ def train_exit_heads(
                             F.cross_entropy(head(state), labels) for head, state in zip(model.exit_heads, states)
                         )
                     else:
-                        target = _earliest_correct_exit(model, states, labels)
+                        with torch.no_grad():
+                            full = full_model_answers(model, states[-1], key_mask)
+                            target = earliest_agreeing_exit(model, states, full)
                         choice_logits = model.exit_predictor[0](predictor_states, key_mask, input_ids.shape[1])
                         loss = F.cross_entropy(choice_logits, target)
                     optimizer.zero_grad(set_to_none=True)
@@ -312,14 +328,125 @@ def train_exit_heads(
 
 
 @torch.no_grad()
-def _earliest_correct_exit(model: MobiVqaVilt, states: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Per question the index of the first exit head whose top answer is right, else
-    ``len(exit_layers)`` (run the full model)."""
-    target = torch.full_like(labels, len(model.exit_layers))
+def full_model_answers(model: MobiVqaVilt, last_exit_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """The full model's top answer ``[batch]``, from the states after the last exit layer
+    (:func:`exit_states`): the remaining layers, then the model's own head."""
+    hidden = model.encoder.forward_layers(last_exit_states, key_mask, model.exit_layers[-1], model.num_layers)
+    return model.answer_logits(hidden).argmax(dim=1)
+
+
+@torch.no_grad()
+def earliest_agreeing_exit(model: MobiVqaVilt, states: list[torch.Tensor], answers: torch.Tensor) -> torch.Tensor:
+    """Per question the index of the first exit head whose top answer equals ``answers``
+    (the full model's: the exit predictor's target; the labels: the earliest correct exit),
+    else ``len(exit_layers)`` (run the full model)."""
+    target = torch.full_like(answers, len(model.exit_layers))
     for index in reversed(range(len(states))):
-        correct = model.exit_heads[index](states[index]).argmax(dim=1) == labels
-        target = torch.where(correct, torch.full_like(target, index), target)
+        agrees = model.exit_heads[index](states[index]).argmax(dim=1) == answers
+        target = torch.where(agrees, torch.full_like(target, index), target)
     return target
+
+
+def hold_out(split: VqaSplit, fraction: float = 0.1, seed: int = 0) -> tuple[VqaSplit, VqaSplit]:
+    """``(rest, held_out)``: the questions of a random ``fraction`` of the images held out
+    (for calibrating the exit predictor on questions it was not trained on)."""
+    if not 0.0 < fraction < 1.0:
+        raise InvalidInputError(f"fraction must be between 0 and 1, got {fraction}")
+    images = int(split.image_index.max()) + 1
+    chosen = torch.randperm(images, generator=torch.Generator().manual_seed(seed))[: max(1, round(fraction * images))]
+    held = torch.zeros(images, dtype=torch.bool)
+    held[chosen] = True
+    mask = held[split.image_index]
+    return split.subset(torch.nonzero(~mask).reshape(-1)), split.subset(torch.nonzero(mask).reshape(-1))
+
+
+@torch.no_grad()
+def _exit_table(model: MobiVqaVilt, split: VqaSplit, batch_size: int) -> dict[str, torch.Tensor]:
+    """Per question (all optimisations off): the predictor's choice probabilities, each
+    exit's answer and the full model's answer, and the label."""
+    probabilities, exit_answers, full, labels = [], [], [], []
+    for rows in _batches(len(split), batch_size, shuffle=False, seed=0):
+        input_ids, attention_mask, pixel_values, batch_labels = split.batch(rows)
+        states, predictor_states, key_mask = exit_states(model, input_ids, attention_mask, pixel_values)
+        choice_logits = model.exit_predictor[0](predictor_states, key_mask, input_ids.shape[1])
+        probabilities.append(choice_logits.softmax(dim=1))
+        heads = zip(model.exit_heads, states)
+        exit_answers.append(torch.stack([head(state).argmax(dim=1) for head, state in heads], dim=1))
+        full.append(full_model_answers(model, states[-1], key_mask))
+        labels.append(batch_labels)
+    full_answers = torch.cat(full)
+    return {
+        "probabilities": torch.cat(probabilities),
+        "answers": torch.cat([torch.cat(exit_answers), full_answers[:, None]], dim=1),  # [Q, exits + 1]
+        "labels": torch.cat(labels),
+    }
+
+
+def _layers_of(model: MobiVqaVilt) -> torch.Tensor:
+    return torch.tensor(model.exit_layers + [model.num_layers], dtype=torch.float64)
+
+
+@torch.no_grad()
+def calibrate_exit_predictor(
+    model: MobiVqaVilt, held_out: VqaSplit, min_agreement: float = 0.99, batch_size: int = 256
+) -> dict:
+    """Set ``model.predictor_risk`` to the highest risk (fewest layers) up to which the
+    predictor's exits give the full model's answer on at least ``min_agreement`` of the
+    ``held_out`` questions (not the test split: :func:`hold_out`); every lower risk agrees
+    as much, so the choice is no lucky spot. Returns that risk, the agreement, the accuracy
+    and the mean number of layers on ``held_out``. ``mobilevt.save_weights`` stores the
+    risk with the exits."""
+    if not model.exit_layers:
+        raise InvalidInputError("the model has no exit heads: call model.add_early_exits([...]) first")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise InvalidInputError(f"min_agreement must be in [0, 1], got {min_agreement}")
+    table = _exit_table(model.eval(), held_out, batch_size)
+    later = later_choices_probability(table["probabilities"])
+    layers = _layers_of(model)
+    # the risks at which a decision changes: just above each probability the rule compares
+    values = torch.unique(later[:, :-1])
+    candidates = [0.0] + torch.nextafter(values, torch.full_like(values, 2.0)).tolist()
+    chosen = _decide(table, later, layers, 0.0)  # risk 0: every question runs the full model
+    for risk in candidates:  # a higher risk exits earlier: keep the last that still agrees enough
+        result = _decide(table, later, layers, risk)
+        if result["agreement"] < min_agreement:
+            break
+        chosen = result
+    model.predictor_risk = chosen["risk"]
+    return chosen
+
+
+def _decide(table: dict, later: torch.Tensor, layers: torch.Tensor, risk: float) -> dict:
+    """The exit predictor's decision at ``risk`` (as the model takes it) on a table."""
+    choice = first_exit_within_risk(later, risk)
+    answers = table["answers"].gather(1, choice[:, None])[:, 0]
+    return {
+        "risk": float(risk),
+        "agreement": float((answers == table["answers"][:, -1]).double().mean()),
+        "accuracy": float((answers == table["labels"]).double().mean()),
+        "mean_layers": float(layers[choice].mean()),
+    }
+
+
+@torch.no_grad()
+def exit_oracle(model: MobiVqaVilt, split: VqaSplit, batch_size: int = 256) -> dict:
+    """What a perfect exit decision would give on ``split``: every question stops at its
+    earliest exit that gives the full model's answer (``agreeing``: the full model's
+    accuracy at the fewest layers) or, more optimistic, its earliest correct exit
+    (``correct``: the full model where none is). Accuracy and mean layers of each."""
+    table = _exit_table(model.eval(), split, batch_size)
+    layers = _layers_of(model)
+    oracle = {}
+    for name, reference in (("agreeing", table["answers"][:, -1]), ("correct", table["labels"])):
+        matches = table["answers"] == reference[:, None]
+        matches[:, -1] = True  # the full model is the fallback
+        choice = matches.int().argmax(dim=1)  # the first True
+        answers = table["answers"].gather(1, choice[:, None])[:, 0]
+        oracle[name] = {
+            "accuracy": float((answers == table["labels"]).double().mean()),
+            "mean_layers": float(layers[choice].mean()),
+        }
+    return oracle
 
 
 @torch.no_grad()

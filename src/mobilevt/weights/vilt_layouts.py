@@ -234,6 +234,7 @@ def _exit_options(model: nn.Module) -> dict[str, Any] | None:
         "exit_layers": list(model.exit_layers),
         "predictor_layer": int(model.predictor_layer),
         "predictor_hidden": int(model.exit_predictor[0].fc1.out_features),
+        "predictor_risk": float(model.predictor_risk),
     }
 
 
@@ -261,6 +262,8 @@ def vilt_options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
         options = {k: v for k, v in arch.items() if k in VILT_ARCH_FIELDS}
         if exits:
             options.update({name: exits[name] for name in EXIT_OPTIONS})
+            if "predictor_risk" in exits:  # calibrated; older files decide at 0.5
+                options["predictor_risk"] = float(exits["predictor_risk"])
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointMismatchError(
             f"the file's ViLT metadata is unreadable ({type(err).__name__}: {err}); "
@@ -288,6 +291,7 @@ def _differences_from_file(model: nn.Module, checkpoint: Any) -> str:
         if k in VILT_ARCH_FIELDS and getattr(model.arch, k) != v
     ]
     ours = _exit_options(model)
+    ours = None if ours is None else {k: ours[k] for k in EXIT_OPTIONS}  # the structure; not the threshold
     if "exit_layers" in stored and {k: stored[k] for k in EXIT_OPTIONS} != ours:
         differ.append(
             f"exit heads after layers {list(stored['exit_layers'])}, predictor after layer "
