@@ -169,6 +169,62 @@ def dynamic_int8(model: MobiVqaVilt) -> MobiVqaVilt:
     return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def _exported_settings(prune_layer: int) -> list[tuple[str, dict, tuple[int, float]]]:
+    return [
+        ("full model", {}, (0, 1.0)),
+        ("confidence exit >= 0.9", {"threshold": 0.9}, (0, 1.0)),
+        ("exit predictor", {"predictor": True}, (0, 1.0)),
+        ("prune 0.5 + exit predictor", {"predictor": True}, (prune_layer, 0.5)),
+    ]
+
+
+def _exported(model: MobiVqaVilt, test, prune_layer: int, count: int, folder: Path) -> list[dict]:
+    """The settings an app switches, in the files it ships: one TorchScript file switched by
+    its scripted methods, and an ONNX file per setting (the data-dependent exits as ONNX
+    ``If``). Per setting and runtime: top-1 agreement with eager and the largest logit
+    difference on ``count`` test questions, and the batch-1 latency (median, each question
+    run by eager, TorchScript and ONNX Runtime in turn)."""
+    from mobilevt.export.vilt import export_vilt_onnx
+
+    def inputs(question: int) -> tuple[torch.Tensor, ...]:
+        input_ids, attention_mask, pixel_values, _ = test.batch(torch.tensor([question]))
+        return input_ids, attention_mask, pixel_values, torch.ones_like(pixel_values[:, 0], dtype=torch.long)
+
+    scripted = torch.jit.script(copy.deepcopy(model).eval())
+    rows = []
+    for name, exit_kwargs, pruning in _exported_settings(prune_layer):
+        configure(model, exit_kwargs, pruning)
+        configure(scripted, exit_kwargs, pruning)
+        onnx_run, _ = export_vilt_onnx(model, folder / f"{len(rows)}.onnx", inputs(0), threads=torch.get_num_threads())
+        runners = {"eager": lambda x: model(*x), "torchscript": lambda x: scripted(*x), "onnxruntime": onnx_run}
+        times: dict[str, list[float]] = {runtime: [] for runtime in runners}
+        agree = dict.fromkeys(runners, 0)
+        worst = dict.fromkeys(runners, 0.0)
+        for index in range(count + 3):
+            example = inputs(index % count)
+            expected = model(*example)
+            order = list(runners)[index % 3 :] + list(runners)[: index % 3]
+            for runtime in order:
+                start = time.perf_counter()
+                logits = runners[runtime](example)
+                if index >= 3:
+                    times[runtime].append(time.perf_counter() - start)
+                    agree[runtime] += int(logits.argmax() == expected.argmax())
+                    worst[runtime] = max(worst[runtime], float((logits - expected).abs().max()))
+        for runtime in runners:
+            rows.append(
+                {
+                    "setting": name,
+                    "runtime": runtime,
+                    "latency_ms": round(statistics.median(times[runtime]) * 1e3, 3),
+                    "top1_agreement": agree[runtime] / count,
+                    "max_abs_diff": worst[runtime],
+                }
+            )
+    configure(model, {}, (0, 1.0))
+    return rows
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", default="runs/mobivqa")
@@ -197,6 +253,12 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--eval-limit", type=int, default=None, help="accuracy on the first N test questions")
     parser.add_argument("--latency-questions", type=int, default=200)
+    parser.add_argument(
+        "--exported",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the exits and pruning in TorchScript and ONNX files beside eager (default on)",
+    )
     return parser.parse_args()
 
 
@@ -256,6 +318,9 @@ def main() -> None:
         oracle = exit_oracle(model, test if args.eval_limit is None else test.subset(torch.arange(args.eval_limit)))
         count = min(args.latency_questions, len(test))
         _time(models, rows, test, count)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        exported = _exported(model, test, args.prune_layer, count, out) if args.exported else []
     report = {
         "torch": torch.__version__,
         "threads": args.threads,
@@ -264,9 +329,8 @@ def main() -> None:
         "latency_questions": count,
         "rows": rows,
         "oracle": oracle,
+        "exported": exported,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     table = _table(report, model)
     print(table)
     write_text_atomic(out / "mobivqa.md", table)
@@ -305,6 +369,23 @@ def _table(report: dict, model: MobiVqaVilt) -> str:
         f"| its earliest correct exit | {oracle['correct']['accuracy'] * 100:.2f}% "
         f"| {oracle['correct']['mean_layers']:.2f} |",
     ]
+    if report["exported"]:
+        lines += [
+            "",
+            "The same settings in the files an app ships (one TorchScript file switched by its methods, an ONNX "
+            "file per setting), batch-1 latency (median, interleaved with eager on the same questions) and "
+            "agreement with eager:",
+            "",
+            "| setting | runtime | latency (ms) | / eager | top-1 agreement | max-abs logit diff |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        eager = {row["setting"]: row["latency_ms"] for row in report["exported"] if row["runtime"] == "eager"}
+        for row in report["exported"]:
+            lines.append(
+                f"| {row['setting']} | {row['runtime']} | {row['latency_ms']:.2f} | "
+                f"{row['latency_ms'] / eager[row['setting']]:.2f} | {row['top1_agreement'] * 100:.1f}% | "
+                f"{row['max_abs_diff']:.1e} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 // model, the photo picker and drop zone, a pick made while the model loads queued, the timing
 // button, and the machine-readable result the tests read. Page parameters: ?model=FILE.onnx,
 // &labels=FILE (one name per line), &runs=N (time N runs after each result; default: only on
-// the button).
+// the button), &backend=webgpu (WebGPU where the browser has it; default WebAssembly).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -50,11 +50,32 @@ function publish(result, waitingForTiming) {
   $("result").dataset.done = waitingForTiming ? "" : "true";
 }
 
-// the controls both pages show: the model's name, the picker and drop zone, the timing
-// button, the status line and a line for notes
+// the backend the page runs on: ?backend=webgpu where the browser has WebGPU, else
+// WebAssembly on the CPU
+const chosenBackend = () => new URLSearchParams(window.location.search).get("backend") || "wasm";
+const backendName = (backend) => (backend === "webgpu" ? "WebGPU" : "WebAssembly");
+
+// offers WebGPU beside WebAssembly when the browser has a WebGPU adapter; a change reloads
+// the page on the chosen backend (a worker loads one ONNX Runtime build)
+async function offerBackends() {
+  const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+  if (!adapter && chosenBackend() === "wasm") return;
+  $("backend-choice").hidden = false;
+  $("backend").value = chosenBackend();
+  $("backend").addEventListener("change", () => {
+    const params = new URLSearchParams(window.location.search);
+    params.set("backend", $("backend").value);
+    window.location.search = params.toString();
+  });
+}
+
+// the controls the pages show: the model's name, the backend (where WebGPU is offered), the
+// picker and drop zone, the timing button, the status line and a line for notes
 function addControls() {
   $("controls").innerHTML = `
     <p>Model: <code id="model-name"></code></p>
+    <p id="backend-choice" hidden><label for="backend">Runs on</label>
+      <select id="backend"><option value="wasm">WebAssembly (CPU)</option><option value="webgpu">WebGPU</option></select></p>
     <div id="drop">
       <label class="button" for="photo">Pick a photo</label>
       <input type="file" id="photo" accept="image/*">
@@ -63,6 +84,7 @@ function addControls() {
     </div>
     <p id="status">loading the model ...</p>
     <p id="note"></p>`;
+  offerBackends();
 }
 
 // Wires the page: ``show(result, labels)`` draws one model output (``result.output``, its
@@ -80,7 +102,8 @@ function startPage({ defaultModel, defaultLabels, show }) {
     $("time").disabled = true;
     status(`timing ${runs} runs ...`);
     const { medianMs } = await ask("time", { runs });
-    status(`model ${medianMs.toFixed(1)} ms (median of ${runs} runs, WebAssembly, ${plural(state.threads, "thread")})`);
+    status(`model ${medianMs.toFixed(1)} ms (median of ${runs} runs, ${backendName(chosenBackend())}, ` +
+      `${plural(state.threads, "thread")})`);
     state.last = { ...state.last, latency_ms: medianMs, timed_runs: runs };
     publish(state.last, false);
     $("time").disabled = false;
@@ -124,10 +147,10 @@ function startPage({ defaultModel, defaultLabels, show }) {
   $("drop").addEventListener("dragover", (event) => event.preventDefault());
   $("drop").addEventListener("drop", (event) => { event.preventDefault(); fromFiles(event.dataTransfer.files); });
   $("time").addEventListener("click", () => timeRuns(TIMING_RUNS).catch((error) => status("error: " + error.message)));
-  Promise.all([ask("load", { url: modelUrl }), loadLabels(labelsUrl)])
+  Promise.all([ask("load", { url: modelUrl, backend: chosenBackend() }), loadLabels(labelsUrl)])
     .then(([info, labels]) => {
       Object.assign(state, { labels, threads: info.threads, ready: true });
-      status(`ready (${plural(info.threads, "thread")}): pick a photo`);
+      status(`ready (${backendName(chosenBackend())}, ${plural(info.threads, "thread")}): pick a photo`);
       if (state.queued) pick(state.queued);
     })
     .catch((error) => status("error: " + error.message));

@@ -21,8 +21,8 @@ async function fetchJson(url) {
 
 // the runtime, the tokenizer files and the first model file's session (the full model; a
 // MobiVQA variant beside it is loaded when first asked)
-async function load({ models, tokenizerUrl, configUrl }) {
-  loadRuntime();
+async function load({ models, tokenizerUrl, configUrl, backend }) {
+  loadRuntime(backend);
   let tokenizers;
   try {
     tokenizers = await import(new URL("tokenizers/tokenizers.min.mjs", self.location.href).href);
@@ -40,7 +40,7 @@ async function load({ models, tokenizerUrl, configUrl }) {
 async function sessionFor(url) {
   if (!sessions.has(url)) {
     await requireFile(url, EXPORT_COMMAND);
-    const session = await ort.InferenceSession.create(url, { executionProviders: ["wasm"] });
+    const session = await ort.InferenceSession.create(url, { executionProviders });
     // one run while the page says "loading": the first run sets up the kernels and memory
     // (about twice a later run's time), which the first answer would otherwise wait for
     const side = VILT_SHORTER_SIDE;

@@ -1,7 +1,8 @@
 // The VQA page (vqa.html): a photo and a question in, ViLT's top-5 answers out, with the time
 // of each stage. Page parameters: ?models=A.onnx,B.onnx (default vqa.onnx and, if exported,
 // vqa-mobivqa.onnx: the files the selector offers; the first one's tokenizer and answers are
-// used), &runs=N (time N model runs after each answer; default: only on the button).
+// used), &runs=N (time N model runs after each answer; default: only on the button),
+// &backend=webgpu (WebGPU where the browser has it; default WebAssembly).
 // Each model file's side files (`mobilevt export` writes them): NAME.tokenizer.json,
 // NAME.tokenizer_config.json, NAME.answers.txt and NAME.onnx.report.json (its MobiVQA settings).
 "use strict";
@@ -97,7 +98,8 @@ function startVqaPage() {
     $("time").disabled = true;
     status(`timing ${runs} runs ...`);
     const { medianMs } = await worker("time", { runs });
-    status(`ViLT ${medianMs.toFixed(1)} ms (median of ${runs} runs, WebAssembly, ${plural(state.threads, "thread")})`);
+    status(`ViLT ${medianMs.toFixed(1)} ms (median of ${runs} runs, ${backendName(chosenBackend())}, ` +
+      `${plural(state.threads, "thread")})`);
     state.last = { ...state.last, latency_ms: medianMs, timed_runs: runs };
     publish(state.last, false);
     $("time").disabled = false;
@@ -118,9 +120,11 @@ function startVqaPage() {
       showAnswers(top);
       showStages(result);
       const shownMs = performance.now() - asked;
-      status(`answered ${shownMs.toFixed(0)} ms after the question (${plural(state.threads, "thread")})`);
+      status(`answered ${shownMs.toFixed(0)} ms after the question (${backendName(chosenBackend())}, ` +
+        `${plural(state.threads, "thread")})`);
       state.last = { ...result, question, model, top5: top.map(({ index }) => index),
-        names: top.map(({ answer }) => answer), first_result_ms: shownMs, threads: state.threads, latency_ms: null };
+        names: top.map(({ answer }) => answer), first_result_ms: shownMs, threads: state.threads, latency_ms: null,
+        backend: chosenBackend() };
       publish(state.last, autoRuns > 0);
       $("time").disabled = false;
       if (autoRuns > 0) await timeRuns(autoRuns);
@@ -154,12 +158,12 @@ function startVqaPage() {
     const stem = stemOf(models[0].url);
     const [info, answers] = await Promise.all([
       worker("load", { models: models.map(({ url }) => url), tokenizerUrl: stem + ".tokenizer.json",
-        configUrl: stem + ".tokenizer_config.json" }),
+        configUrl: stem + ".tokenizer_config.json", backend: chosenBackend() }),
       loadLabels(stem + ".answers.txt"),
     ]);
     Object.assign(state, { answers, threads: info.threads, ready: true });
     if (!answers) $("note").textContent = `No ${stem.split("/").pop()}.answers.txt beside the model: answer indices are shown.`;
-    status(`ready (${plural(info.threads, "thread")}): pick a photo and ask`);
+    status(`ready (${backendName(chosenBackend())}, ${plural(info.threads, "thread")}): pick a photo and ask`);
     if (state.photo) answer();
   }
 

@@ -1,15 +1,23 @@
-// What the pages' workers share (importScripts("worker-base.js")): ONNX Runtime Web's
-// WebAssembly build (ort.wasm.min.js: the smallest build that has the CPU backend; the
-// WebGPU-capable ort.min.js pulls a 29.5 MB .wasm instead of 14.8 MB), photo decoding, and
-// requests answered one at a time. With cross-origin isolation (serve.py sends the headers)
-// WebAssembly runs on several threads.
+// What the pages' workers share (importScripts("worker-base.js")): ONNX Runtime Web, photo
+// decoding, and requests answered one at a time. The CPU backend loads the WebAssembly build
+// (ort.wasm.min.js: the smallest build that has it, 14.8 MB of WebAssembly; the WebGPU-capable
+// ort.min.js pulls 29.5 MB instead); the WebGPU backend, chosen on the page where the browser
+// has WebGPU, loads ort.webgpu.min.js (28.7 MB). With cross-origin isolation (serve.py sends
+// the headers) WebAssembly runs on several threads.
 "use strict";
 
 let threads = 1;
+let executionProviders = ["wasm"];
 
-function loadRuntime() {
+const RUNTIMES = { wasm: "ort/ort.wasm.min.js", webgpu: "ort/ort.webgpu.min.js" };
+
+function loadRuntime(backend = "wasm") {
+  if (!(backend in RUNTIMES)) throw new Error(`unknown backend ${backend}: use wasm or webgpu`);
+  if (backend === "webgpu" && !self.navigator.gpu) {
+    throw new Error("this browser has no WebGPU here: open the page without ?backend=webgpu");
+  }
   try {
-    importScripts("ort/ort.wasm.min.js");
+    importScripts(RUNTIMES[backend]);
   } catch (error) {
     throw new Error(
       "ONNX Runtime Web did not load from ort/: run `npm ci --prefix examples/web` and serve the page with " +
@@ -19,6 +27,7 @@ function loadRuntime() {
   ort.env.wasm.wasmPaths = new URL("ort/", self.location.href).href;
   threads = self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
   ort.env.wasm.numThreads = threads;
+  executionProviders = [backend];
 }
 
 // fails with `command` (what to run to make the file) when `url` is not served

@@ -7,14 +7,14 @@ importScripts("worker-base.js");
 let session = null;
 let feeds = null;  // the last photo's input: the timing runs repeat it
 
-async function load(modelUrl) {
-  loadRuntime();
+async function load(modelUrl, backend) {
+  loadRuntime(backend);
   await requireFile(
     modelUrl,
     "export one next to index.html, e.g. " +
       "`mobilevt export mobilevit_xxs --format onnx --include-preprocessing -o examples/web/model.onnx`",
   );
-  session = await ort.InferenceSession.create(modelUrl, { executionProviders: ["wasm"] });
+  session = await ort.InferenceSession.create(modelUrl, { executionProviders });
   return { threads, isolated: self.crossOriginIsolated, input: session.inputNames[0] };
 }
 
@@ -30,4 +30,4 @@ async function run(file) {
   return { output: Array.from(output.data), dims: output.dims, height, width, decodeMs, modelMs };
 }
 
-serveRequests({ load: (m) => load(m.url), run: (m) => run(m.file), time: (m) => medianRun(session, feeds, m.runs) });
+serveRequests({ load: (m) => load(m.url, m.backend), run: (m) => run(m.file), time: (m) => medianRun(session, feeds, m.runs) });

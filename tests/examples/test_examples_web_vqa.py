@@ -267,3 +267,33 @@ def _assert_readable_at_phone_size(browser) -> None:
     for target in ("label[for=photo]", "#ask", "#question", "#variant"):
         box = browser.execute_script(f"return document.querySelector('{target}').getBoundingClientRect().toJSON()")
         assert box["height"] >= 44 and box["width"] >= 44, (target, box)
+
+
+# WebGPU kernels (here Chromium's software adapter) sum in other orders and may use fused
+# multiply-adds: a looser bar on the logits, the same top-5
+WEBGPU_TOLERANCE = 1e-3
+
+
+def test_vqa_page_on_webgpu_answers_as_python_onnxruntime(exported, tmp_path):
+    """Where the browser has WebGPU the page offers it; on it (?backend=webgpu) the answers
+    are Python onnxruntime's: logits within 1e-3, the same top-5."""
+    folder, _, pipelines = exported
+    driver_steps = chromium(webgpu=True)
+    browser = next(driver_steps)
+    server = serve(folder)
+    try:
+        browser.get(page_url(server, "vqa.html"))
+        wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
+        if browser.execute_script("return document.getElementById('backend-choice').hidden"):
+            pytest.skip("this Chromium offers no WebGPU adapter, not even its software one")
+        browser.get(page_url(server, "vqa.html?backend=webgpu"))
+        wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready (WebGPU')")
+        png = pngs(tmp_path, 1)[0]
+        shown = _ask(browser, QUESTIONS[0], png)
+        expected, ids = _expected_logits(folder, pipelines["vqa.onnx"], png, QUESTIONS[0], "vqa.onnx")
+        assert shown["backend"] == "webgpu" and shown["ids"] == ids
+        assert (torch.tensor(shown["logits"]) - expected).abs().max() <= WEBGPU_TOLERANCE
+        assert shown["top5"] == expected.topk(5).indices.tolist()
+    finally:
+        server.shutdown()
+        next(driver_steps, None)

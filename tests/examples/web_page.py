@@ -27,9 +27,10 @@ def _serve_module():
     return module
 
 
-def chromium():
+def chromium(webgpu: bool = False):
     """Headless Chromium (a generator: a test module's ``browser`` fixture yields from it), or
-    a skip that says what to install."""
+    a skip that says what to install. ``webgpu``: with WebGPU on (Chromium's software
+    adapter, SwiftShader, where the machine has no GPU)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or driver_path is None:
@@ -38,7 +39,9 @@ def chromium():
         pytest.skip("the pages' libraries are not installed: npm ci --prefix examples/web")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    for argument in ("--enable-unsafe-webgpu",) if webgpu else ("--disable-gpu",):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
     yield driver
