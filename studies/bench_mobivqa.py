@@ -225,6 +225,42 @@ def _exported(model: MobiVqaVilt, test, prune_layer: int, count: int, folder: Pa
     return rows
 
 
+def _onnx_int8(model: MobiVqaVilt, test, limit: int, count: int, folder: Path) -> dict:
+    """int8 as ``mobilevt export --quantize int8`` writes it (the full model's ONNX file with
+    its linears in dynamic int8): accuracy on the first ``limit`` test questions, file size
+    and batch-1 latency (median over ``count`` questions, interleaved), against the fp32 file."""
+    from mobilevt.export.quantize import quantize_onnx_dynamic
+    from mobilevt.export.vilt import export_vilt_onnx, vilt_onnx_runner
+
+    def inputs(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        input_ids, attention_mask, pixel_values, _ = test.batch(rows)
+        return input_ids, attention_mask, pixel_values, torch.ones_like(pixel_values[:, 0], dtype=torch.long)
+
+    configure(model, {}, (0, 1.0))
+    paths = {"fp32": folder / "full.onnx", "int8": folder / "full_int8.onnx"}
+    export_vilt_onnx(model, paths["fp32"], inputs(torch.tensor([0])))
+    quantize_onnx_dynamic(paths["fp32"], paths["int8"])
+    runners = {name: vilt_onnx_runner(path, torch.get_num_threads()) for name, path in paths.items()}
+    result: dict[str, dict] = {name: {"file_mb": round(path.stat().st_size / 1e6, 2)} for name, path in paths.items()}
+    for name, run in runners.items():
+        correct = 0
+        for start in range(0, limit, 256):
+            rows = torch.arange(start, min(start + 256, limit))
+            correct += int((run(inputs(rows)).argmax(dim=1) == test.labels[rows]).sum())
+        result[name]["accuracy"] = correct / limit
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for index in range(count + 3):
+        example = inputs(torch.tensor([index % count]))
+        for name in list(runners)[index % 2 :] + list(runners)[: index % 2]:
+            start = time.perf_counter()
+            runners[name](example)
+            if index >= 3:
+                times[name].append(time.perf_counter() - start)
+    for name in runners:
+        result[name]["latency_ms"] = round(statistics.median(times[name]) * 1e3, 3)
+    return result
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", default="runs/mobivqa")
@@ -321,6 +357,8 @@ def main() -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         exported = _exported(model, test, args.prune_layer, count, out) if args.exported else []
+        limit = len(test) if args.eval_limit is None else min(args.eval_limit, len(test))
+        onnx_int8 = _onnx_int8(model, test, limit, count, out) if args.exported else {}
     report = {
         "torch": torch.__version__,
         "threads": args.threads,
@@ -330,6 +368,7 @@ def main() -> None:
         "rows": rows,
         "oracle": oracle,
         "exported": exported,
+        "onnx_int8": onnx_int8,
     }
     table = _table(report, model)
     print(table)
@@ -386,6 +425,17 @@ def _table(report: dict, model: MobiVqaVilt) -> str:
                 f"{row['latency_ms'] / eager[row['setting']]:.2f} | {row['top1_agreement'] * 100:.1f}% | "
                 f"{row['max_abs_diff']:.1e} |"
             )
+    if report["onnx_int8"]:
+        fp32, int8 = report["onnx_int8"]["fp32"], report["onnx_int8"]["int8"]
+        lines += [
+            "",
+            "int8 as `mobilevt export --quantize int8` writes it (ONNX, dynamic int8 linears), in ONNX Runtime:",
+            "",
+            "| file | accuracy | size (MB) | batch-1 latency (ms) |",
+            "|---|---:|---:|---:|",
+            f"| fp32 | {fp32['accuracy'] * 100:.2f}% | {fp32['file_mb']:.2f} | {fp32['latency_ms']:.2f} |",
+            f"| int8 | {int8['accuracy'] * 100:.2f}% | {int8['file_mb']:.2f} | {int8['latency_ms']:.2f} |",
+        ]
     return "\n".join(lines) + "\n"
 
 

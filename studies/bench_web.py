@@ -9,7 +9,8 @@ model.onnx with --include-preprocessing); the page's files are copied into it an
 served by examples/web/serve.py. Each round: the page in headless Chromium (a fresh tab: the
 model loaded, the photo picked, the question asked, `?runs=N` model runs timed by the page),
 then onnxruntime in Python (the same number of threads as the page, spinning off) on the
-inputs mobilevt makes from the same pixels. Prints one JSON line per round and the medians.
+inputs mobilevt makes from the same pixels. Prints one JSON line per round (with the longest
+main-thread task, over 50 ms, while the photo was answered) and the medians.
 Needs Chromium, chromedriver, selenium and `npm ci --prefix examples/web`.
 """
 
@@ -71,6 +72,11 @@ def _page_round(driver, url: str, photo: Path, question: str | None) -> dict:
     driver.get(url)
     wait.until(lambda d: d.execute_script("return document.getElementById('status').textContent.startsWith('ready')"))
     loaded_s = time.perf_counter() - started
+    # main-thread tasks over 50 ms from here on (the page must not freeze while the model runs)
+    driver.execute_script(
+        "window.longTasks = []; new PerformanceObserver((list) => "
+        "window.longTasks.push(...list.getEntries().map((e) => e.duration))).observe({ type: 'longtask' });"
+    )
     if question is not None:
         field = driver.find_element("id", "question")
         field.clear()
@@ -79,7 +85,8 @@ def _page_round(driver, url: str, photo: Path, question: str | None) -> dict:
     wait.until(lambda d: d.execute_script("return document.getElementById('result').dataset.done === 'true'"))
     result = json.loads(driver.find_element("id", "result").get_attribute("textContent"))
     result.pop("logits", None), result.pop("output", None)
-    return {"page_load_s": round(loaded_s, 2), **result}
+    long_tasks = driver.execute_script("return window.longTasks")
+    return {"page_load_s": round(loaded_s, 2), "longest_main_thread_task_ms": max(long_tasks, default=0), **result}
 
 
 def _python_inputs(kind: str, folder: Path, photo: Path, question: str) -> list[np.ndarray]:
