@@ -89,7 +89,7 @@ def _page_round(driver, url: str, photo: Path, question: str | None) -> dict:
     return {"page_load_s": round(loaded_s, 2), "longest_main_thread_task_ms": max(long_tasks, default=0), **result}
 
 
-def _python_inputs(kind: str, folder: Path, photo: Path, question: str) -> list[np.ndarray]:
+def _python_inputs(kind: str, folder: Path, model: Path, photo: Path, question: str) -> list[np.ndarray]:
     """The model's inputs, in its order, made by mobilevt from the photo's pixels."""
     pixels = np.asarray(Image.open(photo).convert("RGB"))
     if kind == "classifier":
@@ -99,8 +99,9 @@ def _python_inputs(kind: str, folder: Path, photo: Path, question: str) -> list[
     from mobilevt.data.tokenizer import create_tokenizer
     from mobilevt.data.vilt_preprocess import ViltImagePreprocess
 
-    config = json.loads((folder / "vqa.tokenizer_config.json").read_text())
-    tokenizer = create_tokenizer(folder / "vqa.vocab.txt", max_length=config["model_max_length"])
+    stem = model.with_suffix("").name  # the side files the export wrote beside the model
+    config = json.loads((folder / f"{stem}.tokenizer_config.json").read_text())
+    tokenizer = create_tokenizer(folder / f"{stem}.vocab.txt", max_length=config["model_max_length"])
     input_ids, attention_mask = tokenizer.encode_batch([question], False)
     pixel_values, pixel_mask = ViltImagePreprocess()(torch.from_numpy(pixels.copy()))
     return [tensor.numpy() for tensor in (input_ids, attention_mask, pixel_values, pixel_mask)]
@@ -139,7 +140,7 @@ def main() -> None:
         server, sent = _server(args.folder)
         port = server.server_address[1]
         query = f"?runs={args.runs}" + (f"&models={model.name}" if args.kind == "vqa" else f"&model={model.name}")
-        inputs = _python_inputs(args.kind, args.folder, photo, args.question)
+        inputs = _python_inputs(args.kind, args.folder, model, photo, args.question)
         rows = []
         for round_index in range(args.rounds):
             driver = _browser()

@@ -59,6 +59,7 @@ const backendName = (backend) => (backend === "webgpu" ? "WebGPU" : "WebAssembly
 // the page on the chosen backend (a worker loads one ONNX Runtime build)
 async function offerBackends() {
   const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+  $("backend-choice").dataset.checked = "true";  // the tests wait for the answer
   if (!adapter && chosenBackend() === "wasm") return;
   $("backend-choice").hidden = false;
   $("backend").value = chosenBackend();
@@ -99,9 +100,11 @@ function startPage({ defaultModel, defaultLabels, show }) {
   const state = { ready: false, queued: null, labels: null, threads: 1, last: null, picks: 0 };
 
   async function timeRuns(runs) {
+    const pick = state.picks;
     $("time").disabled = true;
     status(`timing ${runs} runs ...`);
     const { medianMs } = await ask("time", { runs });
+    if (pick !== state.picks) return;  // another photo was picked meanwhile: the timing is of the older one
     status(`model ${medianMs.toFixed(1)} ms (median of ${runs} runs, ${backendName(chosenBackend())}, ` +
       `${plural(state.threads, "thread")})`);
     state.last = { ...state.last, latency_ms: medianMs, timed_runs: runs };
@@ -133,7 +136,7 @@ function startPage({ defaultModel, defaultLabels, show }) {
       $("time").disabled = false;
       if (autoRuns > 0) await timeRuns(autoRuns);
     } catch (error) {
-      status("error: " + error.message);
+      if (pick === state.picks) status("error: " + error.message);
     }
   }
 

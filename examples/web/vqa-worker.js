@@ -11,7 +11,7 @@ const EXPORT_COMMAND =
 
 let tokenizer = null;
 let maxLength = 40;
-const sessions = new Map();  // model file URL -> its session
+const sessions = new Map();  // the model file URL in use -> its session
 let last = null;  // the last question's session and inputs: the timing runs repeat them
 
 async function fetchJson(url) {
@@ -33,12 +33,21 @@ async function load({ models, tokenizerUrl, configUrl, backend }) {
   const [document, config] = await Promise.all([fetchJson(tokenizerUrl), fetchJson(configUrl)]);
   tokenizer = new tokenizers.Tokenizer(document, config);
   maxLength = config.model_max_length;
-  await sessionFor(models[0]);  // the others when first asked: a ViLT-B/32 file is 470 MB
+  if (!Number.isInteger(maxLength) || maxLength < 2) {
+    throw new Error(`${configUrl} gives no model_max_length (the model's text length): ${EXPORT_COMMAND} writes it`);
+  }
+  await sessionFor(models[0]);  // another file when it is chosen
   return { threads, isolated: self.crossOriginIsolated, maxLength };
 }
 
+// one session at a time: two ViLT-B/32 files would hold 940 MB of a phone's memory
 async function sessionFor(url) {
   if (!sessions.has(url)) {
+    for (const [other, session] of sessions) {
+      await session.release();
+      sessions.delete(other);
+      last = null;
+    }
     await requireFile(url, EXPORT_COMMAND);
     const session = await ort.InferenceSession.create(url, { executionProviders });
     // one run while the page says "loading": the first run sets up the kernels and memory
@@ -88,4 +97,9 @@ async function ask({ file, question, model }) {
   };
 }
 
-serveRequests({ load, ask, time: (m) => medianRun(last.session, last.feeds, m.runs) });
+function time({ runs }) {
+  if (!last) throw new Error("ask a question first: the timing repeats the last one");
+  return medianRun(last.session, last.feeds, runs);
+}
+
+serveRequests({ load, ask, time });

@@ -95,9 +95,11 @@ function startVqaPage() {
   const state = { ready: false, photo: null, asks: 0, answers: null, threads: 1, last: null };
 
   async function timeRuns(runs) {
+    const ask = state.asks;
     $("time").disabled = true;
     status(`timing ${runs} runs ...`);
     const { medianMs } = await worker("time", { runs });
+    if (ask !== state.asks) return;  // asked again meanwhile: the timing is of an older answer
     status(`ViLT ${medianMs.toFixed(1)} ms (median of ${runs} runs, ${backendName(chosenBackend())}, ` +
       `${plural(state.threads, "thread")})`);
     state.last = { ...state.last, latency_ms: medianMs, timed_runs: runs };
@@ -129,7 +131,7 @@ function startVqaPage() {
       $("time").disabled = false;
       if (autoRuns > 0) await timeRuns(autoRuns);
     } catch (error) {
-      status("error: " + error.message);
+      if (ask === state.asks) status("error: " + error.message);
     }
   }
 

@@ -12,7 +12,7 @@ let executionProviders = ["wasm"];
 const RUNTIMES = { wasm: "ort/ort.wasm.min.js", webgpu: "ort/ort.webgpu.min.js" };
 
 function loadRuntime(backend = "wasm") {
-  if (!(backend in RUNTIMES)) throw new Error(`unknown backend ${backend}: use wasm or webgpu`);
+  if (!Object.hasOwn(RUNTIMES, backend)) throw new Error(`unknown backend ${backend}: use wasm or webgpu`);
   if (backend === "webgpu" && !self.navigator.gpu) {
     throw new Error("this browser has no WebGPU here: open the page without ?backend=webgpu");
   }

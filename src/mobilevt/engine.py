@@ -304,6 +304,7 @@ def _load(
     typed = {k: (v.to(dtype=target[k].dtype) if k in target else v).contiguous() for k, v in converted.items()}
     on_meta = any(t.is_meta for t in target.values())
     model.load_state_dict(typed, strict=True, assign=on_meta)
+    family.apply_settings(model, checkpoint.metadata)
     return model
 
 

@@ -283,7 +283,7 @@ def test_vqa_page_on_webgpu_answers_as_python_onnxruntime(exported, tmp_path):
     server = serve(folder)
     try:
         browser.get(page_url(server, "vqa.html"))
-        wait_for(browser, "return document.getElementById('status').textContent.startsWith('ready')")
+        wait_for(browser, "return document.getElementById('backend-choice').dataset.checked === 'true'")
         if browser.execute_script("return document.getElementById('backend-choice').hidden"):
             pytest.skip("this Chromium offers no WebGPU adapter, not even its software one")
         browser.get(page_url(server, "vqa.html?backend=webgpu"))

@@ -20,6 +20,7 @@ import mobilevt
 from mobilevt.cli.main import main
 from mobilevt.export import ExportError
 from mobilevt.export.vilt import export_vilt_executorch, export_vilt_onnx
+from mobilevt.models.mobivqa import later_choices_probability
 
 pytest.importorskip("onnxruntime", reason='the onnx export needs it: pip install "mobilevt[onnx]"')
 
@@ -128,6 +129,10 @@ def test_onnx_of_data_dependent_exits_uses_if_and_equals_eager(mode, full_logits
             hidden = [(model.encoder.forward_layers(*model.embed(*inputs), 0, 1), inputs) for inputs in CHECKS]
             choices = torch.cat([predictor(h, model.embed(*inputs)[1], inputs[0].shape[1]) for h, inputs in hidden])
             predictor.fc2.bias.sub_(choices.mean(dim=0))
+            # a risk between the checks' chances that a deeper exit is needed, so that some
+            # exit at the first exit and some go on
+            later = later_choices_probability((choices - choices.mean(dim=0)).softmax(dim=1))[:, 0]
+        model.predictor_risk = _threshold_between_scores(later)
         _configure(model, (0, 1.0), {"predictor": True})
     layers = _exit_layers(model)
     assert len(layers) >= 2, f"the checks exit at {layers} only: both If branches must be exercised"

@@ -177,3 +177,6 @@ def test_calibrated_threshold_travels_with_the_saved_weights(tmp_path):
     path = mobilevt.save_weights(model, tmp_path / "vilt.safetensors")
     loaded = mobilevt.create_model("vilt_b32_vqa", weights=str(path))
     assert loaded.predictor_risk == 0.3125 and loaded.exit_layers == EXIT_LAYERS
+    other = _model(seed=11)  # loading into a model made beforehand takes the risk too
+    assert other.predictor_risk == 0.5
+    assert mobilevt.load_weights(other, str(path)).predictor_risk == 0.3125

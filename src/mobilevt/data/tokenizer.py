@@ -713,7 +713,8 @@ def create_tokenizer(vocab_file: str | os.PathLike, max_length: int = 40, lowerc
 def tokenizer_json(tokenizer: WordPieceTokenizer) -> tuple[dict, dict]:
     """``tokenizer`` as the Hugging Face ``tokenizer.json`` and ``tokenizer_config.json``
     (BERT normaliser and pre-tokeniser, WordPiece model, ``[CLS] ... [SEP]`` template), the
-    files that the JavaScript tokenizers of ``@huggingface/transformers`` load in a web page.
+    files that Hugging Face's JavaScript tokenizers (``@huggingface/tokenizers``, those of
+    ``@huggingface/transformers``) load in a web page, and its Rust ``tokenizers`` in Python.
 
     Those tokenizers do not truncate by themselves: an app encodes without special tokens,
     keeps the first ``model_max_length - 2`` ids and adds ``[CLS]`` and ``[SEP]``, as

@@ -400,14 +400,21 @@ def calibrate_exit_predictor(
         raise InvalidInputError("the model has no exit heads: call model.add_early_exits([...]) first")
     if not 0.0 <= min_agreement <= 1.0:
         raise InvalidInputError(f"min_agreement must be in [0, 1], got {min_agreement}")
+    if len(held_out) == 0:
+        raise InvalidInputError("the held-out split has no questions: hold out a larger fraction of the images")
     table = _exit_table(model.eval(), held_out, batch_size)
     later = later_choices_probability(table["probabilities"])
     layers = _layers_of(model)
-    # the risks at which a decision changes: just above each probability the rule compares
+    # the decisions change only where the risk passes one of these values (sorted)
     values = torch.unique(later[:, :-1])
-    candidates = [0.0] + torch.nextafter(values, torch.full_like(values, 2.0)).tolist()
     chosen = _decide(table, later, layers, 0.0)  # risk 0: every question runs the full model
-    for risk in candidates:  # a higher risk exits earlier: keep the last that still agrees enough
+    for index in range(values.numel()):  # a higher risk exits earlier: keep the last that agrees enough
+        # halfway to the next value: the same decisions on these questions, with the widest
+        # margin for the rounding of another batch size or runtime
+        value = values[index]
+        upper = values[index + 1] if index + 1 < values.numel() else torch.clamp(value, min=1.0)
+        middle = (value + upper) / 2  # float32: rounds to a value the rule compares exactly
+        risk = float(middle if middle > value else torch.nextafter(value, value + 1))
         result = _decide(table, later, layers, risk)
         if result["agreement"] < min_agreement:
             break

@@ -93,6 +93,9 @@ class CheckpointFamily:
     options_from_metadata: Callable[[Mapping[str, str]], dict[str, Any]] = no_options
     # model -> metadata that save_weights writes so that the options can be read back
     metadata_of: Callable[[nn.Module], dict[str, str]] = lambda model: {}
+    # (model, metadata) -> None: run-time settings a file stores beside its tensors, set on
+    # the model each time the file is loaded (ViLT: the exit predictor's calibrated risk)
+    apply_settings: Callable[[nn.Module, Mapping[str, str]], None] = lambda model, metadata: None
     # builder options a layout implies (dandelin ViLT's LayerNorm epsilon ...)
     layout_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # (num_classes, weights entry, layout or None) -> class names when the checkpoint has none

@@ -262,14 +262,27 @@ def vilt_options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
         options = {k: v for k, v in arch.items() if k in VILT_ARCH_FIELDS}
         if exits:
             options.update({name: exits[name] for name in EXIT_OPTIONS})
-            if "predictor_risk" in exits:  # calibrated; older files decide at 0.5
-                options["predictor_risk"] = float(exits["predictor_risk"])
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointMismatchError(
             f"the file's ViLT metadata is unreadable ({type(err).__name__}: {err}); "
             "re-save the model with mobilevt.save_weights"
         ) from err
     return options
+
+
+def apply_vilt_settings(model: nn.Module, metadata: Mapping[str, str]) -> None:
+    """The exit predictor's calibrated risk a mobilevt file stores, set on the loaded model
+    (files from before the calibration keep the model's default)."""
+    if _EXITS_KEY not in metadata or not getattr(model, "exit_layers", None):
+        return
+    try:
+        risk = json.loads(metadata[_EXITS_KEY]).get("predictor_risk")
+    except (ValueError, AttributeError) as err:
+        raise CheckpointMismatchError(
+            f"the file's exit metadata is unreadable ({type(err).__name__}: {err}); re-save the model"
+        ) from err
+    if risk is not None:
+        model.predictor_risk = float(risk)
 
 
 # ---------------------------------------------------------------------------------------
@@ -393,6 +406,7 @@ VILT_CHECKPOINTS = CheckpointFamily(
     prepare_state=_add_hf_prefix,
     options_from_config=lambda config: vilt_options_from_hf_config(config),
     options_from_metadata=vilt_options_from_metadata,
+    apply_settings=apply_vilt_settings,
     metadata_of=vilt_metadata,
     # dandelin/ViLT's ViT norms use timm's 1e-6, its BERT embeddings 1e-12
     layout_options={"dandelin": {"layer_norm_eps": 1e-6, "text_layer_norm_eps": 1e-12}},
