@@ -19,8 +19,8 @@ async function fetchJson(url) {
   return (await fetch(url)).json();
 }
 
-// the runtime, the tokenizer files and the first model file's session (the full model; a
-// MobiVQA variant beside it is loaded when first asked)
+// the runtime, the tokenizer files and the first model file's session (another file, e.g. a
+// MobiVQA variant, replaces it when it is chosen)
 async function load({ models, tokenizerUrl, configUrl, backend }) {
   loadRuntime(backend);
   let tokenizers;
