@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
-from .common import create_model_from_args, model_name_from_args
+from .common import create_model_from_args, existing_image_inputs, model_name_from_args, report_per_image
 from .values import device, existing_file, existing_path, non_negative_int, positive_int, writable_target
 
 
@@ -84,7 +83,7 @@ def _create(args) -> torch.nn.Module:
 
 
 def run_predict(args) -> int:
-    from mobilevt.tasks.classification import expand_image_inputs, predict
+    from mobilevt.tasks.classification import predict
 
     model = _create(args)
     if args.topk > model.num_classes:
@@ -93,8 +92,7 @@ def run_predict(args) -> int:
             file=sys.stderr,
         )
         args.topk = model.num_classes
-    missing = [p for p in args.inputs if not os.path.exists(p)]
-    items = expand_image_inputs([p for p in args.inputs if os.path.exists(p)])
+    items = existing_image_inputs(args.inputs)
     predictions = predict(
         model,
         items,
@@ -104,23 +102,11 @@ def run_predict(args) -> int:
         device=args.device,
         on_error="report",
     )
-    failed = len(missing) + sum(p.error is not None for p in predictions)
-    for path in missing:
-        print(f"error: {path}: no such file or directory", file=sys.stderr)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    for p in predictions:
-        if p.error is not None:
-            print(f"error: {p.source}: {p.error}", file=sys.stderr)
-        elif not args.json:
-            print(f"{p.source}: " + ", ".join(f"{c.name} {100 * c.probability:.1f}%" for c in p.top))
-    if not items and not missing:
-        print("error: no image files found in the given folders", file=sys.stderr)
-        return 1
-    if failed:
-        print(f"{failed} of {len(predictions) + len(missing)} inputs failed", file=sys.stderr)
-        return 1
-    return 0
+
+    def line_of(_item, p):
+        return p.to_dict(), f"{p.source}: " + ", ".join(f"{c.name} {100 * c.probability:.1f}%" for c in p.top)
+
+    return report_per_image(args, args.inputs, items, predictions, line_of)
 
 
 def run_evaluate(args) -> int:

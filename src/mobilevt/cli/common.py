@@ -87,12 +87,14 @@ def existing_image_inputs(paths: list[str]) -> list:
 
 
 def report_per_image(args, paths: list[str], items: list, results: list, write_one) -> int:
-    """The end of ``segment`` and ``detect``: ``write_one(item, result)`` writes one image's
-    pictures and returns its JSON row and its printed line; a missing path, an image that
-    failed or one that cannot be drawn is one error line. With ``--json`` the rows are
-    printed as JSON instead of the lines. Returns the exit code: 1 if any image failed."""
+    """The end of ``predict``, ``segment`` and ``detect``: ``write_one(item, result)`` writes
+    one image's outputs and returns its JSON row and its printed line; a missing path, an
+    image that failed or one that cannot be drawn is one error line, and a last line counts
+    them. With ``--json`` the rows are printed as JSON instead of the lines. Returns the exit
+    code: 1 if any input failed or no image was found."""
 
-    failed, rows = sum(not os.path.exists(p) for p in paths), []
+    missing = sum(not os.path.exists(p) for p in paths)
+    failed, rows = missing, []
     for item, result in zip(items, results):
         if result.error:
             print(f"error: {result.source}: {result.error}", file=sys.stderr)
@@ -109,6 +111,11 @@ def report_per_image(args, paths: list[str], items: list, results: list, write_o
             print(line)
     if args.json:
         print(json.dumps(rows, indent=2))
+    if not items and not missing:
+        print("error: no image files found in the given folders", file=sys.stderr)
+        return 1
+    if failed:
+        print(f"{failed} of {len(items) + missing} inputs failed", file=sys.stderr)
     return 1 if failed else 0
 
 

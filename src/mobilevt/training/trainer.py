@@ -327,18 +327,7 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochStats:
         )
         if config.save_every_steps and run.step % config.save_every_steps == 0:
             if run.is_main:
-                _save_checkpoint(
-                    run.out / CHECKPOINT,
-                    config,
-                    run.model,
-                    run.ema,
-                    run.optimizer,
-                    run.scheduler,
-                    run.scaler,
-                    run.sampler,
-                    {**run.state, "epoch": epoch, "step": run.step},
-                    steps_done=batches_done,
-                )
+                _save_checkpoint(run, epoch, steps_done=batches_done)
             run.saved_step = run.step
         if config.max_steps and run.step >= config.max_steps:
             stats.stopped = True  # the partial epoch is evaluated and counts as done
@@ -437,18 +426,7 @@ def _end_epoch(run: _Run, epoch: int, stats: _EpochStats, val_loader) -> None:
             _export_best(source, run.model, run.out / BEST)
         _append_csv(run.out / "metrics.csv", row)
         _board_epoch(run.board, metrics, ema_value, metric, run.step)
-        _save_checkpoint(
-            run.out / CHECKPOINT,
-            run.config,
-            run.model,
-            run.ema,
-            run.optimizer,
-            run.scheduler,
-            run.scaler,
-            run.sampler,
-            {**state, "epoch": epoch + 1, "step": run.step},
-            steps_done=0,
-        )
+        _save_checkpoint(run, epoch + 1, steps_done=0)
         _print_epoch(task, epoch, row, metrics, ema_value, train_failed, val_failed)
     state["epoch"], state["step"] = epoch + 1, run.step
     run.saved_step = run.step  # rank 0 wrote last.pt above
@@ -546,18 +524,20 @@ def _export_best(source: nn.Module, model: nn.Module, path: Path) -> None:
     save_weights(source, path)
 
 
-def _save_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scaler, sampler, state, steps_done: int):
+def _save_checkpoint(run: _Run, epoch: int, steps_done: int) -> None:
+    """``last.pt``: everything a resumed run needs to go on from ``steps_done`` batches into
+    ``epoch`` (0 at an epoch end: the next epoch starts from its first step)."""
+    config, model, ema, state = run.config, run.model, run.ema, run.state | {"epoch": epoch, "step": run.step}
     checkpoint = {
         "format": "mobilevt-train",
         "model_name": model.model_name,
         "config": config.to_dict(),
         "model": model.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        # at an epoch end the next epoch starts from its first step
-        "sampler": {**sampler.state_dict(steps_done), "epoch": int(state["epoch"])},
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "sampler": {**run.sampler.state_dict(steps_done), "epoch": epoch},
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -570,7 +550,7 @@ def _save_checkpoint(path: Path, config, model, ema, optimizer, scheduler, scale
         "state": {k: state[k] for k in ("epoch", "step", "best_metric", "best_epoch")},
         "history": json.dumps(state["history"]),
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(run.out / CHECKPOINT) as tmp:
         torch.save(checkpoint, tmp)
 
 
