@@ -3,35 +3,55 @@
 // because ViLT's resize has a size that depends on the photo's and an antialiased bicubic
 // filter that the ONNX exporters do not write.
 //
-// Image: the shorter side to 384, the longer one capped at 639, both floored to multiples of
-// 32; torch's uint8 antialiased bicubic resize (the kernel transformers' ViltImageProcessor
-// runs: weights in double, rounded to int16 at the largest precision that holds them, width
-// then height, each pass rounded and clamped to bytes); then (x - 127.5) / 127.5 in float32.
+// Image: ViLT's size rule, read from the NAME.preprocessor_config.json that `mobilevt export`
+// writes (ViLT-B/32's: the shorter side to 384, the longer one capped at 639, both floored to
+// multiples of 32; a model trained on other images has its own); torch's uint8 antialiased
+// bicubic resize (the kernel transformers' ViltImageProcessor runs: weights in double,
+// rounded to int16 at the largest precision that holds them, width then height, each pass
+// rounded and clamped to bytes); then (x - 255 mean) / (255 std) in float32.
 // Question: Hugging Face's tokenizers (@huggingface/tokenizers) on the tokenizer.json that
 // `mobilevt export` writes; they do not truncate, so the ids are cut to max_length here.
 "use strict";
 
-const VILT_SHORTER_SIDE = 384;
-const VILT_LONGER_SIDE_MAX = 639;
-const VILT_SIZE_DIVISOR = 32;
+// ViLT-B/32's rule (mobilevt.data.vilt_preprocess.VILT_IMAGE_SIZE_RULE)
+const VILT_IMAGE_RULE = {
+  shorterSide: 384, longerSideMax: 639, sizeDivisor: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5],
+};
+
+// the rule of a preprocessor_config.json (transformers' ViltImageProcessor keys), or an
+// error that says what is wrong with the file
+function imageRule(config, url) {
+  const shorterSide = config?.size?.shortest_edge;
+  const sizeDivisor = config?.size_divisor;
+  const positive = (v) => Number.isInteger(v) && v > 0;
+  const triple = (v) => Array.isArray(v) && v.length === 3 && v.every(Number.isFinite);
+  if (!positive(shorterSide) || !positive(sizeDivisor) || !triple(config.image_mean) || !triple(config.image_std)) {
+    throw new Error(`${url} has no ViLT size rule (size.shortest_edge, size_divisor, image_mean, image_std): ` +
+      "export the model again with `mobilevt export ... --format onnx`");
+  }
+  if (config.resample !== 3) throw new Error(`${url}: resample ${config.resample}; the page resizes bicubic (3) only`);
+  const longerSideMax = config.longer_side_max ?? Math.trunc((1333 / 800) * shorterSide);
+  return { shorterSide, longerSideMax, sizeDivisor, mean: config.image_mean, std: config.image_std };
+}
 
 // (height, width) ViLT resizes a photo to (mobilevt.data.vilt_preprocess.vilt_resized_size)
-function viltResizedSize(height, width) {
+function viltResizedSize(height, width, rule = VILT_IMAGE_RULE) {
+  const { shorterSide, longerSideMax, sizeDivisor } = rule;
   let newHeight, newWidth;
   if (height < width) {
-    newHeight = VILT_SHORTER_SIDE;
-    newWidth = width * (VILT_SHORTER_SIDE / height);
+    newHeight = shorterSide;
+    newWidth = width * (shorterSide / height);
   } else {
-    newHeight = height * (VILT_SHORTER_SIDE / width);
-    newWidth = VILT_SHORTER_SIDE;
+    newHeight = height * (shorterSide / width);
+    newWidth = shorterSide;
   }
   const longest = Math.max(newHeight, newWidth);
-  if (longest > VILT_LONGER_SIDE_MAX) {
-    const scale = VILT_LONGER_SIDE_MAX / longest;
+  if (longest > longerSideMax) {
+    const scale = longerSideMax / longest;
     newHeight *= scale;
     newWidth *= scale;
   }
-  const floor = (side) => Math.floor(Math.trunc(side + 0.5) / VILT_SIZE_DIVISOR) * VILT_SIZE_DIVISOR;
+  const floor = (side) => Math.floor(Math.trunc(side + 0.5) / sizeDivisor) * sizeDivisor;
   return [floor(newHeight), floor(newWidth)];
 }
 
@@ -123,16 +143,19 @@ function resizeRgb(rgb, height, width, outHeight, outWidth) {
 }
 
 // ViLT's pixel_values [1, 3, h, w] (float32, channels first) and size for a uint8 RGB photo
-function viltPixelValues(rgb, height, width) {
-  const [outHeight, outWidth] = viltResizedSize(height, width);
+function viltPixelValues(rgb, height, width, rule = VILT_IMAGE_RULE) {
+  const [outHeight, outWidth] = viltResizedSize(height, width, rule);
   if (outHeight === 0 || outWidth === 0) {
     throw new Error(`the photo (${width}x${height}) is too elongated for ViLT: crop it closer to square`);
   }
   const resized = resizeRgb(rgb, height, width, outHeight, outWidth);
+  // float32 as torch computes it: 255 mean and 255 std rounded, then one rounding per step
+  const mean = rule.mean.map((m) => Math.fround(Math.fround(m) * 255));
+  const std = rule.std.map((s) => Math.fround(Math.fround(s) * 255));
   const plane = outHeight * outWidth;
   const values = new Float32Array(3 * plane);
   for (let p = 0; p < plane; p++) {
-    for (let c = 0; c < 3; c++) values[c * plane + p] = (resized[p * 3 + c] - 127.5) / 127.5;
+    for (let c = 0; c < 3; c++) values[c * plane + p] = Math.fround(resized[p * 3 + c] - mean[c]) / std[c];
   }
   return { values, height: outHeight, width: outWidth };
 }

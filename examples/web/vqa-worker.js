@@ -11,6 +11,7 @@ const EXPORT_COMMAND =
 
 let tokenizer = null;
 let maxLength = 40;
+let rule = VILT_IMAGE_RULE;  // the model's image size rule (its preprocessor_config.json)
 const sessions = new Map();  // the model file URL in use -> its session
 let last = null;  // the last question's session and inputs: the timing runs repeat them
 
@@ -21,7 +22,7 @@ async function fetchJson(url) {
 
 // the runtime, the tokenizer files and the first model file's session (another file, e.g. a
 // MobiVQA variant, replaces it when it is chosen)
-async function load({ models, tokenizerUrl, configUrl, backend }) {
+async function load({ models, tokenizerUrl, configUrl, imageConfigUrl, backend }) {
   loadRuntime(backend);
   let tokenizers;
   try {
@@ -30,14 +31,16 @@ async function load({ models, tokenizerUrl, configUrl, backend }) {
     throw new Error("the tokenizer library did not load from tokenizers/: run `npm ci --prefix examples/web` " +
       "and serve the page with `python examples/web/serve.py`");
   }
-  const [document, config] = await Promise.all([fetchJson(tokenizerUrl), fetchJson(configUrl)]);
+  const [document, config, imageConfig] = await Promise.all(
+    [fetchJson(tokenizerUrl), fetchJson(configUrl), fetchJson(imageConfigUrl)]);
+  rule = imageRule(imageConfig, imageConfigUrl);
   tokenizer = new tokenizers.Tokenizer(document, config);
   maxLength = config.model_max_length;
   if (!Number.isInteger(maxLength) || maxLength < 2) {
     throw new Error(`${configUrl} gives no model_max_length (the model's text length): ${EXPORT_COMMAND} writes it`);
   }
   await sessionFor(models[0]);  // another file when it is chosen
-  return { threads, isolated: self.crossOriginIsolated, maxLength };
+  return { threads, isolated: self.crossOriginIsolated, maxLength, shorterSide: rule.shorterSide };
 }
 
 // one session at a time: two ViLT-B/32 files would hold 940 MB of a phone's memory
@@ -52,7 +55,7 @@ async function sessionFor(url) {
     const session = await ort.InferenceSession.create(url, { executionProviders });
     // one run while the page says "loading": the first run sets up the kernels and memory
     // (about twice a later run's time), which the first answer would otherwise wait for
-    const side = VILT_SHORTER_SIDE;
+    const side = rule.shorterSide;
     await session.run(modelInputs(encodeQuestion(tokenizer, "", maxLength),
       { values: new Float32Array(3 * side * side), height: side, width: side }));
     sessions.set(url, session);
@@ -81,7 +84,7 @@ async function ask({ file, question, model }) {
   const { rgb, height, width } = await rgbPixels(file);
   const decodeMs = since(start);
   start = performance.now();
-  const pixels = viltPixelValues(rgb, height, width);
+  const pixels = viltPixelValues(rgb, height, width, rule);
   const preprocessMs = since(start);
   start = performance.now();
   const ids = encodeQuestion(tokenizer, question, maxLength);

@@ -4,7 +4,8 @@
 // used), &runs=N (time N model runs after each answer; default: only on the button),
 // &backend=webgpu (WebGPU where the browser has it; default WebAssembly).
 // Each model file's side files (`mobilevt export` writes them): NAME.tokenizer.json,
-// NAME.tokenizer_config.json, NAME.answers.txt and NAME.onnx.report.json (its MobiVQA settings).
+// NAME.tokenizer_config.json, NAME.preprocessor_config.json (the image size rule),
+// NAME.answers.txt and NAME.onnx.report.json (its MobiVQA settings).
 "use strict";
 
 const DEFAULT_MODELS = "vqa.onnx,vqa-mobivqa.onnx";
@@ -160,7 +161,8 @@ function startVqaPage() {
     const stem = stemOf(models[0].url);
     const [info, answers] = await Promise.all([
       worker("load", { models: models.map(({ url }) => url), tokenizerUrl: stem + ".tokenizer.json",
-        configUrl: stem + ".tokenizer_config.json", backend: chosenBackend() }),
+        configUrl: stem + ".tokenizer_config.json", imageConfigUrl: stem + ".preprocessor_config.json",
+        backend: chosenBackend() }),
       loadLabels(stem + ".answers.txt"),
     ]);
     Object.assign(state, { answers, threads: info.threads, ready: true });

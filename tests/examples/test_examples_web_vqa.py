@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 
 import numpy as np
@@ -25,7 +26,7 @@ from web_page import chromium, page_url, phone_size, pngs, screenshot, serve, wa
 
 import mobilevt
 from mobilevt.data.tokenizer import create_tokenizer
-from mobilevt.data.vilt_preprocess import ViltImagePreprocess
+from mobilevt.data.vilt_preprocess import ViltImagePreprocess, ViltImageSizeRule
 from mobilevt.export import export_model
 from mobilevt.export.vilt import _model_inputs
 from mobilevt.tasks.vqa import VqaPipeline
@@ -131,17 +132,23 @@ def _photos(folder) -> list[np.ndarray]:
 def test_page_preprocessing_gives_mobilevts_pixel_values_bit_for_bit(browser, exported, tmp_path):
     folder, _, _ = exported
     server = serve(folder)
-    preprocess = ViltImagePreprocess()
+    # ViLT-B/32's rule (what vqa.onnx's preprocessor_config.json says) and a small model's
+    # with other sizes and ImageNet's mean and std, as its config file gives it to the page
+    exported_rule = json.loads((folder / "vqa.preprocessor_config.json").read_text())
+    assert exported_rule["size"] == {"shortest_edge": 384} and exported_rule["size_divisor"] == 32
+    small = ViltImageSizeRule(96, 159, 8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    cases = [(exported_rule, ViltImagePreprocess()), (small.preprocessor_config(), ViltImagePreprocess(small))]
     try:
         browser.get(page_url(server, ""))
-        for photo in _photos(tmp_path):
+        for photo, (config, preprocess) in itertools.product(_photos(tmp_path), cases):
             height, width, _ = photo.shape
             got = browser.execute_async_script(
                 """
-                const [encoded, height, width, done] = arguments;
+                const [encoded, height, width, config, done] = arguments;
                 const run = () => {
                   const rgb = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
-                  const { values, height: h, width: w } = viltPixelValues(rgb, height, width);
+                  const rule = imageRule(config, "preprocessor_config.json");
+                  const { values, height: h, width: w } = viltPixelValues(rgb, height, width, rule);
                   const bytes = new Uint8Array(values.buffer);
                   let text = "";
                   for (let i = 0; i < bytes.length; i += 8192) {
@@ -158,11 +165,12 @@ def test_page_preprocessing_gives_mobilevts_pixel_values_bit_for_bit(browser, ex
                 base64.b64encode(photo.tobytes()).decode(),
                 height,
                 width,
+                config,
             )
             expected, _ = preprocess(torch.from_numpy(photo.copy()))
             values = np.frombuffer(base64.b64decode(got[0]), dtype=np.float32)
-            assert [got[1], got[2]] == list(expected.shape[-2:]), photo.shape
-            assert np.array_equal(values.reshape(expected.shape), expected.numpy()), photo.shape
+            assert [got[1], got[2]] == list(expected.shape[-2:]), (photo.shape, config)
+            assert np.array_equal(values.reshape(expected.shape), expected.numpy()), (photo.shape, config)
     finally:
         server.shutdown()
 

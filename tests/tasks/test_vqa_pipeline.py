@@ -23,7 +23,7 @@ from conftest import PARITY_ATOL, SHARED, max_abs, real_photos
 import mobilevt
 from mobilevt.cli.main import main
 from mobilevt.data import load_image
-from mobilevt.data.vilt_preprocess import ViltImagePreprocess
+from mobilevt.data.vilt_preprocess import ViltImagePreprocess, ViltImageSizeRule
 from mobilevt.tasks.vqa import VqaPipeline, create_vqa_pipeline, load_vqa_pipeline
 
 transformers = pytest.importorskip("transformers", reason='the parity tests need it: pip install "mobilevt[test]"')
@@ -141,6 +141,29 @@ def test_preprocessing_matches_vilt_image_processor_on_real_photos():
     # Measured on 24 photos (ImageNet sample + COCO cats): max 0, mean 0, 0% of values
     # differ: the same uint8 bicubic kernel and normalisation as the reference.
     assert worst == 0.0 and differing == 0, f"max-abs {worst}, {differing / total:.2%} of values differ"
+
+
+def test_a_small_models_size_rule_matches_vilt_image_processor_and_is_saved_with_it(pipeline, tmp_path):
+    """A ViLT trained on 96x96 images with patch 8: its rule is ViltImageProcessor's with
+    shortest_edge 96 and size_divisor 8 (other mean and std too), and the weights file keeps it."""
+    from PIL import Image
+
+    rule = ViltImageSizeRule.for_image_size(96, 8)
+    rule = ViltImageSizeRule.from_dict(rule.to_dict() | {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
+    reference = ViltImageProcessor(**rule.preprocessor_config())
+    for photo in _photos(4):
+        expected = reference(Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"]
+        pixel_values, _ = ViltImagePreprocess(rule)(load_image(photo))
+        assert pixel_values.shape[-1] % 8 == 0 and min(pixel_values.shape[-2:]) <= 96
+        assert torch.equal(pixel_values, expected), photo.name
+    small = dict(hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64, image_size=96, patch_size=8)
+    vocab_size = len(pipeline.tokenizer.id_to_token)
+    model = mobilevt.create_model("vilt_b32_vqa", **small, vocab_size=vocab_size, num_classes=2)
+    model.image_size_rule = rule
+    saved = mobilevt.save_weights(model, tmp_path / "m.safetensors")
+    loaded = mobilevt.create_model("vilt_b32_vqa", weights=str(saved))
+    assert loaded.image_size_rule == rule
+    assert VqaPipeline(loaded, pipeline.tokenizer).image_preprocess.size_rule() == rule
 
 
 def test_padded_batch_and_mask_match_vilt_image_processor():
@@ -408,6 +431,14 @@ def test_export_onnx_with_dynamic_image_size_and_vocab(pipeline, hf_folder, chec
     hugging_face = Tokenizer.from_file(str(tmp_path / "vqa.tokenizer.json"))
     for text in (*QUESTIONS, "how many " * 50, ""):
         assert hugging_face.encode(text).ids == pipeline.tokenizer.encode(text), text
+    # the image rule, in transformers' preprocessor_config.json keys: its ViltImageProcessor
+    # reads the file and pre-processes a photo as the pipeline does
+    from PIL import Image
+
+    config = json.loads((tmp_path / "vqa.preprocessor_config.json").read_text())
+    photo = _photos(1)[0]
+    expected = ViltImageProcessor(**config)(Image.open(photo).convert("RGB"), return_tensors="pt")
+    assert torch.equal(pipeline.image_preprocess(load_image(photo))[0], expected["pixel_values"])
     # a size and a question length outside the check set
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     image = torch.randint(0, 256, (300, 900, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -490,6 +521,7 @@ def test_int8_onnx_export_quantizes_the_linears_and_refuses_the_rest(hf_folder, 
         "vqa_int8.answers.txt",
         "vqa_int8.onnx",
         "vqa_int8.onnx.report.json",
+        "vqa_int8.preprocessor_config.json",
         "vqa_int8.tokenizer.json",
         "vqa_int8.tokenizer.pt",
         "vqa_int8.tokenizer_config.json",

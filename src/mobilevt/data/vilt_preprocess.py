@@ -22,7 +22,7 @@ the values (max-abs 0.0157 after normalisation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,46 @@ class ViltImageSizeRule:
         """(height, width) an image of ``height`` x ``width`` is resized to."""
         return vilt_resized_size(height, width, self.shorter_side, self.longer_side_max, self.size_divisor)
 
+    @classmethod
+    def for_image_size(cls, image_size: int, patch_size: int) -> ViltImageSizeRule:
+        """ViLT's rule scaled to a model trained on ``image_size`` squares: the shorter side to
+        ``image_size``, the longer capped by the same 1333/800 ratio, sides in whole patches.
+        ``for_image_size(384, 32)`` is ViLT's own rule."""
+        if image_size <= 0 or patch_size <= 0:
+            raise InvalidInputError(f"image_size and patch_size must be positive, got {image_size}, {patch_size}")
+        return cls(shorter_side=image_size, longer_side_max=int(1333 / 800 * image_size), size_divisor=patch_size)
+
+    def to_dict(self) -> dict:
+        """The rule as JSON-ready data (:meth:`from_dict` reads it back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ViltImageSizeRule:
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+    def preprocessor_config(self) -> dict:
+        """The rule in the keys of transformers' ``preprocessor_config.json`` for
+        ``ViltImageProcessor`` (which derives the longer side's cap from the shorter side's
+        size; ``longer_side_max`` states it for readers that do not)."""
+        if self.interpolation != "bicubic" or self.channel_order != "RGB":
+            raise InvalidInputError(f"only bicubic RGB rules have a ViltImageProcessor form, got {self}")
+        return {
+            "image_processor_type": "ViltImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": self.shorter_side},
+            "longer_side_max": self.longer_side_max,
+            "size_divisor": self.size_divisor,
+            "resample": 3,  # PIL's BICUBIC
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "do_pad": True,
+        }
+
 
 VILT_IMAGE_SIZE_RULE = ViltImageSizeRule()
 
@@ -115,11 +155,19 @@ class ViltImagePreprocess(nn.Module):
         self.shorter_side = int(size_rule.shorter_side)
         self.longer_side_max = int(size_rule.longer_side_max)
         self.size_divisor = int(size_rule.size_divisor)
+        self.mean: list[float] = [float(v) for v in size_rule.mean]
+        self.std: list[float] = [float(v) for v in size_rule.std]
         # the fused rescale + normalise of the reference: (x - 255 mean) / (255 std)
         scaled_mean = torch.tensor(size_rule.mean, dtype=torch.float32) * 255.0
         scaled_std = torch.tensor(size_rule.std, dtype=torch.float32) * 255.0
         self.register_buffer("scaled_mean", scaled_mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scaled_std", scaled_std.view(1, 3, 1, 1), persistent=False)
+
+    def size_rule(self) -> ViltImageSizeRule:
+        """The rule this module applies (what an app that pre-processes itself must follow)."""
+        return ViltImageSizeRule(
+            self.shorter_side, self.longer_side_max, self.size_divisor, mean=tuple(self.mean), std=tuple(self.std)
+        )
 
     @torch.jit.export
     def output_size(self, height: int, width: int) -> tuple[int, int]:

@@ -10,8 +10,10 @@
   app; :class:`mobilevt.data.tokenizer.WordPieceTokenizer` is the reference
   implementation, ``<name>.tokenizer.pt`` is that tokenizer as TorchScript, and
   ``<name>.tokenizer.json`` / ``<name>.tokenizer_config.json`` are it for Hugging Face's
-  JavaScript tokenizers, which the web page ``examples/web/vqa.html`` loads) and
-  ``<name>.answers.txt`` (the answer of each logit, one per line).
+  JavaScript tokenizers, which the web page ``examples/web/vqa.html`` loads),
+  ``<name>.preprocessor_config.json`` (the image size rule and normalisation, in the keys of
+  transformers' ``ViltImageProcessor``: the page resizes to it) and ``<name>.answers.txt``
+  (the answer of each logit, one per line).
 
 Each export is run in its runtime on real photos with questions and compared with the
 eager model (max-abs logit difference, top-1 / top-5 agreement), timed against eager, and
@@ -248,10 +250,13 @@ def _write_side_files(pipeline, output: Path) -> dict[str, str]:
     tokenizer = stem.with_name(stem.name + ".tokenizer.pt")
     hf_tokenizer = stem.with_name(stem.name + ".tokenizer.json")
     hf_config = stem.with_name(stem.name + ".tokenizer_config.json")
+    image_config = stem.with_name(stem.name + ".preprocessor_config.json")
     write_text_atomic(vocab, "".join(token + "\n" for token in pipeline.tokenizer.id_to_token))
     document, config = tokenizer_json(pipeline.tokenizer)
     write_text_atomic(hf_tokenizer, json.dumps(document, ensure_ascii=False) + "\n")
     write_text_atomic(hf_config, json.dumps(config, indent=2) + "\n")
+    image_rule = pipeline.image_preprocess.size_rule().preprocessor_config()
+    write_text_atomic(image_config, json.dumps(image_rule, indent=2) + "\n")
     write_text_atomic(answers, "".join(answer.replace("\n", " ") + "\n" for answer in pipeline.answers))
     pipeline.tokenizer.save_torchscript(tokenizer)
     return {
@@ -260,6 +265,7 @@ def _write_side_files(pipeline, output: Path) -> dict[str, str]:
         "tokenizer_torchscript": str(tokenizer),
         "tokenizer_json": str(hf_tokenizer),  # for @huggingface/tokenizers in web pages
         "tokenizer_config": str(hf_config),
+        "preprocessor_config": str(image_config),  # the image size rule, for pages that resize themselves
         "tokenizer": f"BERT WordPiece, lowercase={pipeline.tokenizer.lowercase}, "
         f"max_length={pipeline.tokenizer.max_length} ([CLS] ... [SEP], [PAD] = "
         f"{pipeline.tokenizer.pad_token_id})",

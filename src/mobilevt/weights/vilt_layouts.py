@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.vilt_preprocess import VILT_IMAGE_SIZE_RULE, ViltImageSizeRule
 from ..errors import InvalidInputError
 from .family import CheckpointFamily, Mismatch, names_from_id2label
 from .mobilevit_layouts import MOBILEVIT_CHECKPOINTS
@@ -56,6 +57,7 @@ EXIT_OPTIONS = ("exit_layers", "predictor_layer", "predictor_hidden")
 _ARCH_KEY = "vilt_arch"
 _ANSWERS_KEY = "answers"
 _EXITS_KEY = "vilt_exits"
+_IMAGE_RULE_KEY = "vilt_image_rule"
 
 # Buffers some checkpoints carry that the model recomputes (BERT's position ids).
 _IGNORED = {
@@ -250,6 +252,9 @@ def vilt_metadata(model: nn.Module) -> dict[str, str]:
     exits = _exit_options(model)
     if exits is not None:
         metadata[_EXITS_KEY] = json.dumps(exits)
+    rule = getattr(model, "image_size_rule", VILT_IMAGE_SIZE_RULE)
+    if rule != VILT_IMAGE_SIZE_RULE:
+        metadata[_IMAGE_RULE_KEY] = json.dumps(rule.to_dict())
     return metadata
 
 
@@ -271,15 +276,19 @@ def vilt_options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
 
 
 def apply_vilt_settings(model: nn.Module, metadata: Mapping[str, str]) -> None:
-    """The exit predictor's calibrated risk a mobilevt file stores, set on the loaded model
-    (files from before the calibration keep the model's default)."""
-    if _EXITS_KEY not in metadata or not getattr(model, "exit_layers", None):
-        return
+    """What a mobilevt file stores beside the weights, set on the loaded model: the image
+    size rule of a model trained on other images than ViLT's (files without one keep ViLT's)
+    and the exit predictor's calibrated risk (files from before the calibration keep the
+    model's default)."""
     try:
+        if _IMAGE_RULE_KEY in metadata:
+            model.image_size_rule = ViltImageSizeRule.from_dict(json.loads(metadata[_IMAGE_RULE_KEY]))
+        if _EXITS_KEY not in metadata or not getattr(model, "exit_layers", None):
+            return
         risk = json.loads(metadata[_EXITS_KEY]).get("predictor_risk")
-    except (ValueError, AttributeError) as err:
+    except (ValueError, AttributeError, TypeError) as err:
         raise CheckpointMismatchError(
-            f"the file's exit metadata is unreadable ({type(err).__name__}: {err}); re-save the model"
+            f"the file's ViLT settings are unreadable ({type(err).__name__}: {err}); re-save the model"
         ) from err
     if risk is not None:
         model.predictor_risk = float(risk)
