@@ -36,8 +36,11 @@ from pathlib import Path
 
 import torch
 
+import mobilevt
+from mobilevt import save_weights
+from mobilevt.data.vilt_preprocess import ViltImageSizeRule
 from mobilevt.fileio import atomic_path, write_text_atomic
-from mobilevt.models.mobivqa import MobiVqaVilt, build_vilt_b32_vqa
+from mobilevt.models.mobivqa import MobiVqaVilt
 from mobilevt.training.vqa import (
     calibrate_exit_predictor,
     easy_vqa_answer_groups,
@@ -51,8 +54,16 @@ from mobilevt.training.vqa import (
 
 
 def build_model(config: dict, answers: list[str]) -> MobiVqaVilt:
-    model = build_vilt_b32_vqa(num_answers=len(answers), answers=answers, **config["arch"])
+    model = _new_model(config["arch"], answers)
     model.add_early_exits(config["exit_layers"], predictor_layer=config["predictor_layer"])
+    return model
+
+
+def _new_model(arch: dict, answers: list[str]) -> MobiVqaVilt:
+    """A ViLT for easy-VQA: its photos are squares of ``image_size`` (the rule that the
+    pipeline, the exported files and the web page resize to is saved with the weights)."""
+    model = mobilevt.create_model("vilt_b32_vqa", num_classes=len(answers), answers=answers, **arch)
+    model.image_size_rule = ViltImageSizeRule.for_image_size(arch["image_size"], arch["patch_size"])
     return model
 
 
@@ -106,7 +117,7 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         "augment": args.augment,
     }
     torch.manual_seed(0)
-    model = build_vilt_b32_vqa(num_answers=len(answers), answers=answers, **config["arch"])
+    model = _new_model(config["arch"], answers)
     start = time.perf_counter()
     train_vqa(model, train, epochs=args.epochs, batch_size=64, lr=args.lr, augment=args.augment)
     config["train_seconds"] = round(time.perf_counter() - start, 1)
@@ -131,10 +142,10 @@ def _train_exits(model: MobiVqaVilt, train, args, config: dict) -> None:
 
 
 def _save(model: MobiVqaVilt, config: dict, weights_path: Path, config_path: Path) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(weights_path) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    """The weights as ``mobilevt.save_weights`` writes them (architecture, answers, exits,
+    calibrated risk and image rule in the metadata: ``mobilevt export vilt_b32_vqa --weights``
+    and ``mobilevt vqa`` load the file), and the run's config."""
+    save_weights(model, weights_path)
     write_text_atomic(config_path, json.dumps(config, indent=2))
 
 

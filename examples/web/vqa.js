@@ -24,6 +24,7 @@ async function describe(url) {
     const response = await fetch(url + ".report.json");
     if (!response.ok) return null;
     const { details } = await response.json();
+    const softmax = details.answer_scores === "softmax";
     const { token_pruning: pruning, early_exit: exit } = details.mobivqa;
     const short = [];
     const long = [];
@@ -43,9 +44,9 @@ async function describe(url) {
       short.push(`${exit.mode} exit`);
       long.push(`exits early ${how}`);
     }
-    if (short.length === 0) return { label: "full model", sentence: "The full model." };
+    if (short.length === 0) return { label: "full model", sentence: "The full model.", softmax };
     const mobivqa = pruning || exit ? "MobiVQA" : "full model";
-    return { label: `${mobivqa}: ${short.join(", ")}`, sentence: `${mobivqa}: ${long.join(" and ")}.` };
+    return { label: `${mobivqa}: ${short.join(", ")}`, sentence: `${mobivqa}: ${long.join(" and ")}.`, softmax };
   } catch {
     return null;
   }
@@ -62,8 +63,13 @@ async function findModels(urls) {
   return found;
 }
 
-function topAnswers(logits, answers, k) {
-  const scores = logits.map((logit) => 1 / (1 + Math.exp(-logit)));  // ViLT's VQA head: sigmoid scores
+// the k best answers with their scores: sigmoid for ViLT's VQA head, softmax for a model
+// trained with cross-entropy over its answers (its export report says "answer_scores")
+function topAnswers(logits, answers, k, softmax) {
+  const largest = Math.max(...logits);
+  const exps = logits.map((logit) => Math.exp(logit - largest));
+  const total = exps.reduce((sum, e) => sum + e, 0);
+  const scores = softmax ? exps.map((e) => e / total) : logits.map((logit) => 1 / (1 + Math.exp(-logit)));
   const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]).slice(0, k);
   return order.map((index) => ({ index, answer: answers?.[index] ?? String(index), score: scores[index] }));
 }
@@ -93,7 +99,7 @@ function startVqaPage() {
   const urls = (params.get("models") || DEFAULT_MODELS).split(",").map((name) => new URL(name, location.href).href);
   const autoRuns = Number(params.get("runs") || 0);
   const worker = workerClient("vqa-worker.js");
-  const state = { ready: false, photo: null, asks: 0, answers: null, threads: 1, last: null };
+  const state = { ready: false, photo: null, asks: 0, answers: null, threads: 1, last: null, models: [] };
 
   async function timeRuns(runs) {
     const ask = state.asks;
@@ -119,7 +125,8 @@ function startVqaPage() {
       const model = $("variant").value;
       const result = await worker("ask", { file: state.photo, question, model });
       if (ask !== state.asks) return;  // asked again meanwhile: that answer follows
-      const top = topAnswers(result.logits, state.answers, 5);
+      const softmax = state.models.find(({ url }) => url === model)?.softmax ?? false;
+      const top = topAnswers(result.logits, state.answers, 5, softmax);
       showAnswers(top);
       showStages(result);
       const shownMs = performance.now() - asked;
@@ -147,6 +154,7 @@ function startVqaPage() {
   async function load() {
     const models = await findModels(urls);
     if (models.length === 0) throw new Error(`no model file here (${urls.map((u) => u.split("/").pop()).join(", ")}): ${EXPORT_HINT}`);
+    state.models = models;
     for (const { url, label } of models) $("variant").add(new Option(label, url));
     const chosen = () => {
       const { name, sentence } = models[$("variant").selectedIndex];

@@ -143,9 +143,10 @@ def test_preprocessing_matches_vilt_image_processor_on_real_photos():
     assert worst == 0.0 and differing == 0, f"max-abs {worst}, {differing / total:.2%} of values differ"
 
 
-def test_a_small_models_size_rule_matches_vilt_image_processor_and_is_saved_with_it(pipeline, tmp_path):
+def test_a_small_models_size_rule_and_scores_match_the_reference_and_are_saved_with_it(pipeline, tmp_path):
     """A ViLT trained on 96x96 images with patch 8: its rule is ViltImageProcessor's with
-    shortest_edge 96 and size_divisor 8 (other mean and std too), and the weights file keeps it."""
+    shortest_edge 96 and size_divisor 8 (other mean and std too); trained with cross-entropy,
+    its answers are scored with a softmax. The weights file keeps both."""
     from PIL import Image
 
     rule = ViltImageSizeRule.for_image_size(96, 8)
@@ -159,11 +160,21 @@ def test_a_small_models_size_rule_matches_vilt_image_processor_and_is_saved_with
     small = dict(hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64, image_size=96, patch_size=8)
     vocab_size = len(pipeline.tokenizer.id_to_token)
     model = mobilevt.create_model("vilt_b32_vqa", **small, vocab_size=vocab_size, num_classes=2)
-    model.image_size_rule = rule
+    model.image_size_rule, model.answer_softmax = rule, True  # trained with cross-entropy: softmax scores
     saved = mobilevt.save_weights(model, tmp_path / "m.safetensors")
     loaded = mobilevt.create_model("vilt_b32_vqa", weights=str(saved))
-    assert loaded.image_size_rule == rule
-    assert VqaPipeline(loaded, pipeline.tokenizer).image_preprocess.size_rule() == rule
+    assert loaded.image_size_rule == rule and loaded.answer_softmax
+    small_pipeline = VqaPipeline(loaded, pipeline.tokenizer)
+    assert small_pipeline.image_preprocess.size_rule() == rule
+    small_pipeline = torch.jit.script(small_pipeline)  # what an app runs
+    photo = load_image(_photos(1)[0])
+    scores = [score for _, score in small_pipeline(photo, QUESTIONS[0], 2)]
+    expected = small_pipeline.answer_logits(photo, QUESTIONS[0]).softmax(-1).sort(descending=True).values
+    assert scores == pytest.approx(expected.tolist(), abs=1e-6)
+    # ViLT's own files keep sigmoid scores
+    assert not mobilevt.create_model(
+        "vilt_b32_vqa", weights=str(mobilevt.save_weights(pipeline.model, tmp_path / "v.safetensors"))
+    ).answer_softmax
 
 
 def test_padded_batch_and_mask_match_vilt_image_processor():
@@ -419,6 +430,7 @@ def test_export_onnx_with_dynamic_image_size_and_vocab(pipeline, hf_folder, chec
     output = tmp_path / "vqa.onnx"
     report = _export(hf_folder, check_folder, output, "onnx", capsys)
     assert report["max_abs_diff"] <= PARITY_ATOL and report["top1_agreement"] == 1.0
+    assert report["details"]["answer_scores"] == "sigmoid"  # ViLT's VQA head; the page scores by it
     # an app tokenizes with the shipped vocabulary and names logits with the answers file
     assert (tmp_path / "vqa.vocab.txt").read_text() == (hf_folder / "vocab.txt").read_text()
     assert (tmp_path / "vqa.answers.txt").read_text().splitlines() == ANSWERS

@@ -180,3 +180,16 @@ def test_calibrated_threshold_travels_with_the_saved_weights(tmp_path):
     other = _model(seed=11)  # loading into a model made beforehand takes the risk too
     assert other.predictor_risk == 0.5
     assert mobilevt.load_weights(other, str(path)).predictor_risk == 0.3125
+
+
+def test_train_vqa_scores_the_trained_model_with_a_softmax(tmp_path):
+    """train_vqa trains with cross-entropy over the answers, so the model is marked to be scored
+    with a softmax, and its saved file keeps the mark (ViLT's own head stays sigmoid)."""
+    model = _model(seed=5).train()
+    assert not model.answer_softmax
+    losses = vqa_training.train_vqa(model, _split(16, seed=6), epochs=1.0, batch_size=8, log=None)
+    assert len(losses) >= 1 and model.answer_softmax
+    loaded = mobilevt.create_model(
+        "vilt_b32_vqa", weights=str(mobilevt.save_weights(model, tmp_path / "m.safetensors"))
+    )
+    assert loaded.answer_softmax

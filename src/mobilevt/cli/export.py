@@ -140,7 +140,14 @@ def _print_int8_gain(report) -> None:
 def print_vqa_export_result(report) -> None:
     side_files = [
         report.details[k]
-        for k in ("vocab_file", "answers_file", "tokenizer_torchscript", "tokenizer_json", "tokenizer_config")
+        for k in (
+            "vocab_file",
+            "answers_file",
+            "tokenizer_torchscript",
+            "tokenizer_json",
+            "tokenizer_config",
+            "preprocessor_config",
+        )
         if k in report.details
     ]
     _print_int8_gain(report)

@@ -183,11 +183,15 @@ def _write_model_file(
         dynamic = False  # ExecuTorch specialises the example's batch of 1
     actual = torch.cat([run(inputs) for inputs in model_inputs])
     details |= _write_side_files(pipeline, output)
+    details["answer_scores"] = "softmax" if pipeline.answer_softmax else "sigmoid"  # how an app scores the logits
+    rule = pipeline.image_preprocess.size_rule()
     notes.append(
         "inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "
-        "[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
-        "side 384, longer <= 639, multiples of 32, bicubic, (x / 255 - 0.5) / 0.5), pixel_mask "
-        "[1, H, W] int64; output: logits [1, answers], score = sigmoid(logit)"
+        f"[SEP], see the vocab file), pixel_values [1, 3, H, W] float32 (ViLT preprocessing: shorter "
+        f"side {rule.shorter_side}, longer <= {rule.longer_side_max}, multiples of {rule.size_divisor}, "
+        f"bicubic, (x / 255 - mean) / std with mean {list(rule.mean)}, std {list(rule.std)}: see the "
+        "preprocessor_config.json), pixel_mask [1, H, W] int64; output: logits [1, answers], scores = "
+        + ("softmax(logits)" if pipeline.answer_softmax else "sigmoid(logit)")
     )
     runs = options.latency_runs
     return (

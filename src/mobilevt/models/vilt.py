@@ -295,6 +295,9 @@ class ViltForQuestionAnswering(nn.Module):
         self.num_answers = num_answers
         self.answers: list[str] = [str(a) for a in answers]
         self.image_size_rule = VILT_IMAGE_SIZE_RULE
+        # how the answers are scored: sigmoid for ViLT's VQA head (binary cross-entropy against
+        # soft scores), softmax for a model trained with cross-entropy over the answers
+        self.answer_softmax: bool = False
         self.text_embeddings = ViltTextEmbeddings(arch, drop_rate)
         self.image_embeddings = ViltImageEmbeddings(arch, drop_rate)
         self.modality_embeddings = nn.Embedding(arch.modality_vocab_size, arch.hidden_size)

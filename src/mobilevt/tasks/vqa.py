@@ -6,7 +6,9 @@ preprocessing (:mod:`mobilevt.data.vilt_preprocess`) and the model, so a phone a
 TorchScript file and needs no Python. Scores are ``sigmoid(logits)``: ViLT's VQA head is
 trained with binary cross-entropy against soft VQA scores (each answer's
 ``min(1, humans / 3)``), so each score estimates that answer's VQA accuracy on its own and
-the scores do not sum to 1 (transformers' examples read them the same way).
+the scores do not sum to 1 (transformers' examples read them the same way). A model trained
+with cross-entropy over its answers (``model.answer_softmax``, set by
+:func:`mobilevt.training.vqa.train_vqa` and saved with the weights) is scored with a softmax.
 
 :func:`vqa_accuracy` and :func:`evaluate_vqa`, the official VQA metric, live in
 :mod:`mobilevt.tasks.vqa_metric` and are re-exported here.
@@ -48,9 +50,9 @@ class VqaPipeline(nn.Module):
 
     ``forward(image, question, top_k=5)`` takes one uint8 RGB image (``[H, W, 3]`` or
     ``[3, H, W]``, any size) and a question string and returns the ``top_k`` best
-    ``(answer, score)`` pairs, best first, with ``score = sigmoid(logit)`` (see the module
-    docstring). ``answer_logits`` gives all logits; ``answer_batch`` answers several
-    (image, question) pairs in one padded batch.
+    ``(answer, score)`` pairs, best first, with ``score = sigmoid(logit)`` (or the softmax
+    of a model trained with it: see the module docstring). ``answer_logits`` gives all
+    logits; ``answer_batch`` answers several (image, question) pairs in one padded batch.
 
     Args:
         model: a :class:`mobilevt.models.vilt.ViltForQuestionAnswering` (or any module with
@@ -92,6 +94,12 @@ class VqaPipeline(nn.Module):
             image_preprocess = ViltImagePreprocess(getattr(model, "image_size_rule", None))
         self.image_preprocess = image_preprocess
         self.answers = [str(name) for name in names]
+        self.answer_softmax = bool(getattr(model, "answer_softmax", False))
+
+    def _scores(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.answer_softmax:
+            return logits.softmax(dim=-1)
+        return torch.sigmoid(logits)
 
     @torch.jit.export
     def answer_logits(self, image: torch.Tensor, question: str) -> torch.Tensor:
@@ -103,7 +111,7 @@ class VqaPipeline(nn.Module):
         return self.model(input_ids, attention_mask, pixel_values, pixel_mask)[0]
 
     def forward(self, image: torch.Tensor, question: str, top_k: int = 5) -> list[tuple[str, float]]:
-        scores = torch.sigmoid(self.answer_logits(image, question))
+        scores = self._scores(self.answer_logits(image, question))
         return self._top_answers(scores, top_k)
 
     @torch.jit.export
@@ -124,7 +132,7 @@ class VqaPipeline(nn.Module):
         input_ids, attention_mask = self.tokenizer.encode_batch(questions, False)
         device = pixel_values.device
         logits = self.model(input_ids.to(device), attention_mask.to(device), pixel_values, pixel_mask)
-        scores = torch.sigmoid(logits)
+        scores = self._scores(logits)
         results: list[list[tuple[str, float]]] = []
         for row in range(scores.shape[0]):
             results.append(self._top_answers(scores[row], top_k))

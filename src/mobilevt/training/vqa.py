@@ -198,7 +198,8 @@ def train_vqa(
     max_shift: int = 8,
 ) -> list[float]:
     """Train the whole model with cross-entropy over the answers (AdamW, linear warmup
-    then cosine decay; ``epochs`` may be fractional). Returns the loss per logged step.
+    then cosine decay; ``epochs`` may be fractional). Returns the loss per logged step. The
+    model's answers are then scored with a softmax (``model.answer_softmax``).
 
     ``augment``: each image of a batch is flipped left-right with probability 1/2 and
     shifted by up to ``max_shift`` pixels each way (:func:`shift_and_flip`): answers about
@@ -211,6 +212,7 @@ def train_vqa(
     optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
+    model.answer_softmax = True  # trained with cross-entropy over the answers: scored with a softmax
     losses: list[float] = []
     step = 0
     epoch = 0

@@ -58,6 +58,7 @@ _ARCH_KEY = "vilt_arch"
 _ANSWERS_KEY = "answers"
 _EXITS_KEY = "vilt_exits"
 _IMAGE_RULE_KEY = "vilt_image_rule"
+_SCORES_KEY = "vilt_answer_scores"
 
 # Buffers some checkpoints carry that the model recomputes (BERT's position ids).
 _IGNORED = {
@@ -252,6 +253,8 @@ def vilt_metadata(model: nn.Module) -> dict[str, str]:
     exits = _exit_options(model)
     if exits is not None:
         metadata[_EXITS_KEY] = json.dumps(exits)
+    if getattr(model, "answer_softmax", False):
+        metadata[_SCORES_KEY] = "softmax"
     rule = getattr(model, "image_size_rule", VILT_IMAGE_SIZE_RULE)
     if rule != VILT_IMAGE_SIZE_RULE:
         metadata[_IMAGE_RULE_KEY] = json.dumps(rule.to_dict())
@@ -276,11 +279,12 @@ def vilt_options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
 
 
 def apply_vilt_settings(model: nn.Module, metadata: Mapping[str, str]) -> None:
-    """What a mobilevt file stores beside the weights, set on the loaded model: the image
-    size rule of a model trained on other images than ViLT's (files without one keep ViLT's)
-    and the exit predictor's calibrated risk (files from before the calibration keep the
-    model's default)."""
+    """What a mobilevt file stores beside the weights, set on the loaded model: softmax
+    answer scores for a model trained with them, the image size rule of a model trained on
+    other images than ViLT's (files without one keep ViLT's) and the exit predictor's
+    calibrated risk (files from before the calibration keep the model's default)."""
     try:
+        model.answer_softmax = metadata.get(_SCORES_KEY, "sigmoid") == "softmax"
         if _IMAGE_RULE_KEY in metadata:
             model.image_size_rule = ViltImageSizeRule.from_dict(json.loads(metadata[_IMAGE_RULE_KEY]))
         if _EXITS_KEY not in metadata or not getattr(model, "exit_layers", None):
