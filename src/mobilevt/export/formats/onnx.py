@@ -80,6 +80,7 @@ class OnnxFormat(ExportFormat):
             output_names=list(graph.output_names),
             verbose=False,
         )
+        _drop_exporter_traces(program)
         full = prepend_preprocessing(program.model_proto, options.preprocessing, graph.input_names[0])
         onnx.checker.check_model(full)
         with atomic_path(path) as tmp:
@@ -129,7 +130,18 @@ def write_onnx_graph(graph: Graph, path: Path, opset: int) -> None:
             verbose=False,
             **common,
         )
+        _drop_exporter_traces(program)
         program.save(str(path))
+
+
+def _drop_exporter_traces(program) -> None:
+    """Removes what the dynamo exporter records on each node for debugging (the Python stack
+    trace, FX node and module path): 5 MB in a 4-layer ViLT with exits, 65% of its file, and
+    the exporting machine's paths, which a shipped file should not carry."""
+    from onnx_ir.traversal import RecursiveGraphIterator
+
+    for node in RecursiveGraphIterator(program.model.graph):
+        node.metadata_props.clear()
 
 
 def _onnx_axes(graph: Graph) -> dict[str, dict[int, str]] | None:
