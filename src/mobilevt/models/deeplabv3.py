@@ -277,78 +277,82 @@ _CVNETS_ADE20K_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)))
 _CVNETS_VOC_OS8_ARCH = (("output_stride", 8), ("atrous_rates", (12, 24, 36)), ("aspp_channels", 512))
 
 
+_DATASETS = {"voc": (21, "PASCAL VOC 2012"), "ade20k": (150, "ADE20K")}
+
+
+def _segmenter_weights(
+    name: str, tag: str, url: str, layout: str, preprocess, miou, dataset: str, source: str, arch=()
+):
+    num_classes, dataset_name = _DATASETS[dataset]
+    return Weights(
+        name,
+        tag,
+        url,
+        layout,
+        preprocess,
+        miou,
+        num_classes=num_classes,
+        dataset=dataset_name,
+        metric="mIoU %",
+        paper_source=source,
+        arch_options=arch,
+    )
+
+
 def _weights_for(name: str, backbone: str) -> tuple[tuple[Weights, ...], float | None]:
     if backbone in _V1_PUBLISHED:
         published = _V1_PUBLISHED[backbone]
-        repo, params, miou = published.hf_repo, published.params_m, published.voc_miou
         weights = [
-            Weights(
+            _segmenter_weights(
                 name,
                 "hf_voc",
-                f"hf-hub:{repo}",
+                f"hf-hub:{published.hf_repo}",
                 "hf",
                 HF_V1_SEG_PREPROCESS,
-                miou,
-                num_classes=21,
-                dataset="PASCAL VOC 2012",
-                metric="mIoU %",
-                paper_source="MobileViT paper, Table 5 (mIoU)",
-            ),
+                published.voc_miou,
+                "voc",
+                "MobileViT paper, Table 5 (mIoU)",
+            )
         ]
         if backbone == "mobilevit_s":
             weights.append(
-                Weights(
+                _segmenter_weights(
                     name,
                     "cvnets_voc_os8",
                     _CVNETS_SEG_URL + "pascalvoc/deeplabv3-mobilevitv1.pt",
                     "cvnets",
                     CVNETS_V1_SEG_PREPROCESS,
                     79.44,
-                    num_classes=21,
-                    dataset="PASCAL VOC 2012",
-                    metric="mIoU %",
-                    paper_source="ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)",
-                    arch_options=_CVNETS_VOC_OS8_ARCH,
+                    "voc",
+                    "ml-cvnets model zoo (8.5 M parameters: ASPP 512, output stride 8)",
+                    _CVNETS_VOC_OS8_ARCH,
                 )
             )
-        return tuple(weights), params
+        return tuple(weights), published.params_m
     if backbone in _V2_PUBLISHED:
         published = _V2_PUBLISHED[backbone]
-        width, voc_params, voc_miou = published.width, published.params_m, published.voc_miou
-        ade_miou = published.ade20k_miou
+        width = published.width
         text = f"{width:g}" if width not in (1.0, 2.0) else f"{width:.1f}"
-        weights = []
-        if voc_miou is not None:
-            weights.append(
-                Weights(
-                    name,
-                    "cvnets_voc",
-                    _CVNETS_SEG_URL + f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
-                    "cvnets",
-                    CVNETS_V2_SEG_PREPROCESS,
-                    voc_miou,
-                    num_classes=21,
-                    dataset="PASCAL VOC 2012",
-                    metric="mIoU %",
-                    paper_source="ml-cvnets model zoo (mIoU)",
-                )
-            )
-        weights.append(
-            Weights(
+        files = {"voc": f"pascalvoc/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt"}
+        files["ade20k"] = f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt"
+        mious = {"voc": published.voc_miou, "ade20k": published.ade20k_miou}
+        archs = {"voc": (), "ade20k": _CVNETS_ADE20K_ARCH}
+        weights = [
+            _segmenter_weights(
                 name,
-                "cvnets_ade20k",
-                _CVNETS_SEG_URL + f"ade20k/mobilevitv2/deeplabv3-mobilevitv2-{text}.pt",
+                f"cvnets_{dataset}",
+                _CVNETS_SEG_URL + files[dataset],
                 "cvnets",
                 CVNETS_V2_SEG_PREPROCESS,
-                ade_miou,
-                num_classes=150,
-                dataset="ADE20K",
-                metric="mIoU %",
-                paper_source="ml-cvnets model zoo (mIoU)",
-                arch_options=_CVNETS_ADE20K_ARCH,
+                mious[dataset],
+                dataset,
+                "ml-cvnets model zoo (mIoU)",
+                archs[dataset],
             )
-        )
-        return tuple(weights), voc_params
+            for dataset in ("voc", "ade20k")
+            if mious[dataset] is not None
+        ]
+        return tuple(weights), published.params_m
     return (), None
 
 
