@@ -60,10 +60,11 @@ def build_model(config: dict, answers: list[str]) -> MobiVqaVilt:
 
 
 def _new_model(arch: dict, answers: list[str]) -> MobiVqaVilt:
-    """A ViLT for easy-VQA: its photos are squares of ``image_size`` (the rule that the
-    pipeline, the exported files and the web page resize to is saved with the weights)."""
+    """A ViLT for easy-VQA: its photos are squares of ``image_size`` and its answers are scored
+    with a softmax (both saved with the weights, for the pipeline, the exports and the page)."""
     model = mobilevt.create_model("vilt_b32_vqa", num_classes=len(answers), answers=answers, **arch)
     model.image_size_rule = ViltImageSizeRule.for_image_size(arch["image_size"], arch["patch_size"])
+    model.answer_softmax = True  # train_vqa's cross-entropy over the answers
     return model
 
 
