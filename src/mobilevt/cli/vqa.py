@@ -18,7 +18,8 @@ from .values import existing_file, fraction, non_negative_int, positive_int, pro
 def configure_vqa_parser(p) -> None:
     p.description = (
         "Top-k answers with their scores (sigmoid of ViLT's logits: each estimates that answer's VQA "
-        "accuracy; they do not sum to 1)."
+        "accuracy; they do not sum to 1; a model trained with cross-entropy over its answers, such as "
+        "mobilevt's easy-VQA ViLTs, records it in its weights file and is scored with a softmax)."
     )
     p.add_argument("image", type=existing_file, help="image file (JPEG, PNG, WebP ...)")
     p.add_argument("question", help="the question, in quotes")
@@ -26,7 +27,8 @@ def configure_vqa_parser(p) -> None:
         "--weights",
         default="DEFAULT",
         help="Hugging Face ViLT VQA model folder (config.json, model.safetensors, vocab.txt), Hub id or "
-        "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa); 'none' = random weights (needs --vocab)",
+        "hf-hub:<repo> (default: dandelin/vilt-b32-finetuned-vqa), a mobilevt .safetensors file; "
+        "'none' = random weights (needs --vocab)",
     )
     p.add_argument("--vocab", type=existing_file, help="the BERT vocab.txt (default: the one beside the weights)")
     p.add_argument(
