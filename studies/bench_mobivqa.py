@@ -79,6 +79,8 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         model.load_state_dict(load_file(str(weights_path)))
         model.predictor_risk = config.get("calibration", {}).get("risk", 0.5)
         print(f"loaded {weights_path}")
+        if "partial" in config:
+            print(f"note: a run cut short after {config['partial']}: continue it with --continue-epochs")
         if args.continue_epochs <= 0:
             if args.retrain_exits:
                 _train_exits(model, train, args, config)
@@ -94,7 +96,9 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
             lr=args.lr,
             seed=len(config.get("continued", [])) + 1,
             augment=args.augment,
+            on_epoch_end=_saver(model, config, weights_path, config_path, args.continue_epochs),
         )
+        config.pop("partial", None)
         config.setdefault("continued", []).append(
             {"epochs": args.continue_epochs, "seconds": round(time.perf_counter() - start, 1)}
         )
@@ -118,15 +122,30 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         "augment": args.augment,
     }
     torch.manual_seed(0)
-    model = _new_model(config["arch"], answers)
+    model = build_model(config, answers)  # the exit heads stay untouched until _train_exits
     start = time.perf_counter()
-    train_vqa(model, train, epochs=args.epochs, batch_size=64, lr=args.lr, augment=args.augment)
-    config["train_seconds"] = round(time.perf_counter() - start, 1)
-    model.add_early_exits(config["exit_layers"], predictor_layer=config["predictor_layer"])
-    _train_exits(model, train, args, config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_each_epoch = _saver(model, config, weights_path, config_path, args.epochs)
+    train_vqa(
+        model, train, epochs=args.epochs, batch_size=64, lr=args.lr, augment=args.augment, on_epoch_end=save_each_epoch
+    )
+    config.pop("partial", None)
+    config["train_seconds"] = round(time.perf_counter() - start, 1)
+    _train_exits(model, train, args, config)
     _save(model, config, weights_path, config_path)
     return model.eval(), config
+
+
+def _saver(model: MobiVqaVilt, config: dict, weights_path: Path, config_path: Path, epochs: float):
+    """Saves the model after each epoch, marked as partial in its config: a run cut short (the
+    machine's session ended) is continued from there with ``--continue-epochs``."""
+
+    def save(epochs_done: int) -> None:
+        config["partial"] = {"epochs_done": epochs_done, "of": epochs}
+        _save(model, config, weights_path, config_path)
+        print(f"saved the model after epoch {epochs_done} of {epochs} ({weights_path})")
+
+    return save
 
 
 def _train_exits(model: MobiVqaVilt, train, args, config: dict) -> None:

@@ -182,13 +182,18 @@ def test_calibrated_threshold_travels_with_the_saved_weights(tmp_path):
     assert mobilevt.load_weights(other, str(path)).predictor_risk == 0.3125
 
 
-def test_train_vqa_scores_the_trained_model_with_a_softmax(tmp_path):
+def test_train_vqa_scores_the_trained_model_with_a_softmax_and_reports_each_epoch(tmp_path):
     """train_vqa trains with cross-entropy over the answers, so the model is marked to be scored
-    with a softmax, and its saved file keeps the mark (ViLT's own head stays sigmoid)."""
+    with a softmax, and its saved file keeps the mark (ViLT's own head stays sigmoid); it calls
+    back after each epoch, so that a long run can be saved as it goes."""
     model = _model(seed=5).train()
     assert not model.answer_softmax
-    losses = vqa_training.train_vqa(model, _split(16, seed=6), epochs=1.0, batch_size=8, log=None)
+    saved_after = []
+    losses = vqa_training.train_vqa(
+        model, _split(16, seed=6), epochs=3.0, batch_size=8, log=None, on_epoch_end=saved_after.append
+    )
     assert len(losses) >= 1 and model.answer_softmax
+    assert saved_after == [1, 2]  # after each whole epoch but the last (whose end the caller sees)
     loaded = mobilevt.create_model(
         "vilt_b32_vqa", weights=str(mobilevt.save_weights(model, tmp_path / "m.safetensors"))
     )

@@ -196,6 +196,7 @@ def train_vqa(
     log: Callable[[str], None] | None = print,
     augment: bool = False,
     max_shift: int = 8,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train the whole model with cross-entropy over the answers (AdamW, linear warmup
     then cosine decay; ``epochs`` may be fractional). Returns the loss per logged step. The
@@ -204,7 +205,10 @@ def train_vqa(
     ``augment``: each image of a batch is flipped left-right with probability 1/2 and
     shifted by up to ``max_shift`` pixels each way (:func:`shift_and_flip`): answers about
     colour and shape do not change, and a transformer trained from scratch on 4,000 images
-    needs the extra views to learn shapes (easy-VQA questions never name a position)."""
+    needs the extra views to learn shapes (easy-VQA questions never name a position).
+
+    ``on_epoch_end(epochs_done)`` is called after each whole epoch but the last (e.g. to save
+    the model, so that a long run cut short keeps what it learned)."""
     if epochs <= 0 or batch_size <= 0 or lr <= 0:
         raise InvalidInputError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -238,6 +242,9 @@ def train_vqa(
                 if log is not None:
                     log(f"step {step}/{total_steps} loss {losses[-1]:.4f}")
         epoch += 1
+        if on_epoch_end is not None and step < total_steps:
+            on_epoch_end(epoch)
+            model.train()
     model.eval()
     return losses
 
