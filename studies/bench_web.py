@@ -97,13 +97,15 @@ def _python_inputs(kind: str, folder: Path, model: Path, photo: Path, question: 
     import torch
 
     from mobilevt.data.tokenizer import create_tokenizer
-    from mobilevt.data.vilt_preprocess import ViltImagePreprocess
+    from mobilevt.data.vilt_preprocess import ViltImagePreprocess, ViltImageSizeRule
 
     stem = model.with_suffix("").name  # the side files the export wrote beside the model
     config = json.loads((folder / f"{stem}.tokenizer_config.json").read_text())
     tokenizer = create_tokenizer(folder / f"{stem}.vocab.txt", max_length=config["model_max_length"])
     input_ids, attention_mask = tokenizer.encode_batch([question], False)
-    pixel_values, pixel_mask = ViltImagePreprocess()(torch.from_numpy(pixels.copy()))
+    rule = json.loads((folder / f"{stem}.preprocessor_config.json").read_text())
+    preprocess = ViltImagePreprocess(ViltImageSizeRule.from_preprocessor_config(rule))
+    pixel_values, pixel_mask = preprocess(torch.from_numpy(pixels.copy()))
     return [tensor.numpy() for tensor in (input_ids, attention_mask, pixel_values, pixel_mask)]
 
 

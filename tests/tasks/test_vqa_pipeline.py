@@ -152,6 +152,7 @@ def test_a_small_models_size_rule_and_scores_match_the_reference_and_are_saved_w
     rule = ViltImageSizeRule.for_image_size(96, 8)
     rule = ViltImageSizeRule.from_dict(rule.to_dict() | {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]})
     reference = ViltImageProcessor(**rule.preprocessor_config())
+    assert ViltImageSizeRule.from_preprocessor_config(reference.to_dict()) == rule  # its own file, read back
     for photo in _photos(4):
         expected = reference(Image.open(photo).convert("RGB"), return_tensors="pt")["pixel_values"]
         pixel_values, _ = ViltImagePreprocess(rule)(load_image(photo))

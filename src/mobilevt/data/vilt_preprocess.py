@@ -105,6 +105,22 @@ class ViltImageSizeRule:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
 
+    @classmethod
+    def from_preprocessor_config(cls, config: dict) -> ViltImageSizeRule:
+        """The rule of a ``preprocessor_config.json`` (:meth:`preprocessor_config`, or
+        transformers' own for a ViltImageProcessor: the longer side's cap then follows from
+        the shorter side's size, as transformers computes it)."""
+        try:
+            shorter = int(config["size"]["shortest_edge"])
+            longer = int(config.get("longer_side_max", int(1333 / 800 * shorter)))
+            mean, std = tuple(config["image_mean"]), tuple(config["image_std"])
+            return cls(shorter, longer, int(config["size_divisor"]), mean=mean, std=std)
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidInputError(
+                f"not a ViLT preprocessor_config.json ({type(err).__name__}: {err}): it needs size.shortest_edge, "
+                "size_divisor, image_mean and image_std"
+            ) from err
+
     def preprocessor_config(self) -> dict:
         """The rule in the keys of transformers' ``preprocessor_config.json`` for
         ``ViltImageProcessor`` (which derives the longer side's cap from the shorter side's
