@@ -79,8 +79,11 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         model.load_state_dict(load_file(str(weights_path)))
         model.predictor_risk = config.get("calibration", {}).get("risk", 0.5)
         print(f"loaded {weights_path}")
-        if "partial" in config:
-            print(f"note: a run cut short after {config['partial']}: continue it with --continue-epochs")
+        if "partial" in config and args.continue_epochs <= 0 and not args.retrain_exits:
+            raise SystemExit(
+                f"{weights_path} is a run cut short ({config['partial']}): its exits are untrained; continue it "
+                "with --continue-epochs N (or train its exits with --retrain-exits)"
+            )
         if args.continue_epochs <= 0:
             if args.retrain_exits:
                 _train_exits(model, train, args, config)
@@ -122,7 +125,7 @@ def train_or_load(args, train, answers) -> tuple[MobiVqaVilt, dict]:
         "augment": args.augment,
     }
     torch.manual_seed(0)
-    model = build_model(config, answers)  # the exit heads stay untouched until _train_exits
+    model = build_model(config, answers)  # exit heads (untrained) so that each epoch's save loads
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_each_epoch = _saver(model, config, weights_path, config_path, args.epochs)
@@ -150,7 +153,9 @@ def _saver(model: MobiVqaVilt, config: dict, weights_path: Path, config_path: Pa
 
 def _train_exits(model: MobiVqaVilt, train, args, config: dict) -> None:
     """The exit heads and the predictor on the questions of 90% of the training images, the
-    predictor's risk calibrated on the other 10% (``--calibration-fraction``)."""
+    predictor's risk calibrated on the other 10% (``--calibration-fraction``). The heads start
+    again as copies of the trained model's own head."""
+    model.add_early_exits(config["exit_layers"], predictor_layer=config["predictor_layer"])
     rest, held = hold_out(train, args.calibration_fraction)
     start = time.perf_counter()
     train_exit_heads(model, rest, epochs=args.exit_epochs, predictor_epochs=args.predictor_epochs)

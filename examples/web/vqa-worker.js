@@ -32,8 +32,9 @@ async function load({ models, tokenizerUrl, configUrl, imageConfigUrl, backend }
       "and serve the page with `python examples/web/serve.py`");
   }
   const [document, config, imageConfig] = await Promise.all(
-    [fetchJson(tokenizerUrl), fetchJson(configUrl), fetchJson(imageConfigUrl)]);
-  rule = imageRule(imageConfig, imageConfigUrl);
+    [fetchJson(tokenizerUrl), fetchJson(configUrl), fetch(imageConfigUrl)]);
+  // files exported before the rule was written beside them are ViLT-B/32's
+  rule = imageConfig.ok ? imageRule(await imageConfig.json(), imageConfigUrl) : VILT_IMAGE_RULE;
   tokenizer = new tokenizers.Tokenizer(document, config);
   maxLength = config.model_max_length;
   if (!Number.isInteger(maxLength) || maxLength < 2) {

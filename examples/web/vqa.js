@@ -133,7 +133,7 @@ function startVqaPage() {
       status(`answered ${shownMs.toFixed(0)} ms after the question (${backendName(chosenBackend())}, ` +
         `${plural(state.threads, "thread")})`);
       state.last = { ...result, question, model, top5: top.map(({ index }) => index),
-        names: top.map(({ answer }) => answer), first_result_ms: shownMs, threads: state.threads, latency_ms: null,
+        names: top.map(({ answer }) => answer), scores: top.map(({ score }) => score), first_result_ms: shownMs, threads: state.threads, latency_ms: null,
         backend: chosenBackend() };
       publish(state.last, autoRuns > 0);
       $("time").disabled = false;

@@ -27,6 +27,7 @@ from web_page import chromium, page_url, phone_size, pngs, screenshot, serve, wa
 import mobilevt
 from mobilevt.data.tokenizer import create_tokenizer
 from mobilevt.data.vilt_preprocess import ViltImagePreprocess, ViltImageSizeRule
+from mobilevt.errors import InvalidInputError
 from mobilevt.export import export_model
 from mobilevt.export.vilt import _model_inputs
 from mobilevt.tasks.vqa import VqaPipeline
@@ -38,6 +39,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ANSWERS = ["yes", "no", "two", "three", "red", "blue", "a cat", "a dog", "outside", "tennis", "pizza", "東京"]
 MOBIVQA_SENTENCE = "MobiVQA: keeps 50 % of the image tokens after layer 1 and exits after layer 3."
 QUESTIONS = ("What is in the picture?", "¿Cuántas personas hay en la foto?", "这是什么动物？")
+FIXTURE_RULE = ViltImageSizeRule.for_image_size(192, 32)  # the exported model's, not ViLT-B/32's 384
 
 
 @pytest.fixture
@@ -81,12 +83,16 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     with torch.no_grad():  # logits spread well beyond the tolerance
         model.head.fc2.weight.normal_(0, 0.5)
+    # a size rule of its own (the page must read it from the file) and, for the MobiVQA file,
+    # softmax scores (the page must score each file as its report says)
+    model.image_size_rule = FIXTURE_RULE
     pipeline = VqaPipeline(model.eval(), tokenizer)
     export_model(pipeline, folder / "vqa.onnx", "onnx", latency_runs=0, max_check_images=2)
     mobivqa = copy.deepcopy(pipeline)
     mobivqa.model.add_early_exits([2, 3])
     mobivqa.model.set_token_pruning(1, 0.5)
     mobivqa.model.set_early_exit(layer=3)
+    mobivqa.answer_softmax = True
     export_model(mobivqa, folder / "vqa-mobivqa.onnx", "onnx", latency_runs=0, max_check_images=2)
     return folder, corpus, {"vqa.onnx": pipeline, "vqa-mobivqa.onnx": mobivqa}
 
@@ -132,12 +138,16 @@ def _photos(folder) -> list[np.ndarray]:
 def test_page_preprocessing_gives_mobilevts_pixel_values_bit_for_bit(browser, exported, tmp_path):
     folder, _, _ = exported
     server = serve(folder)
-    # ViLT-B/32's rule (what vqa.onnx's preprocessor_config.json says) and a small model's
-    # with other sizes and ImageNet's mean and std, as its config file gives it to the page
+    # the exported model's rule as vqa.preprocessor_config.json gives it to the page, ViLT-B/32's,
+    # and a small model's with other sizes and ImageNet's mean and std
     exported_rule = json.loads((folder / "vqa.preprocessor_config.json").read_text())
-    assert exported_rule["size"] == {"shortest_edge": 384} and exported_rule["size_divisor"] == 32
+    assert exported_rule["size"] == {"shortest_edge": 192} and exported_rule["size_divisor"] == 32
     small = ViltImageSizeRule(96, 159, 8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    cases = [(exported_rule, ViltImagePreprocess()), (small.preprocessor_config(), ViltImagePreprocess(small))]
+    cases = [
+        (exported_rule, ViltImagePreprocess(FIXTURE_RULE)),
+        (ViltImageSizeRule().preprocessor_config(), ViltImagePreprocess()),
+        (small.preprocessor_config(), ViltImagePreprocess(small)),
+    ]
     try:
         browser.get(page_url(server, ""))
         for photo, (config, preprocess) in itertools.product(_photos(tmp_path), cases):
@@ -148,7 +158,13 @@ def test_page_preprocessing_gives_mobilevts_pixel_values_bit_for_bit(browser, ex
                 const run = () => {
                   const rgb = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
                   const rule = imageRule(config, "preprocessor_config.json");
-                  const { values, height: h, width: w } = viltPixelValues(rgb, height, width, rule);
+                  let pixels;
+                  try {
+                    pixels = viltPixelValues(rgb, height, width, rule);
+                  } catch (error) {
+                    return done(["error", error.message]);
+                  }
+                  const { values, height: h, width: w } = pixels;
                   const bytes = new Uint8Array(values.buffer);
                   let text = "";
                   for (let i = 0; i < bytes.length; i += 8192) {
@@ -167,6 +183,11 @@ def test_page_preprocessing_gives_mobilevts_pixel_values_bit_for_bit(browser, ex
                 width,
                 config,
             )
+            if 0 in preprocess.output_size(height, width):  # both refuse it, saying why
+                assert got[0] == "error" and "too elongated" in got[1], got
+                with pytest.raises(InvalidInputError, match="too elongated"):
+                    preprocess(torch.from_numpy(photo.copy()))
+                continue
             expected, _ = preprocess(torch.from_numpy(photo.copy()))
             values = np.frombuffer(base64.b64decode(got[0]), dtype=np.float32)
             assert [got[1], got[2]] == list(expected.shape[-2:]), (photo.shape, config)
@@ -258,11 +279,20 @@ def test_vqa_page_answers_as_python_onnxruntime_for_the_full_and_mobivqa_files(b
             assert (torch.tensor(shown["logits"]) - expected).abs().max() <= TOLERANCE
             assert shown["top5"] == expected.topk(5).indices.tolist()
             assert shown["names"] == [ANSWERS[k] for k in shown["top5"]]
+            # each file scored as its export report says: sigmoid (ViLT), softmax (trained so)
+            scores = expected.softmax(-1) if model_file == "vqa-mobivqa.onnx" else expected.sigmoid()
+            assert shown["scores"] == pytest.approx(scores[shown["top5"]].tolist(), abs=TOLERANCE)
+            assert [shown["pixelHeight"], shown["pixelWidth"]] == list(FIXTURE_RULE.output_size(*_size_of(png)))
             for stage in ("decodeMs", "preprocessMs", "tokenizeMs", "modelMs", "first_result_ms"):
                 assert shown[stage] >= 0, stage
         screenshot(browser, "web-vqa-390x844-mobivqa.png")
     finally:
         server.shutdown()
+
+
+def _size_of(png) -> tuple[int, int]:
+    with Image.open(png) as image:
+        return image.height, image.width
 
 
 def _assert_readable_at_phone_size(browser) -> None:

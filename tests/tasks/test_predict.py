@@ -14,6 +14,7 @@ from conftest import IMAGENET_SAMPLE, PARITY_ATOL, randomize_, real_photos
 from PIL import Image
 
 import mobilevt
+from mobilevt.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_cli_predicts_every_sample_photo(xxs_weights):
         assert all(c["name"] in names for c in p["top"])
 
 
-def test_cli_reports_each_broken_file_and_goes_on(xxs_weights, tmp_path):
+def test_cli_reports_each_broken_file_and_goes_on(xxs_weights, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
     photos = real_photos(3)
@@ -83,6 +84,13 @@ def test_cli_reports_each_broken_file_and_goes_on(xxs_weights, tmp_path):
     lines = run.stdout.splitlines()
     assert len(lines) == len(photos) and all(line.count("%") == 3 for line in lines)
     assert "4 of 7 inputs failed" in run.stderr
+    # --json: a row for every image found, the broken ones with their error (the missing path
+    # has no row: it is not an image)
+    args = ["predict", str(folder), "--weights", str(xxs_weights), "--topk", "3", "--workers", "0", "--json"]
+    assert main(args) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 6 and sum(row["error"] is not None for row in rows) == 3
+    assert all(len(row["top"]) == 3 for row in rows if row["error"] is None)
 
 
 def test_python_api_takes_paths_pil_images_and_tensors(xxs_weights):

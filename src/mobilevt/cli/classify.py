@@ -106,7 +106,7 @@ def run_predict(args) -> int:
     def line_of(_item, p):
         return p.to_dict(), f"{p.source}: " + ", ".join(f"{c.name} {100 * c.probability:.1f}%" for c in p.top)
 
-    return report_per_image(args, args.inputs, items, predictions, line_of)
+    return report_per_image(args, args.inputs, items, predictions, line_of, failed_rows=True)
 
 
 def run_evaluate(args) -> int:

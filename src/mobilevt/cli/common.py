@@ -86,12 +86,13 @@ def existing_image_inputs(paths: list[str]) -> list:
     return expand_image_inputs([p for p in paths if os.path.exists(p)])
 
 
-def report_per_image(args, paths: list[str], items: list, results: list, write_one) -> int:
+def report_per_image(args, paths: list[str], items: list, results: list, write_one, failed_rows: bool = False) -> int:
     """The end of ``predict``, ``segment`` and ``detect``: ``write_one(item, result)`` writes
     one image's outputs and returns its JSON row and its printed line; a missing path, an
     image that failed or one that cannot be drawn is one error line, and a last line counts
     them. With ``--json`` the rows are printed as JSON instead of the lines. Returns the exit
-    code: 1 if any input failed or no image was found."""
+    code: 1 if any input failed or no image was found. ``failed_rows``: the JSON keeps a row
+    (with its ``error``) for each image that failed, in the order of the images."""
 
     missing = sum(not os.path.exists(p) for p in paths)
     failed, rows = missing, []
@@ -99,6 +100,8 @@ def report_per_image(args, paths: list[str], items: list, results: list, write_o
         if result.error:
             print(f"error: {result.source}: {result.error}", file=sys.stderr)
             failed += 1
+            if failed_rows:
+                rows.append(result.to_dict())
             continue
         try:
             row, line = write_one(item, result)

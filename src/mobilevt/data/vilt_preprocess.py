@@ -115,7 +115,7 @@ class ViltImageSizeRule:
             longer = int(config.get("longer_side_max", int(1333 / 800 * shorter)))
             mean, std = tuple(config["image_mean"]), tuple(config["image_std"])
             return cls(shorter, longer, int(config["size_divisor"]), mean=mean, std=std)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(
                 f"not a ViLT preprocessor_config.json ({type(err).__name__}: {err}): it needs size.shortest_edge, "
                 "size_divisor, image_mean and image_std"

@@ -101,7 +101,11 @@ def export_vqa_pipeline(
     details: dict[str, Any] = {
         "threads": torch.get_num_threads(),
         "questions": list(questions),
-        "scores": "sigmoid(logits): ViLT's VQA head is trained with binary cross-entropy",
+        # how an app scores the logits (the web page reads it)
+        "answer_scores": "softmax" if pipeline.answer_softmax else "sigmoid",
+        "scores": "softmax(logits): the model was trained with cross-entropy over its answers"
+        if pipeline.answer_softmax
+        else "sigmoid(logits): ViLT's VQA head is trained with binary cross-entropy",
         "mobivqa": mobivqa_settings(pipeline.model),
     }
     options.stage(
@@ -183,7 +187,6 @@ def _write_model_file(
         dynamic = False  # ExecuTorch specialises the example's batch of 1
     actual = torch.cat([run(inputs) for inputs in model_inputs])
     details |= _write_side_files(pipeline, output)
-    details["answer_scores"] = "softmax" if pipeline.answer_softmax else "sigmoid"  # how an app scores the logits
     rule = pipeline.image_preprocess.size_rule()
     notes.append(
         "inputs: input_ids, attention_mask [1, text] int64 (BERT WordPiece ids of [CLS] question "

@@ -526,7 +526,7 @@ def _export_best(source: nn.Module, model: nn.Module, path: Path) -> None:
 
 def _save_checkpoint(run: _Run, epoch: int, steps_done: int) -> None:
     """``last.pt``: everything a resumed run needs to go on from ``steps_done`` batches into
-    ``epoch`` (0 at an epoch end: the next epoch starts from its first step)."""
+    ``epoch`` (at an epoch end ``epoch`` is the next one and ``steps_done`` 0)."""
     config, model, ema, state = run.config, run.model, run.ema, run.state | {"epoch": epoch, "step": run.step}
     checkpoint = {
         "format": "mobilevt-train",

@@ -280,13 +280,15 @@ def vilt_options_from_metadata(metadata: Mapping[str, str]) -> dict[str, Any]:
 
 def apply_vilt_settings(model: nn.Module, metadata: Mapping[str, str]) -> None:
     """What a mobilevt file stores beside the weights, set on the loaded model: softmax
-    answer scores for a model trained with them, the image size rule of a model trained on
-    other images than ViLT's (files without one keep ViLT's) and the exit predictor's
-    calibrated risk (files from before the calibration keep the model's default)."""
+    answer scores for a model trained with them and the image size rule of a model trained on
+    other images than ViLT's (a mobilevt file without them gives ViLT's sigmoid and rule; other
+    checkpoints record neither and change nothing), and the exit predictor's calibrated risk
+    (files from before the calibration keep the model's default)."""
     try:
-        model.answer_softmax = metadata.get(_SCORES_KEY, "sigmoid") == "softmax"
-        if _IMAGE_RULE_KEY in metadata:
-            model.image_size_rule = ViltImageSizeRule.from_dict(json.loads(metadata[_IMAGE_RULE_KEY]))
+        if _ARCH_KEY in metadata:  # a mobilevt file: a setting it does not record is ViLT's
+            model.answer_softmax = metadata.get(_SCORES_KEY, "sigmoid") == "softmax"
+            rule = metadata.get(_IMAGE_RULE_KEY)
+            model.image_size_rule = ViltImageSizeRule.from_dict(json.loads(rule)) if rule else VILT_IMAGE_SIZE_RULE
         if _EXITS_KEY not in metadata or not getattr(model, "exit_layers", None):
             return
         risk = json.loads(metadata[_EXITS_KEY]).get("predictor_risk")

@@ -138,10 +138,13 @@ def _drop_exporter_traces(program) -> None:
     """Removes what the dynamo exporter records on each node for debugging (the Python stack
     trace, FX node and module path): 5 MB in a 4-layer ViLT with exits, 65% of its file, and
     the exporting machine's paths, which a shipped file should not carry."""
-    from onnx_ir.traversal import RecursiveGraphIterator
-
-    for node in RecursiveGraphIterator(program.model.graph):
-        node.metadata_props.clear()
+    try:
+        from onnx_ir.traversal import RecursiveGraphIterator
+    except ImportError:  # onnxscript before onnx_ir: the file is right, only larger
+        return
+    for graph in (program.model.graph, *program.model.functions.values()):
+        for node in RecursiveGraphIterator(graph):
+            node.metadata_props.clear()
 
 
 def _onnx_axes(graph: Graph) -> dict[str, dict[int, str]] | None:
