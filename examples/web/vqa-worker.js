@@ -41,7 +41,7 @@ async function load({ models, tokenizerUrl, configUrl, imageConfigUrl, backend }
     throw new Error(`${configUrl} gives no model_max_length (the model's text length): ${EXPORT_COMMAND} writes it`);
   }
   await sessionFor(models[0]);  // another file when it is chosen
-  return { threads, isolated: self.crossOriginIsolated, maxLength, shorterSide: rule.shorterSide };
+  return { threads, isolated: self.crossOriginIsolated, maxLength };
 }
 
 // one session at a time: two ViLT-B/32 files would hold 940 MB of a phone's memory
