@@ -124,7 +124,7 @@ def _xnnpack_kernels(folder: Path, threads: int):
         linear = torch.nn.Linear(GEMM_SIZE, GEMM_SIZE, bias=False).eval()
         x = torch.rand(GEMM_SIZE, GEMM_SIZE, generator=torch.Generator().manual_seed(0))
         if int8:
-            linear = quantize_pt2e_xnnpack(linear, x, [x])
+            linear = quantize_pt2e_xnnpack(linear, (x,), [(x,)])
         path = folder / f"linear{'-int8' if int8 else ''}.pte"
         write_xnnpack_program(torch.export.export(linear, (x,)), path)
         set_executorch_threads(threads)

@@ -39,8 +39,7 @@ from ..errors import InvalidInputError, MissingDependencyError
 from ..export.formats import get_format
 from ..export.formats.executorch import set_executorch_threads
 from ..export.formats.torchscript import save_torchscript
-from ..export.quantize import quantize_onnx_dynamic
-from ..export.vilt import export_vilt_executorch, export_vilt_onnx, vilt_onnx_runner
+from ..export.vilt import export_vilt_executorch, export_vilt_onnx
 from ..factory import create_model
 from ..fileio import write_text_atomic
 from ..weights.vilt_layouts import vilt_options_from_hf_config
@@ -48,7 +47,7 @@ from .floor import measure_matmul_peak
 from .profile import BackendProfile, profile_executorch, profile_onnxruntime, profile_torch
 
 VQA_BACKENDS = ("eager", "scripted", "lite", "onnxruntime", "executorch")
-VQA_INT8_BACKENDS = ("onnxruntime_int8",)  # on request: --backends onnxruntime,onnxruntime_int8
+VQA_INT8_BACKENDS = ("onnxruntime_int8", "executorch_int8")  # on request: --backends onnxruntime,onnxruntime_int8
 RUNTIME_NAMES = {
     "eager": "mobilevt eager",
     "scripted": "mobilevt TorchScript",
@@ -56,8 +55,10 @@ RUNTIME_NAMES = {
     "onnxruntime": "ONNX Runtime (CPU EP)",
     "onnxruntime_int8": "ONNX Runtime, dynamic int8 linears",
     "executorch": "ExecuTorch (XNNPACK)",
+    "executorch_int8": "ExecuTorch (XNNPACK), dynamic int8 linears",
     "transformers": "transformers eager",
 }
+_PROFILED = ("eager", "onnxruntime", "onnxruntime_int8", "executorch", "executorch_int8")
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -270,7 +271,9 @@ def run_vilt_benchmark(
             ours.add_early_exits(exits, predictor_layer=1)
         inputs = _inputs(reference.config.vocab_size, image_size, text_length)
         progress("measuring the fastest fp32 GEMM (the floor's divisor)")
-        peak = measure_matmul_peak(threads, [b for b in ("onnxruntime", "executorch") if b in backends])
+        peak = measure_matmul_peak(
+            threads, [r for r in ("onnxruntime", "executorch") if any(b.startswith(r) for b in backends)]
+        )
         settings = {"full": MobiVqaSetting()} | ({"mobivqa": mobivqa} if mobivqa.is_on else {})
         costs = {name: _setting_gflops(ours, setting, inputs) for name, setting in settings.items()}
         candidates = [_Candidate("full", "transformers", lambda: _run_transformers(reference, inputs))]
@@ -358,25 +361,21 @@ def _candidate(
             MobiVqaSetting().apply(ours)
         lite = _load_for_lite_interpreter(str(path))
         return _Candidate(name, backend, lambda: lite(*inputs), round(time.perf_counter() - start, 1))
-    missing = get_format("onnx" if backend.startswith("onnxruntime") else backend).missing()
+    missing = get_format("onnx" if backend.startswith("onnxruntime") else "executorch").missing()
     if missing is not None:
         return _Candidate(name, backend, None, status="missing", note=f"missing: {missing}")
     start = time.perf_counter()
     setting.apply(ours)
     try:
-        if backend == "onnxruntime":
-            path = folder / f"vilt_{name}.onnx"
-            run_file, _ = export_vilt_onnx(ours, path, inputs, threads=threads)
-        elif backend == "onnxruntime_int8":
-            fp32, path = folder / f"vilt_{name}.fp32-for-int8.onnx", folder / f"vilt_{name}.int8.onnx"
-            export_vilt_onnx(ours, fp32, inputs, threads=threads)
-            quantize_onnx_dynamic(fp32, path)
-            fp32.unlink()
-            run_file = vilt_onnx_runner(path, threads)
+        if backend.startswith("onnxruntime"):
+            int8 = backend == "onnxruntime_int8"
+            path = folder / f"vilt_{name}{'.int8' if int8 else ''}.onnx"
+            run_file, _ = export_vilt_onnx(ours, path, inputs, threads=threads, int8=int8)
         else:
             set_executorch_threads(threads)
-            path = folder / f"vilt_{name}.pte"
-            run_file, _, _ = export_vilt_executorch(ours, path, [inputs])
+            int8 = backend == "executorch_int8"
+            path = folder / f"vilt_{name}{'.int8' if int8 else ''}.pte"
+            run_file, _, _ = export_vilt_executorch(ours, path, [inputs], int8=int8)
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot take the model is a row, not a crash
         return _Candidate(name, backend, None, status="failed", note=f"{type(exc).__name__}: {str(exc)[:200]}")
     finally:
@@ -390,13 +389,13 @@ def _profiles(ours, candidates: Sequence[_Candidate], settings, inputs: Inputs, 
     the ONNX and ExecuTorch files through their runtimes' profilers."""
     profiles = []
     for candidate in candidates:
-        if candidate.run is None or candidate.runtime not in ("eager", "onnxruntime", "onnxruntime_int8", "executorch"):
+        if candidate.run is None or candidate.runtime not in _PROFILED:
             continue
         label = f"{candidate.runtime} ({candidate.setting})"
         if candidate.runtime == "eager":
             setting = settings[candidate.setting]
             found = profile_torch(label, lambda *args, s=setting: _switched(ours, s, args), inputs, runs)
-        elif candidate.runtime == "executorch":
+        elif candidate.runtime.startswith("executorch"):
             found = profile_executorch(label, candidate.artifact, inputs, runs)
         else:
             found = profile_onnxruntime(label, candidate.artifact, inputs, runs, threads)

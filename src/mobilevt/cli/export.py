@@ -47,8 +47,8 @@ def configure_export_parser(p) -> None:
     p.add_argument(
         "--quantize",
         choices=("int8",),
-        help="post-training static int8 quantization (onnx, executorch; executorch is where int8 runs "
-        "faster than fp32); needs --calibration",
+        help="post-training int8 quantization (onnx, executorch). Image models: static, needs --calibration "
+        "(executorch is where it runs faster than fp32); ViLT: dynamic int8 linears, no calibration",
     )
     p.add_argument(
         "--calibration", type=existing_dir, metavar="DIR", help="folder of representative photos to calibrate int8 on"

@@ -66,7 +66,7 @@ def export_image_model(
         options.stage(f"{export_format.check_stage} on the {len(batch)} check images")
     actual, latency_input = _run_checks(written, batch, images, options.include_preprocessing)
     if written.fp32 is not None:
-        details["quantization"] |= compare_with_fp32(written, latency_input, options.latency_runs)
+        details["quantization"] |= compare_with_fp32(written, (latency_input,), options.latency_runs)
     if options.latency_runs > 0:
         options.stage(f"timing eager and the file at batch 1 ({options.latency_runs} runs each)")
     if options.include_preprocessing:
@@ -191,7 +191,7 @@ def _calibration_batches(options: ExportOptions, preprocess: ImagePreprocess, de
     return [preprocess(load_image(p))[None] for p in paths]
 
 
-def compare_with_fp32(written: Written, latency_input: torch.Tensor, runs: int) -> dict[str, Any]:
+def compare_with_fp32(written: Written, latency_inputs: tuple[torch.Tensor, ...], runs: int) -> dict[str, Any]:
     """Size and batch-1 latency of an int8 file against the fp32 file on the same runtime,
     timed interleaved so that machine noise hits both alike."""
     fp32_run, fp32_bytes = written.fp32
@@ -200,11 +200,11 @@ def compare_with_fp32(written: Written, latency_input: torch.Tensor, runs: int) 
     runners: tuple[tuple[str, Runner], ...] = (("int8", written.run), ("fp32", fp32_run))
     if runs > 0:
         with torch.inference_mode():
-            written.run(latency_input), fp32_run(latency_input)
+            written.run(*latency_inputs), fp32_run(*latency_inputs)
             for _ in range(runs):
                 for name, run in runners:
                     start = time.perf_counter()
-                    run(latency_input)
+                    run(*latency_inputs)
                     times[name].append(time.perf_counter() - start)
     int8_ms = 1e3 * statistics.median(times["int8"]) if runs > 0 else None
     fp32_ms = 1e3 * statistics.median(times["fp32"]) if runs > 0 else None

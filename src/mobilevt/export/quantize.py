@@ -4,7 +4,9 @@ Two runtimes, each with its own toolchain:
 
 * ExecuTorch: PT2E (``prepare_pt2e`` / ``convert_pt2e`` from torchao) with ExecuTorch's
   ``XNNPACKQuantizer`` (symmetric int8 weights per channel, int8 activations per tensor);
-  the quantized graph is lowered to XNNPACK's int8 kernels.
+  the quantized graph is lowered to XNNPACK's int8 kernels. Without calibration, the
+  quantizer's dynamic configuration: the linears only, each activation quantized per call
+  from its own range (XNNPACK's ``QD8`` GEMMs), the int8 of BERT-sized transformers.
 * ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the fp32 ONNX file
   (QOperator format, per-channel weights): convolutions, matrix products with constant
   weights, and the adds, products and sigmoids between them, so that activations stay int8
@@ -18,30 +20,47 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..fileio import atomic_path
 
-METHODS = ("int8",)
+METHODS = ("int8",)  # what a user asks for; each family picks the kind of int8 below
+STATIC_INT8 = "int8"  # WriteOptions.quantize: int8 activations calibrated on WriteOptions.calibration
+DYNAMIC_INT8 = "int8-dynamic"  # the linears only, each activation quantized per call (no calibration)
 
 
-def quantize_pt2e_xnnpack(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> nn.Module:
-    """The int8 graph module of ``model`` (fp32, eval) after calibrating on ``calibration``
-    batches; export it with ``torch.export`` and lower it with the XNNPACK partitioner."""
+def quantize_pt2e_xnnpack(
+    model: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    calibration: Sequence[tuple[torch.Tensor, ...]] | None,
+    dynamic_shapes: Any = None,
+) -> nn.Module:
+    """The int8 graph module of ``model`` (fp32, eval): static (per-tensor int8 activations
+    calibrated on the ``calibration`` input tuples) or, with ``calibration`` None, dynamic
+    (linears only). Export it with ``torch.export`` and lower it with the XNNPACK partitioner.
+    ``dynamic_shapes`` (``torch.export``'s) keeps dynamic dims through the capture."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    captured = torch.export.export(model.eval(), (example,)).module()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    captured = torch.export.export(model.eval(), example, dynamic_shapes=dynamic_shapes).module()
+    if calibration is None:
+        # the linears only: the quantizer's dynamic patterns take convolutions too, and the
+        # partitioner then refuses a per-tensor dynamic patch embedding (ExecuTorch 1.5)
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
+        quantizer = XNNPACKQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
+    else:
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
-        for batch in calibration:
-            prepared(batch)
+        # dynamic: one run all the same, for the weight observers (else one scale per tensor)
+        for inputs in calibration if calibration is not None else [example]:
+            prepared(*inputs)
     return convert_pt2e(prepared)
 
 

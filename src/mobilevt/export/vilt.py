@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,14 +49,14 @@ import torch
 from torch import nn
 
 from ..data.tokenizer import tokenizer_json
-from ..fileio import disk_full_as_error, write_text_atomic
+from ..fileio import write_text_atomic
 from ..models.mobivqa import ExitMode
 from ..tasks.vqa import VqaPipeline
 from .errors import ExportError
 from .family import ExportOptions, FamilyAdapter
 from .formats import Dim, ExportFormat, Graph, WriteOptions, Written, get_format
 from .image import compare_with_fp32
-from .quantize import quantize_onnx_dynamic
+from .quantize import DYNAMIC_INT8
 from .report import ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
 
 MAX_CHECK_IMAGES = 8
@@ -171,20 +170,27 @@ def _write_model_file(
     """The ViLT network alone (ONNX or ExecuTorch), its tokenizer and answers beside it."""
     pad_text = export_format.plans_fixed_shapes  # questions padded to max_text_len
     model_inputs = [_model_inputs(pipeline, image, question, pad_text) for image, question in pairs]
-    if not export_format.plans_fixed_shapes and options.quantize:
-        run, runtime = _write_int8_onnx(pipeline.model, output, model_inputs[0], options, notes, details)
-        details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
-        dynamic = True
-    elif not export_format.plans_fixed_shapes:
-        run, runtime = export_vilt_onnx(pipeline.model, output, model_inputs[0], options.opset, notes=notes)
-        details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
-        dynamic = True
-    else:
-        run, runtime, dynamic_size = export_vilt_executorch(
-            pipeline.model, output, model_inputs, notes, export_format.name, options.stage
+    quantize = DYNAMIC_INT8 if options.quantize else None
+    if export_format.plans_fixed_shapes:
+        written, dynamic_size = _write_executorch(
+            pipeline.model, output, model_inputs, notes, export_format.name, options.stage, quantize
         )
         details["dynamic_size"] = dynamic_size
         dynamic = False  # ExecuTorch specialises the example's batch of 1
+    else:
+        written = _write_onnx(pipeline.model, output, model_inputs[0], options.opset, notes, quantize, options.stage)
+        details["opset"] = max(options.opset, 18) if has_data_dependent_exit(pipeline.model) else options.opset
+        dynamic = True
+    if quantize is not None:
+        options.stage("timing the int8 file against the fp32 one")
+        details["quantization"] = {"method": _INT8_METHODS[export_format.name]} | compare_with_fp32(
+            written, model_inputs[0], options.latency_runs
+        )
+    runtime = written.runtime
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return written.run(*inputs)[0]
+
     actual = torch.cat([run(inputs) for inputs in model_inputs])
     details |= _write_side_files(pipeline, output)
     rule = pipeline.image_preprocess.size_rule()
@@ -207,37 +213,23 @@ def _write_model_file(
     )
 
 
+_INT8_METHODS = {
+    "onnx": "dynamic int8 (onnxruntime quantize_dynamic): per-channel int8 weights of the linears, "
+    "activations quantized per call",
+    "executorch": "dynamic int8 (PT2E, XNNPACK quantizer): per-channel int8 weights of the linears, "
+    "activations quantized per call (XNNPACK's QD8 GEMMs)",
+}
+
+
 def _refuse_unsupported_int8(options: ExportOptions, export_format: ExportFormat) -> None:
     if options.quantize is None:
         return
     if options.quantize != "int8":
         raise ExportError(f"unknown quantization {options.quantize!r}; ViLT takes int8")
-    if export_format.plans_fixed_shapes:
-        raise ExportError(
-            "ViLT's int8 export writes ONNX (dynamic int8 linears, which onnxruntime runs 2.6x faster than fp32): "
-            "use --format onnx, or export ExecuTorch in fp32"
-        )
     if options.calibration is not None or "max_calibration_images" in options.changed():
         raise ExportError(
             "ViLT's int8 is dynamic (each activation quantized from its own range): it takes no --calibration"
         )
-
-
-def _write_int8_onnx(model, output: Path, example, options: ExportOptions, notes: list[str], details: dict):
-    """The ONNX file with its linears dynamically quantized, and what int8 buys against the
-    fp32 file (size, and latency timed interleaved: the classifiers' comparison)."""
-    with disk_full_as_error(output):
-        output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent) as folder:
-        fp32 = Path(folder) / "fp32.onnx"
-        run_fp32, runtime = export_vilt_onnx(model, fp32, example, options.opset, notes=notes)
-        quantize_onnx_dynamic(fp32, output)
-        written = Written(output, vilt_onnx_runner(output), runtime, True, fp32=(run_fp32, file_size(fp32)))
-        details["quantization"] = {
-            "method": "dynamic int8 (onnxruntime quantize_dynamic): per-channel int8 weights of the linears, "
-            "activations quantized per call"
-        } | compare_with_fp32(written, example, options.latency_runs)
-    return written.run, runtime
 
 
 def _model_inputs(pipeline, image: torch.Tensor, question: str, pad_text: bool) -> tuple[torch.Tensor, ...]:
@@ -343,15 +335,30 @@ def export_vilt_onnx(
     opset: int = 17,
     threads: int = 0,
     notes: list[str] | None = None,
+    int8: bool = False,
 ) -> tuple[Callable[[tuple[torch.Tensor, ...]], torch.Tensor], str]:
     """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
     MobiVQA settings to ONNX at ``output`` (dynamic batch, question length and image size),
-    check it, and return a runner of the file in onnxruntime and the runtime's name.
+    check it, and return a runner of the file in onnxruntime and the runtime's name. With
+    ``int8``, its matrix products are quantized dynamically (onnxruntime ``quantize_dynamic``).
 
     The static settings (none, token pruning, fixed exit) use the TorchScript-based
     exporter at ``opset`` (<= 17); the confidence and predictor exits use the dynamo
     exporter (``torch.cond`` -> ``If``) at opset ``max(opset, 18)``.
     """
+    written = _write_onnx(model, Path(output), example, opset, notes, DYNAMIC_INT8 if int8 else None)
+    return vilt_onnx_runner(output, threads), written.runtime
+
+
+def _write_onnx(
+    model,
+    output: Path,
+    example: tuple[torch.Tensor, ...],
+    opset: int,
+    notes: list[str] | None,
+    quantize: str | None = None,
+    stage: Callable[[str], None] = lambda text: None,
+) -> Written:
     model = model.eval()
     if has_data_dependent_exit(model):
         opset = max(opset, 18)
@@ -364,8 +371,11 @@ def export_vilt_onnx(
             )
     elif opset > 17:
         raise ExportError("the ViLT ONNX export uses opset 17 or lower (the TorchScript-based exporter)")
-    written = get_format("onnx").write(_graph(model, example, batch=True), Path(output), WriteOptions(opset=opset))
-    return vilt_onnx_runner(output, threads), written.runtime
+    options = WriteOptions(opset=opset, quantize=quantize, stage=stage)
+    written = get_format("onnx").write(_graph(model, example, batch=True), output, options)
+    if notes is not None:
+        notes.extend(written.notes)
+    return written
 
 
 def vilt_executorch_runner(path: str | Path) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
@@ -393,14 +403,31 @@ def export_vilt_executorch(
     notes: list[str] | None = None,
     format_name: str = "executorch",
     stage: Callable[[str], None] = lambda text: None,
+    int8: bool = False,
 ) -> tuple[Callable[[tuple[torch.Tensor, ...]], torch.Tensor], str, bool]:
     """Write a :class:`~mobilevt.models.vilt.ViltForQuestionAnswering` with its current
     MobiVQA settings (token pruning and the fixed exit; not the data-dependent exits) to an
     ExecuTorch ``.pte`` lowered to XNNPACK, with dynamic image size when the runtime takes
     it (else the size of ``examples[0]``), after checking that it runs every example.
 
-    Returns a runner of the written file, the runtime's name and whether the image size is
-    dynamic."""
+    With ``int8``, the linears are quantized dynamically (XNNPACK's QD8 GEMMs: int8 weights,
+    activations quantized per call). Returns a runner of the written file, the runtime's name
+    and whether the image size is dynamic."""
+    written, dynamic_size = _write_executorch(
+        model, Path(output), examples, notes, format_name, stage, DYNAMIC_INT8 if int8 else None
+    )
+    return vilt_executorch_runner(output), written.runtime, dynamic_size
+
+
+def _write_executorch(
+    model,
+    output: Path,
+    examples: Sequence[tuple[torch.Tensor, ...]],
+    notes: list[str] | None,
+    format_name: str,
+    stage: Callable[[str], None],
+    quantize: str | None,
+) -> tuple[Written, bool]:
     export_format = get_format(format_name)
     _refuse_data_dependent_exit(model, export_format)
     export_format.require()
@@ -408,10 +435,11 @@ def export_vilt_executorch(
     example = examples[0]
     # attention with an added mask instead of SDPA's boolean one, and LayerNorm as matrix
     # products (export/rewrite.py): XNNPACK then runs every layer whole
-    options = WriteOptions(probes=list(examples), stage=stage)
-    written = export_format.write(_graph(model.eval(), example, batch=False), Path(output), options)
+    options = WriteOptions(probes=list(examples), stage=stage, quantize=quantize)
+    written = export_format.write(_graph(model.eval(), example, batch=False), output, options)
     failure = written.details.pop("dynamic_failure", None)
-    notes.extend(note for note in written.notes if "portable kernels" in note)  # what XNNPACK does not run
+    # what XNNPACK does not run, and how the file is quantized
+    notes.extend(note for note in written.notes if "portable kernels" in note or note.startswith("int8"))
     sizes = {tuple(inputs[2].shape[-2:]) for inputs in examples}
     if failure is not None and len(sizes) > 1:
         raise ExportError(
@@ -424,7 +452,7 @@ def export_vilt_executorch(
         )
     else:
         notes.append("dynamic image size failed in ExecuTorch: exported for the check photos' size only")
-    return vilt_executorch_runner(output), written.runtime, failure is None
+    return written, failure is None
 
 
 VQA_PIPELINE = FamilyAdapter(

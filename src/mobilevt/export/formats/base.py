@@ -104,8 +104,10 @@ class WriteOptions:
     lite: bool = False
     # one uint8 [H, W, 3] photo in: the evaluation preprocessing goes into the file
     preprocessing: PreprocessConfig | None = None
+    # "int8": static, calibrated on ``calibration`` (input tuples); "int8-dynamic": the linears,
+    # activations quantized per call (export/quantize.py)
     quantize: str | None = None
-    calibration: Sequence[tuple[torch.Tensor, ...]] = ()  # input tuples to calibrate int8 on
+    calibration: Sequence[tuple[torch.Tensor, ...]] = ()
     # ExecuTorch: rewrite attention and norms into ops XNNPACK delegates (export/rewrite.py)
     delegate_rewrite: bool = True
     # ExecuTorch: inputs a program with dynamic dims must run, else it is written static

@@ -4,7 +4,9 @@
 partitioner lowers it and the program is written atomically. Before capture, attention and
 norm layers are rewritten into ops XNNPACK delegates (``export/rewrite.py``) unless the
 family asks not to. ``quantize="int8"`` quantizes with PT2E and the XNNPACK quantizer,
-calibrated on the given inputs; PT2E captures one static shape, so int8 programs are static.
+calibrated on the given inputs (PT2E calibrates one static shape, so these programs are
+static); ``"int8-dynamic"`` quantizes the linears with activations quantized per call and
+keeps the dynamic dims.
 
 A program with dynamic dims is run on the family's probe inputs after writing (the XNNPACK
 delegate can keep a tensor at the example's size: ExecuTorch 1.5, mobilevitv2_050 at
@@ -24,7 +26,7 @@ from torch.fx.traceback import NodeSource
 
 from ...fileio import atomic_path
 from ..native_logs import CPU_PROBE, RESIZE_ERRORS, THREADPOOL_RESET, load_executorch_method, native_stderr_without
-from ..quantize import quantize_pt2e_xnnpack
+from ..quantize import DYNAMIC_INT8, STATIC_INT8, quantize_pt2e_xnnpack
 from ..report import file_size
 from ..rewrite import delegate_friendly
 from .base import ExportFormat, Graph, Runner, WriteOptions, Written, get_format
@@ -51,8 +53,16 @@ class ExecutorchFormat(ExportFormat):
             + (" and rewriting attention and norms for XNNPACK" if options.delegate_rewrite else "")
         )
         self.require()
+        if options.quantize == STATIC_INT8:
+            graph = graph.static()  # PT2E calibrates one static shape
+        written = self._write(graph, path, options)
         if options.quantize is not None:
-            return self._write_int8(graph, path, options)
+            self._add_fp32(written, graph, options)
+        return written
+
+    def _write(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
+        """The program with the graph's dynamic dims, or with the example's shapes where
+        the dynamic one fails in the runtime."""
         if not graph.is_dynamic:
             return self._lower(graph, path, options)
         try:
@@ -101,11 +111,8 @@ class ExecutorchFormat(ExportFormat):
     def _lower(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
 
         module = delegate_friendly(graph.module) if options.delegate_rewrite else graph.module
-        if options.calibration:
-            options.stage(
-                f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on {len(options.calibration)} photos"
-            )
-            module = quantize_pt2e_xnnpack(module, graph.example[0], [inputs[0] for inputs in options.calibration])
+        if options.quantize is not None:
+            module = self._quantize(module, graph, options)
         batch = graph.dynamic[0].get(0)
         options.stage(
             "capturing the graph with torch.export"
@@ -126,19 +133,32 @@ class ExecutorchFormat(ExportFormat):
         written.notes += [note] if note else []
         return written
 
-    def _write_int8(self, graph: Graph, path: Path, options: WriteOptions) -> Written:
-        graph = graph.static()  # PT2E captures one static shape
-        written = self._lower(graph, path, options)
-        written.notes = [
+    def _quantize(self, module: torch.nn.Module, graph: Graph, options: WriteOptions) -> torch.nn.Module:
+        if options.quantize == DYNAMIC_INT8:
+            options.stage("quantizing the linears to int8 (PT2E, XNNPACK quantizer, dynamic activations)")
+            return quantize_pt2e_xnnpack(module, graph.example, None, graph.torch_export_shapes())
+        if options.quantize != STATIC_INT8 or not options.calibration:
+            raise ValueError(f"quantize={options.quantize!r} needs calibration inputs or {DYNAMIC_INT8!r}")
+        options.stage(f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on {len(options.calibration)} photos")
+        return quantize_pt2e_xnnpack(module, graph.example, options.calibration)
+
+    def _add_fp32(self, written: Written, graph: Graph, options: WriteOptions) -> None:
+        """The int8 program's note, and the fp32 program of the same graph to compare its
+        size and speed with."""
+        written.notes.insert(
+            0,
             "int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
             "int8 activations), batch 1"
-        ]
+            if options.quantize == STATIC_INT8
+            else "int8: PT2E dynamic quantization with the XNNPACK quantizer (per-channel int8 weights of the "
+            "linears, each activation quantized per call from its own range)",
+        )
         with tempfile.TemporaryDirectory() as folder:
             fp32_path = Path(folder) / "fp32.pte"
             options.stage("exporting the fp32 program to compare size and speed with")
-            fp32 = self._lower(graph, fp32_path, WriteOptions(delegate_rewrite=options.delegate_rewrite))
+            fp32_options = WriteOptions(delegate_rewrite=options.delegate_rewrite, probes=options.probes)
+            fp32 = self._write(graph if written.dynamic else graph.static(), fp32_path, fp32_options)
             written.fp32 = (fp32.run, file_size(fp32_path))
-        return written
 
 
 def write_xnnpack_program(program: torch.export.ExportedProgram, output: str | os.PathLike) -> torch.fx.Graph:

@@ -5,8 +5,8 @@ opset 18 and higher through the dynamo exporter (which starts at 18 and cannot d
 MobileViT's graph). With ``preprocessing`` the file takes one uint8 ``[H, W, 3]`` photo: the
 evaluation preprocessing is an ONNX graph put in front of the model (opset >= 18 for the
 antialiased ``Resize``, see ``export/onnx_preprocessing.py``). ``quantize="int8"`` writes
-the fp32 file first and quantizes it with onnxruntime's static quantization
-(``export/quantize.py``).
+the fp32 file first and quantizes it with onnxruntime's static quantization, ``"int8-dynamic"``
+with its dynamic quantization of the matrix products (``export/quantize.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ...fileio import atomic_path
 from ...weights.entries import PreprocessConfig
 from ..errors import ExportError
 from ..onnx_preprocessing import prepend_preprocessing, preprocessing_difference
-from ..quantize import quantize_onnx_static
+from ..quantize import DYNAMIC_INT8, quantize_onnx_dynamic, quantize_onnx_static
 from ..report import file_size
 from .base import ExportFormat, Graph, Runner, WriteOptions, Written, get_format
 
@@ -93,14 +93,25 @@ class OnnxFormat(ExportFormat):
             fp32_path = Path(folder) / "fp32.onnx"
             options.stage(f"exporting the fp32 model to ONNX (opset {options.opset})")
             fp32 = self.write(graph, fp32_path, WriteOptions(opset=options.opset))
-            options.stage(f"quantizing to int8 (onnxruntime static), calibrating on {len(options.calibration)} photos")
-            quantize_onnx_static(fp32_path, path, [inputs[0] for inputs in options.calibration], graph.input_names[0])
-            written = Written(path, self.runner(path), fp32.runtime, fp32.dynamic)
-            written.notes.append(
-                "int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 activations) of "
-                "convolutions, weight matmuls, adds, products and sigmoids; attention matmuls, softmax and norms "
-                "stay fp32"
-            )
+            if options.quantize == DYNAMIC_INT8:
+                options.stage("quantizing the matrix products to int8 (onnxruntime dynamic)")
+                quantize_onnx_dynamic(fp32_path, path)
+                note = (
+                    "int8: onnxruntime dynamic quantization (per-channel int8 weights of the matrix products, "
+                    "activations quantized per call); attention's products, softmax and norms stay fp32"
+                )
+            else:
+                options.stage(
+                    f"quantizing to int8 (onnxruntime static), calibrating on {len(options.calibration)} photos"
+                )
+                calibration = [inputs[0] for inputs in options.calibration]
+                quantize_onnx_static(fp32_path, path, calibration, graph.input_names[0])
+                note = (
+                    "int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 activations) "
+                    "of convolutions, weight matmuls, adds, products and sigmoids; attention matmuls, softmax and "
+                    "norms stay fp32"
+                )
+            written = Written(path, self.runner(path), fp32.runtime, fp32.dynamic, notes=fp32.notes + [note])
             # the fp32 session holds its model in memory once the folder is gone
             written.fp32 = (fp32.run, file_size(fp32_path))
         return written
