@@ -261,35 +261,53 @@ def _exported(model: MobiVqaVilt, test, prune_layer: int, count: int, folder: Pa
     return rows
 
 
-def _onnx_int8(model: MobiVqaVilt, test, limit: int, count: int, folder: Path) -> dict:
-    """int8 as ``mobilevt export --quantize int8`` writes it (the full model's ONNX file with
-    its linears in dynamic int8): accuracy on the first ``limit`` test questions, file size
-    and batch-1 latency (median over ``count`` questions, interleaved), against the fp32 file."""
-    from mobilevt.export.quantize import quantize_onnx_dynamic
-    from mobilevt.export.vilt import export_vilt_onnx, vilt_onnx_runner
+def _int8_files(model: MobiVqaVilt, test, limit: int, count: int, folder: Path) -> dict:
+    """int8 as ``mobilevt export --quantize int8`` writes it, on each runtime: the full model's
+    ONNX file and ExecuTorch program with their linears in dynamic int8 (onnxruntime
+    ``quantize_dynamic``; PT2E with XNNPACK's dynamic quantizer), against the fp32 file of the
+    same runtime: accuracy on the first ``limit`` test questions, file size, and batch-1
+    latency (median over ``count`` questions, interleaved)."""
+    from mobilevt.export.vilt import export_vilt_executorch, export_vilt_onnx
 
-    def inputs(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    pad = model.arch.max_text_len  # the ExecuTorch program takes questions padded to it
+
+    def inputs(rows: torch.Tensor, padded: bool = False) -> tuple[torch.Tensor, ...]:
         input_ids, attention_mask, pixel_values, _ = test.batch(rows)
+        if padded:
+            input_ids = torch.nn.functional.pad(input_ids, (0, pad - input_ids.shape[1]))
+            attention_mask = torch.nn.functional.pad(attention_mask, (0, pad - attention_mask.shape[1]))
         return input_ids, attention_mask, pixel_values, torch.ones_like(pixel_values[:, 0], dtype=torch.long)
 
     configure(model, {}, (0, 1.0))
-    paths = {"fp32": folder / "full.onnx", "int8": folder / "full_int8.onnx"}
-    export_vilt_onnx(model, paths["fp32"], inputs(torch.tensor([0])))
-    quantize_onnx_dynamic(paths["fp32"], paths["int8"])
-    runners = {name: vilt_onnx_runner(path, torch.get_num_threads()) for name, path in paths.items()}
-    result: dict[str, dict] = {name: {"file_mb": round(path.stat().st_size / 1e6, 2)} for name, path in paths.items()}
+    runners, sizes = {}, {}
+    threads = torch.get_num_threads()
+    for int8 in (False, True):
+        name = "int8" if int8 else "fp32"
+        path = folder / f"full_{name}.onnx"
+        example = inputs(torch.tensor([0]))
+        runners[f"onnx {name}"], _ = export_vilt_onnx(model, path, example, threads=threads, int8=int8)
+        sizes[f"onnx {name}"] = path.stat().st_size
+        path = folder / f"full_{name}.pte"
+        runners[f"executorch {name}"], _, _ = export_vilt_executorch(
+            model, path, [inputs(torch.tensor([0]), padded=True)], int8=int8
+        )
+        sizes[f"executorch {name}"] = path.stat().st_size
+    result: dict[str, dict] = {name: {"file_mb": round(size / 1e6, 2)} for name, size in sizes.items()}
     for name, run in runners.items():
+        batch = 1 if name.startswith("executorch") else 256  # the program's batch is the example's
         correct = 0
-        for start in range(0, limit, 256):
-            rows = torch.arange(start, min(start + 256, limit))
-            correct += int((run(inputs(rows)).argmax(dim=1) == test.labels[rows]).sum())
+        for start in range(0, limit, batch):
+            rows = torch.arange(start, min(start + batch, limit))
+            logits = run(inputs(rows, padded=batch == 1))
+            correct += int((logits.argmax(dim=1) == test.labels[rows]).sum())
         result[name]["accuracy"] = correct / limit
     times: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners)
     for index in range(count + 3):
-        example = inputs(torch.tensor([index % count]))
-        for name in list(runners)[index % 2 :] + list(runners)[: index % 2]:
+        example = {False: inputs(torch.tensor([index % count])), True: inputs(torch.tensor([index % count]), True)}
+        for name in order[index % len(order) :] + order[: index % len(order)]:
             start = time.perf_counter()
-            runners[name](example)
+            runners[name](example[name.startswith("executorch")])
             if index >= 3:
                 times[name].append(time.perf_counter() - start)
     for name in runners:
@@ -330,6 +348,12 @@ def _arguments() -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also time the exits and pruning in TorchScript and ONNX files beside eager (default on)",
+    )
+    parser.add_argument(
+        "--int8-files-only",
+        action="store_true",
+        help="only the int8 files against fp32 on ONNX Runtime and ExecuTorch, for a trained model in --run-dir "
+        "(writes int8_files.md/json to --out)",
     )
     return parser.parse_args()
 
@@ -382,6 +406,9 @@ def main() -> None:
     train, test, answers, _ = load_easy_vqa(run_dir / "vocab.txt", image_size=args.image_size)
     print(f"easy-VQA: {len(train)} training and {len(test)} test questions, {len(answers)} answers")
     model, config = train_or_load(args, train, answers)
+    if args.int8_files_only:
+        _int8_files_only(model, test, args)
+        return
     models = {"fp32": model, "int8": dynamic_int8(model)}
     with torch.inference_mode():
         rows = _evaluate(models, model, test, answers, args)
@@ -394,7 +421,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         exported = _exported(model, test, args.prune_layer, count, out) if args.exported else []
         limit = len(test) if args.eval_limit is None else min(args.eval_limit, len(test))
-        onnx_int8 = _onnx_int8(model, test, limit, count, out) if args.exported else {}
+        int8_files = _int8_files(model, test, limit, count, out) if args.exported else {}
     report = {
         "torch": torch.__version__,
         "threads": args.threads,
@@ -404,13 +431,26 @@ def main() -> None:
         "rows": rows,
         "oracle": oracle,
         "exported": exported,
-        "onnx_int8": onnx_int8,
+        "int8_files": int8_files,
     }
     table = _table(report, model)
     print(table)
     write_text_atomic(out / "mobivqa.md", table)
     write_text_atomic(out / "mobivqa.json", json.dumps(report, indent=2))
     _plot(rows, out / "mobivqa.png")
+
+
+def _int8_files_only(model: MobiVqaVilt, test, args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    limit = len(test) if args.eval_limit is None else min(args.eval_limit, len(test))
+    with torch.inference_mode():
+        files = _int8_files(model, test, limit, min(args.latency_questions, len(test)), out)
+    report = {"torch": torch.__version__, "threads": args.threads, "test_questions": limit, "int8_files": files}
+    lines = "\n".join(_int8_table(files)[1:]) + "\n"
+    print(lines)
+    write_text_atomic(out / "int8_files.md", lines)
+    write_text_atomic(out / "int8_files.json", json.dumps(report, indent=2))
 
 
 def _table(report: dict, model: MobiVqaVilt) -> str:
@@ -461,18 +501,27 @@ def _table(report: dict, model: MobiVqaVilt) -> str:
                 f"{row['latency_ms'] / eager[row['setting']]:.2f} | {row['top1_agreement'] * 100:.1f}% | "
                 f"{row['max_abs_diff']:.1e} |"
             )
-    if report["onnx_int8"]:
-        fp32, int8 = report["onnx_int8"]["fp32"], report["onnx_int8"]["int8"]
-        lines += [
-            "",
-            "int8 as `mobilevt export --quantize int8` writes it (ONNX, dynamic int8 linears), in ONNX Runtime:",
-            "",
-            "| file | accuracy | size (MB) | batch-1 latency (ms) |",
-            "|---|---:|---:|---:|",
-            f"| fp32 | {fp32['accuracy'] * 100:.2f}% | {fp32['file_mb']:.2f} | {fp32['latency_ms']:.2f} |",
-            f"| int8 | {int8['accuracy'] * 100:.2f}% | {int8['file_mb']:.2f} | {int8['latency_ms']:.2f} |",
-        ]
+    if report["int8_files"]:
+        lines += _int8_table(report["int8_files"])
     return "\n".join(lines) + "\n"
+
+
+def _int8_table(files: dict[str, dict]) -> list[str]:
+    lines = [
+        "",
+        "int8 as `mobilevt export --quantize int8` writes it (dynamic int8 linears), each against the fp32 file "
+        "of its runtime:",
+        "",
+        "| runtime | file | accuracy | size (MB) | batch-1 latency (ms) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, row in files.items():
+        runtime, kind = name.split()
+        runtime = {"onnx": "ONNX Runtime", "executorch": "ExecuTorch (XNNPACK)"}[runtime]
+        lines.append(
+            f"| {runtime} | {kind} | {row['accuracy'] * 100:.2f}% | {row['file_mb']:.2f} | {row['latency_ms']:.2f} |"
+        )
+    return lines
 
 
 def _place_numbers(axes, points: list[tuple[float, float]], size: float = 14.0) -> None:

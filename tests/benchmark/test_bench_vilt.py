@@ -81,7 +81,8 @@ def test_bench_vilt_refuses_what_it_cannot_time(tmp_path, capsys):
         (["--exit-threshold", "0.9"], "fixed settings"),
         (
             ["--backends", "tflite"],
-            "ViLT benches eager, scripted, lite, onnxruntime, executorch, onnxruntime_int8, executorch_int8, not tflite",
+            "ViLT benches eager, scripted, lite, onnxruntime, executorch, onnxruntime_int8, executorch_int8, "
+            "not tflite",
         ),
     ]:
         assert main([*common, *flags]) == 1

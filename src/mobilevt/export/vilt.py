@@ -58,6 +58,7 @@ from .formats import Dim, ExportFormat, Graph, WriteOptions, Written, get_format
 from .image import compare_with_fp32
 from .quantize import DYNAMIC_INT8
 from .report import ExportReport, check_inputs, file_size, median_ms, topk_agreement, write_report
+from .rewrite import additive_mask_attention, linear_patch_embeddings
 
 MAX_CHECK_IMAGES = 8
 CHECK_QUESTIONS = (
@@ -359,7 +360,11 @@ def _write_onnx(
     quantize: str | None = None,
     stage: Callable[[str], None] = lambda text: None,
 ) -> Written:
-    model = model.eval()
+    # the mask added to the scores: SDPA's boolean one exports as Where(IsNaN(Softmax)) per
+    # layer, 12% of the int8 ViLT-B/32's time in onnxruntime (docs/performance.md)
+    model = additive_mask_attention(model.eval())
+    if quantize is not None:
+        model = linear_patch_embeddings(model)
     if has_data_dependent_exit(model):
         opset = max(opset, 18)
         # a batch of two: torch.export would take a batch of one as a constant
@@ -414,7 +419,7 @@ def export_vilt_executorch(
     activations quantized per call). Returns a runner of the written file, the runtime's name
     and whether the image size is dynamic."""
     written, dynamic_size = _write_executorch(
-        model, Path(output), examples, notes, format_name, stage, DYNAMIC_INT8 if int8 else None
+        model, Path(output), examples, notes, format_name, stage, DYNAMIC_INT8 if int8 else None, baseline=False
     )
     return vilt_executorch_runner(output), written.runtime, dynamic_size
 
@@ -427,6 +432,7 @@ def _write_executorch(
     format_name: str,
     stage: Callable[[str], None],
     quantize: str | None,
+    baseline: bool = True,
 ) -> tuple[Written, bool]:
     export_format = get_format(format_name)
     _refuse_data_dependent_exit(model, export_format)
@@ -435,8 +441,9 @@ def _write_executorch(
     example = examples[0]
     # attention with an added mask instead of SDPA's boolean one, and LayerNorm as matrix
     # products (export/rewrite.py): XNNPACK then runs every layer whole
-    options = WriteOptions(probes=list(examples), stage=stage, quantize=quantize)
-    written = export_format.write(_graph(model.eval(), example, batch=False), output, options)
+    options = WriteOptions(probes=list(examples), stage=stage, quantize=quantize, int8_baseline=baseline)
+    model = linear_patch_embeddings(model.eval()) if quantize is not None else model.eval()
+    written = export_format.write(_graph(model, example, batch=False), output, options)
     failure = written.details.pop("dynamic_failure", None)
     # what XNNPACK does not run, and how the file is quantized
     notes.extend(note for note in written.notes if "portable kernels" in note or note.startswith("int8"))

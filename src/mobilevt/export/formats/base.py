@@ -108,6 +108,8 @@ class WriteOptions:
     # activations quantized per call (export/quantize.py)
     quantize: str | None = None
     calibration: Sequence[tuple[torch.Tensor, ...]] = ()
+    # an int8 file: also write the fp32 one (Written.fp32), to compare size and speed with
+    int8_baseline: bool = True
     # ExecuTorch: rewrite attention and norms into ops XNNPACK delegates (export/rewrite.py)
     delegate_rewrite: bool = True
     # ExecuTorch: inputs a program with dynamic dims must run, else it is written static

@@ -143,8 +143,8 @@ class ExecutorchFormat(ExportFormat):
         return quantize_pt2e_xnnpack(module, graph.example, options.calibration)
 
     def _add_fp32(self, written: Written, graph: Graph, options: WriteOptions) -> None:
-        """The int8 program's note, and the fp32 program of the same graph to compare its
-        size and speed with."""
+        """The int8 program's note, and (``options.int8_baseline``) the fp32 program of the
+        same graph to compare its size and speed with."""
         written.notes.insert(
             0,
             "int8: PT2E static quantization with the XNNPACK quantizer (per-channel int8 weights, "
@@ -153,6 +153,8 @@ class ExecutorchFormat(ExportFormat):
             else "int8: PT2E dynamic quantization with the XNNPACK quantizer (per-channel int8 weights of the "
             "linears, each activation quantized per call from its own range)",
         )
+        if not options.int8_baseline:
+            return
         with tempfile.TemporaryDirectory() as folder:
             fp32_path = Path(folder) / "fp32.pte"
             options.stage("exporting the fp32 program to compare size and speed with")
