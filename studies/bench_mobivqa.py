@@ -31,6 +31,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -281,6 +282,8 @@ def _int8_files(model: MobiVqaVilt, test, limit: int, count: int, folder: Path) 
     configure(model, {}, (0, 1.0))
     runners, sizes = {}, {}
     threads = torch.get_num_threads()
+    # called outside inference mode: there, ExecuTorch's lowering in this study grew without
+    # bound (24 GB in a minute, ExecuTorch 1.5)
     for int8 in (False, True):
         name = "int8" if int8 else "fp32"
         path = folder / f"full_{name}.onnx"
@@ -398,11 +401,25 @@ def _time(models: dict[str, MobiVqaVilt], rows: list[dict], test, count: int) ->
         row["latency_ratio"] = round(row["latency_ms"] / full_ms, 3)
 
 
+def _image_size_of_saved_model(args, run_dir: Path) -> None:
+    """A saved model is trained and measured on photos of its own size: the continuation
+    commands once left --image-size at its default (64) for a model made at 96, and its
+    later cycles and tables ran at 64 image tokens instead of 144."""
+    config_path = run_dir / "config.json"
+    if args.retrain or not config_path.exists():
+        return
+    saved = json.loads(config_path.read_text())["arch"]["image_size"]
+    if "--image-size" in sys.argv and args.image_size != saved:
+        raise SystemExit(f"{run_dir} holds a model made for {saved}x{saved} photos, not --image-size {args.image_size}")
+    args.image_size = saved
+
+
 def main() -> None:
     args = _arguments()
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _image_size_of_saved_model(args, run_dir)
     train, test, answers, _ = load_easy_vqa(run_dir / "vocab.txt", image_size=args.image_size)
     print(f"easy-VQA: {len(train)} training and {len(test)} test questions, {len(answers)} answers")
     model, config = train_or_load(args, train, answers)
@@ -420,8 +437,8 @@ def main() -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         exported = _exported(model, test, args.prune_layer, count, out) if args.exported else []
-        limit = len(test) if args.eval_limit is None else min(args.eval_limit, len(test))
-        int8_files = _int8_files(model, test, limit, count, out) if args.exported else {}
+    limit = len(test) if args.eval_limit is None else min(args.eval_limit, len(test))
+    int8_files = _int8_files(model, test, limit, count, out) if args.exported else {}
     report = {
         "torch": torch.__version__,
         "threads": args.threads,
@@ -444,8 +461,7 @@ def _int8_files_only(model: MobiVqaVilt, test, args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     limit = len(test) if args.eval_limit is None else min(args.eval_limit, len(test))
-    with torch.inference_mode():
-        files = _int8_files(model, test, limit, min(args.latency_questions, len(test)), out)
+    files = _int8_files(model, test, limit, min(args.latency_questions, len(test)), out)
     report = {"torch": torch.__version__, "threads": args.threads, "test_questions": limit, "int8_files": files}
     lines = "\n".join(_int8_table(files)[1:]) + "\n"
     print(lines)
