@@ -409,7 +409,8 @@ def _image_size_of_saved_model(args, run_dir: Path) -> None:
     if args.retrain or not config_path.exists():
         return
     saved = json.loads(config_path.read_text())["arch"]["image_size"]
-    if "--image-size" in sys.argv and args.image_size != saved:
+    given = any(arg == "--image-size" or arg.startswith("--image-size=") for arg in sys.argv[1:])
+    if given and args.image_size != saved:
         raise SystemExit(f"{run_dir} holds a model made for {saved}x{saved} photos, not --image-size {args.image_size}")
     args.image_size = saved
 
