@@ -96,8 +96,63 @@ def test_detector_export_options_are_checked(detector, tmp_path):
         export_model(detector, tmp_path / "x.mlpackage", "coreml")
     with pytest.raises(ExportError, match="^detector exports take no --include-preprocessing: the file holds"):
         export_model(detector, tmp_path / "x.onnx", "onnx", include_preprocessing=True)
-    with pytest.raises(ExportError, match="^detector exports take no --max-batch or --quantize"):
+    with pytest.raises(ExportError, match="^detector exports take no --max-batch: the file holds"):
         export_model(detector, tmp_path / "x.pte", "executorch", quantize="int8", calibration=tmp_path, max_batch=4)
+    with pytest.raises(ExportError, match="needs --calibration DIR"):
+        export_model(detector, tmp_path / "x.onnx", "onnx", quantize="int8")
+    assert not list(tmp_path.iterdir())
+
+
+def _producers(graph) -> dict[str, str]:
+    return {output: node.op_type for node in graph.node for output in node.output}
+
+
+def test_int8_onnx_quantizes_the_network_and_leaves_the_box_decoding_fp32(detector, tmp_path, photo_dir, capsys):
+    """`mobilevt export ssdlite_... --format onnx --quantize int8`: the network's layers int8,
+    the box decoding and softmax fp32 (int8's 256 steps over the boxes' range would move them);
+    the file is several times smaller, its detections near eager's, and the terminal shows the
+    result lines only (no warnings of onnxruntime's quantizer)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from mobilevt.cli.main import main
+
+    weights = mobilevt.save_weights(detector, tmp_path / "det.safetensors")
+    output = tmp_path / "det.onnx"
+    args = ["export", "ssdlite_mobilevit_xxs", "--weights", str(weights), "--format", "onnx", "-o", str(output)]
+    assert main([*args, "--quantize", "int8", "--calibration", str(photo_dir), "--check-images", str(photo_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING" not in captured.err and "int8 vs fp32 on onnxruntime" in captured.out, captured
+    report = json.loads((tmp_path / "det.onnx.report.json").read_text())
+    assert report["details"]["quantization"]["size_ratio"] > 3.0
+    assert "int8: the network; the box decoding and the softmax stay fp32" in report["notes"]
+    graph = onnx.load(str(output)).graph
+    ops = [node.op_type for node in graph.node]
+    assert "QLinearConv" in ops and "Softmax" in ops and "Exp" in ops  # the decoding's exp, fp32
+    producers = _producers(graph)
+    assert producers["scores"] == "Softmax" and producers["boxes"] != "DequantizeLinear"
+
+
+def test_int8_executorch_graph_quantizes_the_network_only(detector):
+    """The PT2E graph of the ExecuTorch int8 export (before lowering): the network's
+    convolutions quantized, its outputs dequantized into the fp32 decoding and softmax."""
+    pytest.importorskip("executorch")
+    from mobilevt.export.quantize import quantize_pt2e_xnnpack
+
+    decoded = DecodedSSDLite(detector.fuse(), 128, 128).eval()
+    example = (torch.rand(1, 3, 128, 128),)
+    graph = quantize_pt2e_xnnpack(decoded, example, [example], only="model").graph
+    outputs = next(node for node in graph.nodes if node.op == "output").args[0]
+    assert [node.target for node in outputs] == [torch.ops.aten.cat.default, torch.ops.aten.softmax.int]
+    quantized = [node for node in graph.nodes if "quantize_per_tensor" in str(node.target)]
+    assert len(quantized) > 50
+    # every quantize op belongs to the network: what it quantizes comes from `model` (or is the
+    # input), not from the decoding
+    for node in quantized:
+        source = node.args[0]
+        while "quantize_per_tensor" in str(source.target):  # a requantization: look further back
+            source = source.args[0]
+        stack = source.meta.get("nn_module_stack", {})
+        assert source.op != "call_function" or any(path == "model" for path, _ in stack.values()), source
 
 
 def test_cli_export_detector(tmp_path, capsys, photo_dir):

@@ -118,6 +118,29 @@ def test_int8_export_of_a_trained_model(trained_digits, tmp_path, fmt, request):
     assert fp32_accuracy > 0.8 and int8_accuracy >= fp32_accuracy - 0.03, (fp32_accuracy, int8_accuracy)
 
 
+def test_onnx_int8_of_a_freshly_initialised_model(tmp_path, photo_dir, capsys):
+    """A fresh model's zero biases are equal tensors, which the ONNX exporter stores once; the
+    quantizer wrote that one tensor as a convolution's int32 bias and as an add's uint8 input,
+    and onnxruntime refused the file. Each user of a shared weight now gets its own copy, and
+    onnxruntime's quantizer prints nothing (it warned about the shape arithmetic's int64 adds)."""
+    pytest.importorskip("onnxruntime")
+    from mobilevt.export import export_model
+
+    model = mobilevt.create_model("mobilevit_xxs").eval()  # default initialisation
+    report = export_model(
+        model,
+        tmp_path / "m.onnx",
+        "onnx",
+        image_size=(64, 64),
+        quantize="int8",
+        calibration=photo_dir,
+        check_images=photo_dir,
+        latency_runs=1,
+    )
+    assert report.details["quantization"]["size_ratio"] > 3.0 and report.top1_agreement is not None
+    assert "WARNING" not in capsys.readouterr().err
+
+
 def test_int8_options_are_checked(tmp_path, photo_dir):
     """Checked before anything is exported: the model's weights do not matter."""
     from mobilevt.export import ExportError, export_model

@@ -96,6 +96,7 @@ def run_export(args) -> int:
 def print_export_result(report) -> None:
     """The export's result in one line (and the int8 or check-photo notes)."""
     if report.details.get("task") == "object-detection":
+        _print_int8_gain(report)
         print(
             f"wrote {report.path} ({report.file_bytes / 1e6:.1f} MB, {report.runtime}); on {report.check_images} "
             f"photos: max-abs diff {report.max_abs_diff:.2e}, same detections after NMS on "

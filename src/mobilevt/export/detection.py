@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ..weights.entries import PreprocessConfig
 from .errors import ExportError
 from .family import ExportOptions, FamilyAdapter
 from .formats import Dim, ExportFormat, Graph, WriteOptions, Written
+from .image import calibration_batches, check_quantize, compare_with_fp32
 from .report import ExportReport, check_inputs, file_size, median_ms, write_report
 
 MAX_CHECK_IMAGES = 32
@@ -102,9 +103,11 @@ def export_detector(
     outputs, NMS settings, class names) and ``<output>.report.json``.
 
     Formats that plan memory for a bounded batch (ExecuTorch) get batch 1: phones detect
-    one frame at a time."""
+    one frame at a time. int8 (ONNX, ExecuTorch) quantizes the network; the box decoding
+    and the softmax stay fp32, where int8's 256 steps would move the boxes."""
     if options.opset > 17:
         raise ExportError("detectors export to ONNX with the TorchScript-based exporter: opset 17 or lower")
+    check_quantize(options)
     preprocess_config: PreprocessConfig = getattr(model, "preprocess", None) or PreprocessConfig((320, 320), 320)
     height, width = tuple(options.image_size) if options.image_size else tuple(preprocess_config.input_size)
     eager_model = copy.deepcopy(model).eval()
@@ -116,15 +119,18 @@ def export_detector(
     batch = _check_batch(photos, preprocess_config, height, width)
     with torch.inference_mode():
         expected = eager(batch)
+    write_options, details = _write_options(options, preprocess_config, height, width)
 
     options.stage(
         f"writing the {export_format.name} file (network and box decoding)"
         + (", lowering to XNNPACK (a minute or more)" if "max_batch" in export_format.options else "")
     )
-    write_options = WriteOptions(opset=options.opset)
     written = export_format.write(_graph(eager, height, width, options, export_format), output, write_options)
     options.stage(f"running the file on the {len(photos)} check photos and timing it")
     actual = _run_checks(written, batch)
+    if written.fp32 is not None:
+        details["quantization"] |= compare_with_fp32(written, (batch[:1],), options.latency_runs)
+        written.notes.append("int8: the network; the box decoding and the softmax stay fp32")
     agreement, compared, ties = _detections_agreement(actual, expected, eager_model.config)
     write_text_atomic(_metadata_path(output), json.dumps(detection_metadata(model, height, width), indent=2) + "\n")
     notes = (
@@ -165,9 +171,26 @@ def export_detector(
             "threads": torch.get_num_threads(),
             "metadata": str(_metadata_path(output)),
         }
-        | written.details,
+        | written.details
+        | details,
     )
     return write_report(report)
+
+
+def _write_options(
+    options: ExportOptions, config: PreprocessConfig, height: int, width: int
+) -> tuple[WriteOptions, dict[str, Any]]:
+    """The format's options, with the calibration inputs of an int8 export (and what they
+    were, for the report)."""
+    write_options = WriteOptions(opset=options.opset, stage=options.stage)
+    details: dict[str, Any] = {}
+    if options.quantize is None:
+        return write_options, details
+    resize = _resize(config, height, width)
+    calibration = calibration_batches(options, resize, details)
+    return replace(
+        write_options, quantize=options.quantize, calibration=[(b,) for b in calibration], quantize_only="model"
+    ), details
 
 
 def _graph(eager: nn.Module, height: int, width: int, options: ExportOptions, export_format: ExportFormat) -> Graph:
@@ -187,9 +210,14 @@ def _run_checks(written: Written, batch: torch.Tensor) -> tuple[torch.Tensor, to
 
 def _check_batch(photos: list, config: PreprocessConfig, height: int, width: int) -> torch.Tensor:
     """The check photos resized (not cropped) to the exported input size, as detection does."""
+    resize = _resize(config, height, width)
+    return torch.stack([resize(photo) for photo in photos])
+
+
+def _resize(config: PreprocessConfig, height: int, width: int) -> nn.Module:
     from ..tasks.detection import DetectionPreprocess
 
-    resize = DetectionPreprocess(
+    return DetectionPreprocess(
         PreprocessConfig(
             (height, width),
             height,
@@ -200,7 +228,6 @@ def _check_batch(photos: list, config: PreprocessConfig, height: int, width: int
             config.antialias,
         )
     )
-    return torch.stack([resize(photo) for photo in photos])
 
 
 def _metadata_path(output: Path) -> Path:
@@ -307,7 +334,7 @@ def _anchor_of(boxes: torch.Tensor, box: torch.Tensor) -> int:
 DETECTOR = FamilyAdapter(
     "detectors",
     "detector exports",
-    frozenset({"image_size", "dynamic_batch", "opset", "fuse"}),
+    frozenset({"image_size", "dynamic_batch", "opset", "fuse", "quantize"}),
     "the file holds the network and its box decoding at one input size",
     export_detector,
     formats=("torchscript", "onnx", "executorch"),

@@ -57,7 +57,7 @@ def export_image_model(
     batch = torch.stack([preprocess(image) for image in images])
     details: dict[str, Any] = {}
     if options.quantize is not None:
-        calibration = _calibration_batches(options, preprocess, details)
+        calibration = calibration_batches(options, preprocess, details)
         write_options = replace(write_options, calibration=[(b,) for b in calibration])
     with torch.inference_mode():
         expected = eager(batch)
@@ -122,6 +122,11 @@ def _check_options(options: ExportOptions) -> None:
         raise ExportError("--dynamic-size applies to onnx at opset 17 or lower (TorchScript files take any size)")
     if options.include_preprocessing and options.dynamic_size:
         raise ExportError("--dynamic-size does not apply with --include-preprocessing: the image input takes any size")
+    check_quantize(options)
+
+
+def check_quantize(options: ExportOptions) -> None:
+    """Static int8 of an image model: a known method, and calibration photos."""
     if options.quantize is not None:
         if options.quantize not in METHODS:
             raise ExportError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(METHODS)}")
@@ -179,7 +184,9 @@ def _spec_only_report(
     )
 
 
-def _calibration_batches(options: ExportOptions, preprocess: ImagePreprocess, details: dict) -> list[torch.Tensor]:
+def calibration_batches(options: ExportOptions, preprocess: nn.Module, details: dict) -> list[torch.Tensor]:
+    """The calibration photos, each preprocessed into a batch of one; records what was used
+    in ``details["quantization"]``."""
     paths = list_images(options.calibration)[: options.max_calibration_images]
     if not paths:
         raise ExportError(f"{options.calibration}: no calibration images found")

@@ -37,11 +37,13 @@ def quantize_pt2e_xnnpack(
     example: tuple[torch.Tensor, ...],
     calibration: Sequence[tuple[torch.Tensor, ...]] | None,
     dynamic_shapes: Any = None,
+    only: str | None = None,
 ) -> nn.Module:
     """The int8 graph module of ``model`` (fp32, eval): static (per-tensor int8 activations
     calibrated on the ``calibration`` input tuples) or, with ``calibration`` None, dynamic
     (linears only). Export it with ``torch.export`` and lower it with the XNNPACK partitioner.
-    ``dynamic_shapes`` (``torch.export``'s) keeps dynamic dims through the capture."""
+    ``dynamic_shapes`` (``torch.export``'s) keeps dynamic dims through the capture; ``only``
+    names the submodule whose operators are quantized (static; None: all of them)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -56,6 +58,7 @@ def quantize_pt2e_xnnpack(
         quantizer = XNNPACKQuantizer().set_operator_type(torch.ops.aten.linear.default, config)
     else:
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = quantizer if only is None else _Within(quantizer, only)
     prepared = prepare_pt2e(captured, quantizer)
     with torch.no_grad():
         # dynamic: one run all the same, for the weight observers (else one scale per tensor)
@@ -64,8 +67,33 @@ def quantize_pt2e_xnnpack(
     return convert_pt2e(prepared)
 
 
-def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[torch.Tensor], input_name: str) -> None:
-    """Write the int8 version of the ONNX file ``fp32_path`` to ``output`` (atomically)."""
+class _Within:
+    """A PT2E quantizer whose annotations are kept on the operators of one submodule only. The
+    XNNPACK quantizer's module-name filter is not enough: slices and concatenations after the
+    submodule inherit its output's int8 (a detector's box decoding). Everything else is the
+    wrapped quantizer's (``prepare_pt2e`` calls its methods by name)."""
+
+    def __init__(self, quantizer: Any, submodule: str) -> None:
+        self.quantizer, self.submodule = quantizer, submodule
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        self.quantizer.annotate(model)
+        for node in model.graph.nodes:
+            paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+            if node.op == "call_function" and self.submodule not in paths:
+                node.meta.pop("quantization_annotation", None)
+        return model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.quantizer, name)
+
+
+def quantize_onnx_static(
+    fp32_path: Path, output: Path, calibration: Sequence[torch.Tensor], input_name: str, only: str | None = None
+) -> None:
+    """Write the int8 version of the ONNX file ``fp32_path`` to ``output`` (atomically);
+    ``only`` names the submodule whose operators are quantized (None: all of them): the
+    exporter names each node after the module that made it (``/model/backbone/...``)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -82,6 +110,9 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
         prepared = tmp.with_name(tmp.name + ".pre.onnx")
         try:
             quant_pre_process(str(fp32_path), str(prepared))  # shape inference + graph cleanup
+            graph = _unshared_initializers(onnx.load(str(prepared)))
+            onnx.save(graph, str(prepared))
+            outside = _not_float(graph) + ([] if only is None else _nodes_outside(graph, only))
             quantize_static(
                 str(prepared),
                 str(tmp),
@@ -95,6 +126,7 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
                 # than the int8 kernels save (mobilevit_s: 0.89x of fp32 with convs and matmuls
                 # only, 1.12x with these; docs/performance.md)
                 op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add", "Mul", "Sigmoid"],
+                nodes_to_exclude=outside,
                 extra_options={"MatMulConstBOnly": True},
                 # 7-bit weights: on x86 CPUs without VNNI (AVX2, AVX-512F) onnxruntime's u8s8
                 # kernels sum pairs of products in int16 (VPMADDUBSW), which saturates with
@@ -107,6 +139,50 @@ def quantize_onnx_static(fp32_path: Path, output: Path, calibration: Sequence[to
         quantized = _compact_names(onnx.load(str(tmp)))
         onnx.checker.check_model(quantized)
         onnx.save(quantized, str(tmp))
+
+
+def _unshared_initializers(model):
+    """Each node its own copy of a weight that several nodes share. The exporter stores equal
+    tensors once (a fresh model's zero biases: LayerNorm's, a convolution's), and the quantizer
+    then writes one shared copy as a convolution's int32 bias and as an add's uint8 input: an
+    invalid graph."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    seen: set[str] = set()
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            if name not in initializers:
+                continue
+            if name in seen:
+                copy = type(initializers[name])()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}_{node.name or len(model.graph.initializer)}_{position}"
+                model.graph.initializer.append(copy)
+                node.input[position] = copy.name
+            seen.add(name)
+    return model
+
+
+def _not_float(model) -> list[str]:
+    """The Add and Mul nodes of shape arithmetic (int64 inputs): onnxruntime's quantizer would
+    skip them anyway, with a warning of several lines each."""
+    import onnx
+
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.value_info]}
+    types |= {t.name: t.data_type for t in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type in ("Add", "Mul")
+        and any(types.get(name, onnx.TensorProto.FLOAT) != onnx.TensorProto.FLOAT for name in node.input)
+    ]
+
+
+def _nodes_outside(model, submodule: str) -> list[str]:
+    prefix = f"/{submodule}/"
+    inside = [node.name for node in model.graph.node if node.name.startswith(prefix)]
+    if not inside:
+        raise ValueError(f"no node of the ONNX graph comes from the submodule {submodule!r}")
+    return [node.name for node in model.graph.node if not node.name.startswith(prefix)]
 
 
 def quantize_onnx_dynamic(fp32_path: Path, output: Path) -> None:

@@ -108,6 +108,9 @@ class WriteOptions:
     # activations quantized per call (export/quantize.py)
     quantize: str | None = None
     calibration: Sequence[tuple[torch.Tensor, ...]] = ()
+    # static int8: the submodule (by attribute name) whose operators are quantized; the rest of
+    # the graph stays fp32 (a detector's box decoding); None: all of it
+    quantize_only: str | None = None
     # an int8 file: also write the fp32 one (Written.fp32), to compare size and speed with
     int8_baseline: bool = True
     # ExecuTorch: rewrite attention and norms into ops XNNPACK delegates (export/rewrite.py)

@@ -140,7 +140,7 @@ class ExecutorchFormat(ExportFormat):
         if options.quantize != STATIC_INT8 or not options.calibration:
             raise ValueError(f"quantize={options.quantize!r} needs calibration inputs or {DYNAMIC_INT8!r}")
         options.stage(f"quantizing to int8 (PT2E, XNNPACK quantizer), calibrating on {len(options.calibration)} photos")
-        return quantize_pt2e_xnnpack(module, graph.example, options.calibration)
+        return quantize_pt2e_xnnpack(module, graph.example, options.calibration, only=options.quantize_only)
 
     def _add_fp32(self, written: Written, graph: Graph, options: WriteOptions) -> None:
         """The int8 program's note, and (``options.int8_baseline``) the fp32 program of the

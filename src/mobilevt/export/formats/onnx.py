@@ -105,7 +105,7 @@ class OnnxFormat(ExportFormat):
                     f"quantizing to int8 (onnxruntime static), calibrating on {len(options.calibration)} photos"
                 )
                 calibration = [inputs[0] for inputs in options.calibration]
-                quantize_onnx_static(fp32_path, path, calibration, graph.input_names[0])
+                quantize_onnx_static(fp32_path, path, calibration, graph.input_names[0], options.quantize_only)
                 note = (
                     "int8: onnxruntime static quantization (QOperator, per-channel int8 weights, uint8 activations) "
                     "of convolutions, weight matmuls, adds, products and sigmoids; attention matmuls, softmax and "
