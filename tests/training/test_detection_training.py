@@ -303,12 +303,13 @@ def test_a_classifier_is_refused_for_detection(tiny_shapes, tmp_path):
 def test_shapes_recipe_learns_to_detect(tmp_path, monkeypatch, shapes_cache):
     """The built-in recipe as a user runs it (`mobilevt train --config shapes_detection`):
     the data set is generated into the cache, SSDLite-MobileViT-XXS trains from scratch,
-    best validation mAP@0.5 >= MAP50_BAR, and the exported weights score the same through
-    the public evaluation API."""
+    best validation mAP@0.5 >= MAP50_BAR within the recipe's 6 epochs (stopped once it gets
+    there, ``stop_at_metric``: measured 0.10/0.34/0.42/0.45/0.48/0.47 per epoch), and the
+    exported weights score the same through the public evaluation API."""
     from mobilevt.training.segmentation import shapes_cache_dir
 
     monkeypatch.setenv("MOBILEVT_CACHE", str(shapes_cache))
-    result = train(load_config("shapes_detection", [f"output_dir={tmp_path / 'run'}"]))
+    result = train(load_config("shapes_detection", [f"output_dir={tmp_path / 'run'}", f"stop_at_metric={MAP50_BAR}"]))
     assert result.metric_name == "map50"
     assert result.best_metric >= MAP50_BAR, [round(row["val_map50"], 3) for row in result.history]
     model = mobilevt.create_model("ssdlite_mobilevit_xxs", weights=result.best_path)

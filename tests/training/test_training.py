@@ -221,6 +221,22 @@ def test_interrupt_report_survives_a_corrupt_checkpoint(tmp_path):
     assert checkpoint_position(tmp_path / "last.pt") is None and checkpoint_position(tmp_path / "none.pt") is None
 
 
+def test_stop_at_metric_ends_the_run_after_the_epoch_that_reaches_it(tmp_path, capsys):
+    """stop_at_metric: the run stops after the first epoch whose validation metric reaches it,
+    with the schedule of all its epochs (a truncated run, not a shorter one)."""
+    result = train(_digits(tmp_path, "epochs=3", "stop_at_metric=1.0", "ema_decay=null", "optim.warmup_steps=1"))
+    assert result.epochs_run == 1 and result.best_epoch == 0 and result.best_metric >= 1.0
+    steps_per_epoch = result.steps
+    row = result.history[0]
+    config = _digits(tmp_path, "optim.warmup_steps=1").optim
+    # the learning rate after epoch 0 is the 3-epoch schedule's, not a 1-epoch schedule's end
+    expected = warmup_cosine(steps_per_epoch, 3 * steps_per_epoch, config.warmup_steps, config.lr, config.min_lr)
+    assert row["lr"] == pytest.approx(expected) and row["lr"] > 0.5 * config.lr  # a 1-epoch run ends at min_lr
+    assert f"stopping after epoch 0: best val top1 {result.best_metric:.4f} reached stop_at_metric 1" in (
+        capsys.readouterr().out
+    )
+
+
 def test_a_new_run_refuses_an_earlier_runs_folder(tmp_path):
     train(_digits(tmp_path, "max_steps=2", "epochs=1"))
     best = (tmp_path / "best.safetensors").read_bytes()

@@ -110,6 +110,9 @@ class TrainConfig:
     output_dir: str = "runs/train"
     save_every_steps: int = 0  # also checkpoint every N optimizer steps (0: per epoch only)
     max_steps: int = 0  # stop after N optimizer steps (0: all epochs); for smoke runs
+    # stop after the first epoch whose validation metric (the model's or its EMA's) reaches this,
+    # in the task's unit (top1: %, miou and map50: 0-1); the schedule stays that of all epochs
+    stop_at_metric: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

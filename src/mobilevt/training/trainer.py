@@ -91,7 +91,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     for epoch in range(run.state["epoch"], config.epochs):
         epoch_stats = _train_epoch(run, epoch)
         _end_epoch(run, epoch, epoch_stats, val_loader)
-        if epoch_stats.stopped:
+        if epoch_stats.stopped or _reached_stop_metric(run):
             break
     if run.board is not None:
         run.board.close()
@@ -430,6 +430,20 @@ def _end_epoch(run: _Run, epoch: int, stats: _EpochStats, val_loader) -> None:
         _print_epoch(task, epoch, row, metrics, ema_value, train_failed, val_failed)
     state["epoch"], state["step"] = epoch + 1, run.step
     run.saved_step = run.step  # rank 0 wrote last.pt above
+
+
+def _reached_stop_metric(run: _Run) -> bool:
+    """Whether the best validation metric so far reached ``stop_at_metric`` (every rank sees
+    the same metrics, summed over ranks, so all stop together)."""
+    target = run.config.stop_at_metric
+    if target is None or run.state["best_metric"] < target:
+        return False
+    if run.is_main and run.state["epoch"] < run.config.epochs:
+        print(
+            f"stopping after epoch {run.state['epoch'] - 1}: best val {run.task.primary_metric} "
+            f"{run.state['best_metric']:.4f} reached stop_at_metric {target:g}"
+        )
+    return True
 
 
 def _board_epoch(board, metrics: dict, ema_value: float | None, metric: str, step: int) -> None:
