@@ -63,7 +63,8 @@ def export_model(model: nn.Module, output: str | os.PathLike, format: str, **opt
             or ``"float32"``.
         quantize: ``"int8"``: post-training static quantization calibrated on the photos
             in ``calibration`` (onnx: onnxruntime static quantization; executorch: PT2E with
-            the XNNPACK quantizer). The report adds the fp32 file's size and latency on the
+            the XNNPACK quantizer); a detector's network is quantized, its box decoding and
+            softmax stay fp32. The report adds the fp32 file's size and latency on the
             same runtime; its agreement figures are with the fp32 eager model.
         calibration: folder of representative photos (a few hundred from the training
             distribution; not the images the report checks on).
