@@ -3,6 +3,7 @@ against eager: TorchScript, ONNX (onnxruntime) and ExecuTorch (XNNPACK)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from types import SimpleNamespace
 
@@ -138,7 +139,7 @@ def test_int8_executorch_graph_quantizes_the_network_only(detector):
     pytest.importorskip("executorch")
     from mobilevt.export.quantize import quantize_pt2e_xnnpack
 
-    decoded = DecodedSSDLite(detector.fuse(), 128, 128).eval()
+    decoded = DecodedSSDLite(copy.deepcopy(detector).fuse(), 128, 128).eval()  # the fixture stays unfused
     example = (torch.rand(1, 3, 128, 128),)
     graph = quantize_pt2e_xnnpack(decoded, example, [example], only="model").graph
     outputs = next(node for node in graph.nodes if node.op == "output").args[0]

@@ -85,6 +85,8 @@ class _Within:
         return model
 
     def __getattr__(self, name: str) -> Any:
+        if name == "quantizer":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.quantizer, name)
 
 
